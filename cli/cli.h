@@ -1,0 +1,30 @@
+/* The `ferry` operator tool: shared pieces of its subcommands. */
+#ifndef FERRY_CLI_H
+#define FERRY_CLI_H
+
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ferry/err.h"
+
+/* Exit codes: 0 success, 1 input refused (verification), 2 usage or I/O. */
+enum { CLI_OK = 0, CLI_REFUSED = 1, CLI_USAGE = 2 };
+
+int cli_pki(int argc, char **argv);
+int cli_manifest(int argc, char **argv);
+int cli_cmd(int argc, char **argv);
+
+/* Print "ferry: CODE: detail" to stderr. */
+void cli_error(const ferry_status *st);
+/* An integer option; names the option on error. */
+bool cli_int(const char *opt, const char *s, int64_t min, int64_t max, int64_t *out);
+/* Key and certificate chain for signing: --key, --cert (leaf first) and an
+ * optional --chain appended after it. */
+int cli_load_signer(const char *key, const char *cert, const char *chain, EVP_PKEY **pkey,
+		    STACK_OF(X509) **certs);
+/* True when argv has --help or -h. */
+bool cli_wants_help(int argc, char **argv);
+
+#endif

@@ -1,0 +1,55 @@
+/* `ferry pki`: a demo PKI so that a first run needs nothing but this tool. */
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "pki.h"
+
+#define GATEWAYS_MAX 256
+
+static const char help[] =
+	"usage: ferry pki init DIR [--gateway ID]...\n"
+	"\n"
+	"Makes a demo PKI in DIR as PEM files (keys are mode 0600):\n"
+	"  ca.pem, ca.key                    the organisation CA (trust anchor for commands and manifests)\n"
+	"  cmd-signer.pem, .key              signs commands\n"
+	"  manifest-signer.pem, .key         signs manifests\n"
+	"  broker.pem, .key                  MQTT/HTTPS server certificate for localhost and 127.0.0.1\n"
+	"  gw-ID.pem, .key                   one client certificate per --gateway, CN = ID\n"
+	"Existing files are never overwritten.\n";
+
+int cli_pki(int argc, char **argv)
+{
+	static const struct option opts[] = {{"gateway", required_argument, NULL, 'g'},
+					     {"help", no_argument, NULL, 'h'},
+					     {NULL, 0, NULL, 0}};
+	const char *gws[GATEWAYS_MAX];
+	size_t n = 0;
+	ferry_status st = {0};
+	int c;
+
+	if (argc < 2 || strcmp(argv[1], "init") || cli_wants_help(argc, argv)) {
+		fputs(help, argc >= 2 && cli_wants_help(argc, argv) ? stdout : stderr);
+		return argc >= 2 && cli_wants_help(argc, argv) ? CLI_OK : CLI_USAGE;
+	}
+	optind = 1;
+	while ((c = getopt_long(argc - 1, argv + 1, "g:h", opts, NULL)) != -1) {
+		if (c == 'g' && n < GATEWAYS_MAX) {
+			gws[n++] = optarg;
+		} else {
+			fputs(help, stderr);
+			return CLI_USAGE;
+		}
+	}
+	if (optind + 1 != argc - 1) {
+		fprintf(stderr, "ferry pki init: give exactly one DIR\n");
+		return CLI_USAGE;
+	}
+	if (ferry_pki_init(argv[optind + 1], gws, n, &st)) {
+		cli_error(&st);
+		return CLI_USAGE;
+	}
+	printf("PKI written to %s (%zu gateway certificate%s)\n", argv[optind + 1], n, n == 1 ? "" : "s");
+	return CLI_OK;
+}

@@ -1,0 +1,15 @@
+/* The operator's manifest spec (YAML) turned into a manifest payload. */
+#ifndef FERRY_CLI_SPEC_H
+#define FERRY_CLI_SPEC_H
+
+#include <jansson.h>
+#include <time.h>
+
+#include "ferry/err.h"
+
+/* Read spec_path, hash each component's `file` (relative to the spec's
+ * folder) into `size` and `sha256`, set `created` to now, and return the
+ * payload object.  The result has passed the same parser the gateway uses. */
+ferry_err ferry_spec_load(const char *spec_path, time_t now, json_t **payload, ferry_status *st) FERRY_WUR;
+
+#endif

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every test through ctest: first the normal build (warnings are errors),
+# then an ASan+UBSan build with clang that runs the same tests again plus a
+# short libFuzzer run over the command and manifest parsers.
+set -euo pipefail
+cd "$(dirname "$0")"
+. scripts/deps.sh
+# shellcheck disable=SC2086
+ferry_ensure_pkgs $FERRY_BUILD_PKGS $FERRY_TEST_PKGS
+
+jobs=${FERRY_JOBS:-2}
+fuzz_seconds=${FERRY_FUZZ_SECONDS:-30}
+
+echo "== build (gcc, -Werror)"
+cmake -S . -B build -DFERRY_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j"$jobs"
+echo "== tests"
+ctest --test-dir build --output-on-failure -j"$jobs"
+
+echo "== build (clang, ASan+UBSan, fuzz targets)"
+CC=clang cmake -S . -B build-asan -DFERRY_WERROR=ON -DFERRY_SANITIZE=ON -DFERRY_FUZZ=ON \
+	-DFERRY_FUZZ_SECONDS="$fuzz_seconds" -DCMAKE_BUILD_TYPE=Debug >/dev/null
+cmake --build build-asan -j"$jobs"
+echo "== tests under ASan+UBSan, then ${fuzz_seconds}s of fuzzing per target"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	ctest --test-dir build-asan --output-on-failure -j"$jobs"

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# The `ferry` command as an operator uses it: every subcommand has --help,
+# bad arguments exit 2 with a message that names the problem, refused input
+# exits 1 with its reason code, and sign/verify round trips hold for both
+# formats and both algorithms.
+set -euo pipefail
+FERRY=${1:?usage: cli.sh PATH/TO/ferry}
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+# expect RC PATTERN CMD...: run CMD, check its exit code and that stderr+stdout match PATTERN
+expect() {
+	local want=$1 pat=$2 rc=0
+	shift 2
+	"$@" > "$T/out" 2>&1 || rc=$?
+	[ "$rc" -eq "$want" ] || fail "$* exited $rc, wanted $want: $(cat "$T/out")"
+	grep -qE -- "$pat" "$T/out" || fail "$* did not print /$pat/: $(cat "$T/out")"
+}
+
+for sub in "pki init" "manifest sign" "manifest verify" "cmd sign" "cmd verify"; do
+	# shellcheck disable=SC2086
+	expect 0 "^usage: ferry $sub" "$FERRY" $sub --help
+done
+expect 0 "usage: ferry COMMAND" "$FERRY" --help
+expect 2 "unknown command \"frobnicate\"" "$FERRY" frobnicate
+expect 2 "give exactly one DIR" "$FERRY" pki init
+expect 2 "malformed: .*gateway id \"bad/id\"" "$FERRY" pki init "$T/x" --gateway bad/id
+[ ! -e "$T/x/ca.key" ] || fail "pki init wrote a CA although a gateway id was bad"
+
+expect 0 "PKI written" "$FERRY" pki init "$T/pki" --gateway gw-1 --gateway gw-2
+for f in ca cmd-signer manifest-signer broker gw-gw-1 gw-gw-2; do
+	[ -s "$T/pki/$f.pem" ] && [ -s "$T/pki/$f.key" ] || fail "pki init did not write $f"
+	[ "$(stat -c %a "$T/pki/$f.key")" = 600 ] || fail "$f.key is not mode 600"
+done
+openssl verify -x509_strict -CAfile "$T/pki/ca.pem" "$T/pki/gw-gw-1.pem" >/dev/null || fail "gateway cert does not verify"
+openssl x509 -in "$T/pki/gw-gw-2.pem" -noout -subject | grep -q "CN *= *gw-2" || fail "gateway CN is not its id"
+openssl x509 -in "$T/pki/broker.pem" -noout -ext subjectAltName | grep -q "IP Address:127.0.0.1" ||
+	fail "broker cert lacks 127.0.0.1"
+expect 2 "already exists" "$FERRY" pki init "$T/pki"
+
+# A manifest with two components, the second installed first because of `after`.
+head -c 5000 /dev/urandom > "$T/mcu.bin"
+echo "interval: 5" > "$T/app.conf"
+cat > "$T/spec.yaml" <<YAML
+sequence: 7
+allow_downgrade: false
+components:
+  - name: sensor-mcu
+    type: firmware
+    adapter: serial-smp
+    target: {vendor_id: acme, class_id: sensor-v2, match: {image: "0"}}
+    version: 1.5.2
+    format: mcuboot
+    file: mcu.bin
+    after: [app-config]
+  - name: app-config
+    type: configuration
+    adapter: self
+    target: {vendor_id: acme, class_id: gw}
+    version: "2.0.0"
+    format: file
+    file: app.conf
+YAML
+sign=("$FERRY" manifest sign "$T/spec.yaml" --key "$T/pki/manifest-signer.key" --cert "$T/pki/manifest-signer.pem")
+expect 0 "signed manifest written" "${sign[@]}" -o "$T/m.jws"
+expect 0 "\"size\": 5000" "$FERRY" manifest verify "$T/m.jws" --ca "$T/pki/ca.pem"
+expect 2 "--key and --cert" "$FERRY" manifest sign "$T/spec.yaml" -o "$T/x.jws"
+expect 1 "key does not belong" "$FERRY" manifest sign "$T/spec.yaml" --key "$T/pki/cmd-signer.key" \
+	--cert "$T/pki/manifest-signer.pem" -o "$T/x.jws"
+sed 's/file: mcu.bin/file: nowhere.bin/' "$T/spec.yaml" > "$T/bad.yaml"
+expect 1 "nowhere.bin" "$FERRY" manifest sign "$T/bad.yaml" --key "$T/pki/manifest-signer.key" \
+	--cert "$T/pki/manifest-signer.pem" -o "$T/x.jws"
+sed 's/version: 1.5.2/version: 1.5/' "$T/spec.yaml" > "$T/bad.yaml"
+expect 1 "components\[0\]: version \"1.5\"" "$FERRY" manifest sign "$T/bad.yaml" \
+	--key "$T/pki/manifest-signer.key" --cert "$T/pki/manifest-signer.pem" -o "$T/x.jws"
+[ ! -e "$T/x.jws" ] || fail "a refused spec left an output file"
+expect 1 "^ferry: malformed: .*3 parts" "$FERRY" manifest verify "$T/spec.yaml" --ca "$T/pki/ca.pem"
+"$FERRY" pki init "$T/other" >/dev/null
+expect 1 "untrusted_signer" "$FERRY" manifest verify "$T/m.jws" --ca "$T/other/ca.pem"
+
+# Commands: a deploy carrying the manifest and links, then the gateway's view of it.
+now=$(date +%s)
+csign=("$FERRY" cmd sign --key "$T/pki/cmd-signer.key" --cert "$T/pki/cmd-signer.pem" --gateway gw-1)
+"${csign[@]}" --op update.deploy --update u-1 --manifest "$T/m.jws" \
+	--link sensor-mcu=https://127.0.0.1:8443/mcu.bin --link app-config=https://127.0.0.1:8443/app.conf > "$T/c.jws"
+expect 0 "\"op\": \"update.deploy\"" "$FERRY" cmd verify "$T/c.jws" --ca "$T/pki/ca.pem" --gateway gw-1
+expect 1 "wrong_gateway" "$FERRY" cmd verify "$T/c.jws" --ca "$T/pki/ca.pem" --gateway gw-2
+expect 1 "expired" "$FERRY" cmd verify "$T/c.jws" --ca "$T/pki/ca.pem" --gateway gw-1 --at $((now + 7200))
+"${csign[@]}" --op update.install --update u-1 --nbf $((now + 3600)) > "$T/later.jws"
+expect 1 "not_yet_valid" "$FERRY" cmd verify "$T/later.jws" --ca "$T/pki/ca.pem" --gateway gw-1
+expect 0 "update.install" "$FERRY" cmd verify "$T/later.jws" --ca "$T/pki/ca.pem" --gateway gw-1 --at $((now + 3600))
+expect 1 "unsupported: .*op \"update.reboot\"" "${csign[@]}" --op update.reboot --update u-1
+expect 1 "malformed: .*manifest\" is missing" "${csign[@]}" --op update.request --update u-1
+expect 1 "unsupported: .*not an https" "${csign[@]}" --op update.download --update u-1 --link a=http://127.0.0.1/a
+expect 2 "--ttl: \"soon\"" "${csign[@]}" --op update.cancel --update u-1 --ttl soon
+expect 2 "--link wants NAME=URL" "${csign[@]}" --op update.download --update u-1 --link nonsense
+
+# EdDSA: an Ed25519 signer made by openssl, issued by the demo CA.
+openssl genpkey -algorithm ED25519 -out "$T/ed.key" 2>/dev/null
+openssl req -new -key "$T/ed.key" -subj "/CN=ed signer" -out "$T/ed.csr"
+printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n' > "$T/ext.cnf"
+openssl x509 -req -in "$T/ed.csr" -CA "$T/pki/ca.pem" -CAkey "$T/pki/ca.key" -CAcreateserial -days 1 \
+	-extfile "$T/ext.cnf" -out "$T/ed.pem" 2>/dev/null
+"$FERRY" cmd sign --key "$T/ed.key" --cert "$T/ed.pem" --gateway gw-1 --op inventory.refresh > "$T/ed.jws"
+hdr=$(cut -d. -f1 "$T/ed.jws")
+while [ $((${#hdr} % 4)) -ne 0 ]; do hdr="$hdr="; done
+echo -n "$hdr" | basenc --base64url -d | grep -q '"alg":"EdDSA"' || fail "not signed with EdDSA"
+expect 0 "inventory.refresh" "$FERRY" cmd verify "$T/ed.jws" --ca "$T/pki/ca.pem" --gateway gw-1
+echo "ok: ferry CLI"
