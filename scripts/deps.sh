@@ -3,10 +3,12 @@
 # apt-get line to run and stops, so nothing half-works.
 
 # Needed to build ferry and ferryd.
-FERRY_BUILD_PKGS="cmake make pkg-config gcc libc6-dev libjose-dev libjansson-dev libssl-dev libyaml-dev"
+FERRY_BUILD_PKGS="cmake make pkg-config gcc libc6-dev libjose-dev libjansson-dev libssl-dev libyaml-dev
+	libsqlite3-dev libcurl4-openssl-dev libmosquitto-dev libsystemd-dev"
 # Needed by the tests: cmocka, the jose and openssl CLIs as oracles, clang with
-# its sanitizer and libFuzzer runtimes for the fuzz run.
-FERRY_TEST_PKGS="libcmocka-dev jose openssl clang libclang-rt-14-dev"
+# its sanitizer and libFuzzer runtimes for the fuzz run, and the real servers
+# the integration scenarios run ferryd against.
+FERRY_TEST_PKGS="libcmocka-dev jose openssl clang libclang-rt-14-dev mosquitto mosquitto-clients nginx-light sqlite3"
 
 ferry_missing_pkgs() {
 	local p missing=""

@@ -1,0 +1,253 @@
+/* The cloud session over libmosquitto.
+ *
+ * One thread owns the connection: it runs the network loop and, after any
+ * loss, waits min(max, min * 2^n) scaled by a random factor in [0.5, 1) before
+ * reconnecting, so a fleet that lost its broker does not come back in
+ * lock-step.  The session is persistent (clean start off, a session expiry
+ * interval), so QoS 1 commands sent while the gateway was away are delivered
+ * when it returns.  The will is the retained state "offline".
+ */
+#include "cloud.h"
+
+#include <mosquitto.h>
+#include <mqtt_protocol.h>
+#include <openssl/rand.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <time.h>
+
+#include "ferry/jws.h"
+#include "log.h"
+
+/* A week: commands queued for a gateway that is off for a weekend survive. */
+#define SESSION_EXPIRY_S (7 * 24 * 3600)
+
+struct ferry_cloud {
+	struct mosquitto *mosq;
+	ferry_cloud_events ev;
+	char prefix[256];
+	char host[256];
+	int port, keepalive;
+	int backoff_min_ms, backoff_max_ms;
+	pthread_t thread;
+	atomic_bool stop, connected;
+};
+
+static void topic(const ferry_cloud *c, const char *suffix, char *out, size_t n)
+{
+	snprintf(out, n, "%s/%s", c->prefix, suffix);
+}
+
+static void on_connect(struct mosquitto *m, void *obj, int rc, int flags, const mosquitto_property *props)
+{
+	ferry_cloud *c = obj;
+	char t[300];
+	static const char online[] = "{\"state\":\"online\"}";
+
+	if (rc) {
+		ferry_log(LOG_WARNING, "broker refused the connection: %s", mosquitto_reason_string(rc));
+		return;
+	}
+	topic(c, "cmd", t, sizeof(t));
+	if (mosquitto_subscribe_v5(m, NULL, t, 1, 0, NULL) != MOSQ_ERR_SUCCESS)
+		ferry_log(LOG_ERR, "cannot subscribe to %s", t);
+	topic(c, "state", t, sizeof(t));
+	mosquitto_publish_v5(m, NULL, t, (int)strlen(online), online, 1, true, NULL);
+	atomic_store(&c->connected, true);
+	ferry_log(LOG_INFO, "connected to %s:%d", c->host, c->port);
+	if (c->ev.connected)
+		c->ev.connected(c->ev.ctx);
+}
+
+static void on_disconnect(struct mosquitto *m, void *obj, int rc, const mosquitto_property *props)
+{
+	ferry_cloud *c = obj;
+
+	atomic_store(&c->connected, false);
+	if (!atomic_load(&c->stop))
+		ferry_log(LOG_WARNING, "disconnected from the broker: %s",
+			  rc ? mosquitto_reason_string(rc) : "by request");
+}
+
+static void on_message(struct mosquitto *m, void *obj, const struct mosquitto_message *msg,
+		       const mosquitto_property *props)
+{
+	ferry_cloud *c = obj;
+
+	if (msg->payloadlen < 0 || msg->payloadlen > FERRY_JWS_MAX) {
+		ferry_log(LOG_WARNING, "dropped a command of %d bytes (limit %d)", msg->payloadlen, FERRY_JWS_MAX);
+		return;
+	}
+	if (c->ev.command)
+		c->ev.command(c->ev.ctx, msg->payload ? msg->payload : "", (size_t)msg->payloadlen);
+}
+
+static void on_publish(struct mosquitto *m, void *obj, int mid, int reason, const mosquitto_property *props)
+{
+	ferry_cloud *c = obj;
+
+	if (reason >= 0x80) {
+		ferry_log(LOG_WARNING, "broker refused message %d: %s", mid, mosquitto_reason_string(reason));
+		return;
+	}
+	if (c->ev.published)
+		c->ev.published(c->ev.ctx, mid);
+}
+
+static int connect_once(ferry_cloud *c)
+{
+	mosquitto_property *props = NULL;
+	int rc;
+
+	mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL, SESSION_EXPIRY_S);
+	rc = mosquitto_connect_bind_v5(c->mosq, c->host, c->port, c->keepalive, NULL, props);
+	mosquitto_property_free_all(&props);
+	return rc;
+}
+
+static long jittered(long base_ms)
+{
+	unsigned short r = 0;
+	RAND_bytes((unsigned char *)&r, sizeof(r));
+	return base_ms / 2 + (long)((base_ms / 2) * (r / 65536.0));
+}
+
+/* Sleep in short steps so that stop is noticed quickly. */
+static void nap(ferry_cloud *c, long ms)
+{
+	while (ms > 0 && !atomic_load(&c->stop)) {
+		long step = ms > 100 ? 100 : ms;
+		struct timespec ts = {0, step * 1000000L};
+		nanosleep(&ts, NULL);
+		ms -= step;
+	}
+}
+
+static void *run(void *arg)
+{
+	ferry_cloud *c = arg;
+	long delay = c->backoff_min_ms;
+	bool up = false;
+
+	while (!atomic_load(&c->stop)) {
+		int rc = up ? mosquitto_loop(c->mosq, 100, 1) : connect_once(c);
+		if (rc == MOSQ_ERR_SUCCESS) {
+			up = true;
+			/* Only a session the broker accepted resets the backoff:
+			 * a TCP connect that ends in a refused CONNACK does not. */
+			if (atomic_load(&c->connected))
+				delay = c->backoff_min_ms;
+			continue;
+		}
+		if (atomic_load(&c->stop))
+			break;
+		atomic_store(&c->connected, false);
+		ferry_log(LOG_WARNING, "broker %s:%d: %s; retrying in about %ld ms", c->host, c->port,
+			  mosquitto_strerror(rc), delay);
+		mosquitto_disconnect(c->mosq);
+		up = false;
+		nap(c, jittered(delay));
+		delay = delay * 2 > c->backoff_max_ms ? c->backoff_max_ms : delay * 2;
+	}
+	return NULL;
+}
+
+static ferry_err setup(ferry_cloud *c, const ferry_config *cfg, ferry_status *st)
+{
+	char t[300];
+	static const char offline[] = "{\"state\":\"offline\"}";
+	int rc;
+
+	c->mosq = mosquitto_new(cfg->gateway_id, false, c);
+	if (!c->mosq)
+		return ferry_fail(st, FERRY_E_INTERNAL, "cannot create the MQTT client");
+	mosquitto_int_option(c->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
+	mosquitto_threaded_set(c->mosq, true);
+	if ((rc = mosquitto_tls_set(c->mosq, cfg->broker.ca, NULL, cfg->broker.cert, cfg->broker.key, NULL)) ||
+	    (rc = mosquitto_tls_opts_set(c->mosq, 1, "tlsv1.2", NULL)))
+		return ferry_fail(st, FERRY_E_MALFORMED, "broker TLS files (ca, cert, key): %s", mosquitto_strerror(rc));
+	topic(c, "state", t, sizeof(t));
+	if ((rc = mosquitto_will_set_v5(c->mosq, t, (int)strlen(offline), offline, 1, true, NULL)))
+		return ferry_fail(st, FERRY_E_INTERNAL, "cannot set the will: %s", mosquitto_strerror(rc));
+	mosquitto_connect_v5_callback_set(c->mosq, on_connect);
+	mosquitto_disconnect_v5_callback_set(c->mosq, on_disconnect);
+	mosquitto_message_v5_callback_set(c->mosq, on_message);
+	mosquitto_publish_v5_callback_set(c->mosq, on_publish);
+	return FERRY_OK;
+}
+
+ferry_err ferry_cloud_start(const ferry_config *cfg, const ferry_cloud_events *ev, ferry_cloud **out,
+			    ferry_status *st)
+{
+	ferry_cloud *c = calloc(1, sizeof(*c));
+	ferry_err e;
+
+	if (!c)
+		return ferry_fail(st, FERRY_E_INTERNAL, "out of memory");
+	mosquitto_lib_init();
+	c->ev = *ev;
+	snprintf(c->prefix, sizeof(c->prefix), "%s", cfg->topic_prefix);
+	snprintf(c->host, sizeof(c->host), "%s", cfg->broker.host);
+	c->port = cfg->broker.port;
+	c->keepalive = cfg->broker.keepalive_s;
+	c->backoff_min_ms = cfg->broker.reconnect_min_ms;
+	c->backoff_max_ms = cfg->broker.reconnect_max_ms;
+	if ((e = setup(c, cfg, st))) {
+		mosquitto_destroy(c->mosq);
+		free(c);
+		return e;
+	}
+	if (pthread_create(&c->thread, NULL, run, c)) {
+		mosquitto_destroy(c->mosq);
+		free(c);
+		return ferry_fail(st, FERRY_E_INTERNAL, "cannot start the MQTT thread");
+	}
+	*out = c;
+	return FERRY_OK;
+}
+
+ferry_err ferry_cloud_publish(ferry_cloud *c, const char *suffix, const char *payload, bool retain, int *mid,
+			      ferry_status *st)
+{
+	char t[300];
+	int rc;
+
+	if (!atomic_load(&c->connected))
+		return ferry_fail(st, FERRY_E_INTERNAL, "not connected to the broker");
+	topic(c, suffix, t, sizeof(t));
+	rc = mosquitto_publish_v5(c->mosq, mid, t, (int)strlen(payload), payload, 1, retain, NULL);
+	if (rc)
+		return ferry_fail(st, FERRY_E_INTERNAL, "publish on %s: %s", t, mosquitto_strerror(rc));
+	return FERRY_OK;
+}
+
+bool ferry_cloud_connected(ferry_cloud *c)
+{
+	return atomic_load(&c->connected);
+}
+
+void ferry_cloud_stop(ferry_cloud *c)
+{
+	char t[300];
+	static const char offline[] = "{\"state\":\"offline\"}";
+
+	if (!c)
+		return;
+	if (atomic_load(&c->connected)) {
+		topic(c, "state", t, sizeof(t));
+		mosquitto_publish_v5(c->mosq, NULL, t, (int)strlen(offline), offline, 1, true, NULL);
+		/* Give the loop a moment to flush it before the clean disconnect. */
+		struct timespec ts = {0, 200 * 1000000L};
+		nanosleep(&ts, NULL);
+	}
+	atomic_store(&c->stop, true);
+	pthread_join(c->thread, NULL);
+	mosquitto_disconnect(c->mosq);
+	mosquitto_destroy(c->mosq);
+	mosquitto_lib_cleanup();
+	free(c);
+}

@@ -1,0 +1,55 @@
+/* ferryd's configuration, read from YAML (config/ferryd.yaml documents every
+ * key).  A bad file is refused whole with a message naming the file, the line
+ * and the key. */
+#ifndef FERRY_CONFIG_H
+#define FERRY_CONFIG_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ferry/err.h"
+
+#define FERRY_CFG_PATH_MAX 1024
+#define FERRY_CFG_ATTRS_MAX 32
+
+typedef struct ferry_config {
+	char gateway_id[65];
+	struct {
+		char host[256];
+		int port;
+		char ca[FERRY_CFG_PATH_MAX];
+		char cert[FERRY_CFG_PATH_MAX];
+		char key[FERRY_CFG_PATH_MAX];
+		int keepalive_s;
+		int reconnect_min_ms, reconnect_max_ms;
+	} broker;
+	char topic_prefix[256]; /* default ferry/v1/<gateway_id> */
+	struct {
+		char command_ca[FERRY_CFG_PATH_MAX];
+		char manifest_ca[FERRY_CFG_PATH_MAX];
+		int clock_skew_s;
+		int64_t min_time; /* a clock before this is not trusted (clock_unsynced) */
+	} trust;
+	char state_dir[FERRY_CFG_PATH_MAX];
+	struct {
+		char dir[FERRY_CFG_PATH_MAX]; /* default <state_dir>/store */
+		int64_t cap_bytes;
+	} store;
+	struct {
+		char ca[FERRY_CFG_PATH_MAX];
+		int connect_timeout_s;
+		int low_speed_bytes, low_speed_time_s;
+		int retries;
+		int retry_delay_ms;
+	} download;
+	char plugin_dir[FERRY_CFG_PATH_MAX];
+	json_t *adapters;   /* adapter name -> its section (object), as written */
+	json_t *attributes; /* custom inventory attributes: name -> string */
+} ferry_config;
+
+/* Load and check path.  On error the detail reads "FILE:LINE: KEY: what". */
+ferry_err ferry_config_load(const char *path, ferry_config *out, ferry_status *st) FERRY_WUR;
+void ferry_config_free(ferry_config *c);
+
+#endif

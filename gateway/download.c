@@ -1,0 +1,286 @@
+/* HTTPS downloads with libcurl, the one file that talks to it.
+ *
+ * The manifest's size is a hard cap checked as bytes arrive, not at the end
+ * (an endless stream is cut off at size + 1); the digest is computed while
+ * streaming, starting with the bytes a previous attempt left in the partial
+ * file; a floor on speed stops slow-retrieval attacks; each retry resumes
+ * from what is on disk with an HTTP Range request.  URLs are secrets: no
+ * error text here ever contains one.
+ */
+#include "download.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Make arrived bytes durable (fsync, then tell the journal) after this many
+ * bytes or this much time, whichever comes first: a restart loses at most
+ * that much, and slow links still make progress that survives. */
+#define DURABLE_EVERY (1024 * 1024)
+#define DURABLE_MS 1000
+#define RETRY_DELAY_MAX_MS 30000
+
+typedef struct dl {
+	const ferry_dl_req *req;
+	int fd;
+	EVP_MD_CTX *md;
+	int64_t have;      /* bytes in the file and in the digest */
+	int64_t synced;    /* bytes fsync'd */
+	int64_t synced_ms; /* when */
+	int64_t skip;      /* bytes to drop: the server ignored our Range */
+	bool too_big, cancelled, io_error;
+	long status;
+} dl;
+
+ferry_err ferry_download_global_init(ferry_status *st)
+{
+	if (curl_global_init(CURL_GLOBAL_DEFAULT))
+		return ferry_fail(st, FERRY_E_INTERNAL, "libcurl failed to initialise");
+	return FERRY_OK;
+}
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int sync_now(dl *d)
+{
+	if (fsync(d->fd))
+		return -1;
+	d->synced = d->have;
+	d->synced_ms = mono_ms();
+	if (d->req->durable)
+		d->req->durable(d->req->ctx, d->have);
+	return 0;
+}
+
+static size_t on_header(char *buf, size_t size, size_t n, void *ctx)
+{
+	dl *d = ctx;
+	/* A new status line starts each response (redirects, 100-continue). */
+	if (n * size > 5 && !strncmp(buf, "HTTP/", 5)) {
+		const char *sp = memchr(buf, ' ', n * size);
+		d->status = sp ? strtol(sp + 1, NULL, 10) : 0;
+		/* Asked for a range but got the whole file: drop what we have. */
+		d->skip = d->status == 200 ? d->have : 0;
+	}
+	return size * n;
+}
+
+static size_t on_data(char *buf, size_t size, size_t n, void *ctx)
+{
+	dl *d = ctx;
+	size_t len = size * n, off = 0;
+
+	if (d->status != 200 && d->status != 206)
+		return len; /* an error body: not image bytes, and curl reports the status */
+	if (d->skip > 0) {
+		off = (size_t)d->skip < len ? (size_t)d->skip : len;
+		d->skip -= (int64_t)off;
+	}
+	if (d->have + (int64_t)(len - off) > d->req->size) {
+		d->too_big = true;
+		return 0;
+	}
+	if (len > off) {
+		if (write(d->fd, buf + off, len - off) != (ssize_t)(len - off)) {
+			d->io_error = true;
+			return 0;
+		}
+		EVP_DigestUpdate(d->md, buf + off, len - off);
+		d->have += (int64_t)(len - off);
+	}
+	if (d->have > d->synced && (d->have - d->synced >= DURABLE_EVERY || mono_ms() - d->synced_ms >= DURABLE_MS) &&
+	    sync_now(d)) {
+		d->io_error = true;
+		return 0;
+	}
+	if (d->req->progress && !d->req->progress(d->req->ctx, d->have, d->req->size)) {
+		d->cancelled = true;
+		return 0;
+	}
+	return len;
+}
+
+/* Open the partial file and hash what it already holds. */
+static ferry_err open_partial(dl *d, ferry_status *st)
+{
+	unsigned char buf[65536];
+	ssize_t r;
+
+	d->fd = open(d->req->part_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (d->fd < 0)
+		return ferry_fail(st, FERRY_E_INTERNAL, "partial file: %s", strerror(errno));
+	while ((r = read(d->fd, buf, sizeof(buf))) > 0) {
+		if (d->have + r > d->req->size) { /* longer than allowed: keep what fits */
+			r = (ssize_t)(d->req->size - d->have);
+			EVP_DigestUpdate(d->md, buf, (size_t)r);
+			d->have += r;
+			break;
+		}
+		EVP_DigestUpdate(d->md, buf, (size_t)r);
+		d->have += r;
+	}
+	if (r < 0 || ftruncate(d->fd, d->have) || lseek(d->fd, d->have, SEEK_SET) < 0)
+		return ferry_fail(st, FERRY_E_INTERNAL, "partial file: %s", strerror(errno));
+	d->synced = d->have;
+	d->synced_ms = mono_ms();
+	return FERRY_OK;
+}
+
+static CURL *make_handle(dl *d, char *errbuf)
+{
+	const ferry_dl_req *r = d->req;
+	CURL *c = curl_easy_init();
+	char range[64];
+
+	if (!c)
+		return NULL;
+	curl_easy_setopt(c, CURLOPT_URL, r->url);
+#if LIBCURL_VERSION_NUM >= 0x075500
+	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https");
+	curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "https");
+#else
+	curl_easy_setopt(c, CURLOPT_PROTOCOLS, CURLPROTO_HTTPS);
+	curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS, CURLPROTO_HTTPS);
+#endif
+	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+	curl_easy_setopt(c, CURLOPT_MAXREDIRS, 3L);
+	curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
+	curl_easy_setopt(c, CURLOPT_CAINFO, r->ca_file);
+	curl_easy_setopt(c, CURLOPT_CAPATH, NULL);
+	curl_easy_setopt(c, CURLOPT_PROXY, "");
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, r->limits.connect_timeout_s);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, r->limits.low_speed_bytes);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, r->limits.low_speed_time_s);
+	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(c, CURLOPT_HEADERDATA, d);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, d);
+	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+	if (d->have > 0) {
+		snprintf(range, sizeof(range), "%lld-", (long long)d->have);
+		curl_easy_setopt(c, CURLOPT_RANGE, range);
+	}
+	return c;
+}
+
+/* One attempt.  CURLcode and HTTP status become ferry codes here. */
+static ferry_err attempt(dl *d, bool *retry, ferry_status *st)
+{
+	char errbuf[CURL_ERROR_SIZE] = "";
+	CURL *c = make_handle(d, errbuf);
+	CURLcode rc;
+
+	*retry = false;
+	if (!c)
+		return ferry_fail(st, FERRY_E_INTERNAL, "libcurl: no handle");
+	d->status = 0;
+	d->skip = 0;
+	rc = curl_easy_perform(c);
+	curl_easy_cleanup(c);
+	if (d->too_big)
+		return ferry_fail(st, FERRY_E_SIZE_MISMATCH, "the server sent more than the manifest's %lld bytes",
+				  (long long)d->req->size);
+	if (d->cancelled)
+		return ferry_fail(st, FERRY_E_CANCELLED, "download cancelled");
+	if (d->io_error)
+		return ferry_fail(st, FERRY_E_INTERNAL, "writing the partial file failed");
+	if (rc == CURLE_UNSUPPORTED_PROTOCOL)
+		return ferry_fail(st, FERRY_E_UNSUPPORTED, "only https:// links are allowed");
+	if (rc == CURLE_OK && d->status == 416 && d->have == d->req->size)
+		return FERRY_OK; /* we had it all already */
+	if (rc == CURLE_OK && d->status != 200 && d->status != 206) {
+		*retry = d->status >= 500 || d->status == 408 || d->status == 429;
+		return ferry_fail(st, FERRY_E_DOWNLOAD_FAILED, "HTTP %ld", d->status);
+	}
+	if (rc != CURLE_OK) {
+		/* TLS trust problems do not heal by themselves; network ones may. */
+		*retry = rc != CURLE_PEER_FAILED_VERIFICATION && rc != CURLE_SSL_CACERT_BADFILE &&
+			 rc != CURLE_URL_MALFORMAT;
+		return ferry_fail(st, FERRY_E_DOWNLOAD_FAILED, "%s", curl_easy_strerror(rc));
+	}
+	if (d->have < d->req->size) {
+		*retry = true;
+		return ferry_fail(st, FERRY_E_SIZE_MISMATCH, "the server sent %lld of %lld bytes", (long long)d->have,
+				  (long long)d->req->size);
+	}
+	return FERRY_OK;
+}
+
+static void nap_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+	nanosleep(&ts, NULL);
+}
+
+static ferry_err finish(dl *d, ferry_status *st)
+{
+	unsigned char dig[32];
+
+	EVP_DigestFinal_ex(d->md, dig, NULL);
+	if (memcmp(dig, d->req->sha256, 32)) {
+		unlink(d->req->part_path); /* start clean next time */
+		return ferry_fail(st, FERRY_E_DIGEST_MISMATCH, "SHA-256 of the download differs from the manifest");
+	}
+	if (sync_now(d))
+		return ferry_fail(st, FERRY_E_INTERNAL, "fsync of the download: %s", strerror(errno));
+	return FERRY_OK;
+}
+
+ferry_err ferry_download(const ferry_dl_req *req, ferry_status *st)
+{
+	dl d = {.req = req, .fd = -1};
+	long delay = req->limits.retry_delay_ms > 0 ? req->limits.retry_delay_ms : 1000;
+	ferry_err e;
+	bool retry;
+
+	if (strncmp(req->url, "https://", 8))
+		return ferry_fail(st, FERRY_E_UNSUPPORTED, "only https:// links are allowed");
+	if (!(d.md = EVP_MD_CTX_new()) || !EVP_DigestInit_ex(d.md, EVP_sha256(), NULL)) {
+		EVP_MD_CTX_free(d.md);
+		return ferry_fail(st, FERRY_E_INTERNAL, "SHA-256 unavailable");
+	}
+	if ((e = open_partial(&d, st)))
+		goto out;
+	for (int i = 0;; i++) {
+		if (d.have == req->size) {
+			e = FERRY_OK;
+			break;
+		}
+		e = attempt(&d, &retry, st);
+		if (!e || !retry || i >= req->limits.retries)
+			break;
+		if (d.have > d.synced && sync_now(&d)) {
+			e = ferry_fail(st, FERRY_E_INTERNAL, "fsync: %s", strerror(errno));
+			break;
+		}
+		nap_ms(delay);
+		delay = delay * 2 > RETRY_DELAY_MAX_MS ? RETRY_DELAY_MAX_MS : delay * 2;
+		if (req->progress && !req->progress(req->ctx, d.have, req->size)) {
+			e = ferry_fail(st, FERRY_E_CANCELLED, "download cancelled");
+			break;
+		}
+	}
+	if (!e)
+		e = finish(&d, st);
+	else if (d.have > d.synced)
+		sync_now(&d); /* keep what arrived for the next attempt */
+out:
+	if (d.fd >= 0)
+		close(d.fd);
+	EVP_MD_CTX_free(d.md);
+	return e;
+}

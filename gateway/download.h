@@ -1,0 +1,49 @@
+/* Image downloads over HTTPS with libcurl: resumable, bounded, verified while
+ * streaming.  This is the one file that talks to libcurl; its codes become
+ * ferry reason codes here. */
+#ifndef FERRY_DOWNLOAD_H
+#define FERRY_DOWNLOAD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ferry/err.h"
+
+typedef struct ferry_dl_limits {
+	long connect_timeout_s; /* TCP + TLS handshake */
+	long low_speed_bytes;   /* abort when slower than this many bytes/s ... */
+	long low_speed_time_s;  /* ... for this many seconds (slow retrieval) */
+	int retries;            /* further attempts after a transfer error, each resuming */
+	long retry_delay_ms;    /* first delay; doubles per attempt, capped at 30 s */
+} ferry_dl_limits;
+
+typedef struct ferry_dl_req {
+	const char *url;       /* https:// only; a secret: never logged */
+	const char *ca_file;   /* the file host's CA; peer and host name verified */
+	const char *part_path; /* partial file, created or continued */
+	int64_t size;          /* the manifest's size: a hard cap while bytes arrive */
+	uint8_t sha256[32];    /* the manifest's digest of the whole image */
+	ferry_dl_limits limits;
+	/* Called with bytes durably on disk (after fsync); the caller journals
+	 * it so a restart resumes there.  Called at most every few MiB. */
+	void (*durable)(void *ctx, int64_t offset);
+	/* Called as bytes arrive; return false to cancel (FERRY_E_CANCELLED). */
+	bool (*progress)(void *ctx, int64_t done, int64_t total);
+	void *ctx;
+} ferry_dl_req;
+
+/* Download (or finish downloading) req->url into req->part_path.  Bytes
+ * already in the partial file are hashed first and the rest is asked for
+ * with an HTTP Range request; a server that ignores Range is handled by
+ * skipping what we have.  Succeeds only when the file holds exactly `size`
+ * bytes with digest `sha256`, fsync'd.  Errors: size_mismatch (more bytes
+ * than size, or fewer at the end), digest_mismatch (the partial file is
+ * removed so the next attempt starts clean), download_failed (network, TLS,
+ * HTTP status, too slow; the detail names the cause but never the URL),
+ * cancelled, unsupported (not https). */
+ferry_err ferry_download(const ferry_dl_req *req, ferry_status *st) FERRY_WUR;
+
+/* curl_global_init once per process, before threads start. */
+ferry_err ferry_download_global_init(ferry_status *st) FERRY_WUR;
+
+#endif

@@ -1,0 +1,315 @@
+/* The engine's core: the event loop on the main thread, the queue of jobs for
+ * the worker thread, and stage reports.
+ *
+ * Threads: the cloud session's thread only queues events; the main thread
+ * handles commands (quick: verify, check, journal, reply); the worker runs
+ * the long jobs (download, check, install) one at a time.  Reports follow
+ * one rule everywhere: commit the transition, then publish.  A report the
+ * broker has not acknowledged stays in the journal's outbox and is sent again
+ * on the next connection, so the cloud sees every report at least once and
+ * de-duplicates by (update_id, seq).
+ */
+#include "engine_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+int64_t eng_now(void)
+{
+	return (int64_t)time(NULL);
+}
+
+static void push_event(ferry_engine *e, event *ev)
+{
+	pthread_mutex_lock(&e->ev_lock);
+	if (e->ev_tail)
+		e->ev_tail->next = ev;
+	else
+		e->ev_head = ev;
+	e->ev_tail = ev;
+	pthread_cond_signal(&e->ev_cond);
+	pthread_mutex_unlock(&e->ev_lock);
+}
+
+static void on_command(void *ctx, const char *payload, size_t len)
+{
+	event *ev = calloc(1, sizeof(*ev));
+	if (!ev || !(ev->payload = malloc(len + 1))) {
+		free(ev);
+		ferry_log(LOG_ERR, "out of memory: a command was dropped");
+		return;
+	}
+	memcpy(ev->payload, payload, len);
+	ev->payload[len] = '\0';
+	ev->len = len;
+	ev->kind = EV_COMMAND;
+	push_event(ctx, ev);
+}
+
+static void on_simple(ferry_engine *e, event_kind kind, int mid)
+{
+	event *ev = calloc(1, sizeof(*ev));
+	if (!ev)
+		return;
+	ev->kind = kind;
+	ev->mid = mid;
+	push_event(e, ev);
+}
+
+static void on_connected(void *ctx)
+{
+	on_simple(ctx, EV_CONNECTED, 0);
+}
+
+static void on_published(void *ctx, int mid)
+{
+	on_simple(ctx, EV_PUBLISHED, mid);
+}
+
+ferry_cloud_events ferry_engine_cloud_events(ferry_engine *e)
+{
+	return (ferry_cloud_events){.ctx = e, .command = on_command, .connected = on_connected,
+				    .published = on_published};
+}
+
+void ferry_engine_attach_cloud(ferry_engine *e, ferry_cloud *c)
+{
+	e->cloud = c;
+}
+
+static void remember_mid(ferry_engine *e, int mid, const char *update_id, int64_t seq)
+{
+	pthread_mutex_lock(&e->mid_lock);
+	if (e->n_mids == MIDS_MAX) /* forget the oldest: it goes out again on reconnect */
+		memmove(e->mids, e->mids + 1, sizeof(e->mids[0]) * --e->n_mids);
+	e->mids[e->n_mids].mid = mid;
+	snprintf(e->mids[e->n_mids].update_id, sizeof(e->mids[0].update_id), "%s", update_id);
+	e->mids[e->n_mids].seq = seq;
+	e->n_mids++;
+	pthread_mutex_unlock(&e->mid_lock);
+}
+
+static void acked(ferry_engine *e, int mid)
+{
+	char id[FERRY_ID_MAX + 1] = "";
+	int64_t seq = 0;
+
+	pthread_mutex_lock(&e->mid_lock);
+	for (size_t i = 0; i < e->n_mids; i++)
+		if (e->mids[i].mid == mid) {
+			snprintf(id, sizeof(id), "%s", e->mids[i].update_id);
+			seq = e->mids[i].seq;
+			memmove(e->mids + i, e->mids + i + 1, sizeof(e->mids[0]) * (e->n_mids - i - 1));
+			e->n_mids--;
+			break;
+		}
+	pthread_mutex_unlock(&e->mid_lock);
+	if (id[0]) {
+		ferry_status st = {0};
+		if (ferry_journal_outbox_done(e->journal, id, seq, &st))
+			ferry_log(LOG_WARNING, "outbox: %s", st.detail);
+	}
+}
+
+static void publish_report(ferry_engine *e, const char *update_id, int64_t seq, const char *body)
+{
+	ferry_status st = {0};
+	int mid = 0;
+
+	if (!e->cloud || !ferry_cloud_connected(e->cloud))
+		return; /* stays in the outbox */
+	if (ferry_cloud_publish(e->cloud, "stage", body, false, &mid, &st) == FERRY_OK)
+		remember_mid(e, mid, update_id, seq);
+}
+
+ferry_err eng_report(ferry_engine *e, const ferry_transition *t, ferry_status *st)
+{
+	char *body = NULL;
+	int64_t seq = 0;
+	ferry_err err = ferry_journal_transition(e->journal, t, &body, &seq, st);
+
+	if (err) {
+		ferry_log(LOG_ERR, "journal: %s", st->detail);
+		return err;
+	}
+	ferry_log(LOG_INFO, "%s/%s: %s%s%s", t->update_id, t->component, t->stage, t->reason ? " " : "",
+		  t->reason ? t->reason : "");
+	publish_report(e, t->update_id, seq, body);
+	free(body);
+	return FERRY_OK;
+}
+
+void eng_publish_outbox(ferry_engine *e)
+{
+	ferry_status st = {0};
+	json_t *reports = NULL, *r;
+	size_t i;
+
+	if (ferry_journal_outbox(e->journal, &reports, &st)) {
+		ferry_log(LOG_ERR, "outbox: %s", st.detail);
+		return;
+	}
+	json_array_foreach(reports, i, r)
+		publish_report(e, json_string_value(json_object_get(r, "update_id")),
+			       json_integer_value(json_object_get(r, "seq")),
+			       json_string_value(json_object_get(r, "body")));
+	json_decref(reports);
+}
+
+void eng_publish_inventory(ferry_engine *e)
+{
+	ferry_status st = {0};
+	char *inv;
+
+	pthread_mutex_lock(&e->adapters_lock);
+	ferry_adapters_discover(e->adapters);
+	inv = eng_inventory_json(e);
+	pthread_mutex_unlock(&e->adapters_lock);
+	if (inv && e->cloud && ferry_cloud_publish(e->cloud, "inventory", inv, true, NULL, &st))
+		ferry_log(LOG_WARNING, "inventory not published: %s", st.detail);
+	free(inv);
+}
+
+void eng_enqueue(ferry_engine *e, job_kind kind, const char *update_id)
+{
+	job *j = calloc(1, sizeof(*j));
+
+	if (!j)
+		return;
+	j->kind = kind;
+	snprintf(j->update_id, sizeof(j->update_id), "%s", update_id);
+	pthread_mutex_lock(&e->job_lock);
+	if (e->job_tail)
+		e->job_tail->next = j;
+	else
+		e->job_head = j;
+	e->job_tail = j;
+	pthread_cond_signal(&e->job_cond);
+	pthread_mutex_unlock(&e->job_lock);
+}
+
+static ferry_err open_parts(ferry_engine *e, const ferry_config *cfg, ferry_status *st)
+{
+	char path[FERRY_CFG_PATH_MAX + 32];
+	ferry_err err;
+
+	snprintf(path, sizeof(path), "%s/journal.db", cfg->state_dir);
+	if ((err = ferry_journal_open(path, &e->journal, st)) ||
+	    (err = ferry_store_open(cfg->store.dir, cfg->store.cap_bytes, &e->store, st)) ||
+	    (err = ferry_trust_load(cfg->trust.command_ca, &e->cmd_trust, st)) ||
+	    (err = ferry_trust_load(cfg->trust.manifest_ca, &e->manifest_trust, st)) ||
+	    (err = ferry_adapters_load(cfg, &e->adapters, st)))
+		return err;
+	return FERRY_OK;
+}
+
+ferry_err ferry_engine_new(const ferry_config *cfg, ferry_engine **out, ferry_status *st)
+{
+	ferry_engine *e = calloc(1, sizeof(*e));
+	ferry_err err;
+
+	if (!e)
+		return ferry_fail(st, FERRY_E_INTERNAL, "out of memory");
+	e->cfg = cfg;
+	pthread_mutex_init(&e->ev_lock, NULL);
+	pthread_cond_init(&e->ev_cond, NULL);
+	pthread_mutex_init(&e->job_lock, NULL);
+	pthread_cond_init(&e->job_cond, NULL);
+	pthread_mutex_init(&e->mid_lock, NULL);
+	pthread_mutex_init(&e->adapters_lock, NULL);
+	if ((err = open_parts(e, cfg, st))) {
+		ferry_engine_free(e);
+		return err;
+	}
+	*out = e;
+	return FERRY_OK;
+}
+
+static event *pop_event(ferry_engine *e, volatile sig_atomic_t *stop)
+{
+	event *ev;
+	struct timespec until;
+
+	pthread_mutex_lock(&e->ev_lock);
+	while (!e->ev_head && !*stop) {
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += 200 * 1000000L; /* wake up now and then to see *stop */
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&e->ev_cond, &e->ev_lock, &until);
+	}
+	ev = e->ev_head;
+	if (ev) {
+		e->ev_head = ev->next;
+		if (!e->ev_head)
+			e->ev_tail = NULL;
+	}
+	pthread_mutex_unlock(&e->ev_lock);
+	return ev;
+}
+
+void ferry_engine_run(ferry_engine *e, volatile sig_atomic_t *stop)
+{
+	event *ev;
+
+	if (pthread_create(&e->worker, NULL, eng_worker, e)) {
+		ferry_log(LOG_ERR, "cannot start the worker thread");
+		return;
+	}
+	eng_resume(e);
+	while (!*stop) {
+		if (!(ev = pop_event(e, stop)))
+			continue;
+		switch (ev->kind) {
+		case EV_COMMAND:
+			eng_handle_command(e, ev->payload, ev->len);
+			break;
+		case EV_CONNECTED:
+			eng_publish_inventory(e);
+			eng_publish_outbox(e);
+			break;
+		case EV_PUBLISHED:
+			acked(e, ev->mid);
+			break;
+		case EV_INVENTORY:
+			eng_publish_inventory(e);
+			break;
+		}
+		free(ev->payload);
+		free(ev);
+	}
+	atomic_store(&e->stopping, true);
+	atomic_store(&e->cancel, true);
+	pthread_mutex_lock(&e->job_lock);
+	pthread_cond_broadcast(&e->job_cond);
+	pthread_mutex_unlock(&e->job_lock);
+	pthread_join(e->worker, NULL);
+}
+
+void ferry_engine_free(ferry_engine *e)
+{
+	if (!e)
+		return;
+	while (e->ev_head) {
+		event *ev = e->ev_head;
+		e->ev_head = ev->next;
+		free(ev->payload);
+		free(ev);
+	}
+	while (e->job_head) {
+		job *j = e->job_head;
+		e->job_head = j->next;
+		free(j);
+	}
+	ferry_adapters_free(e->adapters);
+	ferry_trust_free(e->cmd_trust);
+	ferry_trust_free(e->manifest_trust);
+	ferry_store_close(e->store);
+	ferry_journal_close(e->journal);
+	free(e);
+}

@@ -1,0 +1,82 @@
+/* ferryd: the gateway daemon.  Reads its config, opens the journal, store and
+ * adapters, connects to the cloud and runs the engine until SIGTERM.
+ * Exit codes: 0 clean stop, 1 could not start, 2 bad config or arguments. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <systemd/sd-daemon.h>
+
+#include "cloud.h"
+#include "config.h"
+#include "download.h"
+#include "engine.h"
+#include "log.h"
+
+static volatile sig_atomic_t stop;
+
+static void on_signal(int sig)
+{
+	stop = 1;
+}
+
+static const char usage[] = "usage: ferryd --config FILE [--verbose]\n";
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+					     {"verbose", no_argument, NULL, 'v'},
+					     {"help", no_argument, NULL, 'h'},
+					     {"version", no_argument, NULL, 'V'},
+					     {NULL, 0, NULL, 0}};
+	const char *path = NULL;
+	ferry_config cfg;
+	ferry_status st = {0};
+	ferry_engine *engine = NULL;
+	ferry_cloud *cloud = NULL;
+	struct sigaction sa = {.sa_handler = on_signal};
+	int c;
+
+	while ((c = getopt_long(argc, argv, "c:vh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c': path = optarg; break;
+		case 'v': ferry_log_init(LOG_DEBUG); break;
+		case 'V': printf("ferryd %s\n", FERRY_VERSION); return 0;
+		case 'h': fputs(usage, stdout); return 0;
+		default: fputs(usage, stderr); return 2;
+		}
+	}
+	if (!path || optind != argc) {
+		fputs(usage, stderr);
+		return 2;
+	}
+	if (ferry_config_load(path, &cfg, &st)) {
+		fprintf(stderr, "ferryd: %s\n", st.detail);
+		return 2;
+	}
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	if (ferry_download_global_init(&st) || ferry_engine_new(&cfg, &engine, &st)) {
+		ferry_log(LOG_ERR, "cannot start: %s: %s", ferry_err_code(st.code), st.detail);
+		ferry_config_free(&cfg);
+		return 1;
+	}
+	ferry_cloud_events ev = ferry_engine_cloud_events(engine);
+	if (ferry_cloud_start(&cfg, &ev, &cloud, &st)) {
+		ferry_log(LOG_ERR, "cannot start the cloud session: %s", st.detail);
+		ferry_engine_free(engine);
+		ferry_config_free(&cfg);
+		return 1;
+	}
+	ferry_engine_attach_cloud(engine, cloud);
+	ferry_log(LOG_INFO, "gateway %s running, topics under %s/", cfg.gateway_id, cfg.topic_prefix);
+	sd_notify(0, "READY=1");
+	ferry_engine_run(engine, &stop);
+	sd_notify(0, "STOPPING=1");
+	ferry_log(LOG_INFO, "stopping");
+	ferry_cloud_stop(cloud);
+	ferry_engine_free(engine);
+	ferry_config_free(&cfg);
+	return 0;
+}

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The staged flow through the real ferryd, driven only over MQTT: request,
+# download, check, install, each answered on reply, with every stage report
+# of both components checked in order; then the inventory shows the new
+# versions and the files are in place.  Then update.deploy does it all in one.
+cd "$(dirname "$0")"
+. lib/world.sh
+world_up "${1:?usage: flow.sh BUILD_DIR}"
+start_ferryd
+wait_mqtt "ferry/v1/gw-1/inventory" 10
+grep -F "ferry/v1/gw-1/inventory" "$W/mqtt.log" | grep -qF '"site":"hall-2"' || fail "inventory lacks the custom attribute"
+
+make_update u1 1 1.0.0 1.0.0
+cmd update.request u-1 --manifest "$W/u1.jws"
+wait_mqtt '"op":"update.request","update_id":"u-1","result":"accepted"' 10
+# shellcheck disable=SC2046
+cmd update.download u-1 $(links_for u1)
+wait_mqtt '"op":"update.download","update_id":"u-1","result":"accepted"' 10
+wait_mqtt '"component":"app-bin","stage":"downloaded"' 30
+cmd update.check u-1
+wait_mqtt '"component":"app-bin","stage":"verified"' 30
+cmd update.install u-1
+wait_mqtt '"component":"app-bin","stage":"installed"' 30
+
+for c in app-config app-bin; do
+	got=$(stages_of u-1 $c)
+	[ "$got" = "allowed downloading downloaded verifying verified installing activating installed" ] ||
+		fail "$c stages were: $got"
+done
+# seq rises by one per report of the update, from 1, with no gaps or repeats
+seqs=$(grep -F 'ferry/v1/gw-1/stage ' "$W/mqtt.log" | grep -F '"update_id":"u-1"' |
+	sed 's/.*"seq":\([0-9]*\).*/\1/' | sort -n | uniq | tr '\n' ' ')
+n=$(echo "$seqs" | wc -w)
+[ "$seqs" = "$(seq 1 "$n" | tr '\n' ' ')" ] || fail "seq is not 1..$n: $seqs"
+grep -F '"stage":"installed"' "$W/mqtt.log" | grep -F '"component":"app-bin"' | grep -qF '"version":"1.0.0"' ||
+	fail "installed report lacks the version read back"
+cmp "$W/www/u1-app.bin" "$W/target/app.bin" || fail "app.bin not installed"
+cmp "$W/www/u1-app.conf" "$W/target/app.conf" || fail "app.conf not installed"
+wait_mqtt '{"name":"app-bin","version":"1.0.0"}' 10
+echo "ok: staged flow"
+
+# A stage asked for out of turn is refused.
+make_update u2 2 1.1.0 1.1.0
+cmd update.install u-9
+wait_mqtt '"update_id":"u-9","result":"refused","reason":"unknown_update"' 10
+cmd update.request u-2 --manifest "$W/u2.jws"
+wait_mqtt '"op":"update.request","update_id":"u-2","result":"accepted"' 10
+cmd update.install u-2
+wait_mqtt '"op":"update.install","update_id":"u-2","result":"refused","reason":"wrong_stage"' 10
+cmd update.cancel u-2
+wait_mqtt '"op":"update.cancel","update_id":"u-2","result":"accepted"' 10
+wait_mqtt '"update_id":"u-2","component":"app-bin","stage":"cancelled"' 10
+echo "ok: wrong stage and cancel"
+
+# update.deploy: everything in one command.
+make_update u3 3 1.2.0 1.2.0
+# shellcheck disable=SC2046
+cmd update.deploy u-3 --manifest "$W/u3.jws" $(links_for u3)
+wait_mqtt '"update_id":"u-3","component":"app-bin","stage":"installed"' 30
+for c in app-config app-bin; do
+	got=$(stages_of u-3 $c)
+	[ "$got" = "allowed downloading downloaded verifying verified installing activating installed" ] ||
+		fail "deploy: $c stages were: $got"
+done
+cmp "$W/www/u3-app.bin" "$W/target/app.bin" || fail "deploy did not install app.bin"
+wait_mqtt '{"name":"app-bin","version":"1.2.0"}' 10
+echo "ok: deploy"

@@ -1,0 +1,272 @@
+# Sourced by each integration scenario: a small world on loopback made of real
+# parts -- a PKI from `ferry pki init`, mosquitto with TLS, client
+# certificates and per-gateway ACLs, nginx serving images over HTTPS, and the
+# real ferryd -- plus helpers to act as the cloud with mosquitto_pub/sub.
+#
+# Usage: . lib/world.sh; world_up BUILD_DIR; ...; (world_down runs on exit)
+set -euo pipefail
+
+W_GW=gw-1
+
+fail() {
+	echo "FAIL: $*" >&2
+	if [ -n "${W:-}" ]; then
+		echo "--- ferryd log (tail)" >&2
+		tail -n 40 "$W/ferryd.log" >&2 2>/dev/null || true
+		echo "--- MQTT (tail)" >&2
+		grep -v "/cmd " "$W/mqtt.log" 2>/dev/null | tail -n 40 >&2 || true
+	fi
+	exit 1
+}
+
+# A free TCP port on 127.0.0.1 (nothing answers on it now).
+free_port() {
+	local p
+	for _ in $(seq 1 50); do
+		p=$(( (RANDOM % 20000) + 30000 ))
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+			echo "$p"
+			return
+		fi
+	done
+	fail "no free port"
+}
+
+wait_port() {
+	for _ in $(seq 1 100); do
+		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+		sleep 0.1
+	done
+	fail "nothing listens on 127.0.0.1:$1"
+}
+
+start_broker() {
+	W_MQTT_PORT=$(free_port)
+	cat > "$W/acl" <<ACL
+# The cloud's test client may do anything under ferry/v1/.
+user cloud
+topic readwrite ferry/v1/#
+# Each gateway (username = certificate CN) only its own topics.
+pattern read ferry/v1/%u/cmd
+pattern write ferry/v1/%u/reply
+pattern write ferry/v1/%u/stage
+pattern write ferry/v1/%u/inventory
+pattern write ferry/v1/%u/state
+ACL
+	cat > "$W/mosquitto.conf" <<CONF
+per_listener_settings false
+user $(id -un)
+allow_anonymous false
+persistence false
+log_dest file $W/mosquitto.log
+log_type error
+log_type warning
+log_type notice
+max_packet_size 2000000
+acl_file $W/acl
+listener $W_MQTT_PORT 127.0.0.1
+cafile $W/pki/ca.pem
+certfile $W/pki/broker.pem
+keyfile $W/pki/broker.key
+require_certificate true
+use_identity_as_username true
+tls_version tlsv1.2
+CONF
+	mosquitto -c "$W/mosquitto.conf" > "$W/mosquitto.out" 2>&1 &
+	W_MQTT_PID=$!
+	wait_port "$W_MQTT_PORT"
+}
+
+start_nginx() {
+	W_HTTPS_PORT=${W_HTTPS_PORT:-$(free_port)}
+	mkdir -p "$W/www" "$W/nginx"
+	local user_line=""
+	[ "$(id -u)" -eq 0 ] && user_line="user root;" # workers must read the test's private files
+	cat > "$W/nginx.conf" <<CONF
+$user_line
+daemon off;
+master_process off; # one process, so a test can kill the server outright
+worker_processes 1;
+pid $W/nginx/nginx.pid;
+error_log $W/nginx/error.log warn;
+events { worker_connections 64; }
+http {
+	access_log $W/nginx/access.log;
+	client_body_temp_path $W/nginx/body;
+	proxy_temp_path $W/nginx/proxy;
+	fastcgi_temp_path $W/nginx/fastcgi;
+	uwsgi_temp_path $W/nginx/uwsgi;
+	scgi_temp_path $W/nginx/scgi;
+	server {
+		listen 127.0.0.1:$W_HTTPS_PORT ssl;
+		ssl_certificate $W/pki/broker.pem;
+		ssl_certificate_key $W/pki/broker.key;
+		root $W/www;
+		location /slow/ { limit_rate ${W_SLOW_RATE:-20k}; alias $W/www/; }
+	}
+}
+CONF
+	nginx -c "$W/nginx.conf" -e "$W/nginx/error.log" > "$W/nginx.out" 2>&1 &
+	W_NGINX_PID=$!
+	wait_port "$W_HTTPS_PORT"
+}
+
+stop_nginx() {
+	[ -n "${W_NGINX_PID:-}" ] && kill "$W_NGINX_PID" 2>/dev/null && wait "$W_NGINX_PID" 2>/dev/null || true
+	W_NGINX_PID=
+}
+
+# ferryd's config; self installs files under $W/target.
+write_config() {
+	mkdir -p "$W/state" "$W/target" "$W/plugins"
+	cat > "$W/ferryd.yaml" <<YAML
+gateway_id: $W_GW
+broker:
+  host: 127.0.0.1
+  port: $W_MQTT_PORT
+  ca: $W/pki/ca.pem
+  cert: $W/pki/gw-$W_GW.pem
+  key: $W/pki/gw-$W_GW.key
+  reconnect_min_ms: 200
+  reconnect_max_ms: 2000
+trust:
+  command_ca: $W/pki/ca.pem
+  manifest_ca: $W/pki/ca.pem
+  clock_skew: 60
+state_dir: $W/state
+store:
+  cap: ${W_STORE_CAP:-0}
+download:
+  ca: $W/pki/ca.pem
+  connect_timeout: 5
+  low_speed_bytes: 100
+  low_speed_time: 10
+  retries: ${W_DL_RETRIES:-8}
+  retry_delay_ms: 300
+plugin_dir: $W/plugins
+adapters:
+  self:
+    vendor_id: acme
+    class_id: gateway
+    files:
+      - name: app-config
+        path: $W/target/app.conf
+      - name: app-bin
+        path: $W/target/app.bin
+attributes:
+  site: hall-2
+YAML
+}
+
+start_ferryd() {
+	"$W_BUILD/gateway/ferryd" --config "$W/ferryd.yaml" >> "$W/ferryd.log" 2>&1 &
+	W_FERRYD_PID=$!
+	wait_mqtt "ferry/v1/$W_GW/state {\"state\":\"online\"}" 10
+}
+
+stop_ferryd() {
+	[ -n "${W_FERRYD_PID:-}" ] && kill "$W_FERRYD_PID" 2>/dev/null && wait "$W_FERRYD_PID" 2>/dev/null || true
+	W_FERRYD_PID=
+}
+
+kill9_ferryd() {
+	kill -9 "$W_FERRYD_PID" 2>/dev/null || true
+	wait "$W_FERRYD_PID" 2>/dev/null || true
+	W_FERRYD_PID=
+}
+
+# mosquitto client options for a certificate name in the PKI
+mqtt_opts() {
+	echo "-h 127.0.0.1 -p $W_MQTT_PORT --cafile $W/pki/ca.pem --cert $W/pki/gw-$1.pem --key $W/pki/gw-$1.key -V mqttv5"
+}
+
+watch_mqtt() {
+	# shellcheck disable=SC2046
+	mosquitto_sub $(mqtt_opts cloud) -t "ferry/v1/#" -v -q 1 > "$W/mqtt.log" 2> "$W/mqtt.err" &
+	W_SUB_PID=$!
+	sleep 0.3
+}
+
+# wait_mqtt FIXED-STRING SECONDS [COUNT]: until the MQTT log holds COUNT (1) lines with it
+wait_mqtt() {
+	local n=${3:-1} i
+	for i in $(seq 1 $(($2 * 10))); do
+		[ "$(grep -cF -- "$1" "$W/mqtt.log" 2>/dev/null || true)" -ge "$n" ] && return 0
+		sleep 0.1
+	done
+	fail "no MQTT message containing: $1"
+}
+
+# sign and publish a command: cmd OP UPDATE [extra ferry cmd sign args...]
+cmd() {
+	local op=$1 upd=$2
+	shift 2
+	"$W_FERRY" cmd sign --op "$op" --gateway "${W_TO:-$W_GW}" --update "$upd" --key "$W/pki/cmd-signer.key" \
+		--cert "$W/pki/cmd-signer.pem" --ttl 600 "$@" > "$W/last.jws"
+	# shellcheck disable=SC2046
+	mosquitto_pub $(mqtt_opts cloud) -t "ferry/v1/${W_TO:-$W_GW}/cmd" -q 1 -f "$W/last.jws"
+}
+
+# publish a raw payload as a command
+cmd_raw() {
+	# shellcheck disable=SC2046
+	mosquitto_pub $(mqtt_opts cloud) -t "ferry/v1/$W_GW/cmd" -q 1 -f "$1"
+}
+
+# Stage reports of one update/component, in order: "stage stage ..."
+stages_of() {
+	grep -F "ferry/v1/$W_GW/stage " "$W/mqtt.log" | grep -F "\"update_id\":\"$1\"" |
+		grep -F "\"component\":\"$2\"" | sed 's/.*"stage":"\([a-z_]*\)".*/\1/' | uniq | tr '\n' ' ' | sed 's/ $//'
+}
+
+# make_update NAME SEQ VERSION_CONFIG VERSION_BIN [BIN_BYTES]: images in www, a signed manifest $W/NAME.jws
+make_update() {
+	local name=$1 seq=$2 vc=$3 vb=$4 bytes=${5:-300000}
+	printf 'interval: %s\n' "$seq" > "$W/www/$name-app.conf"
+	head -c "$bytes" /dev/urandom > "$W/www/$name-app.bin"
+	cat > "$W/$name.yaml" <<YAML
+sequence: $seq
+components:
+  - name: app-config
+    type: configuration
+    adapter: self
+    target: {vendor_id: acme, class_id: gateway}
+    version: "$vc"
+    format: file
+    file: www/$name-app.conf
+  - name: app-bin
+    type: application
+    adapter: self
+    target: {vendor_id: acme, class_id: gateway}
+    version: "$vb"
+    format: file
+    file: www/$name-app.bin
+YAML
+	"$W_FERRY" manifest sign "$W/$name.yaml" --key "$W/pki/manifest-signer.key" \
+		--cert "$W/pki/manifest-signer.pem" -o "$W/$name.jws" > /dev/null
+}
+
+links_for() {
+	echo "--link app-config=https://127.0.0.1:$W_HTTPS_PORT/${2:-}$1-app.conf --link app-bin=https://127.0.0.1:$W_HTTPS_PORT/${2:-}$1-app.bin"
+}
+
+world_down() {
+	stop_ferryd
+	[ -n "${W_SUB_PID:-}" ] && kill "$W_SUB_PID" 2>/dev/null || true
+	stop_nginx
+	[ -n "${W_MQTT_PID:-}" ] && kill "$W_MQTT_PID" 2>/dev/null || true
+	wait 2>/dev/null || true
+	if [ -n "${W:-}" ] && [ -z "${FERRY_KEEP:-}" ]; then rm -rf "$W"; fi
+}
+
+world_up() {
+	W_BUILD=$(cd "$1" && pwd)
+	W_FERRY=$W_BUILD/cli/ferry
+	W=$(mktemp -d /tmp/ferry-it.XXXXXX)
+	trap world_down EXIT
+	"$W_FERRY" pki init "$W/pki" --gateway "$W_GW" --gateway gw-2 --gateway cloud > /dev/null
+	start_broker
+	start_nginx
+	write_config
+	watch_mqtt
+}
