@@ -1,84 +1,72 @@
 #!/usr/bin/env bash
-# The main job.  Until the daemon lands, this is the operator's half of an
-# update, end to end with the real `ferry` tool: make a PKI, sign a manifest
-# for two components, sign a deploy command bound to one gateway, and verify
-# both exactly as the gateway will -- including the refusals.
+# The main job: an end-to-end deployment on this machine.  It builds ferry,
+# makes a PKI, starts mosquitto (TLS, client certificates, per-gateway ACLs)
+# and nginx (HTTPS) on 127.0.0.1, starts ferryd for gateway gw-1, signs an
+# update with two components and sends it as one update.deploy command, then
+# prints every stage report live until both components are installed, prints
+# the inventory, and stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")"
 . scripts/deps.sh
 # shellcheck disable=SC2086
-ferry_ensure_pkgs $FERRY_BUILD_PKGS
+ferry_ensure_pkgs $FERRY_BUILD_PKGS mosquitto mosquitto-clients nginx-light openssl
 
 echo "== building"
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build -j"${FERRY_JOBS:-2}" --target ferry >/dev/null
-FERRY=$PWD/build/cli/ferry
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_TESTING=OFF >/dev/null
+cmake --build build -j"${FERRY_JOBS:-2}" >/dev/null
 
-D=$(mktemp -d /tmp/ferry-demo.XXXXXX)
-trap 'rm -rf "$D"' EXIT
-echo "== ferryd does not exist yet: this demo runs the signing round trip (work dir $D)"
+. scripts/world.sh
+W_SLOW_RATE=${FERRY_DEMO_RATE:-200k}
+world_up build
+echo "== broker on 127.0.0.1:$W_MQTT_PORT (TLS), file host on https://127.0.0.1:$W_HTTPS_PORT, work dir $W"
+start_ferryd
+echo "== ferryd is up for gateway $W_GW"
 
-step() { printf '\n-- %s\n' "$*"; }
+make_update demo 1 1.0.0 1.0.0 2000000
+echo "== signed manifest: app-config 1.0.0 (configuration) and app-bin 1.0.0 (application, 2 MB)"
+# shellcheck disable=SC2046
+cmd update.deploy u-demo --manifest "$W/demo.jws" $(links_for demo slow/)
+echo "== sent update.deploy u-demo; stage reports as they arrive:"
 
-step "ferry pki init: an organisation CA, signers, a broker certificate and one gateway"
-"$FERRY" pki init "$D/pki" --gateway gw-7
-ls "$D/pki"
-
-step "two component images and the spec that names them"
-head -c 65536 /dev/urandom > "$D/sensor-1.5.2.bin"
-printf 'site: hall-2\ninterval: 5\n' > "$D/app.conf"
-cat > "$D/update.yaml" <<YAML
-sequence: 42
-components:
-  - name: sensor-mcu
-    type: firmware
-    adapter: serial-smp
-    target: {vendor_id: acme, class_id: sensor-v2}
-    version: 1.5.2
-    format: mcuboot
-    file: sensor-1.5.2.bin
-  - name: app-config
-    type: configuration
-    adapter: self
-    target: {vendor_id: acme, class_id: gateway}
-    version: 2.0.0
-    format: file
-    file: app.conf
-YAML
-cat "$D/update.yaml"
-
-step "ferry manifest sign: sizes and digests are computed from the files"
-"$FERRY" manifest sign "$D/update.yaml" --key "$D/pki/manifest-signer.key" \
-	--cert "$D/pki/manifest-signer.pem" -o "$D/update.jws"
-
-step "ferry manifest verify: what the gateway will see"
-"$FERRY" manifest verify "$D/update.jws" --ca "$D/pki/ca.pem"
-
-step "ferry cmd sign: an update.deploy for gw-7, valid for 10 minutes"
-"$FERRY" cmd sign --op update.deploy --gateway gw-7 --update u-42 --manifest "$D/update.jws" \
-	--link sensor-mcu=https://127.0.0.1:8443/sensor-1.5.2.bin \
-	--link app-config=https://127.0.0.1:8443/app.conf --ttl 600 \
-	--key "$D/pki/cmd-signer.key" --cert "$D/pki/cmd-signer.pem" > "$D/deploy.jws"
-echo "$(wc -c < "$D/deploy.jws") bytes of compact JWS"
-
-step "ferry cmd verify as gw-7: accepted"
-"$FERRY" cmd verify "$D/deploy.jws" --ca "$D/pki/ca.pem" --gateway gw-7 | cut -c1-100
-
-refused() {
-	local rc=0
-	"$@" >/dev/null 2> "$D/err" || rc=$?
-	if [ "$rc" -ne 1 ]; then
-		echo "demo: expected a refusal (exit 1), got exit $rc" >&2
-		exit 1
-	fi
-	sed 's/^/  refused: /' "$D/err"
+# One line per report: seq, component, stage, progress or outcome.
+show() {
+	sed -nE 's#^ferry/v1/[^/]*/(stage|reply) ##p' | while IFS= read -r m; do
+		case "$m" in
+		*'"result"'*)
+			printf '  reply    %s\n' "$(echo "$m" | sed 's/.*"op":"\([^"]*\)".*"result":"\([a-z]*\)".*/\1 \2/')" ;;
+		*)
+			seq=$(echo "$m" | sed 's/.*"seq":\([0-9]*\).*/\1/')
+			comp=$(echo "$m" | sed 's/.*"component":"\([^"]*\)".*/\1/')
+			stage=$(echo "$m" | sed 's/.*"stage":"\([^"]*\)".*/\1/')
+			extra=""
+			case "$m" in *'"progress"'*) extra=$(echo "$m" | sed 's/.*"done":\([0-9]*\),"total":\([0-9]*\).*/\1 of \2 bytes/') ;; esac
+			case "$m" in *'"version"'*) extra="version $(echo "$m" | sed 's/.*"version":"\([^"]*\)".*/\1/')" ;; esac
+			case "$m" in *'"reason"'*) extra=$(echo "$m" | sed 's/.*"reason":"\([^"]*\)","detail":"\([^"]*\)".*/\1: \2/') ;; esac
+			printf '  #%-3s %-11s %-12s %s\n' "$seq" "$comp" "$stage" "$extra" ;;
+		esac
+	done
 }
-step "the same command as another gateway, an hour too late, and tampered with"
-refused "$FERRY" cmd verify "$D/deploy.jws" --ca "$D/pki/ca.pem" --gateway gw-8
-refused "$FERRY" cmd verify "$D/deploy.jws" --ca "$D/pki/ca.pem" --gateway gw-7 --at $(($(date +%s) + 3600))
-# flip the first character of the signature: still valid base64url, wrong signature
-awk -F. '{ c = substr($3, 1, 1); printf "%s.%s.%s%s\n", $1, $2, (c == "A" ? "B" : "A"), substr($3, 2) }' \
-	"$D/deploy.jws" > "$D/tampered.jws"
-refused "$FERRY" cmd verify "$D/tampered.jws" --ca "$D/pki/ca.pem" --gateway gw-7
+shown=0
+for _ in $(seq 1 1200); do
+	total=$(wc -l < "$W/mqtt.log")
+	if [ "$total" -gt "$shown" ]; then
+		sed -n "$((shown + 1)),${total}p" "$W/mqtt.log" | show
+		shown=$total
+	fi
+	n=$(grep -F '"update_id":"u-demo"' "$W/mqtt.log" | grep -cE '"stage":"(installed|failed|rolled_back|cancelled)"' || true)
+	[ "$n" -ge 2 ] && [ "$shown" -eq "$(wc -l < "$W/mqtt.log")" ] && break
+	sleep 0.2
+done
+if grep -F '"update_id":"u-demo"' "$W/mqtt.log" | grep -qE '"stage":"(failed|rolled_back|cancelled)"'; then
+	echo "demo: the update did not install; see $W/ferryd.log" >&2
+	exit 1
+fi
+[ "$(grep -F '"update_id":"u-demo"' "$W/mqtt.log" | grep -cF '"stage":"installed"')" -eq 2 ] ||
+	{ echo "demo: timed out waiting for the update" >&2; exit 1; }
+cmp -s "$W/www/demo-app.bin" "$W/target/app.bin" || { echo "demo: app.bin on disk differs" >&2; exit 1; }
 
-printf '\n== demo done: signed, verified, and every bad variant refused\n'
+wait_mqtt '{"name":"app-bin","version":"1.0.0"}' 10
+echo "== inventory (retained on ferry/v1/$W_GW/inventory):"
+grep -F "ferry/v1/$W_GW/inventory " "$W/mqtt.log" | tail -n 1 | sed 's|^[^ ]* ||' |
+	sed 's/,"devices"/\n  "devices"/; s/},{/},\n   {/g' | sed 's/^/  /'
+echo "== done: both components installed; stopping ferryd, nginx and mosquitto"

@@ -4,7 +4,7 @@
 # of both components checked in order; then the inventory shows the new
 # versions and the files are in place.  Then update.deploy does it all in one.
 cd "$(dirname "$0")"
-. lib/world.sh
+. ../../scripts/world.sh
 world_up "${1:?usage: flow.sh BUILD_DIR}"
 start_ferryd
 wait_mqtt "ferry/v1/gw-1/inventory" 10

@@ -2,7 +2,7 @@
 # Refusals on `reply`, each with its reason, and proof that they change
 # nothing: the journal's updates and the store stay as they were.
 cd "$(dirname "$0")"
-. lib/world.sh
+. ../../scripts/world.sh
 W_STORE_CAP=${W_STORE_CAP:-200000}
 world_up "${1:?usage: refusals.sh BUILD_DIR}"
 start_ferryd

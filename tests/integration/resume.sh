@@ -7,7 +7,7 @@
 #  3. SIGKILL during install; after restart the update completes and no
 #     component is reported installed twice.
 cd "$(dirname "$0")"
-. lib/world.sh
+. ../../scripts/world.sh
 W_SLOW_RATE=40k
 world_up "${1:?usage: resume.sh BUILD_DIR}"
 start_ferryd

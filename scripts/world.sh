@@ -1,4 +1,4 @@
-# Sourced by each integration scenario: a small world on loopback made of real
+# Sourced by demo.sh and each integration scenario: a small world on loopback made of real
 # parts -- a PKI from `ferry pki init`, mosquitto with TLS, client
 # certificates and per-gateway ACLs, nginx serving images over HTTPS, and the
 # real ferryd -- plus helpers to act as the cloud with mosquitto_pub/sub.
