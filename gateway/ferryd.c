@@ -20,7 +20,7 @@ static void on_signal(int sig)
 	stop = 1;
 }
 
-static const char usage[] = "usage: ferryd --config FILE [--verbose]\n";
+static const char usage[] = "usage: ferryd --config FILE [--check] [--verbose]\n";
 
 int main(int argc, char **argv)
 {
@@ -28,8 +28,10 @@ int main(int argc, char **argv)
 					     {"verbose", no_argument, NULL, 'v'},
 					     {"help", no_argument, NULL, 'h'},
 					     {"version", no_argument, NULL, 'V'},
+					     {"check", no_argument, NULL, 'k'},
 					     {NULL, 0, NULL, 0}};
 	const char *path = NULL;
+	int check_only = 0;
 	ferry_config cfg;
 	ferry_status st = {0};
 	ferry_engine *engine = NULL;
@@ -42,6 +44,7 @@ int main(int argc, char **argv)
 		case 'c': path = optarg; break;
 		case 'v': ferry_log_init(LOG_DEBUG); break;
 		case 'V': printf("ferryd %s\n", FERRY_VERSION); return 0;
+		case 'k': check_only = 1; break;
 		case 'h': fputs(usage, stdout); return 0;
 		default: fputs(usage, stderr); return 2;
 		}
@@ -53,6 +56,11 @@ int main(int argc, char **argv)
 	if (ferry_config_load(path, &cfg, &st)) {
 		fprintf(stderr, "ferryd: %s\n", st.detail);
 		return 2;
+	}
+	if (check_only) {
+		printf("%s: configuration is valid\n", path);
+		ferry_config_free(&cfg);
+		return 0;
 	}
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
