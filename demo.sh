@@ -12,12 +12,12 @@ cd "$(dirname "$0")"
 ferry_ensure_pkgs $FERRY_BUILD_PKGS mosquitto mosquitto-clients nginx-light openssl
 
 echo "== building"
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_TESTING=OFF >/dev/null
-cmake --build build -j"${FERRY_JOBS:-2}" >/dev/null
+cmake -S . -B build-demo -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_TESTING=OFF >/dev/null
+cmake --build build-demo -j"${FERRY_JOBS:-2}" >/dev/null
 
 . scripts/world.sh
 W_SLOW_RATE=${FERRY_DEMO_RATE:-200k}
-world_up build
+world_up build-demo
 echo "== broker on 127.0.0.1:$W_MQTT_PORT (TLS), file host on https://127.0.0.1:$W_HTTPS_PORT, work dir $W"
 start_ferryd
 echo "== ferryd is up for gateway $W_GW"

@@ -12,13 +12,13 @@ jobs=${FERRY_JOBS:-2}
 fuzz_seconds=${FERRY_FUZZ_SECONDS:-30}
 
 echo "== build (gcc, -Werror)"
-cmake -S . -B build -DFERRY_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake -S . -B build -DFERRY_WERROR=ON -DBUILD_TESTING=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$jobs"
 echo "== tests"
 ctest --test-dir build --output-on-failure -j"$jobs"
 
 echo "== build (clang, ASan+UBSan, fuzz targets)"
-CC=clang cmake -S . -B build-asan -DFERRY_WERROR=ON -DFERRY_SANITIZE=ON -DFERRY_FUZZ=ON \
+CC=clang cmake -S . -B build-asan -DBUILD_TESTING=ON -DFERRY_WERROR=ON -DFERRY_SANITIZE=ON -DFERRY_FUZZ=ON \
 	-DFERRY_FUZZ_SECONDS="$fuzz_seconds" -DCMAKE_BUILD_TYPE=Debug >/dev/null
 cmake --build build-asan -j"$jobs"
 echo "== tests under ASan+UBSan, then ${fuzz_seconds}s of fuzzing per target"

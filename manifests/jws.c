@@ -156,15 +156,17 @@ ferry_err ferry_jws_verify(const char *c, size_t len, const ferry_trust *trust, 
 
 	memset(out, 0, sizeof(*out));
 	if ((e = split(c, len, off, plen, st)) ||
-	    (e = b64_part(c + off[0], plen[0], "header", &hraw, &hlen, st)) ||
-	    (e = b64_part(c + off[1], plen[1], "payload", &braw, &blen, st)) ||
-	    (e = b64_part(c + off[2], plen[2], "signature", &sraw, &slen, st)))
+	    (e = b64_part(c + off[0], plen[0], "header", &hraw, &hlen, st)))
 		goto out;
 	if ((e = ferry_json_load_object((const char *)hraw, hlen, &v.header, st))) {
 		ferry_status_prefix(st, "JWS header: ");
 		goto out;
 	}
+	/* The algorithm before the rest: an "alg":"none" token (empty
+	 * signature) is an attack on the algorithm, and is named as one. */
 	if ((e = check_header(v.header, typ_expected, v.alg, st)) ||
+	    (e = b64_part(c + off[1], plen[1], "payload", &braw, &blen, st)) ||
+	    (e = b64_part(c + off[2], plen[2], "signature", &sraw, &slen, st)) ||
 	    (e = ferry_trust_verify_x5c(trust, json_object_get(v.header, "x5c"), at, &v.leaf, st)) ||
 	    (e = check_signature(v.leaf, v.alg, c, off, plen, st)))
 		goto out;
