@@ -99,7 +99,7 @@ static void flatten(const json_t *v, const char *prefix, json_t *out)
 static const char *table_problem(const ferry_adapter_v1 *t)
 {
 	if (!t)
-		return "ferry_adapter_v1() returned NULL";
+		return "ferry_adapter_table_v1() returned NULL";
 	if (t->abi != 1)
 		return "its table's abi field is not 1";
 	if (!t->name || !*t->name || !t->formats)
@@ -161,10 +161,10 @@ static void load_plugin(ferry_adapters *a, const ferry_config *cfg, const char *
 		return;
 	}
 	*(void **)&abi = dlsym(dl, "ferry_adapter_abi");
-	*(void **)&table = dlsym(dl, "ferry_adapter_v1");
+	*(void **)&table = dlsym(dl, "ferry_adapter_table_v1");
 	if (!abi || !table) {
 		ferry_log(LOG_ERR, "adapter %s refused: missing symbol %s", path,
-			  !abi ? "ferry_adapter_abi" : "ferry_adapter_v1");
+			  !abi ? "ferry_adapter_abi" : "ferry_adapter_table_v1");
 		dlclose(dl);
 		return;
 	}

@@ -65,3 +65,24 @@ done
 cmp "$W/www/u3-app.bin" "$W/target/app.bin" || fail "deploy did not install app.bin"
 wait_mqtt '{"name":"app-bin","version":"1.2.0"}' 10
 echo "ok: deploy"
+
+# Cancel while the worker is downloading: stops where it stands, installs nothing.
+make_update u4 4 1.3.0 1.3.0 300000
+# shellcheck disable=SC2046
+cmd update.deploy u-4 --manifest "$W/u4.jws" $(links_for u4 slow/)
+wait_mqtt '"update_id":"u-4","component":"app-bin","stage":"downloading"' 20 2
+cmd update.cancel u-4
+wait_mqtt '"op":"update.cancel","update_id":"u-4","result":"accepted"' 10
+wait_mqtt '"update_id":"u-4","component":"app-bin","stage":"cancelled"' 20
+wait_mqtt '"update_id":"u-4","component":"app-config","stage":"cancelled"' 20
+cmp "$W/www/u3-app.bin" "$W/target/app.bin" || fail "a cancelled update changed app.bin"
+! grep -F '"update_id":"u-4"' "$W/mqtt.log" | grep -qF '"stage":"installing"' || fail "cancelled update installed"
+cmd update.cancel u-4
+wait_mqtt '"op":"update.cancel","update_id":"u-4","result":"refused","reason":"wrong_stage"' 10
+echo "ok: cancel during download"
+
+# Links are secrets: none is left in the journal once used, none was logged.
+[ "$(sqlite3 "$W/state/journal.db" 'select count(*) from components where link is not null')" -eq 0 ] ||
+	fail "a download link stayed in the journal"
+! grep -q "https://" "$W/ferryd.log" || fail "a download link was logged"
+echo "ok: links forgotten and never logged"

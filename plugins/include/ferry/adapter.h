@@ -9,7 +9,7 @@
  *       (never a macro from this header, so that rebuilding a plugin against
  *       a newer header cannot silently change what it claims), or -1.
  *
- *   const struct ferry_adapter_v1 *ferry_adapter_v1(void);
+ *   const struct ferry_adapter_v1 *ferry_adapter_table_v1(void);
  *       the operation table for ABI version 1.
  *
  * ferryd refuses a plugin that lacks either symbol, answers a version it did
