@@ -2,6 +2,7 @@
 #ifndef FERRY_CLI_H
 #define FERRY_CLI_H
 
+#include <jansson.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 #include <stdbool.h>
@@ -24,6 +25,13 @@ bool cli_int(const char *opt, const char *s, int64_t min, int64_t max, int64_t *
  * optional --chain appended after it. */
 int cli_load_signer(const char *key, const char *cert, const char *chain, EVP_PKEY **pkey,
 		    STACK_OF(X509) **certs);
+/* What `ferry manifest verify` and `ferry cmd verify` share: load the CA,
+ * read the file, run `verify` on its text and print the verified payload.
+ * `verify` returns the payload (the caller's reference) or an error. */
+typedef struct ferry_trust ferry_trust;
+typedef ferry_err (*cli_verify_fn)(const char *buf, size_t len, const ferry_trust *trust, void *arg,
+				   json_t **payload, ferry_status *st);
+int cli_verify_file(const char *path, const char *ca, cli_verify_fn verify, void *arg);
 /* True when argv has --help or -h. */
 bool cli_wants_help(int argc, char **argv);
 

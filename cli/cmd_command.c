@@ -167,6 +167,24 @@ out:
 	return rc;
 }
 
+typedef struct verify_args {
+	const char *gateway;
+	time_t at;
+	long skew;
+} verify_args;
+
+static ferry_err verify_command(const char *buf, size_t len, const ferry_trust *trust, void *arg, json_t **payload,
+				ferry_status *st)
+{
+	const verify_args *a = arg;
+	ferry_command cmd;
+	ferry_err e = ferry_command_verify(buf, len, trust, a->gateway, a->at, a->skew, &cmd, payload, st);
+
+	if (!e)
+		ferry_command_free(&cmd);
+	return e;
+}
+
 static int do_verify(int argc, char **argv)
 {
 	static const struct option opts[] = {{"ca", required_argument, NULL, 'a'}, {"gateway", required_argument, NULL, 'g'},
@@ -174,13 +192,7 @@ static int do_verify(int argc, char **argv)
 					     {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
 	const char *ca = NULL, *gw = NULL;
 	int64_t at = time(NULL), skew = 300;
-	ferry_status st = {0};
-	ferry_trust *trust = NULL;
-	ferry_command cmd;
-	json_t *payload = NULL;
-	char *buf = NULL;
-	size_t len;
-	int c, rc = CLI_OK;
+	int c;
 
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -196,24 +208,7 @@ static int do_verify(int argc, char **argv)
 		fprintf(stderr, "ferry cmd verify: give one FILE, --ca CA and --gateway ID\n");
 		return CLI_USAGE;
 	}
-	if (ferry_trust_load(ca, &trust, &st) || ferry_read_file(argv[optind], FERRY_JWS_MAX, &buf, &len, &st)) {
-		cli_error(&st);
-		ferry_trust_free(trust);
-		return CLI_USAGE;
-	}
-	len = ferry_trim_len(buf, len);
-	if (ferry_command_verify(buf, len, trust, gw, (time_t)at, (long)skew, &cmd, &payload, &st)) {
-		cli_error(&st);
-		rc = CLI_REFUSED;
-	} else {
-		ferry_command_free(&cmd);
-		json_dumpf(payload, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
-		putchar('\n');
-		json_decref(payload);
-	}
-	free(buf);
-	ferry_trust_free(trust);
-	return rc;
+	return cli_verify_file(argv[optind], ca, verify_command, &(verify_args){gw, (time_t)at, (long)skew});
 }
 
 int cli_cmd(int argc, char **argv)

@@ -75,6 +75,23 @@ static int do_sign(int argc, char **argv)
 	return rc;
 }
 
+typedef struct verify_args {
+	time_t at;
+	long skew;
+} verify_args;
+
+static ferry_err verify_manifest(const char *buf, size_t len, const ferry_trust *trust, void *arg, json_t **payload,
+				 ferry_status *st)
+{
+	const verify_args *a = arg;
+	ferry_manifest m;
+	ferry_err e = ferry_manifest_verify(buf, len, trust, a->at, a->skew, &m, payload, st);
+
+	if (!e)
+		ferry_manifest_free(&m);
+	return e;
+}
+
 static int do_verify(int argc, char **argv)
 {
 	static const struct option opts[] = {{"ca", required_argument, NULL, 'a'}, {"at", required_argument, NULL, 't'},
@@ -82,13 +99,7 @@ static int do_verify(int argc, char **argv)
 					     {NULL, 0, NULL, 0}};
 	const char *ca = NULL;
 	int64_t at = time(NULL), skew = 300;
-	ferry_status st = {0};
-	ferry_trust *trust = NULL;
-	json_t *payload = NULL;
-	ferry_manifest m;
-	char *buf = NULL;
-	size_t len;
-	int c, rc = CLI_OK;
+	int c;
 
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "a:t:s:h", opts, NULL)) != -1) {
@@ -103,24 +114,7 @@ static int do_verify(int argc, char **argv)
 		fprintf(stderr, "ferry manifest verify: give one FILE and --ca CA\n");
 		return CLI_USAGE;
 	}
-	if (ferry_trust_load(ca, &trust, &st) || ferry_read_file(argv[optind], FERRY_JWS_MAX, &buf, &len, &st)) {
-		cli_error(&st);
-		ferry_trust_free(trust);
-		return CLI_USAGE;
-	}
-	len = ferry_trim_len(buf, len);
-	if (ferry_manifest_verify(buf, len, trust, (time_t)at, (long)skew, &m, &payload, &st)) {
-		cli_error(&st);
-		rc = CLI_REFUSED;
-	} else {
-		ferry_manifest_free(&m);
-		json_dumpf(payload, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
-		putchar('\n');
-		json_decref(payload);
-	}
-	free(buf);
-	ferry_trust_free(trust);
-	return rc;
+	return cli_verify_file(argv[optind], ca, verify_manifest, &(verify_args){(time_t)at, (long)skew});
 }
 
 int cli_manifest(int argc, char **argv)

@@ -6,6 +6,9 @@
 #include <string.h>
 
 #include "cli.h"
+#include "files.h"
+#include "ferry/jws.h"
+#include "ferry/trust.h"
 #include "pki.h"
 
 static const char usage[] =
@@ -75,6 +78,33 @@ int cli_load_signer(const char *key, const char *cert, const char *chain, EVP_PK
 		sk_X509_push(*certs, sk_X509_shift(more));
 	sk_X509_free(more);
 	return CLI_OK;
+}
+
+int cli_verify_file(const char *path, const char *ca, cli_verify_fn verify, void *arg)
+{
+	ferry_status st = {0};
+	ferry_trust *trust = NULL;
+	json_t *payload = NULL;
+	char *buf = NULL;
+	size_t len;
+	int rc = CLI_OK;
+
+	if (ferry_trust_load(ca, &trust, &st) || ferry_read_file(path, FERRY_JWS_MAX, &buf, &len, &st)) {
+		cli_error(&st);
+		ferry_trust_free(trust);
+		return CLI_USAGE;
+	}
+	if (verify(buf, ferry_trim_len(buf, len), trust, arg, &payload, &st)) {
+		cli_error(&st);
+		rc = CLI_REFUSED;
+	} else {
+		json_dumpf(payload, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
+		putchar('\n');
+		json_decref(payload);
+	}
+	free(buf);
+	ferry_trust_free(trust);
+	return rc;
 }
 
 int main(int argc, char **argv)
