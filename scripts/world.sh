@@ -153,6 +153,7 @@ adapters:
         path: $W/target/app.conf
       - name: app-bin
         path: $W/target/app.bin
+${W_EXTRA_ADAPTERS:-}
 attributes:
   site: hall-2
 YAML
