@@ -251,6 +251,29 @@ bool ferry_adapter_takes_format(const ferry_adapter *ad, const char *format)
 	return false;
 }
 
+/* A plugin's strings are not trusted to be terminated, nor its counts to be
+ * in range. */
+static void sanitize(ferry_device_v1 *d)
+{
+	d->id[sizeof(d->id) - 1] = d->vendor_id[sizeof(d->vendor_id) - 1] = '\0';
+	d->class_id[sizeof(d->class_id) - 1] = d->serial[sizeof(d->serial) - 1] = '\0';
+	if (d->n_match > FERRY_ADAPTER_ATTRS_MAX)
+		d->n_match = FERRY_ADAPTER_ATTRS_MAX;
+	if (d->n_components > FERRY_ADAPTER_COMPONENTS_MAX)
+		d->n_components = FERRY_ADAPTER_COMPONENTS_MAX;
+	if (d->n_attributes > FERRY_ADAPTER_ATTRS_MAX)
+		d->n_attributes = FERRY_ADAPTER_ATTRS_MAX;
+	for (size_t i = 0; i < FERRY_ADAPTER_ATTRS_MAX; i++) {
+		d->match[i].key[FERRY_ADAPTER_STR_MAX - 1] = d->match[i].value[FERRY_ADAPTER_STR_MAX - 1] = '\0';
+		d->attributes[i].key[FERRY_ADAPTER_STR_MAX - 1] = '\0';
+		d->attributes[i].value[FERRY_ADAPTER_STR_MAX - 1] = '\0';
+	}
+	for (size_t i = 0; i < FERRY_ADAPTER_COMPONENTS_MAX; i++) {
+		d->components[i].key[FERRY_ADAPTER_STR_MAX - 1] = '\0';
+		d->components[i].value[FERRY_ADAPTER_STR_MAX - 1] = '\0';
+	}
+}
+
 void ferry_adapters_discover(ferry_adapters *a)
 {
 	a->n_devs = 0;
@@ -265,8 +288,10 @@ void ferry_adapters_discover(ferry_adapters *a)
 			ferry_log(LOG_WARNING, "adapter %s: discovery failed: %s", a->ad[i].ops->name, detail);
 			continue;
 		}
-		for (size_t k = 0; k < n && k < room; k++)
+		for (size_t k = 0; k < n && k < room; k++) {
+			sanitize(&d[k]);
 			a->dev_adapter[a->n_devs + k] = i;
+		}
 		a->n_devs += n < room ? n : room;
 	}
 }

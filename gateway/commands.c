@@ -75,6 +75,12 @@ static ferry_err check_component(ferry_engine *e, const ferry_manifest *m, const
 		return ferry_fail(st, FERRY_E_NO_MATCHING_DEVICE, "%s: no %s device with vendor %s, class %s%s", c->name,
 				  c->adapter, c->vendor_id, c->class_id, c->n_match ? " and the given match" : "");
 	running = ferry_adapters_version(e->adapters, c->name);
+	/* A device that cannot tell its version is held to the last one ferry
+	 * installed: anti-rollback survives a device that forgets. */
+	char recorded[65];
+	bool found = false;
+	if (!running && ferry_journal_installed(e->journal, c->name, recorded, &found, NULL) == FERRY_OK && found)
+		running = recorded;
 	if (running && ferry_semver_parse(running, &cur, NULL) == FERRY_OK) {
 		int cmp = ferry_semver_cmp(&c->version, &cur);
 		if (cmp < 0 && !m->allow_downgrade)
