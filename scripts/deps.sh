@@ -4,7 +4,7 @@
 
 # Needed to build ferry and ferryd.
 FERRY_BUILD_PKGS="cmake make pkg-config gcc libc6-dev libjose-dev libjansson-dev libssl-dev libyaml-dev
-	libsqlite3-dev libcurl4-openssl-dev libmosquitto-dev libsystemd-dev"
+	libsqlite3-dev libcurl4-openssl-dev libmosquitto-dev libsystemd-dev libcbor-dev"
 # Needed by the tests: cmocka, the jose and openssl CLIs as oracles, clang with
 # its sanitizer and libFuzzer runtimes for the fuzz run, and the real servers
 # the integration scenarios run ferryd against.

@@ -1,0 +1,177 @@
+/* The SMP core: CRC, header, serial framing both ways, CBOR error forms. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "smp.h"
+
+static void test_crc(void **state)
+{
+	assert_int_equal(smp_crc16((const uint8_t *)"123456789", 9, 0), 0x31C3);
+	assert_int_equal(smp_crc16((const uint8_t *)"", 0, 0), 0);
+}
+
+static void test_header(void **state)
+{
+	/* write, 235 bytes, group 1, seq 0xDE, upload */
+	static const uint8_t want[8] = {0x02, 0x00, 0x00, 0xeb, 0x00, 0x01, 0xde, 0x01};
+	smp_hdr h = {.op = SMP_OP_WRITE, .len = 235, .group = 1, .seq = 0xde, .id = 1}, back;
+	uint8_t out[8 + 235] = {0};
+
+	smp_hdr_pack(&h, out);
+	assert_memory_equal(out, want, 8);
+	assert_int_equal(smp_hdr_unpack(out, sizeof(out), &back), 0);
+	assert_int_equal(back.seq, 0xde);
+	assert_int_equal(back.group, 1);
+	assert_int_equal(smp_hdr_unpack(out, 100, &back), -1); /* length disagrees */
+	assert_int_equal(smp_hdr_unpack(out, 7, &back), -1);
+}
+
+static int feed_all(smp_serial_rx *rx, const uint8_t *p, size_t n, size_t *len, int *bad)
+{
+	int got = 0;
+	for (size_t i = 0; i < n; i++) {
+		int r = smp_serial_feed(rx, p[i], len);
+		if (r == 1)
+			got++;
+		if (r < 0)
+			(*bad)++;
+	}
+	return got;
+}
+
+static void test_round_trip(void **state)
+{
+	static uint8_t pkt[SMP_PACKET_MAX], enc[SMP_SERIAL_ENCODED_MAX(SMP_PACKET_MAX)];
+	smp_serial_rx *rx = malloc(sizeof(*rx));
+
+	for (size_t n = SMP_HDR_LEN; n <= 2000; n += 37) {
+		smp_hdr h = {.op = SMP_OP_WRITE, .len = (uint16_t)(n - SMP_HDR_LEN), .group = 1, .id = 1};
+		size_t e, len = 0;
+		int bad = 0;
+		for (size_t i = 0; i < n; i++)
+			pkt[i] = (uint8_t)(i * 7 + n);
+		smp_hdr_pack(&h, pkt);
+		e = smp_serial_encode(pkt, n, enc, sizeof(enc));
+		assert_true(e > 0);
+		/* no line longer than 127 bytes including marker and newline */
+		for (size_t i = 0, start = 0; i < e; i++)
+			if (enc[i] == '\n') {
+				assert_true(i - start + 1 <= 127);
+				start = i + 1;
+			}
+		smp_serial_rx_init(rx);
+		/* console noise before the frame is skipped */
+		assert_int_equal(feed_all(rx, (const uint8_t *)"boot: hello\n", 12, &len, &bad), 0);
+		assert_int_equal(feed_all(rx, enc, e, &len, &bad), 1);
+		assert_int_equal(bad, 0);
+		assert_int_equal(len, n);
+		assert_memory_equal(rx->pkt, pkt, n);
+	}
+	free(rx);
+}
+
+/* Old devices send one long line; it must still be accepted. */
+static void test_long_line_accepted(void **state)
+{
+	static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	uint8_t raw[300], line[512];
+	size_t n = 200, o = 0, len = 0;
+	smp_serial_rx *rx = malloc(sizeof(*rx));
+	int bad = 0;
+	smp_hdr h = {.op = SMP_OP_READ_RSP, .len = (uint16_t)(n - SMP_HDR_LEN)};
+
+	memset(raw, 0x55, sizeof(raw));
+	smp_hdr_pack(&h, raw + 2);
+	raw[0] = (uint8_t)((n + 2) >> 8);
+	raw[1] = (uint8_t)(n + 2);
+	uint16_t crc = smp_crc16(raw + 2, n, 0);
+	raw[n + 2] = (uint8_t)(crc >> 8);
+	raw[n + 3] = (uint8_t)crc;
+	line[o++] = 0x06;
+	line[o++] = 0x09;
+	for (size_t i = 0; i < n + 4; i += 3) {
+		uint32_t v = (uint32_t)raw[i] << 16 | (uint32_t)raw[i + 1] << 8 | raw[i + 2];
+		line[o++] = (uint8_t)b64[v >> 18 & 63];
+		line[o++] = (uint8_t)b64[v >> 12 & 63];
+		line[o++] = i + 1 < n + 4 ? (uint8_t)b64[v >> 6 & 63] : '=';
+		line[o++] = i + 2 < n + 4 ? (uint8_t)b64[v & 63] : '=';
+	}
+	line[o++] = '\n';
+	assert_true(o > 127);
+	smp_serial_rx_init(rx);
+	assert_int_equal(feed_all(rx, line, o, &len, &bad), 1);
+	assert_int_equal(len, n);
+	free(rx);
+}
+
+static void test_damaged_frames_dropped(void **state)
+{
+	uint8_t pkt[100] = {0}, enc[512];
+	smp_hdr h = {.op = SMP_OP_READ, .len = 92};
+	smp_serial_rx *rx = malloc(sizeof(*rx));
+	size_t e, len = 0;
+	int bad = 0;
+
+	smp_hdr_pack(&h, pkt);
+	e = smp_serial_encode(pkt, sizeof(pkt), enc, sizeof(enc));
+	smp_serial_rx_init(rx);
+	enc[10] = enc[10] == 'A' ? 'B' : 'A'; /* flip a base64 digit: CRC fails */
+	assert_int_equal(feed_all(rx, enc, e, &len, &bad), 0);
+	assert_true(bad >= 1);
+	/* a continuation with no start */
+	bad = 0;
+	assert_int_equal(feed_all(rx, (const uint8_t *)"\x04\x14QUJD\n", 7, &len, &bad), 0);
+	assert_int_equal(bad, 1);
+	/* bad base64 */
+	bad = 0;
+	assert_int_equal(feed_all(rx, (const uint8_t *)"\x06\x09Q*JD\n", 7, &len, &bad), 0);
+	assert_int_equal(bad, 1);
+	/* and a good frame afterwards still gets through */
+	e = smp_serial_encode(pkt, sizeof(pkt), enc, sizeof(enc));
+	assert_int_equal(feed_all(rx, enc, e, &len, &bad), 1);
+	free(rx);
+}
+
+static void test_error_forms(void **state)
+{
+	cbor_item_t *v1 = cbor_new_definite_map(1), *v2 = cbor_new_definite_map(1), *err = cbor_new_definite_map(2);
+	cbor_item_t *ok = cbor_new_definite_map(1);
+	int group;
+
+	smp_map_put(v1, "rc", smp_uint(8));
+	smp_map_put(err, "group", smp_uint(1));
+	smp_map_put(err, "rc", smp_uint(27));
+	smp_map_put(v2, "err", err);
+	smp_map_put(ok, "off", smp_uint(512));
+	assert_int_equal(smp_body_rc(v1, &group), 8);
+	assert_int_equal(group, -1);
+	assert_int_equal(smp_body_rc(v2, &group), 27);
+	assert_int_equal(group, 1);
+	assert_int_equal(smp_body_rc(ok, &group), 0);
+	uint64_t off;
+	assert_true(smp_map_uint(ok, "off", &off));
+	assert_int_equal(off, 512);
+	assert_false(smp_map_uint(ok, "len", &off));
+	cbor_decref(&v1);
+	cbor_decref(&v2);
+	cbor_decref(&ok);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_crc),
+		cmocka_unit_test(test_header),
+		cmocka_unit_test(test_round_trip),
+		cmocka_unit_test(test_long_line_accepted),
+		cmocka_unit_test(test_damaged_frames_dropped),
+		cmocka_unit_test(test_error_forms),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
