@@ -66,7 +66,7 @@ static void progress(jctx *j, int64_t done, int64_t total)
 {
 	int64_t now = mono_ms();
 
-	if (done != 0 && done != total && now - j->last_ms < PROGRESS_EVERY_MS)
+	if (j->last_ms && done != total && now - j->last_ms < PROGRESS_EVERY_MS)
 		return;
 	j->last_ms = now;
 	if (report(j->e, j->update_id, j->component, j->stage, done, total))

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# serial-smp end to end: the real ferryd, the real adapter plugin, and a
+# simulated MCUboot device on the far end of a pseudo-terminal.  A manifest
+# with a `self` file and an MCU image installs both, in order; then each
+# fault of the simulator ends installed (after retry or resume) or
+# rolled_back with the MCU still on its old image.
+cd "$(dirname "$0")"
+. ../../scripts/world.sh
+BUILD=$(cd "${1:?usage: serial.sh BUILD_DIR}" && pwd)
+SIM="$BUILD/tests/sim/smp_device"
+W_EXTRA_ADAPTERS="  serial-smp:
+    timeout_ms: 700
+    first_timeout_ms: 3000
+    reset_wait_ms: 8000
+    retries: 6
+    ports:
+      - path: /tmp/PLACEHOLDER/ttyMCU
+        vendor_id: acme
+        class_id: sensor-v2
+        component: sensor-mcu"
+world_up "$BUILD"
+sed -i "s|/tmp/PLACEHOLDER|$W|" "$W/ferryd.yaml"
+cp "$BUILD/adapters/serial-smp.so" "$W/plugins/"
+
+SIM_PID=
+sim() { # sim VERSION [faults...]
+	[ -n "$SIM_PID" ] && { kill "$SIM_PID" 2>/dev/null; wait "$SIM_PID" 2>/dev/null || true; }
+	"$SIM" --link "$W/ttyMCU" --version "$@" >> "$W/sim.log" 2>&1 &
+	SIM_PID=$!
+	for _ in $(seq 1 50); do [ -e "$W/ttyMCU" ] && return 0; sleep 0.1; done
+	fail "simulator did not start"
+}
+trap '[ -n "$SIM_PID" ] && kill "$SIM_PID" 2>/dev/null; world_down' EXIT
+
+seq_no=0
+# deploy UPDATE MCU_VERSION: a manifest with app-config (self) and sensor-mcu (serial-smp)
+deploy() {
+	seq_no=$((seq_no + 1))
+	"$SIM" --make-image "$2" 40000 "$W/www/$1-mcu.bin"
+	printf 'rev: %s\n' "$seq_no" > "$W/www/$1-app.conf"
+	cat > "$W/$1.yaml" <<YAML
+sequence: $seq_no
+allow_downgrade: true
+components:
+  - name: app-config
+    type: configuration
+    adapter: self
+    target: {vendor_id: acme, class_id: gateway}
+    version: "1.$seq_no.0"
+    format: file
+    file: www/$1-app.conf
+  - name: sensor-mcu
+    type: firmware
+    adapter: serial-smp
+    target: {vendor_id: acme, class_id: sensor-v2, match: {image: "0"}}
+    version: "$2"
+    format: mcuboot
+    file: www/$1-mcu.bin
+YAML
+	"$W_FERRY" manifest sign "$W/$1.yaml" --key "$W/pki/manifest-signer.key" \
+		--cert "$W/pki/manifest-signer.pem" -o "$W/$1.jws" > /dev/null
+	cmd update.deploy "$1" --manifest "$W/$1.jws" --link "app-config=https://127.0.0.1:$W_HTTPS_PORT/$1-app.conf" \
+		--link "sensor-mcu=https://127.0.0.1:$W_HTTPS_PORT/$1-mcu.bin"
+}
+outcome() { # outcome UPDATE -> the sensor-mcu's final stage
+	for _ in $(seq 1 600); do
+		local s
+		s=$(grep -F "\"update_id\":\"$1\",\"component\":\"sensor-mcu\"" "$W/mqtt.log" |
+			grep -oE '"stage":"(installed|failed|rolled_back|cancelled)"' | head -n 1 | cut -d'"' -f4)
+		[ -n "$s" ] && { echo "$s"; return; }
+		sleep 0.1
+	done
+	echo timeout
+}
+running() { # the version the MCU reports now, via a fresh inventory
+	cmd inventory.refresh x
+	sleep 1.5
+	grep -F "ferry/v1/gw-1/inventory " "$W/mqtt.log" | tail -n 1 | grep -oE '"name":"sensor-mcu","version":"[^"]*"' |
+		cut -d'"' -f8
+}
+
+sim 1.0.0
+start_ferryd
+wait_mqtt '{"name":"sensor-mcu","version":"1.0.0"}' 15
+
+deploy u-1 1.1.0
+[ "$(outcome u-1)" = installed ] || fail "u-1 did not install"
+[ "$(stages_of u-1 app-config | awk '{print $NF}')" = installed ] || fail "u-1: app-config not installed"
+# in order: the self component was installed before the MCU's push began
+a=$(grep -n '"update_id":"u-1","component":"app-config","stage":"installed"' "$W/mqtt.log" | cut -d: -f1)
+b=$(grep -n '"update_id":"u-1","component":"sensor-mcu","stage":"installing"' "$W/mqtt.log" | head -n 1 | cut -d: -f1)
+[ "$a" -lt "$b" ] || fail "components were not installed in order"
+grep -F '"update_id":"u-1","component":"sensor-mcu","stage":"installed"' "$W/mqtt.log" | grep -qF '"version":"1.1.0"' ||
+	fail "installed report lacks the version read back"
+wait_mqtt '{"name":"sensor-mcu","version":"1.1.0"}' 10
+echo "ok: self + serial-smp installed in order"
+
+check_fault() { # check_fault NAME WANT SIM-ARGS...
+	local name=$1 want=$2
+	shift 2
+	local before
+	before=$(running)
+	sim "$before" "$@"
+	local v="2.$((seq_no + 1)).0"
+	deploy "u-$name" "$v"
+	local got
+	got=$(outcome "u-$name")
+	[ "$got" = "$want" ] || fail "$name: ended $got, wanted $want"
+	local now
+	now=$(running)
+	if [ "$want" = installed ]; then
+		[ "$now" = "$v" ] || fail "$name: MCU runs $now, wanted $v"
+	else
+		[ "$now" = "$before" ] || fail "$name: MCU runs $now, wanted the old $before"
+	fi
+	echo "ok: fault $name ends $got (MCU runs $now)"
+}
+check_fault reset-mid-upload installed --reset-at 20000
+check_fault corrupt-frames installed --corrupt-every 7
+check_fault drop-responses installed --drop-every 5
+check_fault stall installed --stall-ms 2500
+check_fault refuse-confirm rolled_back --refuse-confirm
+check_fault boot-fails rolled_back --boot-fails
+grep -F '"update_id":"u-boot-fails","component":"sensor-mcu","stage":"rolled_back"' "$W/mqtt.log" |
+	grep -qF '"reason":"version_mismatch"' || fail "boot-fails: reason is not version_mismatch"
+
+# ferryd killed mid-upload, restarted: the upload continues from the device's offset.
+sim "$(running)" --rate 6000
+deploy u-kill 3.0.0
+for _ in $(seq 1 300); do
+	grep -F '"update_id":"u-kill","component":"sensor-mcu","stage":"installing"' "$W/mqtt.log" |
+		grep -qE '"done":[1-9][0-9]{4}' && break
+	sleep 0.1
+done
+kill9_ferryd
+start_ferryd
+[ "$(outcome u-kill)" = installed ] || fail "u-kill did not install after restart"
+grep -q "holds [1-9][0-9]* bytes already; resuming there" "$W/ferryd.log" || fail "the upload started over"
+echo "ok: upload resumed from the device's offset after ferryd was killed"
