@@ -373,7 +373,12 @@ static int serve(const char *link, const char *version)
 		struct pollfd p = {.fd = d.fd, .events = POLLIN};
 		if (poll(&p, 1, 1000) <= 0)
 			continue;
-		ssize_t n = read(d.fd, buf, sizeof(buf));
+		/* With a rate, take at most 10 ms worth of bytes at a time: the
+		 * host's writes then drain as slowly as a real UART would. */
+		size_t cap = d.rate > 0 ? (size_t)(d.rate / 100 > 0 ? d.rate / 100 : 1) : sizeof(buf);
+		ssize_t n = read(d.fd, buf, cap < sizeof(buf) ? cap : sizeof(buf));
+		if (n > 0 && d.rate > 0)
+			sleep_ms(10);
 		if (n <= 0) { /* nobody has the slave open: wait */
 			sleep_ms(20);
 			continue;

@@ -1,0 +1,5 @@
+#!/usr/bin/env bash
+# Runs the benchmarks against a build directory (default: build).
+set -euo pipefail
+B=$(cd "${1:-$(dirname "$0")/../build}" && pwd)
+"$B/bench/smp_goodput" "$B/adapters/serial-smp.so" "$B/tests/sim/smp_device" "${FERRY_BENCH_BYTES:-65536}"
