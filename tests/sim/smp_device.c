@@ -400,14 +400,14 @@ int main(int argc, char **argv)
 	srand((unsigned)time(NULL) ^ (unsigned)getpid());
 	if (argc == 5 && !strcmp(argv[1], "--make-image")) {
 		size_t n = strtoul(argv[3], NULL, 10);
-		uint8_t *img = malloc(n + 64);
+		uint8_t *img = malloc(n + 32 + 40); /* header, payload, TLV area */
 		FILE *f = fopen(argv[4], "wb");
 		if (!img || !f || n > SLOT_MAX)
 			die("make-image");
 		size_t len = make_image(argv[2], n, img);
-		fwrite(img, 1, len, f);
-		fclose(f);
-		return 0;
+		bool ok = fwrite(img, 1, len, f) == len;
+		free(img);
+		return fclose(f) == 0 && ok ? 0 : 1;
 	}
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
