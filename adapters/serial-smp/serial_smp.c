@@ -383,6 +383,12 @@ static int s_discover(void *st, ferry_device_v1 *devs, size_t max, size_t *n, ch
 		snprintf(d->components[0].key, sizeof(d->components[0].key), "%s", x.p->component);
 		snprintf(d->components[0].value, sizeof(d->components[0].value), "%s", version);
 		d->n_components = 1;
+		/* the MCUboot hash of the running image, so a fleet view can tell
+		 * two builds of the same version apart */
+		snprintf(d->attributes[0].key, sizeof(d->attributes[0].key), "image0_hash");
+		for (int k = 0; k < 32; k++)
+			snprintf(d->attributes[0].value + 2 * k, 3, "%02x", hash[k]);
+		d->n_attributes = 1;
 		(*n)++;
 	}
 	return 0;

@@ -82,6 +82,8 @@ running() { # the version the MCU reports now, via a fresh inventory
 sim 1.0.0
 start_ferryd
 wait_mqtt '{"name":"sensor-mcu","version":"1.0.0"}' 15
+grep -F "ferry/v1/gw-1/inventory " "$W/mqtt.log" | grep -qE '"image0_hash":"[0-9a-f]{64}"' ||
+	fail "inventory lacks the MCU's image hash"
 
 deploy u-1 1.1.0
 [ "$(outcome u-1)" = installed ] || fail "u-1 did not install"
