@@ -379,6 +379,49 @@ static ferry_err install_one(ferry_engine *e, const char *uid, ferry_jcomponent 
 	return eng_report(e, &t, st);
 }
 
+static bool device_present(ferry_engine *e, const ferry_component *mc)
+{
+	ferry_adapter *ad;
+	bool found;
+
+	pthread_mutex_lock(&e->adapters_lock);
+	ferry_adapters_discover(e->adapters);
+	ad = ferry_adapters_find(e->adapters, mc->adapter);
+	found = ad && ferry_adapters_match(e->adapters, ad, mc);
+	pthread_mutex_unlock(&e->adapters_lock);
+	return found;
+}
+
+/* A subdevice that is not attached now is waited for: the component is
+ * reported `waiting` once, and the install goes on by itself when the device
+ * is back, until the update expires.  Returns 0 when the device is there,
+ * else the reason the wait ended. */
+static ferry_err wait_for_device(ferry_engine *e, const ferry_jupdate *u, ferry_jcomponent *c,
+				 const ferry_component *mc, ferry_status *st)
+{
+	if (device_present(e, mc))
+		return FERRY_OK;
+	if (!is(c, "waiting")) {
+		if (report(e, u->id, c->name, "waiting", -1, -1))
+			return ferry_fail(st, FERRY_E_INTERNAL, "journal");
+		snprintf(c->stage, sizeof(c->stage), "waiting");
+	}
+	ferry_log(LOG_INFO, "%s/%s: waiting for its %s device", u->id, c->name, mc->adapter);
+	for (;;) {
+		for (int i = 0; i < 20 && !atomic_load(&e->cancel); i++) {
+			struct timespec ts = {0, 100 * 1000000L};
+			nanosleep(&ts, NULL);
+		}
+		if (atomic_load(&e->cancel))
+			return ferry_fail(st, FERRY_E_CANCELLED, "cancelled while waiting for the device");
+		if (u->expires && eng_now() >= u->expires)
+			return ferry_fail(st, FERRY_E_EXPIRED, "%s: its device did not come back before the update expired",
+					  c->name);
+		if (device_present(e, mc))
+			return FERRY_OK;
+	}
+}
+
 static void job_install(ferry_engine *e, const ferry_jupdate *u, const ferry_manifest *m, ferry_jcomponent *cs,
 			size_t n)
 {
@@ -386,10 +429,17 @@ static void job_install(ferry_engine *e, const ferry_jupdate *u, const ferry_man
 	const char *stage;
 
 	for (size_t i = 0; i < n; i++) {
-		if (!is(&cs[i], "verified") && !is(&cs[i], "installing") && !is(&cs[i], "activating"))
+		if (!is(&cs[i], "verified") && !is(&cs[i], "installing") && !is(&cs[i], "activating") &&
+		    !is(&cs[i], "waiting"))
 			continue;
 		if (interrupted(e, u->id, cs, n))
 			return;
+		if (wait_for_device(e, u, &cs[i], ferry_manifest_find(m, cs[i].name), &st)) {
+			if (st.code == FERRY_E_CANCELLED && interrupted(e, u->id, cs, n))
+				return;
+			fail_update(e, u->id, cs[i].name, "failed", &st, cs, n);
+			return;
+		}
 		if (install_one(e, u->id, &cs[i], ferry_manifest_find(m, cs[i].name), &stage, &st)) {
 			if (st.code == FERRY_E_CANCELLED && interrupted(e, u->id, cs, n))
 				return;

@@ -139,3 +139,39 @@ start_ferryd
 [ "$(outcome u-kill)" = installed ] || fail "u-kill did not install after restart"
 grep -q "holds [1-9][0-9]* bytes already; resuming there" "$W/ferryd.log" || fail "the upload started over"
 echo "ok: upload resumed from the device's offset after ferryd was killed"
+
+# The MCU is unplugged between check and install: the component waits, and
+# the install goes on by itself when the device is back.
+v=$(running)
+sim "$v"
+"$SIM" --make-image 4.0.0 40000 "$W/www/u-wait-mcu.bin"
+seq_no=$((seq_no + 1))
+cat > "$W/u-wait.yaml" <<YAML
+sequence: $seq_no
+components:
+  - name: sensor-mcu
+    type: firmware
+    adapter: serial-smp
+    target: {vendor_id: acme, class_id: sensor-v2}
+    version: 4.0.0
+    format: mcuboot
+    file: www/u-wait-mcu.bin
+YAML
+"$W_FERRY" manifest sign "$W/u-wait.yaml" --key "$W/pki/manifest-signer.key" --cert "$W/pki/manifest-signer.pem" \
+	-o "$W/u-wait.jws" > /dev/null
+cmd update.request u-wait --manifest "$W/u-wait.jws"
+wait_mqtt '"op":"update.request","update_id":"u-wait","result":"accepted"' 10
+cmd update.download u-wait --link "sensor-mcu=https://127.0.0.1:$W_HTTPS_PORT/u-wait-mcu.bin"
+wait_mqtt '"update_id":"u-wait","component":"sensor-mcu","stage":"downloaded"' 20
+cmd update.check u-wait
+wait_mqtt '"update_id":"u-wait","component":"sensor-mcu","stage":"verified"' 20
+kill "$SIM_PID"; wait "$SIM_PID" 2>/dev/null || true; SIM_PID=
+cmd update.install u-wait
+wait_mqtt '"update_id":"u-wait","component":"sensor-mcu","stage":"waiting"' 20
+sleep 3
+! grep -F '"update_id":"u-wait"' "$W/mqtt.log" | grep -qF '"stage":"installing"' || fail "installed with no device"
+sim "$v"
+[ "$(outcome u-wait)" = installed ] || fail "u-wait did not install once the device was back"
+[ "$(stages_of u-wait sensor-mcu)" = "allowed downloading downloaded verifying verified waiting installing activating installed" ] ||
+	fail "u-wait stages: $(stages_of u-wait sensor-mcu)"
+echo "ok: waiting for an unplugged device, then installed when it came back"
