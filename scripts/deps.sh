@@ -4,11 +4,13 @@
 
 # Needed to build ferry and ferryd.
 FERRY_BUILD_PKGS="cmake make pkg-config gcc libc6-dev libjose-dev libjansson-dev libssl-dev libyaml-dev
-	libsqlite3-dev libcurl4-openssl-dev libmosquitto-dev libsystemd-dev libcbor-dev"
+	libsqlite3-dev libcurl4-openssl-dev libmosquitto-dev libsystemd-dev libcbor-dev libusb-1.0-0-dev"
 # Needed by the tests: cmocka, the jose and openssl CLIs as oracles, clang with
 # its sanitizer and libFuzzer runtimes for the fuzz run, and the real servers
-# the integration scenarios run ferryd against.
-FERRY_TEST_PKGS="libcmocka-dev jose openssl clang libclang-rt-14-dev mosquitto mosquitto-clients nginx-light sqlite3 dfu-util"
+# the integration scenarios run ferryd against, dfu-util's file tools, and
+# umockdev, which puts the simulated USB DFU device behind the real libusb.
+FERRY_TEST_PKGS="libcmocka-dev jose openssl clang libclang-rt-14-dev mosquitto mosquitto-clients nginx-light sqlite3 dfu-util
+	libumockdev-dev umockdev"
 
 ferry_missing_pkgs() {
 	local p missing=""

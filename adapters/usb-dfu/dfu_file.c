@@ -132,6 +132,21 @@ static int parse_dfuse(const uint8_t *buf, size_t end, dfu_file *f, char *detail
 	return 0;
 }
 
+/* Recognised only when the prefix's own fields agree with the file, as
+ * dfu-prefix writes them; firmware that merely starts with similar bytes
+ * stays unprefixed. */
+static void detect_prefix(const uint8_t *buf, size_t len, dfu_file *f)
+{
+	if (len >= 8 && buf[0] == 0x01 && buf[1] == 0x00 && le32(buf + 4) == len - 8) {
+		f->prefix = DFU_PREFIX_LMDFU;
+		f->prefix_address = 1024u * le16(buf + 2);
+		return;
+	}
+	if (len > 16 && (buf[0] & 0x3f) == 0x1a && (buf[1] & 0x3f) == 0x3f && le32(buf + 4) == 0 && le32(buf + 8) == 0 &&
+	    le32(buf + 12) == 0xFFFFFFFFu && (size_t)le16(buf + 2) * 512 >= len - 16)
+		f->prefix = DFU_PREFIX_LPC;
+}
+
 int dfu_file_parse(const uint8_t *buf, size_t len, dfu_file *f, char *detail)
 {
 	memset(f, 0, sizeof(*f));
@@ -144,6 +159,7 @@ int dfu_file_parse(const uint8_t *buf, size_t len, dfu_file *f, char *detail)
 	}
 	if (f->suffix.bcd_dfu == 0x011A)
 		return parse_dfuse(buf, f->payload_len, f, detail);
+	detect_prefix(buf, f->payload_len, f);
 	return 0;
 }
 

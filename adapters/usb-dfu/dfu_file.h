@@ -33,9 +33,19 @@ typedef struct dfuse_target {
 	dfuse_element elements[DFUSE_ELEMENTS_MAX];
 } dfuse_target;
 
+/* A prefix that dfu-prefix writes for bootloaders that read it themselves:
+ * it is part of what is sent to the device, never stripped. */
+typedef enum dfu_prefix {
+	DFU_PREFIX_NONE = 0,
+	DFU_PREFIX_LMDFU, /* TI Stellaris: 8 bytes, flash address and payload length */
+	DFU_PREFIX_LPC,   /* NXP LPC, unencrypted: 16 bytes, length in 512-byte blocks */
+} dfu_prefix;
+
 typedef struct dfu_file {
 	dfu_suffix suffix;
-	size_t payload_len; /* bytes before the suffix */
+	size_t payload_len; /* bytes before the suffix: what a plain DFU download sends */
+	dfu_prefix prefix;
+	uint32_t prefix_address; /* LMDFU: where the bootloader writes the payload */
 	bool dfuse;         /* bcdDFU 0x011A with a DfuSe prefix */
 	size_t n_targets;
 	dfuse_target targets[DFUSE_TARGETS_MAX];
