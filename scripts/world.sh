@@ -159,8 +159,11 @@ attributes:
 YAML
 }
 
+# W_FERRYD_ENV: NAME=VALUE words for ferryd's environment (the USB DFU
+# scenario runs it under umockdev's preload).
 start_ferryd() {
-	"$W_BUILD/gateway/ferryd" --config "$W/ferryd.yaml" >> "$W/ferryd.log" 2>&1 &
+	# shellcheck disable=SC2086
+	env ${W_FERRYD_ENV:-} "$W_BUILD/gateway/ferryd" --config "$W/ferryd.yaml" >> "$W/ferryd.log" 2>&1 &
 	W_FERRYD_PID=$!
 	wait_mqtt "ferry/v1/$W_GW/state {\"state\":\"online\"}" 10
 }
