@@ -38,6 +38,10 @@ int main(int argc, char **argv)
 	}
 	printf("suffix: vid %04x pid %04x device %04x dfu %04x crc %08x payload %zu\n", f.suffix.id_vendor,
 	       f.suffix.id_product, f.suffix.bcd_device, f.suffix.bcd_dfu, f.suffix.crc, f.payload_len);
+	if (f.prefix == DFU_PREFIX_LMDFU)
+		printf("prefix: TI Stellaris, address 0x%08x (sent with the payload)\n", f.prefix_address);
+	else if (f.prefix == DFU_PREFIX_LPC)
+		printf("prefix: NXP LPC, unencrypted (sent with the payload)\n");
 	for (size_t t = 0; t < f.n_targets; t++)
 		for (size_t e = 0; e < f.targets[t].n_elements; e++)
 			printf("target %u element %zu: 0x%08x %u bytes\n", f.targets[t].alt, e,

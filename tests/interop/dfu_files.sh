@@ -34,6 +34,24 @@ dfu-suffix -v ffff -p ffff -a "$T/any.dfu" > /dev/null
 "$INSPECT" "$T/any.dfu" --device 1234:5678 > /dev/null || fail "a wildcard suffix was refused"
 echo "ok: dfu-suffix files"
 
+# dfu-prefix: the prefixes a TI Stellaris or NXP LPC bootloader reads are
+# recognised and stay in the payload that is sent
+cp "$T/fw.bin" "$T/lm.dfu"
+dfu-prefix -s 0x2000 -a "$T/lm.dfu" > /dev/null
+dfu-suffix -v 1cbe -p 00ff -a "$T/lm.dfu" > /dev/null
+"$INSPECT" "$T/lm.dfu" --device 1cbe:00ff > "$T/out" || fail "a dfu-prefix Stellaris file is refused: $(cat "$T/out")"
+grep -q "prefix: TI Stellaris, address 0x00002000" "$T/out" || fail "Stellaris prefix misread: $(cat "$T/out")"
+grep -q "payload 5008" "$T/out" || fail "the Stellaris prefix is not part of the payload: $(cat "$T/out")"
+cp "$T/fw.bin" "$T/lpc.dfu"
+dfu-prefix -L -a "$T/lpc.dfu" > /dev/null
+dfu-suffix -a "$T/lpc.dfu" > /dev/null
+"$INSPECT" "$T/lpc.dfu" > "$T/out" || fail "a dfu-prefix LPC file is refused: $(cat "$T/out")"
+grep -q "prefix: NXP LPC" "$T/out" || fail "LPC prefix misread: $(cat "$T/out")"
+grep -q "payload 5016" "$T/out" || fail "the LPC prefix is not part of the payload: $(cat "$T/out")"
+"$INSPECT" "$T/fw.dfu" > "$T/out"
+! grep -q "prefix:" "$T/out" || fail "a file without a prefix was read as having one"
+echo "ok: dfu-prefix files"
+
 head -c 3000 /dev/urandom > "$T/a.bin"
 head -c 1024 /dev/urandom > "$T/b.bin"
 dfuse-pack -b "0x08000000:$T/a.bin" -b "0x08010000:$T/b.bin" -D 0x0483:0xdf11 "$T/fw.dfuse" > /dev/null

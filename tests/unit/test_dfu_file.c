@@ -83,9 +83,46 @@ static void test_hostile_containers(void **state)
 	assert_int_equal(dfu_file_parse(b, 10, &f, detail), -1); /* shorter than a suffix */
 }
 
+/* Prefixes as dfu-prefix writes them are recognised only when their own
+ * fields agree with the file; they stay in the payload. */
+static void test_prefixes(void **state)
+{
+	static uint8_t b[4096];
+	char detail[DFU_DETAIL_MAX];
+	dfu_file f;
+	size_t n;
+
+	/* TI Stellaris: 01 00, address / 1024, payload length */
+	memset(b, 0x5a, 1008);
+	b[0] = 0x01, b[1] = 0x00, b[2] = 0x08, b[3] = 0x00;
+	put32(b + 4, 1000);
+	n = add_suffix(b, 1008, 0x1cbe, 0x00ff, 0x0100);
+	assert_int_equal(dfu_file_parse(b, n, &f, detail), 0);
+	assert_int_equal(f.prefix, DFU_PREFIX_LMDFU);
+	assert_int_equal(f.prefix_address, 8 * 1024);
+	assert_int_equal(f.payload_len, 1008);
+	/* the same bytes with a length that does not agree: plain firmware */
+	put32(b + 4, 999);
+	n = add_suffix(b, 1008, 0x1cbe, 0x00ff, 0x0100);
+	assert_int_equal(dfu_file_parse(b, n, &f, detail), 0);
+	assert_int_equal(f.prefix, DFU_PREFIX_NONE);
+	/* NXP LPC, unencrypted: 1a 3f, 512-byte blocks, zeros, ff ff ff ff */
+	memset(b, 0x5a, 1016);
+	memset(b, 0, 16);
+	b[0] = 0x1a, b[1] = 0x3f, b[2] = 2;
+	memset(b + 12, 0xff, 4);
+	n = add_suffix(b, 1016, 0xffff, 0xffff, 0x0100);
+	assert_int_equal(dfu_file_parse(b, n, &f, detail), 0);
+	assert_int_equal(f.prefix, DFU_PREFIX_LPC);
+	b[2] = 1; /* too few blocks for the payload */
+	n = add_suffix(b, 1016, 0xffff, 0xffff, 0x0100);
+	assert_int_equal(dfu_file_parse(b, n, &f, detail), 0);
+	assert_int_equal(f.prefix, DFU_PREFIX_NONE);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {cmocka_unit_test(test_crc_check_value),
-					   cmocka_unit_test(test_hostile_containers)};
+					   cmocka_unit_test(test_hostile_containers), cmocka_unit_test(test_prefixes)};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
