@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # The main job: an end-to-end deployment on this machine.  It builds ferry,
 # makes a PKI, starts mosquitto (TLS, client certificates, per-gateway ACLs)
-# and nginx (HTTPS) on 127.0.0.1 and a simulated MCU (MCUboot + mcumgr on a
-# pseudo-terminal), starts ferryd for gateway gw-1, signs an update with
-# three components -- two files of the gateway's own and the MCU's firmware
-# -- and sends it as one update.deploy command, then prints every stage
-# report live until all are installed, prints the inventory, and stops
-# everything it started.
+# and nginx (HTTPS) on 127.0.0.1 and two simulated MCUs (MCUboot + mcumgr on
+# a pseudo-terminal; a USB DFU device behind libusb through umockdev),
+# starts ferryd for gateway gw-1, signs an update with four components --
+# two files of the gateway's own and each MCU's firmware -- and sends it as
+# one update.deploy command, then prints every stage report live until all
+# are installed, prints the inventory, and stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")"
 . scripts/deps.sh
 # shellcheck disable=SC2086
-ferry_ensure_pkgs $FERRY_BUILD_PKGS mosquitto mosquitto-clients nginx-light openssl
+ferry_ensure_pkgs $FERRY_BUILD_PKGS mosquitto mosquitto-clients nginx-light openssl libumockdev-dev umockdev dfu-util
 
 echo "== building"
 cmake -S . -B build-demo -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_TESTING=OFF >/dev/null
@@ -24,21 +24,36 @@ W_EXTRA_ADAPTERS="  serial-smp:
       - path: /tmp/PLACEHOLDER/ttyMCU
         vendor_id: acme
         class_id: sensor-v2
-        component: sensor-mcu"
+        component: sensor-mcu
+  usb-dfu:
+    devices:
+      - component: radio-fw
+        vendor_id: acme
+        class_id: radio-v1
+        serial: ACME-RADIO-7
+        dfu_usb: \"1209:0002\""
 world_up build-demo
 sed -i "s|/tmp/PLACEHOLDER|$W|" "$W/ferryd.yaml"
-cp build-demo/adapters/serial-smp.so "$W/plugins/"
+cp build-demo/adapters/serial-smp.so build-demo/adapters/usb-dfu.so "$W/plugins/"
 build-demo/tests/sim/smp_device --link "$W/ttyMCU" --version 1.4.0 --rate 11520 > "$W/sim.log" 2>&1 &
 SIM_PID=$!
-trap 'kill $SIM_PID 2>/dev/null; world_down' EXIT
-for _ in $(seq 1 50); do [ -e "$W/ttyMCU" ] && break; sleep 0.1; done
+build-demo/tests/sim/dfu_device --root-file "$W/usb.root" --serial ACME-RADIO-7 --version 2.0.0 --poll-ms 15 \
+	> "$W/usb-sim.log" 2>&1 &
+USB_PID=$!
+trap 'kill $SIM_PID $USB_PID 2>/dev/null; world_down' EXIT
+for _ in $(seq 1 50); do [ -e "$W/ttyMCU" ] && [ -s "$W/usb.root" ] && break; sleep 0.1; done
 echo "== simulated MCU on $W/ttyMCU (a pty at 115200 baud), running firmware 1.4.0"
+echo "== simulated USB DFU radio ACME-RADIO-7 (1209:0001, DFU mode 1209:0002), running firmware 2.0.0"
+# ferryd's libusb sees the simulated USB bus through umockdev's preload
+W_FERRYD_ENV="LD_PRELOAD=libumockdev-preload.so.0 UMOCKDEV_DIR=$(cat "$W/usb.root")"
 echo "== broker on 127.0.0.1:$W_MQTT_PORT (TLS), file host on https://127.0.0.1:$W_HTTPS_PORT, work dir $W"
 start_ferryd
 echo "== ferryd is up for gateway $W_GW"
 
 make_update demo 1 1.0.0 1.0.0 2000000
 build-demo/tests/sim/smp_device --make-image 1.5.0 60000 "$W/www/demo-mcu.bin"
+build-demo/tests/sim/dfu_device --make-image 2.1.0 60000 "$W/www/demo-radio.dfu"
+dfu-suffix -v 1209 -p 0001 -d 0210 -a "$W/www/demo-radio.dfu" > /dev/null
 cat >> "$W/demo.yaml" <<YAML
   - name: sensor-mcu
     type: firmware
@@ -47,13 +62,21 @@ cat >> "$W/demo.yaml" <<YAML
     version: 1.5.0
     format: mcuboot
     file: www/demo-mcu.bin
+  - name: radio-fw
+    type: firmware
+    adapter: usb-dfu
+    target: {vendor_id: acme, class_id: radio-v1}
+    version: 2.1.0
+    format: dfu
+    file: www/demo-radio.dfu
 YAML
 "$W_FERRY" manifest sign "$W/demo.yaml" --key "$W/pki/manifest-signer.key" --cert "$W/pki/manifest-signer.pem" \
 	-o "$W/demo.jws" > /dev/null
-echo "== signed manifest: app-config 1.0.0, app-bin 1.0.0 (2 MB), sensor-mcu 1.5.0 (MCUboot image)"
+echo "== signed manifest: app-config 1.0.0, app-bin 1.0.0 (2 MB), sensor-mcu 1.5.0 (MCUboot image), radio-fw 2.1.0 (DFU file)"
 # shellcheck disable=SC2046
 cmd update.deploy u-demo --manifest "$W/demo.jws" $(links_for demo slow/) \
-	--link "sensor-mcu=https://127.0.0.1:$W_HTTPS_PORT/demo-mcu.bin"
+	--link "sensor-mcu=https://127.0.0.1:$W_HTTPS_PORT/demo-mcu.bin" \
+	--link "radio-fw=https://127.0.0.1:$W_HTTPS_PORT/demo-radio.dfu"
 echo "== sent update.deploy u-demo; stage reports as they arrive:"
 
 # One line per report: seq, component, stage, progress or outcome.
@@ -82,19 +105,20 @@ for _ in $(seq 1 1200); do
 		shown=$total
 	fi
 	n=$(grep -F '"update_id":"u-demo"' "$W/mqtt.log" | grep -cE '"stage":"(installed|failed|rolled_back|cancelled)"' || true)
-	[ "$n" -ge 3 ] && [ "$shown" -eq "$(wc -l < "$W/mqtt.log")" ] && break
+	[ "$n" -ge 4 ] && [ "$shown" -eq "$(wc -l < "$W/mqtt.log")" ] && break
 	sleep 0.2
 done
 if grep -F '"update_id":"u-demo"' "$W/mqtt.log" | grep -qE '"stage":"(failed|rolled_back|cancelled)"'; then
 	echo "demo: the update did not install; see $W/ferryd.log" >&2
 	exit 1
 fi
-[ "$(grep -F '"update_id":"u-demo"' "$W/mqtt.log" | grep -cF '"stage":"installed"')" -eq 3 ] ||
+[ "$(grep -F '"update_id":"u-demo"' "$W/mqtt.log" | grep -cF '"stage":"installed"')" -eq 4 ] ||
 	{ echo "demo: timed out waiting for the update" >&2; exit 1; }
 cmp -s "$W/www/demo-app.bin" "$W/target/app.bin" || { echo "demo: app.bin on disk differs" >&2; exit 1; }
 
 wait_mqtt '{"name":"sensor-mcu","version":"1.5.0"}' 10
+wait_mqtt '{"name":"radio-fw","version":"2.1.0"}' 10
 echo "== inventory (retained on ferry/v1/$W_GW/inventory):"
 grep -F "ferry/v1/$W_GW/inventory " "$W/mqtt.log" | tail -n 1 | sed 's|^[^ ]* ||' |
 	sed 's/,"devices"/\n  "devices"/; s/},{/},\n   {/g' | sed 's/^/  /'
-echo "== done: all three components installed; stopping ferryd, the MCU, nginx and mosquitto"
+echo "== done: all four components installed; stopping ferryd, the MCUs, nginx and mosquitto"

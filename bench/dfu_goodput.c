@@ -12,6 +12,7 @@
  *   dfu_goodput PLUGIN SIMULATOR [IMAGE_BYTES]
  */
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -119,6 +120,8 @@ static double run(const char *self, const char *plugin, const char *sim, const c
 	snprintf(root_file, sizeof(root_file), "%s/root", dir);
 	unlink(root_file);
 	if ((sim_pid = fork()) == 0) {
+		int null = open("/dev/null", O_WRONLY);
+		dup2(null, 2); /* the device's own log is not the bench's output */
 		execl(sim, sim, "--root-file", root_file, "--version", "1.0.0", "--transfer-size", xfer, "--poll-ms",
 		      poll, (char *)NULL);
 		_exit(127);

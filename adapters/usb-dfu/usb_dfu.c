@@ -670,11 +670,13 @@ static bool sess_cancelled(void *ctx)
 	return x->sh && x->sh->cancelled(x->sh->ctx);
 }
 
+/* Progress in bytes of the image file, as ferryd counts it: the suffix and
+ * the DfuSe headers are not sent, so the last block completes the file. */
 static void sess_progress(void *ctx, uint64_t done, uint64_t total)
 {
 	const sess *x = ctx;
 	if (x->sh)
-		x->sh->progress(x->sh->ctx, done, total);
+		x->sh->progress(x->sh->ctx, done >= total ? x->img_len : done, x->img_len);
 }
 
 /* Select the alternate setting to download to: by configured name prefix
@@ -834,7 +836,8 @@ static int s_write(void *session, const ferry_image_v1 *img, uint64_t *resume_fr
 			return rc;
 		logf_(x->s, FERRY_LOG_WARNING, "%s: %s; starting the download again (%ld of %ld)",
 		      x->serial[0] ? x->serial : x->port, detail, attempt + 1, x->s->retries);
-		sess_progress(x, 0, x->x.total);
+		if (x->sh)
+			x->sh->progress(x->sh->ctx, 0, x->img_len);
 	}
 }
 
