@@ -304,11 +304,20 @@ static bool ids_match(const entry *e, const dfu_usb *u)
 /* Does u belong to entry e -- and, when the session knows them, to the
  * serial/port it found before?  A serial number or port path names a
  * device whatever VID:PID it shows now (DFU mode, or new firmware with a
- * new PID); without them only the configured VID:PIDs do. */
+ * new PID); without them only the configured VID:PIDs do.  In DFU mode
+ * the alternate setting named in the config must be there too. */
 static bool belongs(const entry *e, const dfu_usb *u, const char *serial, const char *port)
 {
 	if (e->serial[0] && strcmp(u->serial, e->serial))
 		return false;
+	/* in DFU mode, a configured alternate setting name must be there */
+	if (u->dfu_mode && e->alt_name[0]) {
+		size_t i = 0;
+		while (i < u->n_alts && strncmp(u->alts[i].name, e->alt_name, strlen(e->alt_name)))
+			i++;
+		if (i == u->n_alts)
+			return false;
+	}
 	if (e->port[0] && strcmp(u->port, e->port))
 		return false;
 	if (serial && serial[0])

@@ -30,7 +30,13 @@ W_EXTRA_ADAPTERS="  usb-dfu:
         serial: FERRY-SIM-2
         dfu_usb: \"1209:0002\"
         alt: \"@Internal Flash\"
-        version: \"string:4\""
+        version: \"string:4\"
+      - component: probe-fw
+        vendor_id: acme
+        class_id: probe-v1
+        port: \"1-3\"
+        usb: \"1209:0001\"
+        dfu_usb: \"1209:0002\""
 world_up "$BUILD"
 cp "$BUILD/adapters/usb-dfu.so" "$W/plugins/"
 
@@ -245,6 +251,34 @@ start_ferryd
 [ "$(running radio-fw)" = 4.0.0 ] || fail "u-kill: the device does not run 4.0.0"
 clean_protocol u-kill
 echo "ok: ferryd killed mid-download; the restarted push installed from DFU mode"
+
+# --- a device without a serial number is found again by its port path
+sim --version 1.0.0 --serial "" --port 3
+wait_mqtt '{"name":"probe-fw","version":"1.0.0"}' 15
+plain_image u-port 1.3.0
+manifest u-port probe-fw dfu www/u-port.dfu 1.3.0 probe-v1
+deploy u-port probe-fw
+[ "$(outcome u-port probe-fw)" = installed ] || fail "u-port did not install: $(final_report u-port probe-fw)"
+[ "$(running probe-fw)" = 1.3.0 ] || fail "u-port: the device does not run 1.3.0"
+grep -F "ferry/v1/gw-1/inventory " "$W/mqtt.log" | tail -n 1 | grep -qF '"id":"dfu-1-3"' ||
+	fail "u-port: the device is not named by its port"
+echo "ok: a device without a serial number, found again by its port path"
+
+# --- update.cancel mid-download: the device is reset out of DFU mode and keeps its firmware
+sim --version 1.0.0 --poll-ms 40
+plain_image u-cancel 1.4.0
+manifest u-cancel radio-fw dfu www/u-cancel.dfu 1.4.0
+deploy u-cancel radio-fw
+for _ in $(seq 1 300); do
+	grep -F '"update_id":"u-cancel","component":"radio-fw","stage":"installing"' "$W/mqtt.log" |
+		grep -qE '"done":[1-9][0-9]{3}' && break
+	sleep 0.1
+done
+cmd update.cancel u-cancel
+[ "$(outcome u-cancel radio-fw)" = cancelled ] || fail "u-cancel was not cancelled: $(final_report u-cancel radio-fw)"
+[ "$(running radio-fw)" = 1.0.0 ] || fail "u-cancel: the device does not run its old 1.0.0"
+[ "$(stat_of mode)" = runtime ] || fail "u-cancel: the device was left in DFU mode"
+echo "ok: update.cancel mid-download leaves the device on its old firmware"
 
 # --- DfuSe: erase the touched pages, address pointer, blocks, leave; version from a string descriptor
 sim --dfuse --serial FERRY-SIM-2 --version 1.0.0 --transfer-size 2048 --erase-stalls 2
