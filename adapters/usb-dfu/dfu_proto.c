@@ -113,9 +113,11 @@ int dfu_dnload_wait(const dfu_link *l, const dfu_poll *p, uint16_t block, const 
 	return st->state == DFU_DNLOAD_IDLE ? 0 : 1;
 }
 
-int dfu_to_idle(const dfu_link *l, dfu_status *st)
+int dfu_to_idle(const dfu_link *l, const dfu_poll *p, dfu_status *st)
 {
-	int r = dfu_get_status(l, st);
+	/* a device still busy with a block from before (a crash mid-download)
+	 * finishes it first */
+	int r = dfu_wait(l, p, false, st);
 
 	if (r < 0)
 		return r;

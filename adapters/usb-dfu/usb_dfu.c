@@ -76,6 +76,7 @@ typedef struct entry {
 	/* the last discovery's record, reported while a session has the device */
 	ferry_device_v1 last;
 	bool has_last, busy;
+	char busy_port[DFU_PORT_MAX]; /* where that device is */
 } entry;
 
 typedef struct state {
@@ -344,9 +345,22 @@ static bool candidate(const entry *e, const dfu_usb *u, const char *serial, cons
 	return true;
 }
 
+/* A device that a session is downloading to, at this port: discovery
+ * must not send it requests (string descriptors) in the middle of a
+ * download.  Called with s->lock held. */
+static bool in_session(const state *s, const char *port)
+{
+	for (size_t i = 0; i < s->n; i++)
+		if (s->e[i].busy && !strcmp(s->e[i].busy_port, port))
+			return true;
+	return false;
+}
+
 /* The first attached device of entry e in the wanted mode.  0 and *out
- * (referenced; release it), or 1 when there is none. */
-static int find(state *s, const entry *e, const char *serial, const char *port, enum want want, dfu_usb *out)
+ * (referenced; release it), or 1 when there is none.  `discovering`: the
+ * caller holds s->lock and devices in a session are left alone. */
+static int find(state *s, const entry *e, const char *serial, const char *port, enum want want, bool discovering,
+		dfu_usb *out)
 {
 	libusb_device **list;
 	ssize_t n = libusb_get_device_list(s->ctx, &list);
@@ -357,7 +371,7 @@ static int find(state *s, const entry *e, const char *serial, const char *port, 
 		libusb_device_handle *h;
 		if (dfu_usb_describe(list[i], &u))
 			continue;
-		if (!candidate(e, &u, serial, port, want)) {
+		if (!candidate(e, &u, serial, port, want) || (discovering && in_session(s, u.port))) {
 			dfu_usb_release(&u);
 			continue;
 		}
@@ -385,7 +399,7 @@ static int wait_for(sess *x, enum want want, long ms, dfu_usb *out)
 	int64_t until = now_ms() + ms;
 
 	for (;;) {
-		if (find(x->s, x->e, x->serial, x->port, want, out) == 0)
+		if (find(x->s, x->e, x->serial, x->port, want, false, out) == 0)
 			return 0;
 		if (now_ms() >= until || (x->sh && x->sh->cancelled(x->sh->ctx)))
 			return 1;
@@ -497,7 +511,7 @@ static int s_discover(void *st, ferry_device_v1 *devs, size_t max, size_t *n, ch
 			continue;
 		}
 		e->has_last = false;
-		if (find(s, e, NULL, NULL, WANT_ANY, &u))
+		if (find(s, e, NULL, NULL, WANT_ANY, true, &u))
 			continue; /* not attached now */
 		describe(e, &u, &devs[*n]);
 		e->last = devs[(*n)++];
@@ -521,7 +535,7 @@ static int s_open(void *st, const ferry_device_v1 *dev, const ferry_session_host
 		dfu_usb u;
 		char id[S];
 		sess *x;
-		if (e->busy || find(s, e, NULL, NULL, WANT_ANY, &u))
+		if (e->busy || find(s, e, NULL, NULL, WANT_ANY, true, &u))
 			continue;
 		device_id(&u, id);
 		if (strcmp(id, dev->id) || !(x = calloc(1, sizeof(*x)))) {
@@ -533,6 +547,7 @@ static int s_open(void *st, const ferry_device_v1 *dev, const ferry_session_host
 		x->sh = sh;
 		memcpy(x->serial, u.serial, sizeof(x->serial));
 		memcpy(x->port, u.port, sizeof(x->port));
+		memcpy(e->busy_port, u.port, sizeof(e->busy_port));
 		x->vid = u.vid;
 		x->pid = u.pid;
 		dfu_usb_release(&u);
@@ -663,7 +678,7 @@ static int s_check(void *session, const ferry_image_v1 *img, char *detail)
 		dfu_usb u;
 		dfu_layout layouts[DFUSE_TARGETS_MAX];
 		uint8_t idx[DFUSE_TARGETS_MAX];
-		if (find(x->s, x->e, x->serial, x->port, WANT_DFU, &u) == 0) {
+		if (find(x->s, x->e, x->serial, x->port, WANT_DFU, false, &u) == 0) {
 			rc = check_targets(x, &u, layouts, idx, detail);
 			dfu_usb_release(&u);
 		}
@@ -776,7 +791,7 @@ static int enter_dfu(sess *x, char *detail)
 	if (!x->x.transfer_size)
 		return fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%04x:%04x reports a wTransferSize of 0", u.vid,
 		            u.pid);
-	if ((r = dfu_to_idle(&x->x.link, &st)) != 0)
+	if ((r = dfu_to_idle(&x->x.link, &x->x.poll, &st)) != 0)
 		return fail(detail, r == 1 ? FERRY_ADAPTER_E_DEVICE_BUSY : FERRY_ADAPTER_E_ADAPTER_ERROR,
 		            "%04x:%04x in DFU mode does not return to dfuIDLE: %s", u.vid, u.pid,
 		            r == 1 ? dfu_state_name(st.state) : dfu_usb_error_text(r));
@@ -892,7 +907,7 @@ static int s_confirm(void *session, const ferry_image_v1 *img, char *version, ch
 	bool ok;
 
 	if (wait_for(x, WANT_RUNTIME, x->s->return_wait_ms, &u)) {
-		if (find(x->s, x->e, x->serial, x->port, WANT_DFU, &u) == 0) {
+		if (find(x->s, x->e, x->serial, x->port, WANT_DFU, false, &u) == 0) {
 			dfu_usb_release(&u);
 			return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED,
 			            "%s stays in DFU mode: its bootloader did not start the new firmware",
@@ -922,7 +937,7 @@ static int s_abort(void *session, char *detail)
 	dfu_usb u;
 	char version[S];
 
-	if (!x->h && x->detached && find(x->s, x->e, x->serial, x->port, WANT_DFU, &u) == 0) {
+	if (!x->h && x->detached && find(x->s, x->e, x->serial, x->port, WANT_DFU, false, &u) == 0) {
 		/* it came back in DFU mode after leaving mid-download */
 		x->u = u;
 		if (libusb_open(u.dev, &x->h) || libusb_claim_interface(x->h, u.intf)) {
@@ -934,7 +949,9 @@ static int s_abort(void *session, char *detail)
 	}
 	if (!x->h)
 		return 0; /* never left its firmware, or gone: nothing to undo */
-	dfu_to_idle(&x->x.link, &st);
+	dfu_poll p = {.min_ms = (uint32_t)x->s->poll_min_ms, .max_ms = (uint32_t)x->s->poll_max_ms,
+		      .budget_ms = (uint32_t)x->s->block_budget_ms};
+	dfu_to_idle(&x->x.link, &p, &st);
 	logf_(x->s, FERRY_LOG_WARNING, "%s: aborted the download; resetting the device to leave DFU mode", x->port);
 	libusb_reset_device(x->h);
 	drop_handle(x);
