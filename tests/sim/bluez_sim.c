@@ -25,6 +25,9 @@
  * Faults:
  *   --unpaired          Paired and Bonded false: notify set-up and WriteValue
  *                       answer NotPermitted, acquired writes are ignored
+ *   --just-works        Paired and Bonded, but by an unauthenticated method:
+ *                       the device (authentication required, Zephyr's
+ *                       default) refuses as with --unpaired
  *   --disconnect-at N   drop the link once when an upload passes offset N
  *                       (the answer is lost; the device keeps the upload)
  *   --mtu A,B,...       the ATT MTU of the 1st, 2nd, ... connection; the list
@@ -67,7 +70,7 @@ typedef struct sim {
 	mcu dev;
 	char address[18], name[64];
 	char dev_path[64], svc_path[96], chr_path[128];
-	bool paired, connected, resolved, away, no_acquire;
+	bool paired, just_works, connected, resolved, away, no_acquire;
 	long disconnect_at;
 	bool disconnect_done;
 	unsigned mtus[MTUS_MAX], mtu;
@@ -157,8 +160,8 @@ static void take_piece(sim *s, const uint8_t *p, size_t n)
 		fprintf(stderr, "bluez_sim: a write of %zu bytes exceeds MTU %u - 3; dropped\n", n, s->mtu);
 		return;
 	}
-	if (!s->paired) {
-		s->refused++; /* the device refuses writes on an unencrypted link */
+	if (!s->paired || s->just_works) {
+		s->refused++; /* the device refuses writes on a link short of its security */
 		return;
 	}
 	if (smp_reasm_feed(&s->rx, p, n, &len) == 1)
@@ -379,7 +382,7 @@ static int ch_write(sd_bus_message *m, void *userdata, sd_bus_error *e)
 		return r;
 	if (s->write_fd >= 0)
 		return sd_bus_error_set(e, "org.bluez.Error.NotPermitted", "Write acquired");
-	if (!s->paired) {
+	if (!s->paired || s->just_works) {
 		s->refused++;
 		s->dirty = true;
 		return err_not_paired(e);
@@ -421,8 +424,8 @@ static int ch_acquire_notify(sd_bus_message *m, void *userdata, sd_bus_error *e)
 		return sd_bus_error_set(e, "org.bluez.Error.NotSupported", "Not supported");
 	if (s->notify_fd >= 0 || s->notifying)
 		return sd_bus_error_set(e, "org.bluez.Error.NotPermitted", "Notify acquired");
-	if (!s->paired)
-		return err_not_paired(e); /* the CCC write needs encryption */
+	if (!s->paired || s->just_works)
+		return err_not_paired(e); /* the CCC write needs an encrypted, authenticated link */
 	return acquire(m, s, &s->notify_fd, &s->notify_src, on_notify_fd, "NotifyAcquired");
 }
 
@@ -431,7 +434,7 @@ static int ch_start_notify(sd_bus_message *m, void *userdata, sd_bus_error *e)
 	sim *s = userdata;
 	if (s->notify_fd >= 0)
 		return sd_bus_error_set(e, "org.bluez.Error.NotPermitted", "Notify acquired");
-	if (!s->paired)
+	if (!s->paired || s->just_works)
 		return err_not_paired(e);
 	if (!s->notifying) {
 		s->notifying = true;
@@ -593,7 +596,7 @@ static int on_term(sd_event_source *src, const struct signalfd_siginfo *si, void
 static int usage(void)
 {
 	fprintf(stderr, "usage: bluez_sim --bus ADDRESS --address AA:BB:CC:DD:EE:FF --name NAME --version V "
-			"[--stats FILE] [--unpaired] [--disconnect-at N] [--mtu A,B,...] [--no-acquire] "
+			"[--stats FILE] [--unpaired] [--just-works] [--disconnect-at N] [--mtu A,B,...] [--no-acquire] "
 			"[--reset-ms MS] [MCU faults]\n");
 	return 2;
 }
@@ -662,6 +665,7 @@ int main(int argc, char **argv)
 				return 2;
 			}
 		} else if (!strcmp(a, "--unpaired")) s.paired = false;
+		else if (!strcmp(a, "--just-works")) s.just_works = true;
 		else if (!strcmp(a, "--no-acquire")) s.no_acquire = true;
 		else {
 			fprintf(stderr, "bluez_sim: unknown argument %s\n", a);
