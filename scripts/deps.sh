@@ -7,8 +7,9 @@ FERRY_BUILD_PKGS="cmake make pkg-config gcc libc6-dev libjose-dev libjansson-dev
 	libsqlite3-dev libcurl4-openssl-dev libmosquitto-dev libsystemd-dev libcbor-dev"
 # Needed by the tests: cmocka, the jose and openssl CLIs as oracles, clang with
 # its sanitizer and libFuzzer runtimes for the fuzz run, and the real servers
-# the integration scenarios run ferryd against.
-FERRY_TEST_PKGS="libcmocka-dev jose openssl clang libclang-rt-14-dev mosquitto mosquitto-clients nginx-light sqlite3 dfu-util"
+# the integration scenarios run ferryd against (dbus-daemon carries the
+# private bus of the BLE scenario).
+FERRY_TEST_PKGS="libcmocka-dev jose openssl clang libclang-rt-14-dev mosquitto mosquitto-clients nginx-light sqlite3 dfu-util dbus"
 
 ferry_missing_pkgs() {
 	local p missing=""
