@@ -52,8 +52,8 @@ const ferry_adapter_v1 *ferry_adapter_table_v1(void);
 #define CALL_US (5 * 1000 * 1000ULL)
 
 typedef struct ble_dev {
-	char address[18];            /* "" when found by name or service */
-	char name[BLUEZ_NAME_MAX];   /* "" when not given */
+	char address[18];          /* "" when found by name or service */
+	char name[BLUEZ_NAME_MAX]; /* "" when not given */
 	char vendor_id[FERRY_ADAPTER_STR_MAX], class_id[FERRY_ADAPTER_STR_MAX];
 	char component[FERRY_ADAPTER_STR_MAX];
 	/* what discovery last read, for when a session holds the device */
@@ -139,8 +139,8 @@ static int load_config(state *s, char *detail)
 	if (bus && (strlen(bus) >= sizeof(s->bus) || (strcmp(bus, "system") && strncmp(bus, "unix:", 5))))
 		return smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "bus: system or a unix: D-Bus address");
 	snprintf(s->adapter, sizeof(s->adapter), "%s", adapter ? adapter : "hci0");
-	if (adapter && (strlen(adapter) >= sizeof(s->adapter) || strspn(adapter, "abcdefghijklmnopqrstuvwxyz0123456789") !=
-								  strlen(adapter) || !*adapter))
+	if (adapter && (strlen(adapter) >= sizeof(s->adapter) ||
+			strspn(adapter, "abcdefghijklmnopqrstuvwxyz0123456789") != strlen(adapter) || !*adapter))
 		return smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "adapter: a name such as hci0");
 	if (reasm && strcmp(reasm, "true") && strcmp(reasm, "false"))
 		return smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "reassembly: true or false");
@@ -203,7 +203,9 @@ static void resolve(const state *s, const bluez_objects *o, int which[DEVICES_MA
 			for (size_t k = 0; k < o->n_dev && which[i] < 0; k++) {
 				const bluez_device *d = &o->dev[k];
 				bool name_ok = !c->name[0] || !strcmp(d->name, c->name) || !strcmp(d->alias, c->name);
-				bool hit = pass == 0 ? !strcmp(d->address, c->address) && name_ok : pass == 1 ? name_ok : d->smp_uuid;
+				bool hit = pass == 0   ? !strcmp(d->address, c->address) && name_ok
+					   : pass == 1 ? name_ok
+						       : d->smp_uuid;
 				if (hit && !taken[k]) {
 					which[i] = (int)k;
 					taken[k] = true;
@@ -238,8 +240,8 @@ static int read_version(state *s, sd_bus *bus, const bluez_device *bd, char *ver
 
 	if (!l)
 		return FERRY_ADAPTER_E_ADAPTER_ERROR;
-	rc = gatt_link_open(l, bus, s->host, &s->link, bd->path, bd->address,
-			    smp_now_ms() + s->link.connect_timeout_ms, detail);
+	rc = gatt_link_open(l, bus, s->host, &s->link, bd->path, bd->address, smp_now_ms() + s->link.connect_timeout_ms,
+			    detail);
 	if (!rc) {
 		quick.retries = 1;
 		smp_client_init(&c, &gatt_link_ops, l, bd->address, &quick, s->host, NULL);
@@ -350,7 +352,8 @@ static int b_open(void *st, const ferry_device_v1 *dev, const ferry_session_host
 	}
 	x->s = s;
 	snprintf(prefix, sizeof(prefix), "/org/bluez/%s/", s->adapter);
-	if (bluez_bus_open(s->bus, &x->bus, err, sizeof(err)) || bluez_scan(x->bus, prefix, CALL_US, o, err, sizeof(err))) {
+	if (bluez_bus_open(s->bus, &x->bus, err, sizeof(err)) ||
+	    bluez_scan(x->bus, prefix, CALL_US, o, err, sizeof(err))) {
 		rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s", err);
 		goto fail;
 	}
@@ -365,7 +368,8 @@ static int b_open(void *st, const ferry_device_v1 *dev, const ferry_session_host
 		}
 	}
 	if (!bd) {
-		rc = smp_fail(detail, FERRY_ADAPTER_E_NO_MATCHING_DEVICE, "no configured BLE device is %s now", dev->id);
+		rc =
+		    smp_fail(detail, FERRY_ADAPTER_E_NO_MATCHING_DEVICE, "no configured BLE device is %s now", dev->id);
 		goto fail;
 	}
 	if ((why = gatt_link_unpaired(bd))) {
@@ -409,7 +413,8 @@ static int b_check(void *session, const ferry_image_v1 *img, char *detail)
 	const ble_dev *c = &x->s->devs[x->dev];
 
 	if (strcmp(img->format, "mcuboot"))
-		return smp_fail(detail, FERRY_ADAPTER_E_UNSUPPORTED, "ble-smp takes mcuboot images, not %s", img->format);
+		return smp_fail(detail, FERRY_ADAPTER_E_UNSUPPORTED, "ble-smp takes mcuboot images, not %s",
+				img->format);
 	if (strcmp(img->component, c->component))
 		return smp_fail(detail, FERRY_ADAPTER_E_NO_MATCHING_DEVICE, "%s serves component %s, not %.64s",
 				x->link.name, c->component, img->component);
@@ -420,8 +425,9 @@ static int b_write(void *session, const ferry_image_v1 *img, uint64_t *resume_fr
 {
 	sess *x = session;
 	int rc = smp_client_upload(&x->c, img, resume_from, detail);
-	smp_log(x->s->host, FERRY_LOG_INFO, "%s: %lu writes in this session; the current connection takes %u bytes a write",
-		x->link.name, x->link.writes, x->link.mtu - 3);
+	smp_log(x->s->host, FERRY_LOG_INFO,
+		"%s: %lu writes in this session; the current connection takes %u bytes a write", x->link.name,
+		x->link.writes, x->link.mtu - 3);
 	return rc;
 }
 
@@ -457,20 +463,20 @@ static void b_close(void *session)
 static const char *const formats[] = {"mcuboot", NULL};
 
 static const ferry_adapter_v1 table = {
-	.abi = 1,
-	.name = "ble-smp",
-	.formats = formats,
-	.caps = FERRY_ADAPTER_CAP_ROLLBACK | FERRY_ADAPTER_CAP_NEEDS_RESET | FERRY_ADAPTER_CAP_RESUME,
-	.init = b_init,
-	.fini = b_fini,
-	.discover = b_discover,
-	.open = b_open,
-	.check = b_check,
-	.write = b_write,
-	.activate = b_activate,
-	.confirm = b_confirm,
-	.abort = b_abort,
-	.close = b_close,
+    .abi = 1,
+    .name = "ble-smp",
+    .formats = formats,
+    .caps = FERRY_ADAPTER_CAP_ROLLBACK | FERRY_ADAPTER_CAP_NEEDS_RESET | FERRY_ADAPTER_CAP_RESUME,
+    .init = b_init,
+    .fini = b_fini,
+    .discover = b_discover,
+    .open = b_open,
+    .check = b_check,
+    .write = b_write,
+    .activate = b_activate,
+    .confirm = b_confirm,
+    .abort = b_abort,
+    .close = b_close,
 };
 
 int ferry_adapter_abi(const int *offered, size_t n)

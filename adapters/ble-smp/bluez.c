@@ -104,7 +104,8 @@ static int each_prop(sd_bus_message *m, take_fn take, void *ud)
 	while ((r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
 		const char *name, *contents = NULL;
 		char type;
-		if ((r = sd_bus_message_read(m, "s", &name)) < 0 || (r = sd_bus_message_peek_type(m, &type, &contents)) < 0)
+		if ((r = sd_bus_message_read(m, "s", &name)) < 0 ||
+		    (r = sd_bus_message_peek_type(m, &type, &contents)) < 0)
 			return r;
 		if (type != 'v' || !contents)
 			return -EBADMSG;
@@ -151,7 +152,8 @@ static int read_strv(sd_bus_message *m, const char *contents, void (*found)(void
 	int r;
 	if (strcmp(contents, "as"))
 		return 0;
-	if ((r = sd_bus_message_enter_container(m, 'v', "as")) < 0 || (r = sd_bus_message_enter_container(m, 'a', "s")) < 0)
+	if ((r = sd_bus_message_enter_container(m, 'v', "as")) < 0 ||
+	    (r = sd_bus_message_enter_container(m, 'a', "s")) < 0)
 		return r;
 	while ((r = sd_bus_message_read(m, "s", &s)) > 0)
 		found(ud, s);
@@ -305,7 +307,8 @@ int bluez_scan(sd_bus *bus, const char *prefix, uint64_t timeout_us, bluez_objec
 	r = bluez_call(bus, "/", "org.freedesktop.DBus.ObjectManager", "GetManagedObjects", timeout_us, &e, &reply,
 		       NULL);
 	if (r < 0) {
-		snprintf(err, errlen, "BlueZ does not answer GetManagedObjects: %s", e.message ? e.message : strerror(-r));
+		snprintf(err, errlen, "BlueZ does not answer GetManagedObjects: %s",
+			 e.message ? e.message : strerror(-r));
 		sd_bus_error_free(&e);
 		return r;
 	}
@@ -352,8 +355,8 @@ static int take_value(sd_bus_message *m, const char *name, const char *contents,
 
 	if (strcmp(name, "Value") || strcmp(contents, "ay"))
 		return 0;
-	if ((r = sd_bus_message_enter_container(m, 'v', "ay")) < 0 || (r = sd_bus_message_read_array(m, 'y', &p, &n)) < 0 ||
-	    (r = sd_bus_message_exit_container(m)) < 0)
+	if ((r = sd_bus_message_enter_container(m, 'v', "ay")) < 0 ||
+	    (r = sd_bus_message_read_array(m, 'y', &p, &n)) < 0 || (r = sd_bus_message_exit_container(m)) < 0)
 		return r;
 	if (n > v->cap) {
 		v->found = -1;
@@ -398,7 +401,8 @@ const bluez_char *bluez_find_smp(const bluez_objects *o, const char *device_path
 		if (!c->smp || strncmp(c->path, device_path, dl) || c->path[dl] != '/')
 			continue;
 		for (size_t k = 0; k < o->n_svc; k++)
-			if (o->svc[k].smp && !strcmp(o->svc[k].path, c->service) && !strcmp(o->svc[k].device, device_path))
+			if (o->svc[k].smp && !strcmp(o->svc[k].path, c->service) &&
+			    !strcmp(o->svc[k].device, device_path))
 				return c;
 	}
 	return NULL;

@@ -22,8 +22,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <stdlib.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -147,7 +147,8 @@ static void release(gatt_link *l)
 		close(l->nfd);
 	l->wfd = l->nfd = -1;
 	if (l->started && !l->down)
-		bluez_call(l->bus, l->chr_path, "org.bluez.GattCharacteristic1", "StopNotify", CALL_US, NULL, NULL, NULL);
+		bluez_call(l->bus, l->chr_path, "org.bluez.GattCharacteristic1", "StopNotify", CALL_US, NULL, NULL,
+			   NULL);
 	l->started = false;
 	l->value_watch = sd_bus_slot_unref(l->value_watch);
 	l->up = false;
@@ -175,10 +176,11 @@ static int connect_and_resolve(gatt_link *l, int64_t deadline_ms, bluez_char *ch
 			snprintf(err, sizeof(err), "BlueZ does not know the device any more (%s)",
 				 e.message ? e.message : "no answer");
 		} else if ((why = gatt_link_unpaired(&d))) {
-			rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR,
-				      "%s %s: ble-smp only talks to bonded devices over encrypted links; pair it with an "
-				      "authenticated method and trust it",
-				      l->name, why);
+			rc = smp_fail(
+			    detail, FERRY_ADAPTER_E_ADAPTER_ERROR,
+			    "%s %s: ble-smp only talks to bonded devices over encrypted links; pair it with an "
+			    "authenticated method and trust it",
+			    l->name, why);
 		} else if (!d.connected) {
 			long t = left < l->cfg.connect_timeout_ms ? (long)left : l->cfg.connect_timeout_ms;
 			int r = bluez_call(l->bus, l->dev_path, "org.bluez.Device1", "Connect",
@@ -193,7 +195,8 @@ static int connect_and_resolve(gatt_link *l, int64_t deadline_ms, bluez_char *ch
 			connected = true;
 			if (bluez_scan(l->bus, prefix, CALL_US, o, err, sizeof(err)) == 0 &&
 			    !(c = bluez_find_smp(o, l->dev_path)))
-				snprintf(err, sizeof(err), "no SMP characteristic (is mcumgr's Bluetooth transport enabled?)");
+				snprintf(err, sizeof(err),
+					 "no SMP characteristic (is mcumgr's Bluetooth transport enabled?)");
 			if (c) {
 				*chr = *c;
 				rc = 0;
@@ -206,7 +209,8 @@ static int connect_and_resolve(gatt_link *l, int64_t deadline_ms, bluez_char *ch
 		if (rc >= 0)
 			break;
 		if (smp_now_ms() >= deadline_ms) {
-			rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s: cannot bring the link up: %s", l->name, err);
+			rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s: cannot bring the link up: %s",
+				      l->name, err);
 			break;
 		}
 		sleep_ms(connected ? 100 : 500);
@@ -229,7 +233,8 @@ static int acquire(gatt_link *l, const bluez_char *chr, char *detail)
 	note_serial(l, reply);
 	if (r >= 0) {
 		if (take_fd(reply, &l->nfd, &mtu_n))
-			rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s: AcquireNotify gave no usable fd", l->name);
+			rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s: AcquireNotify gave no usable fd",
+				      l->name);
 	} else if (bluez_error_is_security(&e)) {
 		rc = refuse(l, "notifications", &e, detail);
 	} else if (bluez_error_is_unsupported(&e)) {
@@ -261,7 +266,8 @@ static int acquire(gatt_link *l, const bluez_char *chr, char *detail)
 	note_serial(l, reply);
 	if (r >= 0) {
 		if (take_fd(reply, &l->wfd, &mtu_w))
-			rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s: AcquireWrite gave no usable fd", l->name);
+			rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s: AcquireWrite gave no usable fd",
+				      l->name);
 	} else if (bluez_error_is_security(&e)) {
 		rc = refuse(l, "writes", &e, detail);
 	} else if (!bluez_error_is_unsupported(&e)) {
@@ -478,8 +484,8 @@ static size_t g_max_packet(void *t, size_t dev_buf)
 }
 
 const smp_transport_ops gatt_link_ops = {
-	.send = g_send,
-	.recv = g_recv,
-	.reconnect = g_reconnect,
-	.max_packet = g_max_packet,
+    .send = g_send,
+    .recv = g_recv,
+    .reconnect = g_reconnect,
+    .max_packet = g_max_packet,
 };

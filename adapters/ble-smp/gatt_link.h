@@ -28,13 +28,13 @@ typedef struct gatt_link {
 	const ferry_host_v1 *host;
 	gatt_link_cfg cfg;
 	char dev_path[BLUEZ_PATH_MAX], chr_path[BLUEZ_PATH_MAX];
-	char name[24];          /* the address, for messages */
-	char bluez_owner[128];  /* org.bluez's unique name: signals from others are ignored */
-	bool we_connected;      /* Connect was ours: Disconnect when done */
-	bool up, down;          /* acquired; the link dropped since */
-	uint64_t up_serial;     /* BlueZ's message serial when the link came up: older signals are stale */
-	int wfd, nfd;           /* AcquireWrite / AcquireNotify fds, -1 when not used */
-	bool started;           /* StartNotify in use instead of AcquireNotify */
+	char name[24];         /* the address, for messages */
+	char bluez_owner[128]; /* org.bluez's unique name: signals from others are ignored */
+	bool we_connected;     /* Connect was ours: Disconnect when done */
+	bool up, down;         /* acquired; the link dropped since */
+	uint64_t up_serial;    /* BlueZ's message serial when the link came up: older signals are stale */
+	int wfd, nfd;          /* AcquireWrite / AcquireNotify fds, -1 when not used */
+	bool started;          /* StartNotify in use instead of AcquireNotify */
 	sd_bus_slot *dev_watch, *value_watch;
 	unsigned mtu;
 	smp_reasm rx;

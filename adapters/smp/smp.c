@@ -243,6 +243,42 @@ int smp_reasm_feed(smp_reasm *r, const uint8_t *piece, size_t n, size_t *len)
 	return 1;
 }
 
+typedef struct sane_ctx {
+	size_t left; /* bytes from the current item's head to the end */
+	bool bad;
+} sane_ctx;
+
+static void sane_array(void *ctx, size_t n)
+{
+	sane_ctx *c = ctx;
+	if (n > c->left)
+		c->bad = true;
+}
+
+static void sane_map(void *ctx, size_t n)
+{
+	sane_ctx *c = ctx;
+	if (n > c->left / 2)
+		c->bad = true;
+}
+
+bool smp_body_sane(const uint8_t *p, size_t n)
+{
+	struct cbor_callbacks cb = cbor_empty_callbacks;
+	size_t off = 0;
+
+	cb.array_start = sane_array;
+	cb.map_start = sane_map;
+	while (off < n) {
+		sane_ctx c = {.left = n - off};
+		struct cbor_decoder_result r = cbor_stream_decode(p + off, n - off, &cb, &c);
+		if (r.status != CBOR_DECODER_FINISHED || r.read == 0 || c.bad)
+			return false;
+		off += r.read;
+	}
+	return true;
+}
+
 cbor_item_t *smp_map_get(const cbor_item_t *map, const char *key)
 {
 	size_t kl = strlen(key);

@@ -84,6 +84,13 @@ void smp_reasm_reset(smp_reasm *r);
  * or a header announcing more than SMP_PACKET_MAX) and were dropped. */
 int smp_reasm_feed(smp_reasm *r, const uint8_t *piece, size_t n, size_t *len);
 
+/* Whether a CBOR body can be loaded without letting it size our memory:
+ * every definite array or map declares no more items than the bytes left
+ * could hold (libcbor allocates a container for its declared size before
+ * reading the items), and the bytes are well-formed CBOR items.  Call before
+ * cbor_load on anything a peer sent. */
+bool smp_body_sane(const uint8_t *p, size_t n);
+
 /* CBOR body helpers.  Lookups return NULL when the key is absent. */
 cbor_item_t *smp_map_get(const cbor_item_t *map, const char *key);
 bool smp_map_uint(const cbor_item_t *map, const char *key, uint64_t *out);

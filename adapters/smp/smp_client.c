@@ -76,8 +76,8 @@ int64_t smp_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-void smp_client_init(smp_client *c, const smp_transport_ops *ops, void *t, const char *name,
-		     const smp_client_cfg *cfg, const ferry_host_v1 *host, const ferry_session_host_v1 *sh)
+void smp_client_init(smp_client *c, const smp_transport_ops *ops, void *t, const char *name, const smp_client_cfg *cfg,
+		     const ferry_host_v1 *host, const ferry_session_host_v1 *sh)
 {
 	memset(c, 0, sizeof(*c));
 	c->ops = ops;
@@ -117,7 +117,7 @@ static int transact(smp_client *c, uint8_t op, uint16_t group, uint8_t id, const
 		if (r < 0)
 			return TX_DOWN;
 		if (len > sizeof(in) || smp_hdr_unpack(in, len, &rh) || rh.seq != h.seq || rh.group != group ||
-		    rh.id != id || rh.op != op + 1)
+		    rh.id != id || rh.op != op + 1 || !smp_body_sane(in + SMP_HDR_LEN, rh.len))
 			continue;
 		*resp = cbor_load(in + SMP_HDR_LEN, rh.len, &res);
 		if (*resp && cbor_isa_map(*resp))
@@ -153,7 +153,8 @@ static int request_ex(smp_client *c, uint8_t op, uint16_t group, uint8_t id, con
 			return 0;
 		if (r == TX_TOO_BIG)
 			return smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR,
-					"%s: request for group %u command %u does not fit in a packet", c->name, group, id);
+					"%s: request for group %u command %u does not fit in a packet", c->name, group,
+					id);
 		if (cancelled(c))
 			return smp_fail(detail, FERRY_ADAPTER_E_CANCELLED, "cancelled");
 		if (r == TX_DOWN) {
@@ -171,8 +172,8 @@ static int request_ex(smp_client *c, uint8_t op, uint16_t group, uint8_t id, con
 			c->name, group, id);
 }
 
-int smp_client_request(smp_client *c, uint8_t op, uint16_t group, uint8_t id, const cbor_item_t *body,
-		       long first_ms, cbor_item_t **resp, char *detail)
+int smp_client_request(smp_client *c, uint8_t op, uint16_t group, uint8_t id, const cbor_item_t *body, long first_ms,
+		       cbor_item_t **resp, char *detail)
 {
 	return request_ex(c, op, group, id, body, first_ms, resp, detail, false);
 }
@@ -336,8 +337,8 @@ static int upload_answer(smp_client *c, cbor_item_t *r, uint64_t len, uint64_t *
 	if (!smp_map_uint(r, "off", next) || *next > len)
 		return smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s: upload answer without a sane off", c->name);
 	if (*next == len && smp_map_bool(r, "match", &match) && !match)
-		return smp_fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "%s: the device's SHA-256 of the upload differs",
-				c->name);
+		return smp_fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED,
+				"%s: the device's SHA-256 of the upload differs", c->name);
 	return 0;
 }
 
@@ -371,11 +372,13 @@ int smp_client_upload(smp_client *c, const ferry_image_v1 *img, uint64_t *resume
 		}
 		size_t n = (size_t)((uint64_t)chunk < len - off ? (uint64_t)chunk : len - off);
 		if (cancelled(c)) {
-			rc = smp_fail(detail, FERRY_ADAPTER_E_CANCELLED, "cancelled at offset %llu", (unsigned long long)off);
+			rc = smp_fail(detail, FERRY_ADAPTER_E_CANCELLED, "cancelled at offset %llu",
+				      (unsigned long long)off);
 			break;
 		}
 		if (fseek(f, (long)off, SEEK_SET) || fread(data, 1, n, f) != n) {
-			rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "cannot read the image of %s", img->component);
+			rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "cannot read the image of %s",
+				      img->component);
 			break;
 		}
 		req = upload_req(off, data, n, len, sha);
@@ -386,12 +389,13 @@ int smp_client_upload(smp_client *c, const ferry_image_v1 *img, uint64_t *resume
 			/* The device may have kept the upload (same sha) or lost it:
 			 * a first request makes it say which. */
 			if (++relinks > c->cfg.retries) {
-				rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s: the link dropped %d times during the upload",
-					      c->name, relinks);
+				rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR,
+					      "%s: the link dropped %d times during the upload", c->name, relinks);
 				break;
 			}
-			smp_log(c->host, FERRY_LOG_INFO, "%s: link lost at offset %llu; asking the device where the upload stands",
-				c->name, (unsigned long long)off);
+			smp_log(c->host, FERRY_LOG_INFO,
+				"%s: link lost at offset %llu; asking the device where the upload stands", c->name,
+				(unsigned long long)off);
 			rc = 0;
 			first = true;
 			off = 0;
@@ -404,14 +408,14 @@ int smp_client_upload(smp_client *c, const ferry_image_v1 *img, uint64_t *resume
 		if (rc)
 			break;
 		if (first && next > n)
-			smp_log(c->host, FERRY_LOG_INFO, "%s: the device holds %llu bytes already; resuming there", c->name,
-				(unsigned long long)next);
+			smp_log(c->host, FERRY_LOG_INFO, "%s: the device holds %llu bytes already; resuming there",
+				c->name, (unsigned long long)next);
 		else if (!first && next == 0) {
 			smp_log(c->host, FERRY_LOG_WARNING, "%s: the device lost the upload; starting over", c->name);
 			/* a device that keeps losing it must not keep us forever */
 			if (++restarts > c->cfg.retries) {
-				rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s: the device lost the upload %d times",
-					      c->name, restarts);
+				rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR,
+					      "%s: the device lost the upload %d times", c->name, restarts);
 				break;
 			}
 		}
@@ -446,8 +450,8 @@ static int wait_back(smp_client *c, char *detail)
 		if (tx == TX_DOWN)
 			linked = c->ops->reconnect(c->t, false, until, why) == 0;
 	}
-	return smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s: the device did not come back after reset%s%s", c->name,
-			why[0] ? ": " : "", why);
+	return smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s: the device did not come back after reset%s%s",
+			c->name, why[0] ? ": " : "", why);
 }
 
 static int reset(smp_client *c, char *detail)
@@ -498,7 +502,8 @@ int smp_client_confirm(smp_client *c, const ferry_image_v1 *img, char version[FE
 		return rc;
 	if (memcmp(hash, c->new_hash, 32))
 		return smp_fail(detail, FERRY_ADAPTER_E_VERSION_MISMATCH,
-				"%s came back running %.64s: the new image did not boot or was reverted", c->name, version);
+				"%s came back running %.64s: the new image did not boot or was reverted", c->name,
+				version);
 	m = cbor_new_definite_map(1);
 	smp_map_put(m, "confirm", cbor_build_bool(true));
 	rc = smp_client_request(c, SMP_OP_WRITE, SMP_GROUP_IMAGE, SMP_IMG_STATE, m, c->cfg.timeout_ms, &r, detail);

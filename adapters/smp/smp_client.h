@@ -49,8 +49,8 @@ typedef struct smp_client {
 	void *t;
 	const char *name; /* the device in messages: a tty path, a BLE address */
 	smp_client_cfg cfg;
-	const ferry_host_v1 *host;        /* logging */
-	const ferry_session_host_v1 *sh;  /* progress and cancel; NULL outside a session */
+	const ferry_host_v1 *host;       /* logging */
+	const ferry_session_host_v1 *sh; /* progress and cancel; NULL outside a session */
 	uint8_t seq;
 	size_t dev_buf;       /* from os params; 0 until read or when not said */
 	unsigned relinks;     /* links brought back in this session */
@@ -59,15 +59,15 @@ typedef struct smp_client {
 	bool tested; /* marked for a test boot and reset: abort must revert */
 } smp_client;
 
-void smp_client_init(smp_client *c, const smp_transport_ops *ops, void *t, const char *name,
-		     const smp_client_cfg *cfg, const ferry_host_v1 *host, const ferry_session_host_v1 *sh);
+void smp_client_init(smp_client *c, const smp_transport_ops *ops, void *t, const char *name, const smp_client_cfg *cfg,
+		     const ferry_host_v1 *host, const ferry_session_host_v1 *sh);
 
 /* One request and its answer (same sequence number, group, command), sent
  * again with the same content when no answer comes, at most cfg.retries
  * times; the first attempt waits first_ms.  A lost link is brought back and
  * counts as an attempt.  *resp is a CBOR map the caller frees. */
-int smp_client_request(smp_client *c, uint8_t op, uint16_t group, uint8_t id, const cbor_item_t *body,
-		       long first_ms, cbor_item_t **resp, char *detail);
+int smp_client_request(smp_client *c, uint8_t op, uint16_t group, uint8_t id, const cbor_item_t *body, long first_ms,
+		       cbor_item_t **resp, char *detail);
 
 /* The active slot of image 0: its version and MCUboot hash. */
 int smp_client_read_state(smp_client *c, char version[FERRY_ADAPTER_STR_MAX], uint8_t hash[32], char *detail);

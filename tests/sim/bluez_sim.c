@@ -131,7 +131,8 @@ static void release_write(sim *s)
 	s->write_fd = -1;
 	smp_reasm_reset(&s->rx);
 	if (s->chr_slot)
-		sd_bus_emit_properties_changed(s->bus, s->chr_path, "org.bluez.GattCharacteristic1", "WriteAcquired", NULL);
+		sd_bus_emit_properties_changed(s->bus, s->chr_path, "org.bluez.GattCharacteristic1", "WriteAcquired",
+					       NULL);
 }
 
 static void release_notify(sim *s)
@@ -264,7 +265,8 @@ static void dev_send(void *ctx, const uint8_t *pkt, size_t n)
 		} else if (s->notifying) {
 			memcpy(s->value, pkt + off, k);
 			s->value_len = k;
-			sd_bus_emit_properties_changed(s->bus, s->chr_path, "org.bluez.GattCharacteristic1", "Value", NULL);
+			sd_bus_emit_properties_changed(s->bus, s->chr_path, "org.bluez.GattCharacteristic1", "Value",
+						       NULL);
 		}
 	}
 	s->dirty = true;
@@ -312,13 +314,13 @@ static int get_adapter(sd_bus *bus, const char *path, const char *iface, const c
 }
 
 static const sd_bus_vtable adapter_vtable[] = {
-	SD_BUS_VTABLE_START(0),
-	SD_BUS_PROPERTY("Address", "s", get_adapter, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-	SD_BUS_PROPERTY("Name", "s", get_adapter, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-	SD_BUS_PROPERTY("Alias", "s", get_adapter, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-	SD_BUS_PROPERTY("Powered", "b", get_adapter, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-	SD_BUS_PROPERTY("Discovering", "b", get_adapter, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-	SD_BUS_VTABLE_END,
+    SD_BUS_VTABLE_START(0),
+    SD_BUS_PROPERTY("Address", "s", get_adapter, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+    SD_BUS_PROPERTY("Name", "s", get_adapter, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+    SD_BUS_PROPERTY("Alias", "s", get_adapter, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+    SD_BUS_PROPERTY("Powered", "b", get_adapter, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+    SD_BUS_PROPERTY("Discovering", "b", get_adapter, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+    SD_BUS_VTABLE_END,
 };
 
 static int get_service(sd_bus *bus, const char *path, const char *iface, const char *prop, sd_bus_message *reply,
@@ -335,12 +337,12 @@ static int get_service(sd_bus *bus, const char *path, const char *iface, const c
 }
 
 static const sd_bus_vtable service_vtable[] = {
-	SD_BUS_VTABLE_START(0),
-	SD_BUS_PROPERTY("UUID", "s", get_service, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-	SD_BUS_PROPERTY("Primary", "b", get_service, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-	SD_BUS_PROPERTY("Device", "o", get_service, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-	SD_BUS_PROPERTY("Handle", "q", get_service, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-	SD_BUS_VTABLE_END,
+    SD_BUS_VTABLE_START(0),
+    SD_BUS_PROPERTY("UUID", "s", get_service, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+    SD_BUS_PROPERTY("Primary", "b", get_service, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+    SD_BUS_PROPERTY("Device", "o", get_service, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+    SD_BUS_PROPERTY("Handle", "q", get_service, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+    SD_BUS_VTABLE_END,
 };
 
 static int get_char(sd_bus *bus, const char *path, const char *iface, const char *prop, sd_bus_message *reply,
@@ -455,23 +457,23 @@ static int ch_stop_notify(sd_bus_message *m, void *userdata, sd_bus_error *e)
 
 #define CHAR_PROP(name, sig, flags) SD_BUS_PROPERTY(name, sig, get_char, 0, flags)
 static const sd_bus_vtable char_vtable[] = {
-	SD_BUS_VTABLE_START(0),
-	CHAR_PROP("UUID", "s", SD_BUS_VTABLE_PROPERTY_CONST),
-	CHAR_PROP("Service", "o", SD_BUS_VTABLE_PROPERTY_CONST),
-	CHAR_PROP("Flags", "as", SD_BUS_VTABLE_PROPERTY_CONST),
-	CHAR_PROP("Handle", "q", SD_BUS_VTABLE_PROPERTY_CONST),
-	CHAR_PROP("MTU", "q", SD_BUS_VTABLE_PROPERTY_CONST),
-	CHAR_PROP("Value", "ay", SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-	CHAR_PROP("Notifying", "b", SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-	CHAR_PROP("WriteAcquired", "b", SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-	CHAR_PROP("NotifyAcquired", "b", SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-	SD_BUS_METHOD("ReadValue", "a{sv}", "ay", ch_read, SD_BUS_VTABLE_UNPRIVILEGED),
-	SD_BUS_METHOD("WriteValue", "aya{sv}", "", ch_write, SD_BUS_VTABLE_UNPRIVILEGED),
-	SD_BUS_METHOD("AcquireWrite", "a{sv}", "hq", ch_acquire_write, SD_BUS_VTABLE_UNPRIVILEGED),
-	SD_BUS_METHOD("AcquireNotify", "a{sv}", "hq", ch_acquire_notify, SD_BUS_VTABLE_UNPRIVILEGED),
-	SD_BUS_METHOD("StartNotify", "", "", ch_start_notify, SD_BUS_VTABLE_UNPRIVILEGED),
-	SD_BUS_METHOD("StopNotify", "", "", ch_stop_notify, SD_BUS_VTABLE_UNPRIVILEGED),
-	SD_BUS_VTABLE_END,
+    SD_BUS_VTABLE_START(0),
+    CHAR_PROP("UUID", "s", SD_BUS_VTABLE_PROPERTY_CONST),
+    CHAR_PROP("Service", "o", SD_BUS_VTABLE_PROPERTY_CONST),
+    CHAR_PROP("Flags", "as", SD_BUS_VTABLE_PROPERTY_CONST),
+    CHAR_PROP("Handle", "q", SD_BUS_VTABLE_PROPERTY_CONST),
+    CHAR_PROP("MTU", "q", SD_BUS_VTABLE_PROPERTY_CONST),
+    CHAR_PROP("Value", "ay", SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+    CHAR_PROP("Notifying", "b", SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+    CHAR_PROP("WriteAcquired", "b", SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+    CHAR_PROP("NotifyAcquired", "b", SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+    SD_BUS_METHOD("ReadValue", "a{sv}", "ay", ch_read, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD("WriteValue", "aya{sv}", "", ch_write, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD("AcquireWrite", "a{sv}", "hq", ch_acquire_write, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD("AcquireNotify", "a{sv}", "hq", ch_acquire_notify, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD("StartNotify", "", "", ch_start_notify, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD("StopNotify", "", "", ch_stop_notify, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_VTABLE_END,
 };
 
 /* Service discovery done: the GATT objects appear, then ServicesResolved. */
@@ -550,22 +552,22 @@ static int get_device(sd_bus *bus, const char *path, const char *iface, const ch
 
 #define DEV_PROP(name, sig, flags) SD_BUS_PROPERTY(name, sig, get_device, 0, flags)
 static const sd_bus_vtable device_vtable[] = {
-	SD_BUS_VTABLE_START(0),
-	DEV_PROP("Address", "s", SD_BUS_VTABLE_PROPERTY_CONST),
-	DEV_PROP("AddressType", "s", SD_BUS_VTABLE_PROPERTY_CONST),
-	DEV_PROP("Name", "s", SD_BUS_VTABLE_PROPERTY_CONST),
-	DEV_PROP("Alias", "s", SD_BUS_VTABLE_PROPERTY_CONST),
-	DEV_PROP("Adapter", "o", SD_BUS_VTABLE_PROPERTY_CONST),
-	DEV_PROP("UUIDs", "as", SD_BUS_VTABLE_PROPERTY_CONST),
-	DEV_PROP("Paired", "b", SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-	DEV_PROP("Bonded", "b", SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-	DEV_PROP("Trusted", "b", SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-	DEV_PROP("Connected", "b", SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-	DEV_PROP("ServicesResolved", "b", SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-	SD_BUS_METHOD("Connect", "", "", dev_connect, SD_BUS_VTABLE_UNPRIVILEGED),
-	SD_BUS_METHOD("Disconnect", "", "", dev_disconnect, SD_BUS_VTABLE_UNPRIVILEGED),
-	SD_BUS_METHOD("Pair", "", "", dev_pair, SD_BUS_VTABLE_UNPRIVILEGED),
-	SD_BUS_VTABLE_END,
+    SD_BUS_VTABLE_START(0),
+    DEV_PROP("Address", "s", SD_BUS_VTABLE_PROPERTY_CONST),
+    DEV_PROP("AddressType", "s", SD_BUS_VTABLE_PROPERTY_CONST),
+    DEV_PROP("Name", "s", SD_BUS_VTABLE_PROPERTY_CONST),
+    DEV_PROP("Alias", "s", SD_BUS_VTABLE_PROPERTY_CONST),
+    DEV_PROP("Adapter", "o", SD_BUS_VTABLE_PROPERTY_CONST),
+    DEV_PROP("UUIDs", "as", SD_BUS_VTABLE_PROPERTY_CONST),
+    DEV_PROP("Paired", "b", SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+    DEV_PROP("Bonded", "b", SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+    DEV_PROP("Trusted", "b", SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+    DEV_PROP("Connected", "b", SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+    DEV_PROP("ServicesResolved", "b", SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+    SD_BUS_METHOD("Connect", "", "", dev_connect, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD("Disconnect", "", "", dev_disconnect, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD("Pair", "", "", dev_pair, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_VTABLE_END,
 };
 
 /* ---- setup ---- */
@@ -618,7 +620,7 @@ static int setup(sim *s, const char *bus_address)
 		return r;
 	if ((r = sd_bus_add_object_manager(s->bus, NULL, "/")) < 0 ||
 	    (r = sd_bus_add_object_vtable(s->bus, NULL, "/org/bluez/hci0", "org.bluez.Adapter1", adapter_vtable, s)) <
-		    0 ||
+		0 ||
 	    (r = sd_bus_add_object_vtable(s->bus, NULL, s->dev_path, "org.bluez.Device1", device_vtable, s)) < 0)
 		return r;
 	if ((r = sd_bus_request_name(s->bus, "org.bluez", 0)) < 0 || (r = sd_bus_attach_event(s->bus, s->ev, 0)) < 0)
@@ -635,8 +637,14 @@ static int setup(sim *s, const char *bus_address)
 
 int main(int argc, char **argv)
 {
-	static sim s = {.paired = true, .disconnect_at = -1, .reset_ms = 300, .write_fd = -1, .notify_fd = -1,
-			.mtus = {247}, .n_mtus = 1, .mtu = 23};
+	static sim s = {.paired = true,
+			.disconnect_at = -1,
+			.reset_ms = 300,
+			.write_fd = -1,
+			.notify_fd = -1,
+			.mtus = {247},
+			.n_mtus = 1,
+			.mtu = 23};
 	const char *bus = NULL, *version = "1.0.0";
 	const mcu_io io = {.ctx = &s, .send = dev_send, .reset = dev_reset};
 	int r;
@@ -652,21 +660,32 @@ int main(int argc, char **argv)
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (mcu_option(&s.dev, argc, argv, &i))
 			continue;
-		if (!strcmp(a, "--bus") && v) bus = argv[++i];
-		else if (!strcmp(a, "--version") && v) i++;
-		else if (!strcmp(a, "--address") && v && strlen(v) == 17) snprintf(s.address, sizeof(s.address), "%s", argv[++i]);
-		else if (!strcmp(a, "--name") && v) snprintf(s.name, sizeof(s.name), "%s", argv[++i]);
-		else if (!strcmp(a, "--stats") && v) s.stats_path = argv[++i];
-		else if (!strcmp(a, "--disconnect-at") && v) s.disconnect_at = atol(argv[++i]);
-		else if (!strcmp(a, "--reset-ms") && v) s.reset_ms = (unsigned)atol(argv[++i]);
+		if (!strcmp(a, "--bus") && v)
+			bus = argv[++i];
+		else if (!strcmp(a, "--version") && v)
+			i++;
+		else if (!strcmp(a, "--address") && v && strlen(v) == 17)
+			snprintf(s.address, sizeof(s.address), "%s", argv[++i]);
+		else if (!strcmp(a, "--name") && v)
+			snprintf(s.name, sizeof(s.name), "%s", argv[++i]);
+		else if (!strcmp(a, "--stats") && v)
+			s.stats_path = argv[++i];
+		else if (!strcmp(a, "--disconnect-at") && v)
+			s.disconnect_at = atol(argv[++i]);
+		else if (!strcmp(a, "--reset-ms") && v)
+			s.reset_ms = (unsigned)atol(argv[++i]);
 		else if (!strcmp(a, "--mtu") && v) {
 			if (parse_mtus(&s, argv[++i])) {
-				fprintf(stderr, "bluez_sim: --mtu wants values from 23 to %d, comma separated\n", ATT_MTU_MAX);
+				fprintf(stderr, "bluez_sim: --mtu wants values from 23 to %d, comma separated\n",
+					ATT_MTU_MAX);
 				return 2;
 			}
-		} else if (!strcmp(a, "--unpaired")) s.paired = false;
-		else if (!strcmp(a, "--just-works")) s.just_works = true;
-		else if (!strcmp(a, "--no-acquire")) s.no_acquire = true;
+		} else if (!strcmp(a, "--unpaired"))
+			s.paired = false;
+		else if (!strcmp(a, "--just-works"))
+			s.just_works = true;
+		else if (!strcmp(a, "--no-acquire"))
+			s.no_acquire = true;
 		else {
 			fprintf(stderr, "bluez_sim: unknown argument %s\n", a);
 			return usage();

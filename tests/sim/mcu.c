@@ -279,7 +279,7 @@ void mcu_handle(mcu *m, const uint8_t *pkt, size_t len)
 	m->requests++;
 	if (m->drop_every > 0 && m->requests % (unsigned long)m->drop_every == 0)
 		return;
-	b = cbor_load(pkt + SMP_HDR_LEN, h.len, &res);
+	b = smp_body_sane(pkt + SMP_HDR_LEN, h.len) ? cbor_load(pkt + SMP_HDR_LEN, h.len, &res) : NULL;
 	if (!b || !cbor_isa_map(b)) {
 		if (b)
 			cbor_decref(&b);

@@ -37,7 +37,7 @@ typedef struct mcu_io {
 
 typedef struct mcu {
 	mcu_io io;
-	mcu_slot s[2]; /* 0 primary (running), 1 secondary */
+	mcu_slot s[2];  /* 0 primary (running), 1 secondary */
 	bool test_boot; /* running image is on trial */
 	/* upload in progress */
 	size_t up_len, up_off;

@@ -115,9 +115,9 @@ static void test_version_matches(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_good),
-		cmocka_unit_test(test_refused),
-		cmocka_unit_test(test_version_matches),
+	    cmocka_unit_test(test_good),
+	    cmocka_unit_test(test_refused),
+	    cmocka_unit_test(test_version_matches),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -201,6 +201,29 @@ static void test_reasm_hostile(void **state)
 	assert_int_equal(smp_reasm_feed(&r, pkt + SMP_HDR_LEN, SMP_PACKET_MAX, &len), -1);
 }
 
+/* A body that declares more items than its bytes could hold is refused
+ * before libcbor would allocate for them; real bodies pass. */
+static void test_body_sane(void **state)
+{
+	static const uint8_t huge_array[] = {0xa1, 0x61, 'x', 0x9a, 0x40, 0x00, 0x00, 0x00, 0x01};
+	static const uint8_t huge_map[] = {0xbb, 0x00, 0x00, 0x00, 0x10, 0x00, 0x00, 0x00, 0x00};
+	static const uint8_t truncated[] = {0xa1, 0x63, 'o', 'f'};
+	cbor_item_t *m = cbor_new_definite_map(2);
+	unsigned char *buf = NULL;
+	size_t cap = 0, n;
+
+	smp_map_put(m, "off", smp_uint(4096));
+	smp_map_put(m, "data", cbor_build_bytestring((const unsigned char *)"abcdef", 6));
+	n = cbor_serialize_alloc(m, &buf, &cap);
+	assert_true(smp_body_sane(buf, n));
+	assert_false(smp_body_sane(huge_array, sizeof(huge_array)));
+	assert_false(smp_body_sane(huge_map, sizeof(huge_map)));
+	assert_false(smp_body_sane(truncated, sizeof(truncated)));
+	assert_true(smp_body_sane(buf, 0)); /* an empty body */
+	free(buf);
+	cbor_decref(&m);
+}
+
 static void test_error_forms(void **state)
 {
 	cbor_item_t *v1 = cbor_new_definite_map(1), *v2 = cbor_new_definite_map(1), *err = cbor_new_definite_map(2);
@@ -236,6 +259,7 @@ int main(void)
 		cmocka_unit_test(test_damaged_frames_dropped),
 		cmocka_unit_test(test_reasm_pieces),
 		cmocka_unit_test(test_reasm_hostile),
+		cmocka_unit_test(test_body_sane),
 		cmocka_unit_test(test_error_forms),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

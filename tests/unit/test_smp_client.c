@@ -266,10 +266,10 @@ static void test_link_too_small(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_matched_by_seq),
-		cmocka_unit_test(test_bounded_retries),
-		cmocka_unit_test(test_resume_after_link_loss),
-		cmocka_unit_test(test_link_too_small),
+	    cmocka_unit_test(test_matched_by_seq),
+	    cmocka_unit_test(test_bounded_retries),
+	    cmocka_unit_test(test_resume_after_link_loss),
+	    cmocka_unit_test(test_link_too_small),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
