@@ -230,11 +230,11 @@ static void kv(ferry_kv_v1 *e, const char *k, const char *v)
 }
 
 /* Connect, read image state, let go: the version discovery reports. */
-static int read_version(state *s, sd_bus *bus, const bluez_device *bd, char *version, uint8_t hash[32], bool *refused,
-			char *detail)
+static int read_version(state *s, sd_bus *bus, const ble_dev *c, const bluez_device *bd, char *version,
+			uint8_t hash[32], bool *refused, char *detail)
 {
 	gatt_link *l = malloc(sizeof(*l));
-	smp_client c;
+	smp_client client;
 	smp_client_cfg quick = s->cfg;
 	int rc;
 
@@ -244,10 +244,15 @@ static int read_version(state *s, sd_bus *bus, const bluez_device *bd, char *ver
 			    detail);
 	if (!rc) {
 		quick.retries = 1;
-		smp_client_init(&c, &gatt_link_ops, l, bd->address, &quick, s->host, NULL);
-		rc = smp_client_read_state(&c, version, hash, detail);
+		smp_client_init(&client, &gatt_link_ops, l, bd->address, &quick, s->host, NULL);
+		rc = smp_client_read_state(&client, version, hash, detail);
 	}
 	*refused = l->refused;
+	/* a session that opened meanwhile uses the connection: leave it up */
+	pthread_mutex_lock(&s->lock);
+	if (c->busy)
+		l->we_connected = false;
+	pthread_mutex_unlock(&s->lock);
 	gatt_link_close(l);
 	free(l);
 	return rc;
@@ -317,7 +322,7 @@ static int b_discover(void *st, ferry_device_v1 *devs, size_t max, size_t *n, ch
 			describe(s, c, bd, &devs[(*n)++], c->have_version ? version : NULL, hash, "true");
 			continue;
 		}
-		if (read_version(s, bus, bd, version, hash, &refused, d2)) {
+		if (read_version(s, bus, c, bd, version, hash, &refused, d2)) {
 			smp_log(s->host, FERRY_LOG_WARNING, "%s", d2);
 			if (refused)
 				describe(s, c, bd, &devs[(*n)++], NULL, NULL, "true");

@@ -219,6 +219,17 @@ static int connect_and_resolve(gatt_link *l, int64_t deadline_ms, bluez_char *ch
 	return rc;
 }
 
+/* Another client holds the characteristic's notify or write side (BlueZ
+ * says NotPermitted "... acquired", or InProgress): it lets go soon. */
+#define ACQUIRE_HELD (-2)
+
+static bool held(const sd_bus_error *e)
+{
+	if (sd_bus_error_has_name(e, "org.bluez.Error.InProgress"))
+		return true;
+	return sd_bus_error_has_name(e, "org.bluez.Error.NotPermitted") && e->message && strstr(e->message, "acquired");
+}
+
 /* Steps 4 and 5. */
 static int acquire(gatt_link *l, const bluez_char *chr, char *detail)
 {
@@ -235,6 +246,8 @@ static int acquire(gatt_link *l, const bluez_char *chr, char *detail)
 		if (take_fd(reply, &l->nfd, &mtu_n))
 			rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s: AcquireNotify gave no usable fd",
 				      l->name);
+	} else if (held(&e)) {
+		rc = ACQUIRE_HELD;
 	} else if (bluez_error_is_security(&e)) {
 		rc = refuse(l, "notifications", &e, detail);
 	} else if (bluez_error_is_unsupported(&e)) {
@@ -248,6 +261,8 @@ static int acquire(gatt_link *l, const bluez_char *chr, char *detail)
 		note_serial(l, reply);
 		if (r >= 0)
 			l->started = true;
+		else if (held(&e))
+			rc = ACQUIRE_HELD;
 		else if (bluez_error_is_security(&e))
 			rc = refuse(l, "notifications", &e, detail);
 		else
@@ -268,6 +283,8 @@ static int acquire(gatt_link *l, const bluez_char *chr, char *detail)
 		if (take_fd(reply, &l->wfd, &mtu_w))
 			rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s: AcquireWrite gave no usable fd",
 				      l->name);
+	} else if (held(&e)) {
+		rc = ACQUIRE_HELD;
 	} else if (bluez_error_is_security(&e)) {
 		rc = refuse(l, "writes", &e, detail);
 	} else if (!bluez_error_is_unsupported(&e)) {
@@ -294,7 +311,15 @@ static int link_up(gatt_link *l, int64_t deadline_ms, char *detail)
 		return rc;
 	l->down = false;
 	smp_reasm_reset(&l->rx);
-	if ((rc = acquire(l, &chr, detail))) {
+	/* a discovery in another thread may hold the characteristic a moment */
+	while ((rc = acquire(l, &chr, detail)) == ACQUIRE_HELD && smp_now_ms() < deadline_ms) {
+		release(l);
+		sleep_ms(200);
+	}
+	if (rc == ACQUIRE_HELD)
+		rc = smp_fail(detail, FERRY_ADAPTER_E_DEVICE_BUSY, "%s: another client holds the SMP characteristic",
+			      l->name);
+	if (rc) {
 		release(l);
 		return rc;
 	}
