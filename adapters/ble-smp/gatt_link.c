@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -122,11 +123,12 @@ static int refuse(gatt_link *l, const char *what, const sd_bus_error *e, char *d
 	return FERRY_ADAPTER_E_ADAPTER_ERROR;
 }
 
-/* An fd from a reply, made ours. */
+/* An fd from a reply, made ours: only a socket, as BlueZ hands out. */
 static int take_fd(sd_bus_message *reply, int *fd, uint16_t *mtu)
 {
+	struct stat st;
 	int f = -1;
-	if (sd_bus_message_read(reply, "hq", &f, mtu) < 0 || f < 0)
+	if (sd_bus_message_read(reply, "hq", &f, mtu) < 0 || f < 0 || fstat(f, &st) || !S_ISSOCK(st.st_mode))
 		return -1;
 	*fd = fcntl(f, F_DUPFD_CLOEXEC, 3);
 	if (*fd >= 0)
