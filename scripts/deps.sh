@@ -7,10 +7,11 @@ FERRY_BUILD_PKGS="cmake make pkg-config gcc libc6-dev libjose-dev libjansson-dev
 	libsqlite3-dev libcurl4-openssl-dev libmosquitto-dev libsystemd-dev libcbor-dev libusb-1.0-0-dev"
 # Needed by the tests: cmocka, the jose and openssl CLIs as oracles, clang with
 # its sanitizer and libFuzzer runtimes for the fuzz run, and the real servers
-# the integration scenarios run ferryd against, dfu-util's file tools, and
-# umockdev, which puts the simulated USB DFU device behind the real libusb.
+# the integration scenarios run ferryd against, dfu-util's file tools,
+# umockdev, which puts the simulated USB DFU device behind the real libusb,
+# and dbus-daemon, which carries the private bus of the BLE scenario.
 FERRY_TEST_PKGS="libcmocka-dev jose openssl clang libclang-rt-14-dev mosquitto mosquitto-clients nginx-light sqlite3 dfu-util
-	libumockdev-dev umockdev"
+	libumockdev-dev umockdev dbus"
 
 ferry_missing_pkgs() {
 	local p missing=""

@@ -1,5 +1,6 @@
-/* SMP core: header, CRC, CBOR helpers and serial framing, shared by the
- * serial and BLE adapters and by the simulated device in tests/sim.
+/* SMP core: header, CRC, CBOR helpers, serial framing and GATT reassembly,
+ * shared by the serial and BLE adapters and by the simulated devices in
+ * tests/sim.
  *
  * Everything a device sends is hostile until checked: lengths are bounded
  * before anything is copied, base64 is decoded strictly, and a frame with a
@@ -208,6 +209,74 @@ int smp_serial_feed(smp_serial_rx *rx, uint8_t byte, size_t *len)
 	rx->line_len = 0;
 	rx->line_overflow = false;
 	return r;
+}
+
+void smp_reasm_reset(smp_reasm *r)
+{
+	r->have = 0;
+	r->done = false;
+}
+
+int smp_reasm_feed(smp_reasm *r, const uint8_t *piece, size_t n, size_t *len)
+{
+	size_t want = 0;
+
+	if (r->done)
+		smp_reasm_reset(r);
+	if (n > sizeof(r->buf) - r->have) {
+		smp_reasm_reset(r);
+		return -1;
+	}
+	memcpy(r->buf + r->have, piece, n);
+	r->have += n;
+	if (r->have < SMP_HDR_LEN)
+		return 0;
+	want = SMP_HDR_LEN + (size_t)(r->buf[2] << 8 | r->buf[3]);
+	if (want > SMP_PACKET_MAX || r->have > want) {
+		smp_reasm_reset(r);
+		return -1;
+	}
+	if (r->have < want)
+		return 0;
+	r->done = true;
+	*len = want;
+	return 1;
+}
+
+typedef struct sane_ctx {
+	size_t left; /* bytes from the current item's head to the end */
+	bool bad;
+} sane_ctx;
+
+static void sane_array(void *ctx, size_t n)
+{
+	sane_ctx *c = ctx;
+	if (n > c->left)
+		c->bad = true;
+}
+
+static void sane_map(void *ctx, size_t n)
+{
+	sane_ctx *c = ctx;
+	if (n > c->left / 2)
+		c->bad = true;
+}
+
+bool smp_body_sane(const uint8_t *p, size_t n)
+{
+	struct cbor_callbacks cb = cbor_empty_callbacks;
+	size_t off = 0;
+
+	cb.array_start = sane_array;
+	cb.map_start = sane_map;
+	while (off < n) {
+		sane_ctx c = {.left = n - off};
+		struct cbor_decoder_result r = cbor_stream_decode(p + off, n - off, &cb, &c);
+		if (r.status != CBOR_DECODER_FINISHED || r.read == 0 || c.bad)
+			return false;
+		off += r.read;
+	}
+	return true;
 }
 
 cbor_item_t *smp_map_get(const cbor_item_t *map, const char *key)

@@ -1,6 +1,7 @@
 /* The mcumgr Simple Management Protocol (SMP): what the serial and BLE
- * adapters share -- the 8-byte header, CBOR bodies, and the serial framing.
- * No transport here: the adapters move the packets. */
+ * adapters share -- the 8-byte header, CBOR bodies, the serial framing and
+ * the reassembly of GATT fragments.  No transport here: the adapters move
+ * the packets (see smp_client.h for the flow they share). */
 #ifndef FERRY_SMP_H
 #define FERRY_SMP_H
 
@@ -67,6 +68,28 @@ void smp_serial_rx_init(smp_serial_rx *rx);
  * -1: a frame was damaged (bad base64, length or CRC) and was dropped;
  * 0: more bytes needed. */
 int smp_serial_feed(smp_serial_rx *rx, uint8_t byte, size_t *len);
+
+/* Reassembly of a packet cut into pieces with no framing of their own, as
+ * SMP travels over GATT: the first piece starts with the header, whose
+ * length says how many bytes make the packet. */
+typedef struct smp_reasm {
+	uint8_t buf[SMP_PACKET_MAX];
+	size_t have;
+	bool done; /* buf holds a whole packet; the next piece starts anew */
+} smp_reasm;
+
+void smp_reasm_reset(smp_reasm *r);
+/* Add one piece.  1: r->buf holds a packet of *len bytes; 0: more pieces
+ * needed; -1: the pieces do not make a packet (longer than the header says,
+ * or a header announcing more than SMP_PACKET_MAX) and were dropped. */
+int smp_reasm_feed(smp_reasm *r, const uint8_t *piece, size_t n, size_t *len);
+
+/* Whether a CBOR body can be loaded without letting it size our memory:
+ * every definite array or map declares no more items than the bytes left
+ * could hold (libcbor allocates a container for its declared size before
+ * reading the items), and the bytes are well-formed CBOR items.  Call before
+ * cbor_load on anything a peer sent. */
+bool smp_body_sane(const uint8_t *p, size_t n);
 
 /* CBOR body helpers.  Lookups return NULL when the key is absent. */
 cbor_item_t *smp_map_get(const cbor_item_t *map, const char *key);

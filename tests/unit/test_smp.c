@@ -1,4 +1,5 @@
-/* The SMP core: CRC, header, serial framing both ways, CBOR error forms. */
+/* The SMP core: CRC, header, serial framing both ways, GATT reassembly, CBOR
+ * error forms. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -138,6 +139,91 @@ static void test_damaged_frames_dropped(void **state)
 	free(rx);
 }
 
+static size_t make_pkt(uint8_t *pkt, size_t body)
+{
+	smp_hdr h = {.op = SMP_OP_READ_RSP, .len = (uint16_t)body, .group = 1, .seq = 7};
+	smp_hdr_pack(&h, pkt);
+	for (size_t i = 0; i < body; i++)
+		pkt[SMP_HDR_LEN + i] = (uint8_t)(i * 13);
+	return SMP_HDR_LEN + body;
+}
+
+/* Pieces of MTU - 3 bytes, as notifications bring them, make the packet
+ * again for every piece size down to one byte; the next packet starts anew. */
+static void test_reasm_pieces(void **state)
+{
+	static uint8_t pkt[600];
+	static smp_reasm r;
+	size_t n = make_pkt(pkt, 590), len = 0;
+
+	for (size_t piece = 1; piece <= n; piece += (piece < 30 ? 1 : 61)) {
+		int got = 0;
+		smp_reasm_reset(&r);
+		for (int round = 0; round < 2; round++)
+			for (size_t off = 0; off < n; off += piece) {
+				size_t k = n - off < piece ? n - off : piece;
+				int rc = smp_reasm_feed(&r, pkt + off, k, &len);
+				assert_true(rc >= 0);
+				if (rc == 1) {
+					assert_int_equal(off + k, n);
+					assert_int_equal(len, n);
+					assert_memory_equal(r.buf, pkt, n);
+					got++;
+				}
+			}
+		assert_int_equal(got, 2);
+	}
+}
+
+static void test_reasm_hostile(void **state)
+{
+	static uint8_t pkt[SMP_PACKET_MAX + 64];
+	static smp_reasm r;
+	size_t n = make_pkt(pkt, 100), len = 0;
+
+	smp_reasm_reset(&r);
+	/* a piece running past the length the header announced: dropped */
+	assert_int_equal(smp_reasm_feed(&r, pkt, n + 5, &len), -1);
+	/* a header announcing more than SMP_PACKET_MAX: dropped at once */
+	smp_hdr big = {.op = SMP_OP_READ_RSP, .len = 0xffff};
+	smp_hdr_pack(&big, pkt);
+	assert_int_equal(smp_reasm_feed(&r, pkt, SMP_HDR_LEN, &len), -1);
+	/* a header split across pieces still works, and a good packet follows */
+	n = make_pkt(pkt, 100);
+	assert_int_equal(smp_reasm_feed(&r, pkt, 3, &len), 0);
+	assert_int_equal(smp_reasm_feed(&r, pkt + 3, n - 3, &len), 1);
+	assert_int_equal(len, n);
+	/* more pieces than the buffer holds cannot overflow it */
+	smp_reasm_reset(&r);
+	n = make_pkt(pkt, SMP_PACKET_MAX - SMP_HDR_LEN);
+	assert_int_equal(smp_reasm_feed(&r, pkt, n, &len), 1);
+	assert_int_equal(smp_reasm_feed(&r, pkt, SMP_HDR_LEN, &len), 0);
+	assert_int_equal(smp_reasm_feed(&r, pkt + SMP_HDR_LEN, SMP_PACKET_MAX, &len), -1);
+}
+
+/* A body that declares more items than its bytes could hold is refused
+ * before libcbor would allocate for them; real bodies pass. */
+static void test_body_sane(void **state)
+{
+	static const uint8_t huge_array[] = {0xa1, 0x61, 'x', 0x9a, 0x40, 0x00, 0x00, 0x00, 0x01};
+	static const uint8_t huge_map[] = {0xbb, 0x00, 0x00, 0x00, 0x10, 0x00, 0x00, 0x00, 0x00};
+	static const uint8_t truncated[] = {0xa1, 0x63, 'o', 'f'};
+	cbor_item_t *m = cbor_new_definite_map(2);
+	unsigned char *buf = NULL;
+	size_t cap = 0, n;
+
+	smp_map_put(m, "off", smp_uint(4096));
+	smp_map_put(m, "data", cbor_build_bytestring((const unsigned char *)"abcdef", 6));
+	n = cbor_serialize_alloc(m, &buf, &cap);
+	assert_true(smp_body_sane(buf, n));
+	assert_false(smp_body_sane(huge_array, sizeof(huge_array)));
+	assert_false(smp_body_sane(huge_map, sizeof(huge_map)));
+	assert_false(smp_body_sane(truncated, sizeof(truncated)));
+	assert_true(smp_body_sane(buf, 0)); /* an empty body */
+	free(buf);
+	cbor_decref(&m);
+}
+
 static void test_error_forms(void **state)
 {
 	cbor_item_t *v1 = cbor_new_definite_map(1), *v2 = cbor_new_definite_map(1), *err = cbor_new_definite_map(2);
@@ -171,6 +257,9 @@ int main(void)
 		cmocka_unit_test(test_round_trip),
 		cmocka_unit_test(test_long_line_accepted),
 		cmocka_unit_test(test_damaged_frames_dropped),
+		cmocka_unit_test(test_reasm_pieces),
+		cmocka_unit_test(test_reasm_hostile),
+		cmocka_unit_test(test_body_sane),
 		cmocka_unit_test(test_error_forms),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,528 @@
+/* The SMP client flow shared by the serial and BLE adapters (smp_client.h).
+ *
+ * How an update goes, whatever the link:
+ *   1. `image state` read: the device answers with its slots; the active
+ *      slot's version is what the inventory shows.  Nothing is written to a
+ *      device that does not answer this.
+ *   2. `os params`: the device's buffer size and the transport's own limit
+ *      bound each upload chunk.
+ *   3. `image upload`: the first request carries len, the SHA-256 of the
+ *      whole file (`sha`) and off 0; each answer names the next offset the
+ *      device wants.  A device that still holds part of the same file (same
+ *      sha) answers the first request with where it stopped, so an upload cut
+ *      by a crash, a reset, an unplug or a lost radio link continues instead
+ *      of starting over.  A request without an answer is sent again, same
+ *      offset, a bounded number of times; the first one waits long, because
+ *      the device erases the slot before answering.  An answer of off 0
+ *      mid-way means the device lost the session: start again with the
+ *      first-request fields.  A link that drops is brought back and the
+ *      upload asks again with the first-request fields, so the device says
+ *      where it stands.
+ *   4. `image state` write {hash, confirm: false}: mark the new image (by its
+ *      MCUboot SHA256 TLV, which differs from the upload sha) for a test boot;
+ *      `os reset`; wait for the device to answer again.
+ *   5. `image state` read: if the active image is the new one, write
+ *      {confirm: true} to make it permanent and read the version back.  If
+ *      the device came back on the old image, MCUboot reverted it: report it.
+ *   If anything fails after step 4, abort resets the device once more: an
+ *   unconfirmed test image is reverted by MCUboot on that boot, so the MCU
+ *   keeps running its old firmware.
+ * Errors come as v1 {rc} or v2 {err: {group, rc}} and both are read.  Every
+ * count is bounded by cfg.retries and every wait by a deadline, so a device
+ * that misbehaves cannot hold the adapter forever.
+ */
+#include "smp_client.h"
+
+#include <errno.h>
+#include <openssl/evp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "mcuboot.h"
+
+/* Largest image the client reads into memory to parse its header and TLVs. */
+#define IMAGE_PARSE_MAX (64u * 1024 * 1024)
+
+enum { TX_OK, TX_TIMEOUT, TX_DOWN, TX_TOO_BIG };
+/* request_ex: the link was lost and is back; the caller decides what to resend. */
+#define REQ_RELINKED (-1)
+
+int smp_fail(char *detail, int code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(detail, FERRY_ADAPTER_DETAIL_MAX, fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+void smp_log(const ferry_host_v1 *host, int level, const char *fmt, ...)
+{
+	char msg[300];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	host->log(host->ctx, level, msg);
+}
+
+int64_t smp_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void smp_client_init(smp_client *c, const smp_transport_ops *ops, void *t, const char *name, const smp_client_cfg *cfg,
+		     const ferry_host_v1 *host, const ferry_session_host_v1 *sh)
+{
+	memset(c, 0, sizeof(*c));
+	c->ops = ops;
+	c->t = t;
+	c->name = name;
+	c->cfg = *cfg;
+	c->host = host;
+	c->sh = sh;
+}
+
+static bool cancelled(const smp_client *c)
+{
+	return c->sh && c->sh->cancelled(c->sh->ctx);
+}
+
+/* One request, one answer with the same sequence number, group and command.
+ * Answers to earlier, abandoned requests and bodies that are not maps are
+ * skipped, as if lost. */
+static int transact(smp_client *c, uint8_t op, uint16_t group, uint8_t id, const cbor_item_t *body, long timeout_ms,
+		    cbor_item_t **resp)
+{
+	uint8_t pkt[SMP_PACKET_MAX], in[SMP_PACKET_MAX];
+	smp_hdr h = {.op = op, .group = group, .id = id, .seq = ++c->seq}, rh;
+	size_t n = smp_packet(&h, body, pkt, sizeof(pkt)), len = 0;
+	int64_t deadline = smp_now_ms() + timeout_ms;
+
+	*resp = NULL;
+	if (!n)
+		return TX_TOO_BIG;
+	if (c->ops->send(c->t, pkt, n))
+		return TX_DOWN;
+	for (;;) {
+		int r = c->ops->recv(c->t, in, &len, deadline);
+		struct cbor_load_result res;
+		if (r == 0)
+			return TX_TIMEOUT;
+		if (r < 0)
+			return TX_DOWN;
+		if (len > sizeof(in) || smp_hdr_unpack(in, len, &rh) || rh.seq != h.seq || rh.group != group ||
+		    rh.id != id || rh.op != op + 1 || !smp_body_sane(in + SMP_HDR_LEN, rh.len))
+			continue;
+		*resp = cbor_load(in + SMP_HDR_LEN, rh.len, &res);
+		if (*resp && cbor_isa_map(*resp))
+			return TX_OK;
+		if (*resp)
+			cbor_decref(resp);
+		*resp = NULL;
+	}
+}
+
+/* The link went down: bring it back within reset_wait_ms. */
+static int relink(smp_client *c, char *detail)
+{
+	char why[FERRY_ADAPTER_DETAIL_MAX] = "";
+	int rc;
+
+	smp_log(c->host, FERRY_LOG_WARNING, "%s: the link is down; reconnecting", c->name);
+	rc = c->ops->reconnect(c->t, false, smp_now_ms() + c->cfg.reset_wait_ms, why);
+	if (rc)
+		return smp_fail(detail, rc, "%s: the link was lost and did not come back: %s", c->name, why);
+	c->relinks++;
+	smp_log(c->host, FERRY_LOG_INFO, "%s: link back (%u time%s this session)", c->name, c->relinks,
+		c->relinks == 1 ? "" : "s");
+	return 0;
+}
+
+static int request_ex(smp_client *c, uint8_t op, uint16_t group, uint8_t id, const cbor_item_t *body, long first_ms,
+		      cbor_item_t **resp, char *detail, bool return_on_relink)
+{
+	for (int attempt = 0; attempt <= c->cfg.retries; attempt++) {
+		int r = transact(c, op, group, id, body, attempt ? c->cfg.timeout_ms : first_ms, resp);
+		if (r == TX_OK)
+			return 0;
+		if (r == TX_TOO_BIG)
+			return smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR,
+					"%s: request for group %u command %u does not fit in a packet", c->name, group,
+					id);
+		if (cancelled(c))
+			return smp_fail(detail, FERRY_ADAPTER_E_CANCELLED, "cancelled");
+		if (r == TX_DOWN) {
+			int rc = relink(c, detail);
+			if (rc)
+				return rc;
+			if (return_on_relink)
+				return REQ_RELINKED;
+			continue;
+		}
+		smp_log(c->host, FERRY_LOG_WARNING, "%s: no answer to group %u command %u, retrying", c->name, group,
+			id);
+	}
+	return smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s: the device does not answer (group %u command %u)",
+			c->name, group, id);
+}
+
+int smp_client_request(smp_client *c, uint8_t op, uint16_t group, uint8_t id, const cbor_item_t *body, long first_ms,
+		       cbor_item_t **resp, char *detail)
+{
+	return request_ex(c, op, group, id, body, first_ms, resp, detail, false);
+}
+
+static int body_error(const cbor_item_t *b, const char *what, char *detail)
+{
+	int group, rc = smp_body_rc(b, &group);
+	if (!rc)
+		return 0;
+	return smp_fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "%s refused by the device: rc %d%s", what, rc,
+			group >= 0 ? " (v2 error)" : "");
+}
+
+int smp_client_read_state(smp_client *c, char version[FERRY_ADAPTER_STR_MAX], uint8_t hash[32], char *detail)
+{
+	cbor_item_t *m = cbor_new_definite_map(0), *r = NULL, *imgs;
+	int rc = smp_client_request(c, SMP_OP_READ, SMP_GROUP_IMAGE, SMP_IMG_STATE, m, c->cfg.timeout_ms, &r, detail);
+
+	cbor_decref(&m);
+	if (rc)
+		return rc;
+	rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s: image state has no active image", c->name);
+	imgs = smp_map_get(r, "images");
+	for (size_t i = 0; imgs && cbor_isa_array(imgs) && i < cbor_array_size(imgs); i++) {
+		cbor_item_t *e = cbor_array_get(imgs, i);
+		const uint8_t *v, *h;
+		size_t vn, hn;
+		bool active = false;
+		uint64_t img = 0;
+		smp_map_bool(e, "active", &active);
+		smp_map_uint(e, "image", &img);
+		if (active && img == 0 && smp_map_bytes(e, "version", &v, &vn) && vn < FERRY_ADAPTER_STR_MAX &&
+		    smp_map_bytes(e, "hash", &h, &hn) && hn == 32) {
+			memcpy(version, v, vn);
+			version[vn] = '\0';
+			memcpy(hash, h, 32);
+			rc = 0;
+		}
+		cbor_decref(&e);
+	}
+	cbor_decref(&r);
+	return rc;
+}
+
+/* The MCUboot header's version and the SHA256 TLV; the image must be the
+ * one the manifest names (accident protection). */
+static int image_identity(const ferry_image_v1 *img, uint8_t hash[32], char *detail)
+{
+	FILE *f = fopen(img->path, "rb");
+	uint8_t *buf = f && img->length <= IMAGE_PARSE_MAX ? malloc(img->length ? img->length : 1) : NULL;
+	mcuboot_info info;
+	const char *why = "";
+	int rc = 0;
+
+	if (!buf || fread(buf, 1, img->length, f) != img->length)
+		rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "cannot read %s", img->component);
+	else if (mcuboot_parse(buf, img->length, &info, &why))
+		rc = smp_fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "%s: %s", img->component, why);
+	else if (!mcuboot_version_matches(info.version, img->version))
+		rc = smp_fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "%s: image header says %s, manifest says %.64s",
+			      img->component, info.version, img->version);
+	else
+		memcpy(hash, info.hash, 32);
+	free(buf);
+	if (f)
+		fclose(f);
+	return rc;
+}
+
+int smp_client_check(smp_client *c, const ferry_image_v1 *img, char *detail)
+{
+	char version[FERRY_ADAPTER_STR_MAX];
+	uint8_t hash[32];
+	int rc;
+
+	if ((rc = image_identity(img, c->new_hash, detail)))
+		return rc;
+	c->have_hash = true;
+	/* the device must answer before anything is written to it */
+	return smp_client_read_state(c, version, hash, detail);
+}
+
+/* Data bytes per upload request: what the transport and the device take,
+ * less the request's own fields; -1 when that leaves too little. */
+static long chunk_for(const smp_client *c)
+{
+	size_t mp = c->ops->max_packet(c->t, c->dev_buf);
+	long chunk;
+
+	if (mp == 0)
+		chunk = 128; /* safe for any device when nobody will say */
+	else if (mp < SMP_UPLOAD_OVERHEAD + 16)
+		return -1;
+	else
+		chunk = (long)mp - SMP_UPLOAD_OVERHEAD;
+	if (chunk > SMP_PACKET_MAX - SMP_UPLOAD_OVERHEAD)
+		chunk = SMP_PACKET_MAX - SMP_UPLOAD_OVERHEAD;
+	if (c->cfg.chunk > 0 && c->cfg.chunk < chunk)
+		chunk = c->cfg.chunk;
+	return chunk;
+}
+
+/* `os params`: the device's buffer size, kept for chunk_for. */
+static void read_params(smp_client *c)
+{
+	cbor_item_t *m = cbor_new_definite_map(0), *r = NULL;
+	char detail[FERRY_ADAPTER_DETAIL_MAX];
+	uint64_t buf = 0;
+
+	c->dev_buf = 0;
+	if (smp_client_request(c, SMP_OP_READ, SMP_GROUP_OS, SMP_OS_PARAMS, m, c->cfg.timeout_ms, &r, detail) == 0 &&
+	    smp_map_uint(r, "buf_size", &buf) && buf > 0 && buf <= SMP_PACKET_MAX)
+		c->dev_buf = (size_t)buf;
+	cbor_decref(&m);
+	if (r)
+		cbor_decref(&r);
+}
+
+static int file_sha(const char *path, uint8_t out[32])
+{
+	FILE *f = fopen(path, "rb");
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	uint8_t buf[65536];
+	size_t n;
+
+	if (!f || !md || !EVP_DigestInit_ex(md, EVP_sha256(), NULL)) {
+		if (f)
+			fclose(f);
+		EVP_MD_CTX_free(md);
+		return -1;
+	}
+	while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+		EVP_DigestUpdate(md, buf, n);
+	fclose(f);
+	EVP_DigestFinal_ex(md, out, NULL);
+	EVP_MD_CTX_free(md);
+	return 0;
+}
+
+static cbor_item_t *upload_req(uint64_t off, const uint8_t *data, size_t n, uint64_t len, const uint8_t sha[32])
+{
+	cbor_item_t *m = cbor_new_definite_map(off ? 2 : 5);
+	if (!off) {
+		smp_map_put(m, "image", smp_uint(0));
+		smp_map_put(m, "len", smp_uint(len));
+		smp_map_put(m, "sha", cbor_build_bytestring(sha, 32));
+	}
+	smp_map_put(m, "off", smp_uint(off));
+	smp_map_put(m, "data", cbor_build_bytestring(data, n));
+	return m;
+}
+
+/* One answer to an upload request: the next offset the device wants. */
+static int upload_answer(smp_client *c, cbor_item_t *r, uint64_t len, uint64_t *next, char *detail)
+{
+	bool match = true;
+	int rc = body_error(r, "upload", detail);
+
+	if (rc)
+		return rc;
+	if (!smp_map_uint(r, "off", next) || *next > len)
+		return smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s: upload answer without a sane off", c->name);
+	if (*next == len && smp_map_bool(r, "match", &match) && !match)
+		return smp_fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED,
+				"%s: the device's SHA-256 of the upload differs", c->name);
+	return 0;
+}
+
+int smp_client_upload(smp_client *c, const ferry_image_v1 *img, uint64_t *resume_from, char *detail)
+{
+	uint8_t sha[32], *data;
+	FILE *f;
+	uint64_t off = 0, len = img->length;
+	long chunk;
+	int rc = 0, restarts = 0, relinks = 0;
+	bool first = true;
+
+	if (file_sha(img->path, sha) || !(f = fopen(img->path, "rb")))
+		return smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "cannot read the image of %s", img->component);
+	if (!(data = malloc(SMP_PACKET_MAX))) {
+		fclose(f);
+		return FERRY_ADAPTER_E_ADAPTER_ERROR;
+	}
+	read_params(c);
+	chunk = chunk_for(c);
+	smp_log(c->host, FERRY_LOG_INFO, "%s: uploading %llu bytes in chunks of %ld", c->name, (unsigned long long)len,
+		chunk);
+	while (off < len) {
+		cbor_item_t *req, *r = NULL;
+		uint64_t next;
+		/* the transport's limit may change when the link comes back */
+		if ((chunk = chunk_for(c)) < 0) {
+			rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR,
+				      "%s: the link's packets are too small to carry an upload", c->name);
+			break;
+		}
+		size_t n = (size_t)((uint64_t)chunk < len - off ? (uint64_t)chunk : len - off);
+		if (cancelled(c)) {
+			rc = smp_fail(detail, FERRY_ADAPTER_E_CANCELLED, "cancelled at offset %llu",
+				      (unsigned long long)off);
+			break;
+		}
+		if (fseek(f, (long)off, SEEK_SET) || fread(data, 1, n, f) != n) {
+			rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "cannot read the image of %s",
+				      img->component);
+			break;
+		}
+		req = upload_req(off, data, n, len, sha);
+		rc = request_ex(c, SMP_OP_WRITE, SMP_GROUP_IMAGE, SMP_IMG_UPLOAD, req,
+				first ? c->cfg.first_timeout_ms : c->cfg.timeout_ms, &r, detail, true);
+		cbor_decref(&req);
+		if (rc == REQ_RELINKED) {
+			/* The device may have kept the upload (same sha) or lost it:
+			 * a first request makes it say which. */
+			if (++relinks > c->cfg.retries) {
+				rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR,
+					      "%s: the link dropped %d times during the upload", c->name, relinks);
+				break;
+			}
+			smp_log(c->host, FERRY_LOG_INFO,
+				"%s: link lost at offset %llu; asking the device where the upload stands", c->name,
+				(unsigned long long)off);
+			rc = 0;
+			first = true;
+			off = 0;
+			continue;
+		}
+		if (rc)
+			break;
+		rc = upload_answer(c, r, len, &next, detail);
+		cbor_decref(&r);
+		if (rc)
+			break;
+		if (first && next > n)
+			smp_log(c->host, FERRY_LOG_INFO, "%s: the device holds %llu bytes already; resuming there",
+				c->name, (unsigned long long)next);
+		else if (!first && next == 0) {
+			smp_log(c->host, FERRY_LOG_WARNING, "%s: the device lost the upload; starting over", c->name);
+			/* a device that keeps losing it must not keep us forever */
+			if (++restarts > c->cfg.retries) {
+				rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR,
+					      "%s: the device lost the upload %d times", c->name, restarts);
+				break;
+			}
+		}
+		first = next == 0;
+		off = next;
+		*resume_from = off;
+		if (c->sh)
+			c->sh->progress(c->sh->ctx, off, len);
+	}
+	free(data);
+	fclose(f);
+	return rc;
+}
+
+/* After a reset: the link comes back (for links that drop), then ask until
+ * the device answers again. */
+static int wait_back(smp_client *c, char *detail)
+{
+	int64_t until = smp_now_ms() + c->cfg.reset_wait_ms;
+	char why[FERRY_ADAPTER_DETAIL_MAX] = "";
+	bool linked = c->ops->reconnect(c->t, true, until, why) == 0;
+
+	while (linked && smp_now_ms() < until) {
+		cbor_item_t *m = cbor_new_definite_map(1), *r = NULL;
+		smp_map_put(m, "d", cbor_build_string("ferry"));
+		int tx = transact(c, SMP_OP_WRITE, SMP_GROUP_OS, SMP_OS_ECHO, m, 500, &r);
+		cbor_decref(&m);
+		if (tx == TX_OK) {
+			cbor_decref(&r);
+			return 0;
+		}
+		if (tx == TX_DOWN)
+			linked = c->ops->reconnect(c->t, false, until, why) == 0;
+	}
+	return smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s: the device did not come back after reset%s%s",
+			c->name, why[0] ? ": " : "", why);
+}
+
+static int reset(smp_client *c, char *detail)
+{
+	cbor_item_t *m = cbor_new_definite_map(0), *r = NULL;
+	/* the answer may be lost as the device goes down; that is fine */
+	if (transact(c, SMP_OP_WRITE, SMP_GROUP_OS, SMP_OS_RESET, m, c->cfg.timeout_ms, &r) == TX_OK)
+		cbor_decref(&r);
+	cbor_decref(&m);
+	return wait_back(c, detail);
+}
+
+int smp_client_activate(smp_client *c, char *detail)
+{
+	cbor_item_t *m, *r = NULL;
+	int rc;
+
+	if (!c->have_hash)
+		return smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s: no checked image to activate", c->name);
+	m = cbor_new_definite_map(2);
+	smp_map_put(m, "hash", cbor_build_bytestring(c->new_hash, 32));
+	smp_map_put(m, "confirm", cbor_build_bool(false));
+	rc = smp_client_request(c, SMP_OP_WRITE, SMP_GROUP_IMAGE, SMP_IMG_STATE, m, c->cfg.timeout_ms, &r, detail);
+	cbor_decref(&m);
+	if (rc)
+		return rc;
+	rc = body_error(r, "test boot", detail);
+	cbor_decref(&r);
+	if (rc)
+		return rc;
+	c->tested = true;
+	return reset(c, detail);
+}
+
+int smp_client_confirm(smp_client *c, const ferry_image_v1 *img, char version[FERRY_ADAPTER_STR_MAX], char *detail)
+{
+	uint8_t hash[32];
+	cbor_item_t *m, *r = NULL;
+	int rc;
+
+	if (!c->tested && !c->have_hash) {
+		/* after a restart: know which hash to expect */
+		if (image_identity(img, c->new_hash, detail))
+			return FERRY_ADAPTER_E_INSTALL_FAILED;
+		c->have_hash = true;
+	}
+	if ((rc = smp_client_read_state(c, version, hash, detail)))
+		return rc;
+	if (memcmp(hash, c->new_hash, 32))
+		return smp_fail(detail, FERRY_ADAPTER_E_VERSION_MISMATCH,
+				"%s came back running %.64s: the new image did not boot or was reverted", c->name,
+				version);
+	m = cbor_new_definite_map(1);
+	smp_map_put(m, "confirm", cbor_build_bool(true));
+	rc = smp_client_request(c, SMP_OP_WRITE, SMP_GROUP_IMAGE, SMP_IMG_STATE, m, c->cfg.timeout_ms, &r, detail);
+	cbor_decref(&m);
+	if (rc)
+		return rc;
+	rc = body_error(r, "confirm", detail);
+	cbor_decref(&r);
+	if (rc)
+		return rc;
+	c->tested = false;
+	return smp_client_read_state(c, version, hash, detail);
+}
+
+int smp_client_abort(smp_client *c, char *detail)
+{
+	if (!c->tested)
+		return 0; /* a partial upload in the secondary slot harms nothing */
+	smp_log(c->host, FERRY_LOG_WARNING, "%s: resetting so that MCUboot reverts the unconfirmed image", c->name);
+	c->tested = false;
+	return reset(c, detail);
+}

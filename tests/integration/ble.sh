@@ -1,0 +1,239 @@
+#!/usr/bin/env bash
+# ble-smp end to end: the real ferryd with the real serial-smp and ble-smp
+# plugins; a private dbus-daemon with a simulated BlueZ on it (the SMP GATT
+# service over a simulated MCUboot device), and the serial simulator on a
+# pty.  One manifest installs a serial and a BLE component in order; then a
+# link lost mid-upload, an unpaired device, a bond the device does not take
+# as authenticated, an MTU that changes between connections, and a BlueZ
+# without AcquireWrite/AcquireNotify.  Only unix sockets and loopback.
+cd "$(dirname "$0")"
+. ../../scripts/world.sh
+BUILD=$(cd "${1:?usage: ble.sh BUILD_DIR}" && pwd)
+SMP_SIM="$BUILD/tests/sim/smp_device"
+BLE_SIM="$BUILD/tests/sim/bluez_sim"
+ADDR=C0:FF:EE:00:00:01
+W_EXTRA_ADAPTERS="  serial-smp:
+    timeout_ms: 700
+    first_timeout_ms: 3000
+    reset_wait_ms: 8000
+    retries: 6
+    ports:
+      - path: /tmp/PLACEHOLDER/ttyMCU
+        vendor_id: acme
+        class_id: sensor-v2
+        component: sensor-mcu
+  ble-smp:
+    bus: unix:path=/tmp/PLACEHOLDER/bus
+    adapter: hci0
+    timeout_ms: 1500
+    first_timeout_ms: 5000
+    reset_wait_ms: 15000
+    connect_timeout_ms: 5000
+    reset_drop_ms: 3000
+    retries: 6
+    devices:
+      - address: $ADDR
+        vendor_id: acme
+        class_id: ble-node
+        component: node-mcu"
+world_up "$BUILD"
+sed -i "s|/tmp/PLACEHOLDER|$W|" "$W/ferryd.yaml"
+cp "$BUILD/adapters/serial-smp.so" "$BUILD/adapters/ble-smp.so" "$W/plugins/"
+
+# A private session-type bus on a unix socket in the test's directory, on
+# which only the simulator may own org.bluez.
+cat > "$W/dbus.conf" <<CONF
+<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path=$W/bus</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="org.bluez"/>
+  </policy>
+</busconfig>
+CONF
+SMP_PID= BLE_PID=
+dbus-daemon --config-file="$W/dbus.conf" --nofork > "$W/dbus.log" 2>&1 &
+DBUS_PID=$!
+# world_down waits for every child, so the simulators and the bus go first
+trap '[ -n "$SMP_PID" ] && kill "$SMP_PID" 2>/dev/null; [ -n "$BLE_PID" ] && kill "$BLE_PID" 2>/dev/null;
+	kill "$DBUS_PID" 2>/dev/null; world_down' EXIT
+for _ in $(seq 1 50); do [ -S "$W/bus" ] && break; sleep 0.1; done
+[ -S "$W/bus" ] || fail "dbus-daemon did not start"
+
+serial_sim() { # serial_sim VERSION [faults...]
+	[ -n "$SMP_PID" ] && { kill "$SMP_PID" 2>/dev/null; wait "$SMP_PID" 2>/dev/null || true; }
+	"$SMP_SIM" --link "$W/ttyMCU" --version "$@" >> "$W/sim.log" 2>&1 &
+	SMP_PID=$!
+	for _ in $(seq 1 50); do [ -e "$W/ttyMCU" ] && return 0; sleep 0.1; done
+	fail "serial simulator did not start"
+}
+ble_sim() { # ble_sim VERSION [faults...]: a fresh device and stats file
+	[ -n "$BLE_PID" ] && { kill "$BLE_PID" 2>/dev/null; wait "$BLE_PID" 2>/dev/null || true; }
+	rm -f "$W/ble.stats"
+	echo "--- bluez_sim $*" >> "$W/ble.log"
+	"$BLE_SIM" --bus "unix:path=$W/bus" --address "$ADDR" --name node-7 --stats "$W/ble.stats" --version "$@" \
+		>> "$W/ble.log" 2>&1 &
+	BLE_PID=$!
+	for _ in $(seq 1 50); do [ -s "$W/ble.stats" ] && return 0; sleep 0.1; done
+	fail "BlueZ simulator did not start: $(tail -n 3 "$W/ble.log")"
+}
+stat_of() { # stat_of KEY: a count from the BLE simulator's stats file
+	sleep 0.3 # the simulator rewrites it every 100 ms
+	grep -E "^$1=" "$W/ble.stats" | cut -d= -f2
+}
+
+seq_no=0
+sign() { # sign NAME: $W/NAME.yaml -> $W/NAME.jws
+	"$W_FERRY" manifest sign "$W/$1.yaml" --key "$W/pki/manifest-signer.key" \
+		--cert "$W/pki/manifest-signer.pem" -o "$W/$1.jws" > /dev/null
+}
+component() { # component NAME ADAPTER CLASS VERSION UPDATE
+	cat <<YAML
+  - name: $1
+    type: firmware
+    adapter: $2
+    target: {vendor_id: acme, class_id: $3, match: {image: "0"}}
+    version: "$4"
+    format: mcuboot
+    file: www/$5-$1.bin
+YAML
+}
+deploy_ble() { # deploy_ble UPDATE VERSION: a manifest with node-mcu alone
+	seq_no=$((seq_no + 1))
+	"$SMP_SIM" --make-image "$2" 40000 "$W/www/$1-node-mcu.bin"
+	{ echo "sequence: $seq_no"; echo "components:"; component node-mcu ble-smp ble-node "$2" "$1"; } > "$W/$1.yaml"
+	sign "$1"
+	cmd update.deploy "$1" --manifest "$W/$1.jws" --link "node-mcu=https://127.0.0.1:$W_HTTPS_PORT/$1-node-mcu.bin"
+}
+outcome() { # outcome UPDATE COMPONENT -> its final stage
+	for _ in $(seq 1 900); do
+		local s
+		s=$(grep -F "\"update_id\":\"$1\",\"component\":\"$2\"" "$W/mqtt.log" |
+			grep -oE '"stage":"(installed|failed|rolled_back|cancelled)"' | head -n 1 | cut -d'"' -f4)
+		[ -n "$s" ] && { echo "$s"; return; }
+		sleep 0.1
+	done
+	echo timeout
+}
+inventory() { # a fresh inventory line
+	cmd inventory.refresh x
+	sleep 2
+	grep -F "ferry/v1/gw-1/inventory " "$W/mqtt.log" | tail -n 1
+}
+running() { # running COMPONENT: its version in a fresh inventory
+	inventory | grep -oE "\"name\":\"$1\",\"version\":\"[^\"]*\"" | cut -d'"' -f8
+}
+log_mark() { wc -l < "$W/ferryd.log"; }
+log_since() { tail -n +"$(($1 + 1))" "$W/ferryd.log"; }
+
+# (a) A serial and a BLE component in one manifest: both installed, in order,
+# versions read back, both in the inventory.
+serial_sim 1.0.0
+ble_sim 1.0.0
+start_ferryd
+wait_mqtt '{"name":"sensor-mcu","version":"1.0.0"}' 20
+wait_mqtt '{"name":"node-mcu","version":"1.0.0"}' 20
+grep -F "ferry/v1/gw-1/inventory " "$W/mqtt.log" | tail -n 1 | grep -qF "\"address\":\"$ADDR\"" ||
+	fail "inventory lacks the BLE device's address"
+seq_no=1
+"$SMP_SIM" --make-image 1.1.0 40000 "$W/www/u-both-sensor-mcu.bin"
+"$SMP_SIM" --make-image 1.1.0 40000 "$W/www/u-both-node-mcu.bin"
+{
+	echo "sequence: $seq_no"
+	echo "components:"
+	component sensor-mcu serial-smp sensor-v2 1.1.0 u-both
+	component node-mcu ble-smp ble-node 1.1.0 u-both
+	echo "    after: [sensor-mcu]"
+} > "$W/u-both.yaml"
+sign u-both
+cmd update.deploy u-both --manifest "$W/u-both.jws" \
+	--link "sensor-mcu=https://127.0.0.1:$W_HTTPS_PORT/u-both-sensor-mcu.bin" \
+	--link "node-mcu=https://127.0.0.1:$W_HTTPS_PORT/u-both-node-mcu.bin"
+[ "$(outcome u-both sensor-mcu)" = installed ] || fail "u-both: sensor-mcu did not install"
+[ "$(outcome u-both node-mcu)" = installed ] || fail "u-both: node-mcu did not install"
+a=$(grep -n '"update_id":"u-both","component":"sensor-mcu","stage":"installed"' "$W/mqtt.log" | cut -d: -f1)
+b=$(grep -n '"update_id":"u-both","component":"node-mcu","stage":"installing"' "$W/mqtt.log" | head -n 1 | cut -d: -f1)
+[ "$a" -lt "$b" ] || fail "u-both: node-mcu began before sensor-mcu was installed"
+for c in sensor-mcu node-mcu; do
+	grep -F "\"update_id\":\"u-both\",\"component\":\"$c\",\"stage\":\"installed\"" "$W/mqtt.log" |
+		grep -qF '"version":"1.1.0"' || fail "u-both: $c's installed report lacks the version read back"
+done
+inv=$(inventory)
+echo "$inv" | grep -qF '{"name":"sensor-mcu","version":"1.1.0"}' || fail "inventory: sensor-mcu not at 1.1.0"
+echo "$inv" | grep -qF '{"name":"node-mcu","version":"1.1.0"}' || fail "inventory: node-mcu not at 1.1.0"
+echo "$inv" | grep -qE '"bonded":"true","image0_hash":"[0-9a-f]{64}"' || fail "inventory: BLE attributes missing"
+[ "$(stat_of violations)" = 0 ] || fail "u-both: a write exceeded MTU - 3"
+echo "ok: serial-smp and ble-smp installed in order, versions read back, both in the inventory"
+
+# (b) The link drops mid-upload; the device keeps its partial upload, and the
+# upload continues from the device's offset after reconnecting.
+ble_sim 1.1.0 --disconnect-at 20000
+mark=$(log_mark)
+deploy_ble u-drop 1.2.0
+[ "$(outcome u-drop node-mcu)" = installed ] || fail "u-drop did not install"
+[ "$(running node-mcu)" = 1.2.0 ] || fail "u-drop: the device does not run 1.2.0"
+grep -q "fault: link lost during the upload" "$W/ble.log" || fail "u-drop: the link was never dropped"
+log_since "$mark" | grep -qE "$ADDR: the device holds [1-9][0-9]* bytes already; resuming there" ||
+	fail "u-drop: ferryd did not resume from the device's offset"
+grep -qE "upload resumed at [1-9][0-9]* \(same sha\)" "$W/ble.log" || fail "u-drop: the device saw no resume"
+[ "$(stat_of up_starts)" = 1 ] || fail "u-drop: the upload started over ($(stat_of up_starts) starts)"
+[ "$(stat_of up_resumes)" = 1 ] || fail "u-drop: no resume by sha"
+[ "$(stat_of up_bytes)" -lt 50000 ] || fail "u-drop: $(stat_of up_bytes) bytes sent for a 40 KB image"
+echo "ok: link lost mid-upload, resumed at the device's offset, installed"
+
+# (c) An unpaired device: refused before anything is written.
+ble_sim 1.2.0 --unpaired
+inventory | grep -qF '"bonded":"false"' || fail "inventory does not show the device as not bonded"
+deploy_ble u-unpaired 1.3.0
+[ "$(outcome u-unpaired node-mcu)" = failed ] || fail "u-unpaired did not fail"
+line=$(grep -F '"update_id":"u-unpaired","component":"node-mcu","stage":"failed"' "$W/mqtt.log")
+echo "$line" | grep -qF '"reason":"adapter_error"' || fail "u-unpaired: reason is not adapter_error: $line"
+echo "$line" | grep -qE '"detail":"[^"]*not paired[^"]*bonded' || fail "u-unpaired: detail does not say why: $line"
+[ "$(stat_of connections)" = 0 ] || fail "u-unpaired: ferryd connected to an unpaired device"
+[ "$(stat_of writes)" = 0 ] || fail "u-unpaired: something was written"
+[ "$(stat_of up_bytes)" = 0 ] || fail "u-unpaired: something was uploaded"
+[ "$(stat_of running)" = 1.2.0 ] || fail "u-unpaired: the device no longer runs 1.2.0"
+echo "ok: unpaired device refused with adapter_error, nothing written"
+
+# (c') Bonded, but by a method the device does not take as authenticated:
+# BlueZ answers NotPermitted, and the adapter refuses.
+ble_sim 1.2.0 --just-works
+deploy_ble u-justworks 1.3.0
+[ "$(outcome u-justworks node-mcu)" = failed ] || fail "u-justworks did not fail"
+line=$(grep -F '"update_id":"u-justworks","component":"node-mcu","stage":"failed"' "$W/mqtt.log")
+echo "$line" | grep -qF '"reason":"adapter_error"' || fail "u-justworks: reason is not adapter_error: $line"
+echo "$line" | grep -qF 'NotPermitted' || fail "u-justworks: detail lacks BlueZ's answer: $line"
+echo "$line" | grep -qF 'not encrypted and authenticated' || fail "u-justworks: detail does not say why: $line"
+[ "$(stat_of up_bytes)" = 0 ] || fail "u-justworks: something was uploaded"
+[ "$(stat_of running)" = 1.2.0 ] || fail "u-justworks: the device no longer runs 1.2.0"
+echo "ok: a bond the device does not accept as authenticated is refused"
+
+# (d) The MTU differs from one connection to the next (247, 23, 247, ...),
+# also in the middle of the upload: no write ever exceeds MTU - 3.
+ble_sim 1.2.0 --mtu 247,23 --disconnect-at 15000
+mark=$(log_mark)
+deploy_ble u-mtu 1.4.0
+[ "$(outcome u-mtu node-mcu)" = installed ] || fail "u-mtu did not install"
+[ "$(running node-mcu)" = 1.4.0 ] || fail "u-mtu: the device does not run 1.4.0"
+[ "$(stat_of violations)" = 0 ] || fail "u-mtu: $(stat_of violations) writes exceeded MTU - 3"
+[ "$(stat_of max_write)" = 244 ] || fail "u-mtu: the largest write was $(stat_of max_write), not 247 - 3"
+log_since "$mark" | grep -q "$ADDR: link up, ATT MTU 23," || fail "u-mtu: no connection at MTU 23"
+log_since "$mark" | grep -q "$ADDR: link up, ATT MTU 247," || fail "u-mtu: no connection at MTU 247"
+[ "$(stat_of up_starts)" = 1 ] || fail "u-mtu: the upload started over"
+echo "ok: MTU 247 then 23 between connections, installed, no write over MTU - 3"
+
+# (e) A BlueZ without AcquireWrite/AcquireNotify: WriteValue and StartNotify.
+ble_sim 1.4.0 --no-acquire --mtu 23
+mark=$(log_mark)
+deploy_ble u-old 1.5.0
+[ "$(outcome u-old node-mcu)" = installed ] || fail "u-old did not install"
+log_since "$mark" | grep -q "writes by WriteValue, notifications by StartNotify" ||
+	fail "u-old: the fallback was not used"
+[ "$(stat_of violations)" = 0 ] || fail "u-old: a write exceeded MTU - 3"
+[ "$(stat_of running)" = 1.5.0 ] || fail "u-old: the device does not run 1.5.0"
+echo "ok: WriteValue and StartNotify where BlueZ cannot hand out fds"

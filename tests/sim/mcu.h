@@ -1,0 +1,77 @@
+/* The simulated MCU that the simulated links share: a Zephyr application with
+ * an mcumgr server under MCUboot with two slots.  It takes whole SMP request
+ * packets and hands whole answers to its link; the link (a pty in
+ * smp_device.c, BLE GATT through a simulated BlueZ in bluez_sim.c) does the
+ * framing and decides what a reset does to the connection.
+ *
+ * It follows the SMP spec (see adapters/smp/smp.h): image state read and
+ * test/confirm, upload into the secondary slot with `off` continuation and
+ * resume by `sha`, os echo, params and reset.  At boot MCUboot's rules apply:
+ * a pending image is swapped in for a test boot, and a test image that was
+ * not confirmed is reverted at the next reset. */
+#ifndef FERRY_SIM_MCU_H
+#define FERRY_SIM_MCU_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define MCU_SLOT_MAX (1024 * 1024)
+
+typedef struct mcu_slot {
+	uint8_t *data;
+	size_t len;
+	char version[32];
+	uint8_t hash[32];
+	bool valid, pending, permanent;
+} mcu_slot;
+
+typedef struct mcu_io {
+	void *ctx;
+	/* Carry one answer packet to the host. */
+	void (*send)(void *ctx, const uint8_t *pkt, size_t len);
+	/* The device resets: the link does what a reset does to it, and calls
+	 * mcu_boot when the device is up again. */
+	void (*reset)(void *ctx);
+} mcu_io;
+
+typedef struct mcu {
+	mcu_io io;
+	mcu_slot s[2];  /* 0 primary (running), 1 secondary */
+	bool test_boot; /* running image is on trial */
+	/* upload in progress */
+	size_t up_len, up_off;
+	uint8_t up_sha[32];
+	bool up_active;
+	/* faults */
+	long reset_at, drop_every, stall_ms;
+	bool refuse_confirm, boot_fails, reset_done, stall_done;
+	/* counters */
+	unsigned long requests, uploads, up_starts, up_resumes, up_bytes;
+} mcu;
+
+/* A device running a generated image of `version`. */
+void mcu_init(mcu *m, const char *version, const mcu_io *io);
+/* Take one request packet; answers go out through io.send. */
+void mcu_handle(mcu *m, const uint8_t *pkt, size_t len);
+/* MCUboot at boot, after a reset. */
+void mcu_boot(mcu *m);
+
+/* The MCU's faults, shared by the simulators' command lines:
+ *   --reset-at N       reset once when an upload passes offset N (upload lost
+ *                      unless resumed by sha)
+ *   --drop-every K     leave every K-th request unanswered
+ *   --stall-ms MS      once, answer the 3rd upload request MS late
+ *   --refuse-confirm   answer confirm with rc 11 (EACCESSDENIED)
+ *   --boot-fails       a new image never boots: MCUboot reverts at once
+ * 1 when argv[*i] was one of them (*i then points at its last word), 0 when
+ * it is not. */
+int mcu_option(mcu *m, int argc, char **argv, int *i);
+
+/* An MCUboot image (header, payload, SHA256 TLV) of `version`; out holds
+ * payload + 72 bytes.  Returns its length. */
+size_t mcu_make_image(const char *version, size_t payload, uint8_t *out);
+/* --make-image VERSION SIZE OUT, for tests: 0 or 1. */
+int mcu_make_image_file(const char *version, const char *size, const char *out);
+
+#endif

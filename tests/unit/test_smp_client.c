@@ -1,0 +1,275 @@
+/* The shared SMP client against a scripted transport: answers matched by
+ * sequence number, bounded retries, an upload that continues by sha after
+ * the link drops, and a link too small to carry an upload. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "smp_client.h"
+
+/* A tiny device behind a fake link: it answers image state, os params and
+ * upload, and can be told to stay silent, to send a stale answer first, or
+ * to drop the link once past an upload offset. */
+typedef struct fake {
+	uint8_t out[4][SMP_PACKET_MAX]; /* answers waiting to be received */
+	size_t out_len[4], n_out;
+	int sends, silent, stale_first, link_down, reconnects;
+	size_t mtu_packet; /* what max_packet answers */
+	/* upload state */
+	uint64_t up_len, up_off, drop_at;
+	uint8_t up_sha[32];
+	int first_requests, data_at_zero;
+	uint8_t *image;
+} fake;
+
+static void queue(fake *f, const smp_hdr *req, cbor_item_t *body, uint8_t seq)
+{
+	smp_hdr h = {.op = req->op + 1, .group = req->group, .id = req->id, .seq = seq};
+	f->out_len[f->n_out] = smp_packet(&h, body, f->out[f->n_out], SMP_PACKET_MAX);
+	f->n_out++;
+	cbor_decref(&body);
+}
+
+static cbor_item_t *state_body(void)
+{
+	cbor_item_t *m = cbor_new_definite_map(1), *arr = cbor_new_definite_array(1), *e = cbor_new_definite_map(4);
+	uint8_t hash[32];
+	memset(hash, 0x11, 32);
+	smp_map_put(e, "image", smp_uint(0));
+	smp_map_put(e, "active", cbor_build_bool(true));
+	smp_map_put(e, "version", cbor_build_string("1.0.0"));
+	smp_map_put(e, "hash", cbor_build_bytestring(hash, 32));
+	cbor_array_push(arr, cbor_move(e));
+	smp_map_put(m, "images", arr);
+	return m;
+}
+
+static void upload(fake *f, const smp_hdr *h, const cbor_item_t *b)
+{
+	uint64_t off = 0, len = 0;
+	const uint8_t *data, *sha;
+	size_t dn = 0, shan = 0;
+	cbor_item_t *r = cbor_new_definite_map(1);
+
+	assert_true(smp_map_uint(b, "off", &off));
+	assert_true(smp_map_bytes(b, "data", &data, &dn));
+	if (off == 0) {
+		f->first_requests++;
+		assert_true(smp_map_uint(b, "len", &len));
+		assert_true(smp_map_bytes(b, "sha", &sha, &shan));
+		assert_int_equal(shan, 32);
+		if (f->up_off > 0 && len == f->up_len && !memcmp(sha, f->up_sha, 32)) {
+			smp_map_put(r, "off", smp_uint(f->up_off)); /* resume by sha */
+			queue(f, h, r, h->seq);
+			return;
+		}
+		f->up_len = len;
+		f->up_off = 0;
+		memcpy(f->up_sha, sha, 32);
+		f->data_at_zero++;
+	} else if (off != f->up_off) {
+		smp_map_put(r, "off", smp_uint(f->up_off));
+		queue(f, h, r, h->seq);
+		return;
+	}
+	memcpy(f->image + f->up_off, data, dn);
+	f->up_off += dn;
+	if (f->drop_at && f->up_off >= f->drop_at) {
+		f->drop_at = 0;
+		f->link_down = 1; /* the answer is lost with the link */
+		cbor_decref(&r);
+		return;
+	}
+	smp_map_put(r, "off", smp_uint(f->up_off));
+	queue(f, h, r, h->seq);
+}
+
+static int f_send(void *t, const uint8_t *pkt, size_t len)
+{
+	fake *f = t;
+	smp_hdr h;
+	struct cbor_load_result res;
+	cbor_item_t *b;
+
+	if (f->link_down)
+		return -1;
+	f->sends++;
+	assert_int_equal(smp_hdr_unpack(pkt, len, &h), 0);
+	if (f->silent)
+		return 0;
+	b = cbor_load(pkt + SMP_HDR_LEN, h.len, &res);
+	assert_non_null(b);
+	if (f->stale_first) {
+		/* an answer to an older request, then garbage, then the real one */
+		f->stale_first = 0;
+		queue(f, &h, state_body(), (uint8_t)(h.seq - 1));
+		queue(f, &h, cbor_build_uint8(3), h.seq);
+	}
+	if (h.group == SMP_GROUP_IMAGE && h.id == SMP_IMG_STATE)
+		queue(f, &h, state_body(), h.seq);
+	else if (h.group == SMP_GROUP_IMAGE && h.id == SMP_IMG_UPLOAD)
+		upload(f, &h, b);
+	else if (h.group == SMP_GROUP_OS && h.id == SMP_OS_PARAMS) {
+		cbor_item_t *r = cbor_new_definite_map(1);
+		smp_map_put(r, "buf_size", smp_uint(384));
+		queue(f, &h, r, h.seq);
+	}
+	cbor_decref(&b);
+	return 0;
+}
+
+static int f_recv(void *t, uint8_t *buf, size_t *len, int64_t deadline_ms)
+{
+	fake *f = t;
+	if (f->link_down)
+		return -1;
+	if (!f->n_out)
+		return 0; /* nothing will come: the deadline passes at once */
+	memcpy(buf, f->out[0], f->out_len[0]);
+	*len = f->out_len[0];
+	f->n_out--;
+	memmove(f->out, f->out[1], sizeof(f->out[0]) * f->n_out);
+	memmove(f->out_len, f->out_len + 1, sizeof(f->out_len[0]) * f->n_out);
+	return 1;
+}
+
+static int f_reconnect(void *t, bool after_reset, int64_t deadline_ms, char *detail)
+{
+	fake *f = t;
+	f->reconnects++;
+	f->link_down = 0;
+	f->n_out = 0;
+	return 0;
+}
+
+static size_t f_max_packet(void *t, size_t dev_buf)
+{
+	return ((fake *)t)->mtu_packet;
+}
+
+static const smp_transport_ops ops = {f_send, f_recv, f_reconnect, f_max_packet};
+
+static void host_log(void *ctx, int level, const char *msg)
+{
+	(void)ctx;
+	(void)level;
+	(void)msg;
+}
+
+static const ferry_host_v1 host = {.size = sizeof(ferry_host_v1), .log = host_log};
+static const smp_client_cfg cfg = {.timeout_ms = 10, .first_timeout_ms = 10, .reset_wait_ms = 100, .retries = 3};
+
+static void progress(void *ctx, uint64_t done, uint64_t total)
+{
+	(void)ctx;
+	assert_true(done <= total);
+}
+
+static bool not_cancelled(void *ctx)
+{
+	return false;
+}
+
+static const ferry_session_host_v1 sh = {.size = sizeof(sh), .progress = progress, .cancelled = not_cancelled};
+
+static void test_matched_by_seq(void **state)
+{
+	fake f = {.stale_first = 1, .mtu_packet = 384};
+	smp_client c;
+	char version[FERRY_ADAPTER_STR_MAX], detail[FERRY_ADAPTER_DETAIL_MAX];
+	uint8_t hash[32];
+
+	smp_client_init(&c, &ops, &f, "fake", &cfg, &host, NULL);
+	assert_int_equal(smp_client_read_state(&c, version, hash, detail), 0);
+	assert_string_equal(version, "1.0.0");
+	assert_int_equal(f.sends, 1); /* the stale answer and the garbage were skipped, not retried */
+}
+
+static void test_bounded_retries(void **state)
+{
+	fake f = {.silent = 1, .mtu_packet = 384};
+	smp_client c;
+	char version[FERRY_ADAPTER_STR_MAX], detail[FERRY_ADAPTER_DETAIL_MAX];
+	uint8_t hash[32];
+
+	smp_client_init(&c, &ops, &f, "fake", &cfg, &host, NULL);
+	assert_int_equal(smp_client_read_state(&c, version, hash, detail), FERRY_ADAPTER_E_ADAPTER_ERROR);
+	assert_int_equal(f.sends, cfg.retries + 1);
+	assert_non_null(strstr(detail, "does not answer"));
+}
+
+/* Writes a file of n bytes; returns its path in buf. */
+static void temp_image(char *path, uint8_t *data, size_t n)
+{
+	int fd;
+	strcpy(path, "/tmp/test_smp_client.XXXXXX");
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	for (size_t i = 0; i < n; i++)
+		data[i] = (uint8_t)(i * 31 + 7);
+	assert_int_equal(write(fd, data, n), (ssize_t)n);
+	close(fd);
+}
+
+static void test_resume_after_link_loss(void **state)
+{
+	static uint8_t data[20000], got[20000];
+	fake f = {.mtu_packet = 384, .drop_at = 9000, .image = got};
+	char path[64], detail[FERRY_ADAPTER_DETAIL_MAX] = "";
+	smp_client c;
+	uint64_t resume = 0;
+
+	temp_image(path, data, sizeof(data));
+	ferry_image_v1 img = {.size = sizeof(img), .component = "mcu", .path = path, .length = sizeof(data)};
+	smp_client_init(&c, &ops, &f, "fake", &cfg, &host, &sh);
+	assert_int_equal(smp_client_upload(&c, &img, &resume, detail), 0);
+	unlink(path);
+	assert_int_equal(resume, sizeof(data));
+	assert_memory_equal(got, data, sizeof(data));
+	assert_int_equal(f.reconnects, 1);
+	assert_int_equal(c.relinks, 1);
+	/* after the link came back the client asked with a first request, and
+	 * the device did not have to take data at offset 0 again */
+	assert_int_equal(f.first_requests, 2);
+	assert_int_equal(f.data_at_zero, 1);
+	uint8_t sha[32];
+	EVP_Digest(data, sizeof(data), sha, NULL, EVP_sha256(), NULL);
+	assert_memory_equal(f.up_sha, sha, 32);
+}
+
+static void test_link_too_small(void **state)
+{
+	static uint8_t data[1000], got[1000];
+	fake f = {.mtu_packet = 20, .image = got};
+	char path[64], detail[FERRY_ADAPTER_DETAIL_MAX] = "";
+	smp_client c;
+	uint64_t resume = 0;
+
+	temp_image(path, data, sizeof(data));
+	ferry_image_v1 img = {.size = sizeof(img), .component = "mcu", .path = path, .length = sizeof(data)};
+	smp_client_init(&c, &ops, &f, "fake", &cfg, &host, &sh);
+	assert_int_equal(smp_client_upload(&c, &img, &resume, detail), FERRY_ADAPTER_E_ADAPTER_ERROR);
+	unlink(path);
+	assert_non_null(strstr(detail, "too small"));
+	assert_int_equal(resume, 0);
+	assert_int_equal(f.first_requests, 0); /* nothing was sent to the slot */
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_matched_by_seq),
+	    cmocka_unit_test(test_bounded_retries),
+	    cmocka_unit_test(test_resume_after_link_loss),
+	    cmocka_unit_test(test_link_too_small),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
