@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # The main job: an end-to-end deployment on this machine.  It builds ferry,
 # makes a PKI, starts mosquitto (TLS, client certificates, per-gateway ACLs)
-# and nginx (HTTPS) on 127.0.0.1 and two simulated MCUs (MCUboot + mcumgr on
-# a pseudo-terminal; a USB DFU device behind libusb through umockdev),
-# starts ferryd for gateway gw-1, signs an update with four components --
-# two files of the gateway's own and each MCU's firmware -- and sends it as
-# one update.deploy command, then prints every stage report live until all
+# and nginx (HTTPS) on 127.0.0.1 and three simulated MCUs (MCUboot + mcumgr
+# on a pseudo-terminal; the same behind a simulated BlueZ on a private
+# D-Bus; a USB DFU device behind libusb through umockdev), starts ferryd for
+# gateway gw-1, signs an update with five components -- two files of the
+# gateway's own and each MCU's firmware -- and sends it as one update.deploy
+# command, then prints every stage report live until all
 # are installed, prints the inventory, and stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")"
 . scripts/deps.sh
 # shellcheck disable=SC2086
-ferry_ensure_pkgs $FERRY_BUILD_PKGS mosquitto mosquitto-clients nginx-light openssl libumockdev-dev umockdev dfu-util
+ferry_ensure_pkgs $FERRY_BUILD_PKGS mosquitto mosquitto-clients nginx-light openssl libumockdev-dev umockdev dfu-util dbus
 
 echo "== building"
 cmake -S . -B build-demo -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_TESTING=OFF >/dev/null
@@ -31,19 +32,33 @@ W_EXTRA_ADAPTERS="  serial-smp:
         vendor_id: acme
         class_id: radio-v1
         serial: ACME-RADIO-7
-        dfu_usb: \"1209:0002\""
+        dfu_usb: \"1209:0002\"
+  ble-smp:
+    bus: unix:path=/tmp/PLACEHOLDER/bus
+    devices:
+      - address: C0:FF:EE:00:00:07
+        vendor_id: acme
+        class_id: ble-node
+        component: node-mcu"
 world_up build-demo
 sed -i "s|/tmp/PLACEHOLDER|$W|" "$W/ferryd.yaml"
-cp build-demo/adapters/serial-smp.so build-demo/adapters/usb-dfu.so "$W/plugins/"
+cp build-demo/adapters/serial-smp.so build-demo/adapters/usb-dfu.so build-demo/adapters/ble-smp.so "$W/plugins/"
+# A private D-Bus on a unix socket stands in for the system bus, and a
+# simulated BlueZ on it serves a bonded BLE node (MCUboot + mcumgr over GATT).
+start_bus
+build-demo/tests/sim/bluez_sim --bus "unix:path=$W/bus" --address C0:FF:EE:00:00:07 --name node-7 --version 3.0.0 \
+	--stats "$W/ble.stats" > "$W/ble-sim.log" 2>&1 &
+BLE_PID=$!
 build-demo/tests/sim/smp_device --link "$W/ttyMCU" --version 1.4.0 --rate 11520 > "$W/sim.log" 2>&1 &
 SIM_PID=$!
 build-demo/tests/sim/dfu_device --root-file "$W/usb.root" --serial ACME-RADIO-7 --version 2.0.0 --poll-ms 15 \
 	> "$W/usb-sim.log" 2>&1 &
 USB_PID=$!
-trap 'kill $SIM_PID $USB_PID 2>/dev/null; world_down' EXIT
-for _ in $(seq 1 50); do [ -e "$W/ttyMCU" ] && [ -s "$W/usb.root" ] && break; sleep 0.1; done
+trap 'kill $SIM_PID $USB_PID $BLE_PID 2>/dev/null; world_down' EXIT
+for _ in $(seq 1 50); do [ -e "$W/ttyMCU" ] && [ -s "$W/usb.root" ] && [ -s "$W/ble.stats" ] && break; sleep 0.1; done
 echo "== simulated MCU on $W/ttyMCU (a pty at 115200 baud), running firmware 1.4.0"
 echo "== simulated USB DFU radio ACME-RADIO-7 (1209:0001, DFU mode 1209:0002), running firmware 2.0.0"
+echo "== simulated BLE node C0:FF:EE:00:00:07 (bonded, behind a simulated BlueZ), running firmware 3.0.0"
 # ferryd's libusb sees the simulated USB bus through umockdev's preload
 W_FERRYD_ENV="LD_PRELOAD=libumockdev-preload.so.0 UMOCKDEV_DIR=$(cat "$W/usb.root")"
 echo "== broker on 127.0.0.1:$W_MQTT_PORT (TLS), file host on https://127.0.0.1:$W_HTTPS_PORT, work dir $W"
@@ -52,6 +67,7 @@ echo "== ferryd is up for gateway $W_GW"
 
 make_update demo 1 1.0.0 1.0.0 2000000
 build-demo/tests/sim/smp_device --make-image 1.5.0 60000 "$W/www/demo-mcu.bin"
+build-demo/tests/sim/smp_device --make-image 3.1.0 30000 "$W/www/demo-node.bin"
 build-demo/tests/sim/dfu_device --make-image 2.1.0 60000 "$W/www/demo-radio.dfu"
 dfu-suffix -v 1209 -p 0001 -d 0210 -a "$W/www/demo-radio.dfu" > /dev/null
 cat >> "$W/demo.yaml" <<YAML
@@ -62,6 +78,13 @@ cat >> "$W/demo.yaml" <<YAML
     version: 1.5.0
     format: mcuboot
     file: www/demo-mcu.bin
+  - name: node-mcu
+    type: firmware
+    adapter: ble-smp
+    target: {vendor_id: acme, class_id: ble-node}
+    version: 3.1.0
+    format: mcuboot
+    file: www/demo-node.bin
   - name: radio-fw
     type: firmware
     adapter: usb-dfu
@@ -72,10 +95,11 @@ cat >> "$W/demo.yaml" <<YAML
 YAML
 "$W_FERRY" manifest sign "$W/demo.yaml" --key "$W/pki/manifest-signer.key" --cert "$W/pki/manifest-signer.pem" \
 	-o "$W/demo.jws" > /dev/null
-echo "== signed manifest: app-config 1.0.0, app-bin 1.0.0 (2 MB), sensor-mcu 1.5.0 (MCUboot image), radio-fw 2.1.0 (DFU file)"
+echo "== signed manifest: app-config 1.0.0, app-bin 1.0.0 (2 MB), sensor-mcu 1.5.0 and node-mcu 3.1.0 (MCUboot images), radio-fw 2.1.0 (DFU file)"
 # shellcheck disable=SC2046
 cmd update.deploy u-demo --manifest "$W/demo.jws" $(links_for demo slow/) \
 	--link "sensor-mcu=https://127.0.0.1:$W_HTTPS_PORT/demo-mcu.bin" \
+	--link "node-mcu=https://127.0.0.1:$W_HTTPS_PORT/demo-node.bin" \
 	--link "radio-fw=https://127.0.0.1:$W_HTTPS_PORT/demo-radio.dfu"
 echo "== sent update.deploy u-demo; stage reports as they arrive:"
 
@@ -105,20 +129,26 @@ for _ in $(seq 1 1200); do
 		shown=$total
 	fi
 	n=$(grep -F '"update_id":"u-demo"' "$W/mqtt.log" | grep -cE '"stage":"(installed|failed|rolled_back|cancelled)"' || true)
-	[ "$n" -ge 4 ] && [ "$shown" -eq "$(wc -l < "$W/mqtt.log")" ] && break
+	grep -qF '"update_id":"u-demo","result":"refused"' "$W/mqtt.log" && break
+	[ "$n" -ge 5 ] && [ "$shown" -eq "$(wc -l < "$W/mqtt.log")" ] && break
 	sleep 0.2
 done
+if grep -qF '"update_id":"u-demo","result":"refused"' "$W/mqtt.log"; then
+	echo "demo: the update was refused; see $W/ferryd.log" >&2
+	exit 1
+fi
 if grep -F '"update_id":"u-demo"' "$W/mqtt.log" | grep -qE '"stage":"(failed|rolled_back|cancelled)"'; then
 	echo "demo: the update did not install; see $W/ferryd.log" >&2
 	exit 1
 fi
-[ "$(grep -F '"update_id":"u-demo"' "$W/mqtt.log" | grep -cF '"stage":"installed"')" -eq 4 ] ||
+[ "$(grep -F '"update_id":"u-demo"' "$W/mqtt.log" | grep -cF '"stage":"installed"')" -eq 5 ] ||
 	{ echo "demo: timed out waiting for the update" >&2; exit 1; }
 cmp -s "$W/www/demo-app.bin" "$W/target/app.bin" || { echo "demo: app.bin on disk differs" >&2; exit 1; }
 
 wait_mqtt '{"name":"sensor-mcu","version":"1.5.0"}' 10
 wait_mqtt '{"name":"radio-fw","version":"2.1.0"}' 10
+wait_mqtt '{"name":"node-mcu","version":"3.1.0"}' 10
 echo "== inventory (retained on ferry/v1/$W_GW/inventory):"
 grep -F "ferry/v1/$W_GW/inventory " "$W/mqtt.log" | tail -n 1 | sed 's|^[^ ]* ||' |
 	sed 's/,"devices"/\n  "devices"/; s/},{/},\n   {/g' | sed 's/^/  /'
-echo "== done: all four components installed; stopping ferryd, the MCUs, nginx and mosquitto"
+echo "== done: all five components installed; stopping ferryd, the MCUs, D-Bus, nginx and mosquitto"

@@ -254,8 +254,32 @@ links_for() {
 	echo "--link app-config=https://127.0.0.1:$W_HTTPS_PORT/${2:-}$1-app.conf --link app-bin=https://127.0.0.1:$W_HTTPS_PORT/${2:-}$1-app.bin"
 }
 
+# A private session-type D-Bus on a unix socket, $W/bus, standing in for
+# the system bus: the BLE scenario and the demo put a simulated BlueZ on it.
+start_bus() {
+	cat > "$W/dbus.conf" <<CONF
+<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path=$W/bus</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="org.bluez"/>
+  </policy>
+</busconfig>
+CONF
+	dbus-daemon --config-file="$W/dbus.conf" --nofork > "$W/dbus.log" 2>&1 &
+	W_DBUS_PID=$!
+	for _ in $(seq 1 50); do [ -S "$W/bus" ] && return 0; sleep 0.1; done
+	fail "dbus-daemon did not start"
+}
+
 world_down() {
 	stop_ferryd
+	[ -n "${W_DBUS_PID:-}" ] && kill "$W_DBUS_PID" 2>/dev/null || true
 	[ -n "${W_SUB_PID:-}" ] && kill "$W_SUB_PID" 2>/dev/null || true
 	stop_nginx
 	[ -n "${W_MQTT_PID:-}" ] && kill "$W_MQTT_PID" 2>/dev/null || true

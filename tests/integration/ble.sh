@@ -40,30 +40,12 @@ world_up "$BUILD"
 sed -i "s|/tmp/PLACEHOLDER|$W|" "$W/ferryd.yaml"
 cp "$BUILD/adapters/serial-smp.so" "$BUILD/adapters/ble-smp.so" "$W/plugins/"
 
-# A private session-type bus on a unix socket in the test's directory, on
-# which only the simulator may own org.bluez.
-cat > "$W/dbus.conf" <<CONF
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>session</type>
-  <listen>unix:path=$W/bus</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-    <allow own="org.bluez"/>
-  </policy>
-</busconfig>
-CONF
 SMP_PID= BLE_PID=
-dbus-daemon --config-file="$W/dbus.conf" --nofork > "$W/dbus.log" 2>&1 &
-DBUS_PID=$!
-# world_down waits for every child, so the simulators and the bus go first
+# world_down waits for every child, so the simulators go first
 trap '[ -n "$SMP_PID" ] && kill "$SMP_PID" 2>/dev/null; [ -n "$BLE_PID" ] && kill "$BLE_PID" 2>/dev/null;
-	kill "$DBUS_PID" 2>/dev/null; world_down' EXIT
-for _ in $(seq 1 50); do [ -S "$W/bus" ] && break; sleep 0.1; done
-[ -S "$W/bus" ] || fail "dbus-daemon did not start"
+	world_down' EXIT
+# a private bus on which only the simulator may own org.bluez
+start_bus
 
 serial_sim() { # serial_sim VERSION [faults...]
 	[ -n "$SMP_PID" ] && { kill "$SMP_PID" 2>/dev/null; wait "$SMP_PID" 2>/dev/null || true; }
