@@ -223,6 +223,19 @@ stages_of() {
 		grep -F "\"component\":\"$2\"" | sed 's/.*"stage":"\([a-z_]*\)".*/\1/' | uniq | tr '\n' ' ' | sed 's/ $//'
 }
 
+# outcome UPDATE COMPONENT: the component's final stage (installed, failed,
+# rolled_back, cancelled), waited for up to 90 s, or "timeout"
+outcome() {
+	local s
+	for _ in $(seq 1 900); do
+		s=$(grep -F "\"update_id\":\"$1\",\"component\":\"$2\"" "$W/mqtt.log" |
+			grep -oE '"stage":"(installed|failed|rolled_back|cancelled)"' | head -n 1 | cut -d'"' -f4)
+		[ -n "$s" ] && { echo "$s"; return; }
+		sleep 0.1
+	done
+	echo timeout
+}
+
 # make_update NAME SEQ VERSION_CONFIG VERSION_BIN [BIN_BYTES]: images in www, a signed manifest $W/NAME.jws
 make_update() {
 	local name=$1 seq=$2 vc=$3 vb=$4 bytes=${5:-300000}

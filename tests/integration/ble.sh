@@ -92,16 +92,6 @@ deploy_ble() { # deploy_ble UPDATE VERSION: a manifest with node-mcu alone
 	sign "$1"
 	cmd update.deploy "$1" --manifest "$W/$1.jws" --link "node-mcu=https://127.0.0.1:$W_HTTPS_PORT/$1-node-mcu.bin"
 }
-outcome() { # outcome UPDATE COMPONENT -> its final stage
-	for _ in $(seq 1 900); do
-		local s
-		s=$(grep -F "\"update_id\":\"$1\",\"component\":\"$2\"" "$W/mqtt.log" |
-			grep -oE '"stage":"(installed|failed|rolled_back|cancelled)"' | head -n 1 | cut -d'"' -f4)
-		[ -n "$s" ] && { echo "$s"; return; }
-		sleep 0.1
-	done
-	echo timeout
-}
 inventory() { # a fresh inventory line
 	cmd inventory.refresh x
 	sleep 2

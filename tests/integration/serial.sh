@@ -62,16 +62,6 @@ YAML
 	cmd update.deploy "$1" --manifest "$W/$1.jws" --link "app-config=https://127.0.0.1:$W_HTTPS_PORT/$1-app.conf" \
 		--link "sensor-mcu=https://127.0.0.1:$W_HTTPS_PORT/$1-mcu.bin"
 }
-outcome() { # outcome UPDATE -> the sensor-mcu's final stage
-	for _ in $(seq 1 600); do
-		local s
-		s=$(grep -F "\"update_id\":\"$1\",\"component\":\"sensor-mcu\"" "$W/mqtt.log" |
-			grep -oE '"stage":"(installed|failed|rolled_back|cancelled)"' | head -n 1 | cut -d'"' -f4)
-		[ -n "$s" ] && { echo "$s"; return; }
-		sleep 0.1
-	done
-	echo timeout
-}
 running() { # the version the MCU reports now, via a fresh inventory
 	cmd inventory.refresh x
 	sleep 1.5
@@ -86,7 +76,7 @@ grep -F "ferry/v1/gw-1/inventory " "$W/mqtt.log" | grep -qE '"image0_hash":"[0-9
 	fail "inventory lacks the MCU's image hash"
 
 deploy u-1 1.1.0
-[ "$(outcome u-1)" = installed ] || fail "u-1 did not install"
+[ "$(outcome u-1 sensor-mcu)" = installed ] || fail "u-1 did not install"
 [ "$(stages_of u-1 app-config | awk '{print $NF}')" = installed ] || fail "u-1: app-config not installed"
 # in order: the self component was installed before the MCU's push began
 a=$(grep -n '"update_id":"u-1","component":"app-config","stage":"installed"' "$W/mqtt.log" | cut -d: -f1)
@@ -106,7 +96,7 @@ check_fault() { # check_fault NAME WANT SIM-ARGS...
 	local v="2.$((seq_no + 1)).0"
 	deploy "u-$name" "$v"
 	local got
-	got=$(outcome "u-$name")
+	got=$(outcome "u-$name" sensor-mcu)
 	[ "$got" = "$want" ] || fail "$name: ended $got, wanted $want"
 	local now
 	now=$(running)
@@ -136,7 +126,7 @@ for _ in $(seq 1 300); do
 done
 kill9_ferryd
 start_ferryd
-[ "$(outcome u-kill)" = installed ] || fail "u-kill did not install after restart"
+[ "$(outcome u-kill sensor-mcu)" = installed ] || fail "u-kill did not install after restart"
 grep -q "holds [1-9][0-9]* bytes already; resuming there" "$W/ferryd.log" || fail "the upload started over"
 echo "ok: upload resumed from the device's offset after ferryd was killed"
 
@@ -171,7 +161,7 @@ wait_mqtt '"update_id":"u-wait","component":"sensor-mcu","stage":"waiting"' 20
 sleep 3
 ! grep -F '"update_id":"u-wait"' "$W/mqtt.log" | grep -qF '"stage":"installing"' || fail "installed with no device"
 sim "$v"
-[ "$(outcome u-wait)" = installed ] || fail "u-wait did not install once the device was back"
+[ "$(outcome u-wait sensor-mcu)" = installed ] || fail "u-wait did not install once the device was back"
 [ "$(stages_of u-wait sensor-mcu)" = "allowed downloading downloaded verifying verified waiting installing activating installed" ] ||
 	fail "u-wait stages: $(stages_of u-wait sensor-mcu)"
 echo "ok: waiting for an unplugged device, then installed when it came back"

@@ -109,16 +109,6 @@ deploy() { # deploy NAME COMPONENT: update.deploy of manifest NAME
 	cmd update.deploy "$1" --manifest "$W/$1.jws" --link "app-config=https://127.0.0.1:$W_HTTPS_PORT/$1-app.conf" \
 		--link "$2=https://127.0.0.1:$W_HTTPS_PORT/$1.dfu"
 }
-outcome() { # outcome UPDATE COMPONENT -> the final stage
-	for _ in $(seq 1 600); do
-		local s
-		s=$(grep -F "\"update_id\":\"$1\",\"component\":\"$2\"" "$W/mqtt.log" |
-			grep -oE '"stage":"(installed|failed|rolled_back|cancelled)"' | head -n 1 | cut -d'"' -f4)
-		[ -n "$s" ] && { echo "$s"; return; }
-		sleep 0.1
-	done
-	echo timeout
-}
 final_report() { # final_report UPDATE COMPONENT -> its last stage line
 	grep -F "\"update_id\":\"$1\",\"component\":\"$2\"" "$W/mqtt.log" | tail -n 1
 }
