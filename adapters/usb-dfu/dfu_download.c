@@ -118,11 +118,14 @@ int dfu_manifest_plain(dfu_xfer *x, uint16_t block, bool *went_away)
 	int r = dfu_dnload(&x->link, block, NULL, 0);
 
 	*went_away = false;
+	if (r == LIBUSB_ERROR_PIPE)
+		return settle(x, r, &st, "the end of the download"); /* refused: the status says why */
 	if (r == 0)
 		r = dfu_wait(&x->link, &x->poll, true, &st);
 	if (r == LIBUSB_ERROR_INTERRUPTED)
 		return fail(x, DFU_FAIL_CANCELLED, FERRY_ADAPTER_E_CANCELLED, "cancelled during manifestation");
 	if (r < 0 && vanished(r)) {
+		/* gone, or silent as DFU 1.1 lets a device be while it manifests */
 		*went_away = true;
 		snprintf(x->detail, sizeof(x->detail), "the device stopped answering during manifestation (%s)",
 		         dfu_usb_error_text(r));
@@ -200,32 +203,28 @@ static int erase_pages(dfu_xfer *x, const dfu_layout *layout, const dfuse_target
 	return rc;
 }
 
+/* Each block goes to an address set just before it, as block 2: the
+ * device computes a block's address from its own wTransferSize, which may
+ * be larger than the blocks we send. */
 static int write_element(dfu_xfer *x, const uint8_t *file, const dfuse_element *e)
 {
 	char what[80];
 	dfu_status st;
-	uint32_t chunks = (e->size + x->transfer_size - 1) / x->transfer_size, base = 0;
 
-	for (uint32_t i = 0; i < chunks; i++) {
-		uint32_t off = i * x->transfer_size,
-		         n = e->size - off < x->transfer_size ? e->size - off : x->transfer_size;
+	for (uint32_t off = 0; off < e->size;) {
+		uint32_t n = e->size - off < x->transfer_size ? e->size - off : x->transfer_size;
 		int r;
 		if (cancelled(x))
 			return fail(x, DFU_FAIL_CANCELLED, FERRY_ADAPTER_E_CANCELLED, "cancelled at 0x%08x",
 			            e->address + off);
-		/* wValue n >= 2 writes at pointer + (n - 2) * wTransferSize; move
-		 * the pointer before the 16-bit block number runs out */
-		if (i == 0 || i - base > 0xFFFF - 2) {
-			base = i;
-			snprintf(what, sizeof(what), "setting the address pointer to 0x%08x", e->address + off);
-			if ((r = command(x, &x->poll, DFUSE_SET_ADDRESS, e->address + off, what)))
-				return r;
-		}
+		snprintf(what, sizeof(what), "setting the address pointer to 0x%08x", e->address + off);
+		if ((r = command(x, &x->poll, DFUSE_SET_ADDRESS, e->address + off, what)))
+			return r;
 		snprintf(what, sizeof(what), "the block at 0x%08x", e->address + off);
-		r = dfu_dnload_wait(&x->link, &x->poll, (uint16_t)(2 + i - base), file + e->offset + off, (uint16_t)n,
-		                    &st);
+		r = dfu_dnload_wait(&x->link, &x->poll, 2, file + e->offset + off, (uint16_t)n, &st);
 		if ((r = settle(x, r, &st, what)))
 			return r;
+		off += n;
 		advance(x, n);
 	}
 	return 0;

@@ -69,9 +69,18 @@ static bool busy(uint8_t state, bool manifesting)
 	       (manifesting && state == DFU_MANIFEST_SYNC);
 }
 
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 int dfu_wait(const dfu_link *l, const dfu_poll *p, bool manifesting, dfu_status *st)
 {
-	uint64_t spent = 0;
+	/* the budget is wall time, so a device that answers "busy, ask again
+	 * in 0 ms" forever still runs out of it */
+	uint64_t until = mono_ms() + p->budget_ms;
 	int stalls = 0;
 
 	for (;;) {
@@ -90,14 +99,15 @@ int dfu_wait(const dfu_link *l, const dfu_poll *p, bool manifesting, dfu_status 
 		}
 		if (ms < p->min_ms)
 			ms = p->min_ms;
+		if (ms < 1)
+			ms = 1;
 		if (ms > p->max_ms)
 			ms = p->max_ms;
-		if (spent + ms > p->budget_ms)
+		if (mono_ms() + ms > until)
 			return LIBUSB_ERROR_TIMEOUT;
 		if (p->cancelled && p->cancelled(p->ctx))
 			return LIBUSB_ERROR_INTERRUPTED;
 		dfu_sleep_ms(ms);
-		spent += ms;
 	}
 }
 
@@ -124,10 +134,12 @@ int dfu_to_idle(const dfu_link *l, const dfu_poll *p, dfu_status *st)
 	switch (st->state) {
 	case DFU_IDLE: return 0;
 	case DFU_ERROR: r = dfu_clear_status(l); break;
-	case DFU_DNLOAD_SYNC:
 	case DFU_DNLOAD_IDLE:
-	case DFU_MANIFEST_SYNC:
 	case DFU_UPLOAD_IDLE: r = dfu_abort(l); break;
+	/* only GETSTATUS is valid here and it would manifest what is there:
+	 * a bus reset is the way out */
+	case DFU_MANIFEST_SYNC:
+	case DFU_MANIFEST_WAIT_RESET: return 2;
 	default: return 1;
 	}
 	if (r < 0 || (r = dfu_get_status(l, st)) < 0)

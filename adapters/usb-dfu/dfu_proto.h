@@ -113,8 +113,9 @@ int dfu_dnload_wait(const dfu_link *l, const dfu_poll *p, uint16_t block, const 
 
 /* Put a device in DFU mode back to dfuIDLE, as dfu-util does on entry:
  * wait out a busy state (as `p` says), then dfuERROR -> CLRSTATUS;
- * dfuDNLOAD-IDLE, dfuUPLOAD-IDLE, dfuMANIFEST-SYNC -> ABORT.  0 when it ends
- * in dfuIDLE; else a negative libusb code, or 1 with the state it stays in. */
+ * dfuDNLOAD-IDLE, dfuUPLOAD-IDLE -> ABORT.  0 when it ends in dfuIDLE; 2
+ * when only a bus reset gets it out (dfuMANIFEST-SYNC, -WAIT-RESET); else a
+ * negative libusb code, or 1 with the state it stays in. */
 int dfu_to_idle(const dfu_link *l, const dfu_poll *p, dfu_status *st);
 
 const char *dfu_state_name(uint8_t state);   /* "dfuDNBUSY" */

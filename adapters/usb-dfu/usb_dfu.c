@@ -360,7 +360,7 @@ static bool in_session(const state *s, const char *port)
  * (referenced; release it), or 1 when there is none.  `discovering`: the
  * caller holds s->lock and devices in a session are left alone. */
 static int find(state *s, const entry *e, const char *serial, const char *port, enum want want, bool discovering,
-		dfu_usb *out)
+                dfu_usb *out)
 {
 	libusb_device **list;
 	ssize_t n = libusb_get_device_list(s->ctx, &list);
@@ -388,21 +388,26 @@ static int find(state *s, const entry *e, const char *serial, const char *port, 
 			dfu_usb_release(&u);
 		}
 	}
-	if (n > 0)
+	if (n >= 0)
 		libusb_free_device_list(list, 1);
 	return rc;
 }
 
-/* find, again and again, until `ms` have passed or the session is cancelled. */
-static int wait_for(sess *x, enum want want, long ms, dfu_usb *out)
+enum { FOUND = 0, NOT_FOUND = 1, CANCELLED = 2 };
+
+/* find, again and again, until `ms` have passed: FOUND, NOT_FOUND, or
+ * CANCELLED when the session is cancelled and `cancellable`. */
+static int wait_for(sess *x, enum want want, long ms, bool cancellable, dfu_usb *out)
 {
 	int64_t until = now_ms() + ms;
 
 	for (;;) {
 		if (find(x->s, x->e, x->serial, x->port, want, false, out) == 0)
-			return 0;
-		if (now_ms() >= until || (x->sh && x->sh->cancelled(x->sh->ctx)))
-			return 1;
+			return FOUND;
+		if (cancellable && x->sh && x->sh->cancelled(x->sh->ctx))
+			return CANCELLED;
+		if (now_ms() >= until)
+			return NOT_FOUND;
 		dfu_sleep_ms(100);
 	}
 }
@@ -720,82 +725,124 @@ static int pick_alt(const sess *x, uint8_t *alt, char *detail)
 	            x->e->alt_name[0] ? x->e->alt_name : "of that number");
 }
 
+static const char *who(const sess *x)
+{
+	return x->serial[0] ? x->serial : x->port;
+}
+
+/* Step 2: DETACH a run-time device (and reset it unless it leaves by
+ * itself), then wait for it in DFU mode. */
+static int detach(sess *x, dfu_usb *u, char *detail)
+{
+	state *s = x->s;
+	libusb_device_handle *h;
+	int r, w;
+
+	if ((r = libusb_open(u->dev, &h)) < 0)
+		return fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "cannot open %04x:%04x at %s: %s", u->vid, u->pid,
+		            u->port, libusb_strerror(r));
+	libusb_set_auto_detach_kernel_driver(h, 1);
+	if ((r = libusb_claim_interface(h, u->intf)) < 0) {
+		libusb_close(h);
+		return fail(detail, FERRY_ADAPTER_E_DEVICE_BUSY, "cannot claim the DFU run-time interface of %s: %s",
+		            who(x), libusb_strerror(r));
+	}
+	dfu_link l = {.h = h, .intf = u->intf, .timeout_ms = (unsigned)s->timeout_ms};
+	uint16_t t = u->func.detach_ms && u->func.detach_ms < 1000 ? u->func.detach_ms : 1000;
+	if ((r = dfu_detach(&l, t)) < 0) /* some devices stall it and detach all the same */
+		logf_(s, FERRY_LOG_WARNING, "%s: DETACH: %s; going on", who(x), dfu_usb_error_text(r));
+	libusb_release_interface(h, u->intf);
+	if (!(u->func.attrs & DFU_ATTR_WILL_DETACH)) {
+		r = libusb_reset_device(h);
+		if (r < 0 && r != LIBUSB_ERROR_NOT_FOUND && r != LIBUSB_ERROR_NO_DEVICE)
+			logf_(s, FERRY_LOG_WARNING, "%s: reset after DETACH: %s", who(x), libusb_strerror(r));
+	}
+	libusb_close(h);
+	logf_(s, FERRY_LOG_INFO, "%s: detached %04x:%04x; waiting for it in DFU mode", who(x), u->vid, u->pid);
+	dfu_usb_release(u);
+	x->detached = true;
+	if ((w = wait_for(x, WANT_DFU, s->detach_wait_ms, true, u)) == CANCELLED)
+		return fail(detail, FERRY_ADAPTER_E_CANCELLED, "cancelled while waiting for the device in DFU mode");
+	if (w == NOT_FOUND)
+		return fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR,
+		            "%s did not come back in DFU mode within %ld ms of DETACH; it keeps its firmware", who(x),
+		            s->detach_wait_ms);
+	return 0;
+}
+
+/* Reset the device on x->h and let go of it. */
+static void reset_and_drop(sess *x)
+{
+	int r = libusb_reset_device(x->h);
+	if (r < 0 && r != LIBUSB_ERROR_NOT_FOUND && r != LIBUSB_ERROR_NO_DEVICE)
+		logf_(x->s, FERRY_LOG_WARNING, "%s: reset: %s", who(x), libusb_strerror(r));
+	drop_handle(x);
+}
+
 /* Steps 2 and 3: the device in DFU mode, claimed, idle. */
 static int enter_dfu(sess *x, char *detail)
 {
 	state *s = x->s;
-	dfu_usb u;
-	libusb_device_handle *h;
 	dfu_status st;
 	int r;
 
-	drop_handle(x);
-	if (wait_for(x, WANT_ANY, s->detach_wait_ms, &u))
-		return fail(detail, FERRY_ADAPTER_E_NO_MATCHING_DEVICE, "%s is not attached",
-		            x->serial[0] ? x->serial : x->port);
-	if (!u.dfu_mode) {
-		if ((r = libusb_open(u.dev, &h)) < 0) {
-			dfu_usb_release(&u);
-			return fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "cannot open %04x:%04x at %s: %s", u.vid,
-			            u.pid, u.port, libusb_strerror(r));
+	for (int pass = 0;; pass++) {
+		drop_handle(x);
+		if ((r = wait_for(x, WANT_ANY, s->detach_wait_ms, true, &x->u)) == CANCELLED)
+			return fail(detail, FERRY_ADAPTER_E_CANCELLED, "cancelled while waiting for the device");
+		if (r == NOT_FOUND)
+			return fail(detail, FERRY_ADAPTER_E_NO_MATCHING_DEVICE, "%s is not attached", who(x));
+		if (!x->u.dfu_mode && (r = detach(x, &x->u, detail)))
+			return r;
+		dfu_usb *u = &x->u;
+		if ((r = libusb_open(u->dev, &x->h)) < 0) {
+			x->h = NULL;
+			return fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "cannot open %04x:%04x in DFU mode: %s",
+			            u->vid, u->pid, libusb_strerror(r));
 		}
-		libusb_set_auto_detach_kernel_driver(h, 1);
-		dfu_link l = {.h = h, .intf = u.intf, .timeout_ms = (unsigned)s->timeout_ms};
-		uint16_t t = u.func.detach_ms && u.func.detach_ms < 1000 ? u.func.detach_ms : 1000;
-		if ((r = libusb_claim_interface(h, u.intf)) < 0 || (r = dfu_detach(&l, t)) < 0)
-			logf_(s, FERRY_LOG_WARNING, "%s: DETACH: %s; going on", u.port, dfu_usb_error_text(r));
-		if (!(u.func.attrs & DFU_ATTR_WILL_DETACH)) {
-			libusb_release_interface(h, u.intf);
-			r = libusb_reset_device(h);
-			if (r < 0 && r != LIBUSB_ERROR_NOT_FOUND && r != LIBUSB_ERROR_NO_DEVICE)
-				logf_(s, FERRY_LOG_WARNING, "%s: reset after DETACH: %s", u.port, libusb_strerror(r));
+		libusb_set_auto_detach_kernel_driver(x->h, 1);
+		if ((r = libusb_claim_interface(x->h, u->intf)) < 0) {
+			libusb_close(x->h);
+			x->h = NULL;
+			return fail(detail, FERRY_ADAPTER_E_DEVICE_BUSY,
+			            "cannot claim the DFU interface of %04x:%04x: %s", u->vid, u->pid,
+			            libusb_strerror(r));
 		}
-		libusb_close(h);
-		logf_(s, FERRY_LOG_INFO, "%s: detached %04x:%04x; waiting for it in DFU mode", u.port, u.vid, u.pid);
-		dfu_usb_release(&u);
-		x->detached = true;
-		if (wait_for(x, WANT_DFU, s->detach_wait_ms, &u))
-			return fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR,
-			            "%s did not come back in DFU mode within %ld ms of DETACH; it keeps its firmware",
-			            x->serial[0] ? x->serial : x->port, s->detach_wait_ms);
+		x->x = (dfu_xfer){
+		    .link = {.h = x->h, .intf = u->intf, .timeout_ms = (unsigned)s->timeout_ms},
+		    .poll = {.min_ms = (uint32_t)s->poll_min_ms,
+		             .max_ms = (uint32_t)s->poll_max_ms,
+		             .budget_ms = (uint32_t)s->block_budget_ms,
+		             .stalls = 0,
+		             .cancelled = sess_cancelled,
+		             .ctx = x},
+		    .erase_poll = {.min_ms = (uint32_t)s->poll_min_ms,
+		                   .max_ms = (uint32_t)s->poll_max_ms,
+		                   .budget_ms = (uint32_t)s->erase_budget_ms,
+		                   .stalls = 5,
+		                   .cancelled = sess_cancelled,
+		                   .ctx = x},
+		    .transfer_size =
+		        u->func.transfer_size < s->transfer_cap ? u->func.transfer_size : (uint16_t)s->transfer_cap,
+		    .progress = sess_progress,
+		    .ctx = x,
+		};
+		if (!x->x.transfer_size)
+			return fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%04x:%04x reports a wTransferSize of 0",
+			            u->vid, u->pid);
+		r = dfu_to_idle(&x->x.link, &x->x.poll, &st);
+		if (r == 0)
+			return 0;
+		if (r == 2 && pass == 0) {
+			/* left mid-manifestation: a reset starts what it holds, and we begin again */
+			logf_(s, FERRY_LOG_WARNING, "%s: found in %s; resetting it", who(x), dfu_state_name(st.state));
+			reset_and_drop(x);
+			continue;
+		}
+		return fail(detail, r > 0 ? FERRY_ADAPTER_E_DEVICE_BUSY : FERRY_ADAPTER_E_ADAPTER_ERROR,
+		            "%04x:%04x in DFU mode does not return to dfuIDLE: %s", u->vid, u->pid,
+		            r > 0 ? dfu_state_name(st.state) : dfu_usb_error_text(r));
 	}
-	x->u = u;
-	if ((r = libusb_open(u.dev, &x->h)) < 0)
-		return fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "cannot open %04x:%04x in DFU mode: %s", u.vid,
-		            u.pid, libusb_strerror(r));
-	libusb_set_auto_detach_kernel_driver(x->h, 1);
-	if ((r = libusb_claim_interface(x->h, u.intf)) < 0) {
-		libusb_close(x->h);
-		x->h = NULL;
-		return fail(detail, FERRY_ADAPTER_E_DEVICE_BUSY, "cannot claim the DFU interface of %04x:%04x: %s",
-		            u.vid, u.pid, libusb_strerror(r));
-	}
-	x->x = (dfu_xfer){
-	    .link = {.h = x->h, .intf = u.intf, .timeout_ms = (unsigned)s->timeout_ms},
-	    .poll = {.min_ms = (uint32_t)s->poll_min_ms,
-	             .max_ms = (uint32_t)s->poll_max_ms,
-	             .budget_ms = (uint32_t)s->block_budget_ms,
-	             .stalls = 0,
-	             .cancelled = sess_cancelled,
-	             .ctx = x},
-	    .erase_poll = {.min_ms = (uint32_t)s->poll_min_ms,
-	                   .max_ms = (uint32_t)s->poll_max_ms,
-	                   .budget_ms = (uint32_t)s->erase_budget_ms,
-	                   .stalls = 5,
-	                   .cancelled = sess_cancelled,
-	                   .ctx = x},
-	    .transfer_size = u.func.transfer_size < s->transfer_cap ? u.func.transfer_size : (uint16_t)s->transfer_cap,
-	    .progress = sess_progress,
-	    .ctx = x,
-	};
-	if (!x->x.transfer_size)
-		return fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%04x:%04x reports a wTransferSize of 0", u.vid,
-		            u.pid);
-	if ((r = dfu_to_idle(&x->x.link, &x->x.poll, &st)) != 0)
-		return fail(detail, r == 1 ? FERRY_ADAPTER_E_DEVICE_BUSY : FERRY_ADAPTER_E_ADAPTER_ERROR,
-		            "%04x:%04x in DFU mode does not return to dfuIDLE: %s", u.vid, u.pid,
-		            r == 1 ? dfu_state_name(st.state) : dfu_usb_error_text(r));
-	return 0;
 }
 
 static int set_alt(sess *x, uint8_t alt, char *detail)
@@ -814,6 +861,12 @@ static int download(sess *x, char *detail)
 
 	x->x.done = 0;
 	x->x.failure = DFU_FAIL_NONE;
+	/* DfuSe commands sent to a plain DFU bootloader would be written as
+	 * firmware, and plain blocks mean nothing to a DfuSe one */
+	if (x->f.dfuse != (x->u.func.bcd_dfu == 0x011A))
+		return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "the file is %s, the device in DFU mode speaks %s",
+		            x->f.dfuse ? "a DfuSe container" : "a plain DFU file",
+		            x->u.func.bcd_dfu == 0x011A ? "DfuSe (bcdDFU 0x011A)" : "plain DFU");
 	if (!x->f.dfuse) {
 		uint8_t alt = 0;
 		x->x.total = x->f.payload_len;
@@ -871,32 +924,30 @@ static int s_activate(void *session, const ferry_image_v1 *img, char *detail)
 {
 	sess *x = session;
 	bool away = false;
-	int rc, r;
+	int rc;
 
 	if (!x->h)
 		return fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "no download to activate");
 	if (!x->f.dfuse) {
 		rc = dfu_manifest_plain(&x->x, (uint16_t)x->blocks, &away);
 	} else {
+		/* the start address belongs to the first target's memory: select
+		 * its alternate setting again after the others were written */
 		const dfuse_target *t = &x->f.targets[0];
+		if ((rc = set_alt(x, t->alt, detail)))
+			return rc;
 		rc = dfuse_leave(&x->x, t->n_elements ? t->elements[0].address : 0, &away);
 	}
 	if (rc) {
 		snprintf(detail, FERRY_ADAPTER_DETAIL_MAX, "%s", x->x.detail);
 		return rc;
 	}
-	if (away) {
-		logf_(x->s, FERRY_LOG_INFO, "%s: %s; judging by what comes back", x->port, x->x.detail);
-	} else {
-		/* manifested (tolerant: dfuIDLE; intolerant: waiting for a
-		 * reset) or told to leave: a bus reset starts the new firmware;
-		 * a device that has gone already makes it fail harmlessly */
-		r = libusb_reset_device(x->h);
-		if (r < 0 && r != LIBUSB_ERROR_NOT_FOUND && r != LIBUSB_ERROR_NO_DEVICE)
-			logf_(x->s, FERRY_LOG_WARNING, "%s: reset after manifestation: %s", x->port,
-			      libusb_strerror(r));
-	}
-	drop_handle(x);
+	if (away)
+		logf_(x->s, FERRY_LOG_INFO, "%s: %s; judging by what comes back", who(x), x->x.detail);
+	/* manifested (tolerant: dfuIDLE; intolerant: waiting for a reset, maybe
+	 * silently) or told to leave: a bus reset starts the new firmware, and
+	 * on a device that has gone already it fails harmlessly */
+	reset_and_drop(x);
 	return 0;
 }
 
@@ -905,16 +956,18 @@ static int s_confirm(void *session, const ferry_image_v1 *img, char *version, ch
 	sess *x = session;
 	dfu_usb u;
 	bool ok;
+	int w = wait_for(x, WANT_RUNTIME, x->s->return_wait_ms, true, &u);
 
-	if (wait_for(x, WANT_RUNTIME, x->s->return_wait_ms, &u)) {
+	if (w == CANCELLED)
+		return fail(detail, FERRY_ADAPTER_E_CANCELLED, "cancelled while waiting for %s to come back", who(x));
+	if (w == NOT_FOUND) {
 		if (find(x->s, x->e, x->serial, x->port, WANT_DFU, false, &u) == 0) {
 			dfu_usb_release(&u);
 			return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED,
-			            "%s stays in DFU mode: its bootloader did not start the new firmware",
-			            x->serial[0] ? x->serial : x->port);
+			            "%s stays in DFU mode: its bootloader did not start the new firmware", who(x));
 		}
-		return fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s did not come back within %ld ms",
-		            x->serial[0] ? x->serial : x->port, x->s->return_wait_ms);
+		return fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s did not come back within %ld ms", who(x),
+		            x->s->return_wait_ms);
 	}
 	ok = read_version(x->e, &u, version);
 	if (u.vid != x->vid || u.pid != x->pid)
@@ -923,44 +976,60 @@ static int s_confirm(void *session, const ferry_image_v1 *img, char *version, ch
 	dfu_usb_release(&u);
 	if (!ok)
 		return fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s came back but reports no readable version",
-		            x->serial[0] ? x->serial : x->port);
+		            who(x));
 	if (!same_version(img->version, version))
-		return fail(detail, FERRY_ADAPTER_E_VERSION_MISMATCH, "%s came back running %.64s, not %.64s",
-		            x->serial[0] ? x->serial : x->port, version, img->version);
+		return fail(detail, FERRY_ADAPTER_E_VERSION_MISMATCH, "%s came back running %.64s, not %.64s", who(x),
+		            version, img->version);
 	return 0;
+}
+
+/* Clear, abort and reset a device found in DFU mode, so that it starts the
+ * firmware it holds.  Not cancellable: this is what a cancel asks for. */
+static void leave_dfu(sess *x)
+{
+	dfu_status st;
+	dfu_poll p = {.min_ms = (uint32_t)x->s->poll_min_ms,
+	              .max_ms = (uint32_t)x->s->poll_max_ms,
+	              .budget_ms = (uint32_t)x->s->block_budget_ms};
+
+	if (!x->h) {
+		if (libusb_open(x->u.dev, &x->h) < 0) {
+			x->h = NULL;
+			return;
+		}
+		libusb_claim_interface(x->h, x->u.intf);
+	}
+	x->x.link = (dfu_link){.h = x->h, .intf = x->u.intf, .timeout_ms = (unsigned)x->s->timeout_ms};
+	dfu_to_idle(&x->x.link, &p, &st);
+	reset_and_drop(x);
 }
 
 static int s_abort(void *session, char *detail)
 {
 	sess *x = session;
-	dfu_status st;
-	dfu_usb u;
 	char version[S];
+	dfu_usb u = {.dev = NULL};
 
-	if (!x->h && x->detached && find(x->s, x->e, x->serial, x->port, WANT_DFU, false, &u) == 0) {
-		/* it came back in DFU mode after leaving mid-download */
+	if (!x->h && !x->detached)
+		return 0; /* it never left its firmware: nothing to undo */
+	logf_(x->s, FERRY_LOG_WARNING, "%s: aborting; resetting the device to leave DFU mode", who(x));
+	if (x->h)
+		leave_dfu(x); /* on a device that has left, this fails harmlessly */
+	/* it may come back in DFU mode (a device that left mid-download, or one
+	 * still re-enumerating after DETACH): reset that one too */
+	if (wait_for(x, WANT_ANY, x->s->detach_wait_ms, false, &u) == FOUND && u.dfu_mode) {
+		drop_handle(x);
 		x->u = u;
-		if (libusb_open(u.dev, &x->h) || libusb_claim_interface(x->h, u.intf)) {
-			if (x->h)
-				libusb_close(x->h);
-			x->h = NULL;
-		}
-		x->x.link = (dfu_link){.h = x->h, .intf = u.intf, .timeout_ms = (unsigned)x->s->timeout_ms};
+		leave_dfu(x);
+	} else if (u.dev) {
+		dfu_usb_release(&u);
 	}
-	if (!x->h)
-		return 0; /* never left its firmware, or gone: nothing to undo */
-	dfu_poll p = {.min_ms = (uint32_t)x->s->poll_min_ms, .max_ms = (uint32_t)x->s->poll_max_ms,
-		      .budget_ms = (uint32_t)x->s->block_budget_ms};
-	dfu_to_idle(&x->x.link, &p, &st);
-	logf_(x->s, FERRY_LOG_WARNING, "%s: aborted the download; resetting the device to leave DFU mode", x->port);
-	libusb_reset_device(x->h);
-	drop_handle(x);
-	if (wait_for(x, WANT_RUNTIME, x->s->return_wait_ms, &u) == 0) {
+	if (wait_for(x, WANT_RUNTIME, x->s->return_wait_ms, false, &u) == FOUND) {
 		if (read_version(x->e, &u, version))
-			logf_(x->s, FERRY_LOG_INFO, "%s: back in run-time mode with firmware %s", u.port, version);
+			logf_(x->s, FERRY_LOG_INFO, "%s: back in run-time mode with firmware %s", who(x), version);
 		dfu_usb_release(&u);
 	} else {
-		logf_(x->s, FERRY_LOG_WARNING, "%s: did not come back in run-time mode", x->port);
+		logf_(x->s, FERRY_LOG_WARNING, "%s: did not come back in run-time mode", who(x));
 	}
 	return 0;
 }

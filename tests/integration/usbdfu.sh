@@ -17,6 +17,7 @@ W_EXTRA_ADAPTERS="  usb-dfu:
     return_wait_ms: 6000
     poll_max_ms: 200
     retries: 2
+    transfer_size: 1024
     devices:
       - component: radio-fw
         vendor_id: acme
@@ -198,6 +199,24 @@ grep -q "stopped answering during manifestation" "$W/ferryd.log" || fail "manife
 # a device that says it needs 4.6 hours per block: the wait is bounded, and
 # its real busy time is shorter
 check_fault bogus-poll installed - --bogus-poll 16777215 --poll-ms 50
+clean_protocol bogus-poll # the real busy time was still waited out
+# an intolerant device that stops answering while it manifests: only the
+# reset the adapter sends anyway starts the new firmware
+check_fault silent-manifest installed - --intolerant --silent-manifest
+grep -q "stopped answering during manifestation" "$W/ferryd.log" || fail "silent-manifest: the silence was not seen"
+
+# --- update.cancel while waiting for a device that never comes back in DFU mode
+sim --version 1.0.0 --detach-never
+plain_image u-cancel-detach 1.5.0
+manifest u-cancel-detach radio-fw dfu www/u-cancel-detach.dfu 1.5.0
+deploy u-cancel-detach radio-fw
+wait_mqtt '"update_id":"u-cancel-detach","component":"radio-fw","stage":"installing"' 20
+sleep 0.5
+cmd update.cancel u-cancel-detach
+[ "$(outcome u-cancel-detach radio-fw)" = cancelled ] ||
+	fail "a cancel during the detach wait was not reported as cancelled: $(final_report u-cancel-detach radio-fw)"
+[ "$(running radio-fw)" = 1.0.0 ] || fail "u-cancel-detach: the device does not run its old 1.0.0"
+echo "ok: update.cancel while waiting for the device in DFU mode ends cancelled"
 
 # --- refused before any transfer: a wrong CRC, a file for another device
 sim --version 1.0.0
@@ -217,6 +236,7 @@ plain_image u-bcd 3.0.0
 manifest u-bcd radio-fw dfu www/u-bcd.dfu 3.1.0
 deploy u-bcd radio-fw
 [ "$(outcome u-bcd radio-fw)" = failed ] || fail "a suffix for another firmware version was not refused"
+final_report u-bcd radio-fw | grep -qF "the file's suffix is for firmware 0x0300" || fail "u-bcd: the detail does not say why"
 [ "$(stat_of dnloads)" = 0 ] && [ "$(stat_of detaches)" = 0 ] ||
 	fail "the device was touched: $(stat_of dnloads) DNLOADs, $(stat_of detaches) DETACHes"
 [ "$(running radio-fw)" = 1.0.0 ] || fail "the device does not run its old firmware"
@@ -291,7 +311,34 @@ manifest u-far hub-fw dfuse www/u-far.dfu 2.1.0 hub-v1
 erases=$(stat_of erases)
 deploy u-far hub-fw
 [ "$(outcome u-far hub-fw)" = failed ] || fail "an element outside the memory was not refused"
+final_report u-far hub-fw | grep -qF '"reason":"install_failed"' || fail "u-far: the reason is not install_failed"
 final_report u-far hub-fw | grep -qF 'outside the device' || fail "u-far: the detail does not say outside"
 [ "$(stat_of erases)" = "$erases" ] || fail "u-far: pages were erased"
 [ "$(running hub-fw)" = 2.0.10 ] || fail "u-far: the device does not run 2.0.10 any more"
 echo "ok: DfuSe element outside the memory layout refused before any erase"
+
+# two targets: firmware into flash (alternate setting 0) and option bytes
+# (setting 1, written without erase); leave goes back to setting 0's memory
+"$SIM" --make-image 2.2.0 20000 "$W/www/u-two.bin"
+head -c 16 /dev/urandom > "$W/www/u-two.opt"
+dfuse-pack -b "0x08000000:$W/www/u-two.bin" -b "0x1FFFC000@1:$W/www/u-two.opt" -D 0x1209:0x0002 "$W/www/u-two.dfu" > /dev/null
+manifest u-two hub-fw dfuse www/u-two.dfu 2.2.0 hub-v1
+deploy u-two hub-fw
+[ "$(outcome u-two hub-fw)" = installed ] || fail "u-two did not install: $(final_report u-two hub-fw)"
+[ "$(running hub-fw)" = 2.2.0 ] || fail "u-two: the DfuSe device does not run 2.2.0"
+[ "$(stat_of option_bytes)" = 16 ] || fail "u-two: the option bytes were not written ($(stat_of option_bytes))"
+clean_protocol u-two
+echo "ok: a two-target DfuSe file (flash and option bytes) installed"
+
+# a plain DFU file for a DfuSe bootloader: refused before its first block
+plain_image u-dialect 2.3.0
+dfu-suffix -D "$W/www/u-dialect.dfu" > /dev/null
+dfu-suffix -v 1209 -p 0002 -a "$W/www/u-dialect.dfu" > /dev/null
+manifest u-dialect hub-fw dfu www/u-dialect.dfu 2.3.0 hub-v1
+dnloads=$(stat_of dnloads)
+deploy u-dialect hub-fw
+[ "$(outcome u-dialect hub-fw)" = failed ] || fail "a plain file for a DfuSe device was not refused"
+final_report u-dialect hub-fw | grep -qF 'speaks DfuSe' || fail "u-dialect: the detail does not name the dialect"
+[ "$(stat_of dnloads)" = "$dnloads" ] || fail "u-dialect: the device was sent DNLOAD requests"
+[ "$(running hub-fw)" = 2.2.0 ] || fail "u-dialect: the device does not run 2.2.0 any more"
+echo "ok: a plain DFU file for a DfuSe bootloader refused before any transfer"

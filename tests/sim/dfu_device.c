@@ -35,6 +35,7 @@
  *     --verify-fails          manifestation finds the image bad (errVERIFY)
  *     --detach-never          DETACH is taken, but the device never re-enumerates
  *     --manifest-reset        the device resets during manifestation without answering
+ *     --silent-manifest       an intolerant device stops answering once it manifests
  *     --bogus-poll MS         report MS as bwPollTimeout (real busy time stays)
  *     --erase-stalls N        GETSTATUS stalls N times after each erase
  *
@@ -70,6 +71,7 @@ static struct plumbing {
 	char node[64], syspath[64];
 	bool present;
 	unsigned devnum;
+	unsigned generation; /* of enumerations, so a late timer knows it is late */
 	int port;
 	long replug_ms;
 	const char *stats;
@@ -237,8 +239,11 @@ static void unplug(void)
 	fprintf(stderr, "dfu-sim: off the bus\n");
 }
 
+/* Each re-enumeration makes a later one that was scheduled before it moot
+ * (a leave answered, then a reset by the host before the timer fires). */
 static void reenumerate(bool to_dfu)
 {
+	P.generation++;
 	unplug();
 	sim_enumerated(&P.d, to_dfu);
 	plug();
@@ -246,14 +251,21 @@ static void reenumerate(bool to_dfu)
 
 static gboolean later_cb(gpointer data)
 {
-	sim_action act = (sim_action)GPOINTER_TO_INT(data);
+	unsigned v = (unsigned)GPOINTER_TO_UINT(data);
+	sim_action act = (sim_action)(v & 0xF);
+
 	pthread_mutex_lock(&P.lock);
-	if (act == SIM_UNPLUG)
-		reenumerate(false); /* plugged back in: it boots what it holds */
-	else
+	/* a timer overtaken by a re-enumeration since it was set does nothing;
+	 * an unplugged device plugged back in boots what it holds */
+	if (v >> 4 == (P.generation & 0xFFFFFFF))
 		reenumerate(act == SIM_TO_DFU);
 	pthread_mutex_unlock(&P.lock);
 	return G_SOURCE_REMOVE;
+}
+
+static void later(guint ms, sim_action act)
+{
+	g_timeout_add(ms, later_cb, GUINT_TO_POINTER((P.generation & 0xFFFFFFF) << 4 | (unsigned)act));
 }
 
 /* What the model asked for, after the request that caused it completed. */
@@ -263,14 +275,15 @@ static void carry_out(sim_action act, bool now)
 	case SIM_STAY: break;
 	case SIM_UNPLUG:
 		unplug();
-		g_timeout_add((guint)P.replug_ms, later_cb, GINT_TO_POINTER(SIM_UNPLUG));
+		P.generation++;
+		later((guint)P.replug_ms, SIM_UNPLUG);
 		break;
 	case SIM_TO_DFU:
 	case SIM_TO_RUNTIME:
 		if (now)
 			reenumerate(act == SIM_TO_DFU);
 		else
-			g_timeout_add(50, later_cb, GINT_TO_POINTER(act));
+			later(50, act);
 		break;
 	}
 }
@@ -339,7 +352,7 @@ static void submit(UMockdevIoctlClient *c, UMockdevIoctlData *arg)
 	g_queue_push_tail(&P.done, r2);
 	complete(c, 0, 0);
 	if (act == SIM_TO_RUNTIME && r == -2)
-		g_timeout_add(200, later_cb, GINT_TO_POINTER(SIM_TO_RUNTIME)), unplug();
+		P.generation++, unplug(), later(200, SIM_TO_RUNTIME);
 	else
 		carry_out(act, false);
 }
@@ -460,10 +473,10 @@ static void write_stats(void)
 		return;
 	fprintf(f,
 	        "mode=%s\nrunning=%s\npid=%04x\ndnloads=%lu\ndata_bytes=%lu\nearly_polls=%lu\nviolations=%lu\n"
-	        "detaches=%lu\nresets=%lu\nenumerations=%lu\nerases=%lu\nerrors=%lu\n",
+	        "detaches=%lu\nresets=%lu\nenumerations=%lu\nerases=%lu\nerrors=%lu\noption_bytes=%lu\n",
 	        P.present ? (P.d.dfu_mode ? "dfu" : "runtime") : "off", sim_running(&P.d), sim_current_pid(&P.d),
 	        P.d.dnloads, P.d.data_bytes, P.d.early_polls, P.d.violations, P.d.detaches, P.d.resets,
-	        P.d.enumerations, P.d.erases, P.d.errors);
+	        P.d.enumerations, P.d.erases, P.d.errors, P.d.option_bytes);
 	fclose(f);
 	rename(tmp, P.stats);
 }
@@ -596,6 +609,8 @@ int main(int argc, char **argv)
 				d->verify_fails = true;
 			else if (!strcmp(a, "--detach-never"))
 				d->detach_never = true;
+			else if (!strcmp(a, "--silent-manifest"))
+				d->silent_manifest = true;
 			else if (!strcmp(a, "--manifest-reset"))
 				d->manifest_reset = true;
 			else

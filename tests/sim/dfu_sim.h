@@ -36,6 +36,8 @@
 #define SIM_FLASH_SIZE (1024u * 1024)
 #define SIM_LAYOUT "@Internal Flash  /0x08000000/04*016Kg,01*064Kg,07*128Kg"
 #define SIM_OPTION_LAYOUT "@Option Bytes  /0x1FFFC000/01*016 e"
+#define SIM_OPTION_BASE 0x1FFFC000u
+#define SIM_OPTION_SIZE 16u
 
 /* What the plumbing must do after a request. */
 typedef enum sim_action {
@@ -67,8 +69,9 @@ typedef struct dfu_sim {
 	long stall_block;  /* -1, or the block whose DNLOAD stalls (once) */
 	long unplug_block; /* -1, or the block at which the device leaves the bus (once) */
 	bool verify_fails, detach_never, manifest_reset;
-	uint32_t bogus_poll; /* 0, or the bwPollTimeout reported instead of the real one */
-	int erase_stalls;    /* GETSTATUS stalls after each erase command */
+	bool silent_manifest; /* intolerant and silent: no answer once manifesting */
+	uint32_t bogus_poll;  /* 0, or the bwPollTimeout reported instead of the real one */
+	int erase_stalls;     /* GETSTATUS stalls after each erase command */
 
 	/* run-time state */
 	bool dfu_mode;
@@ -94,9 +97,11 @@ typedef struct dfu_sim {
 	uint8_t *flash;
 	uint8_t *written; /* one flag per flash byte: programmed since erase */
 	uint32_t pointer;
+	uint8_t option[SIM_OPTION_SIZE]; /* alternate setting 1 */
 
 	/* counters, published in the stats file */
 	unsigned long dnloads, data_bytes, early_polls, violations, detaches, resets, enumerations, erases, errors;
+	unsigned long option_bytes;
 } dfu_sim;
 
 /* Write a firmware image; returns its length, 0 if it does not fit. */

@@ -222,6 +222,14 @@ static bool flash_range(uint32_t addr, uint32_t len)
 	return addr >= SIM_FLASH_BASE && (uint64_t)addr + len <= (uint64_t)SIM_FLASH_BASE + SIM_FLASH_SIZE;
 }
 
+/* The memory of the selected alternate setting: flash (0) or option bytes (1). */
+static bool in_memory(const dfu_sim *d, uint32_t addr, uint32_t len)
+{
+	if (d->alt == 1)
+		return addr >= SIM_OPTION_BASE && (uint64_t)addr + len <= (uint64_t)SIM_OPTION_BASE + SIM_OPTION_SIZE;
+	return flash_range(addr, len);
+}
+
 /* The STM32F4 pages: 4 x 16K, 1 x 64K, 7 x 128K. */
 static void page_of(uint32_t off, uint32_t *start, uint32_t *size)
 {
@@ -255,8 +263,14 @@ static uint8_t apply(dfu_sim *d)
 			d->staged += d->pend_len;
 			return OK;
 		}
-		if (!flash_range(d->pend_addr, d->pend_len))
+		if (!in_memory(d, d->pend_addr, d->pend_len))
 			return ERR_ADDRESS;
+		if (d->alt == 1) {
+			/* option bytes are written in place, no erase */
+			memcpy(d->option + (d->pend_addr - SIM_OPTION_BASE), d->pend_data, d->pend_len);
+			d->option_bytes += d->pend_len;
+			return OK;
+		}
 		off = d->pend_addr - SIM_FLASH_BASE;
 		for (uint32_t i = 0; i < d->pend_len; i++)
 			if (d->written[off + i]) {
@@ -268,12 +282,12 @@ static uint8_t apply(dfu_sim *d)
 		memset(d->written + off, 1, d->pend_len);
 		return OK;
 	case PEND_SET_ADDRESS:
-		if (!flash_range(d->pend_addr, 1))
+		if (!in_memory(d, d->pend_addr, 1))
 			return ERR_ADDRESS;
 		d->pointer = d->pend_addr;
 		return OK;
 	case PEND_ERASE:
-		if (!flash_range(d->pend_addr, 1))
+		if (d->alt != 0 || !flash_range(d->pend_addr, 1))
 			return ERR_ADDRESS;
 		page_of(d->pend_addr - SIM_FLASH_BASE, &start, &size);
 		memset(d->flash + start, 0xFF, size);
@@ -356,6 +370,18 @@ static int getstatus(dfu_sim *d, uint8_t *data, uint16_t len, sim_action *act)
 		d->busy_until = now + d->manifest_ms;
 		return reply(d, data, OK, d->manifest_ms, MANIFEST);
 	case MANIFEST:
+		if (d->silent_manifest && !d->tolerant) {
+			/* DFU 1.1 lets an intolerant device stop answering here: it
+			 * manifests and then only a bus reset moves it */
+			if (!d->verify_fails && sim_parse_image(d->staging, d->staged, &img)) {
+				memcpy(d->fw.data, d->staging, img.len);
+				img.data = d->fw.data;
+				d->fw = img;
+				d->committed = true;
+			}
+			d->state = MANIFEST_WAIT_RESET;
+			return -2;
+		}
 		if (now < d->busy_until) {
 			d->early_polls++;
 			return reply(d, data, OK, (uint32_t)(d->busy_until - now), MANIFEST);
@@ -464,9 +490,8 @@ static int dfu_request(dfu_sim *d, uint8_t req, uint16_t value, uint16_t len, ui
 		d->status = OK;
 		discard(d);
 		return 0;
-	case ABORT:
-		if (d->state != IDLE && d->state != DNLOAD_SYNC && d->state != DNLOAD_IDLE &&
-		    d->state != MANIFEST_SYNC && d->state != UPLOAD_IDLE)
+	case ABORT: /* DFU 1.1's state table: only in the idle states */
+		if (d->state != IDLE && d->state != DNLOAD_IDLE && d->state != UPLOAD_IDLE)
 			return stall(d, true, "ABORT in a state that does not take it");
 		d->state = IDLE;
 		discard(d);
