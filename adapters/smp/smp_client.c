@@ -95,7 +95,8 @@ static bool cancelled(const smp_client *c)
 
 /* One request, one answer with the same sequence number, group and command.
  * Answers to earlier, abandoned requests and bodies that are not maps are
- * skipped, as if lost. */
+ * skipped, as if lost -- but only until the deadline: a device that keeps
+ * sending something else cannot hold the wait. */
 static int transact(smp_client *c, uint8_t op, uint16_t group, uint8_t id, const cbor_item_t *body, long timeout_ms,
 		    cbor_item_t **resp)
 {
@@ -116,15 +117,17 @@ static int transact(smp_client *c, uint8_t op, uint16_t group, uint8_t id, const
 			return TX_TIMEOUT;
 		if (r < 0)
 			return TX_DOWN;
-		if (len > sizeof(in) || smp_hdr_unpack(in, len, &rh) || rh.seq != h.seq || rh.group != group ||
-		    rh.id != id || rh.op != op + 1 || !smp_body_sane(in + SMP_HDR_LEN, rh.len))
-			continue;
-		*resp = cbor_load(in + SMP_HDR_LEN, rh.len, &res);
-		if (*resp && cbor_isa_map(*resp))
-			return TX_OK;
-		if (*resp)
-			cbor_decref(resp);
-		*resp = NULL;
+		if (len <= sizeof(in) && !smp_hdr_unpack(in, len, &rh) && rh.seq == h.seq && rh.group == group &&
+		    rh.id == id && rh.op == op + 1 && smp_body_sane(in + SMP_HDR_LEN, rh.len)) {
+			*resp = cbor_load(in + SMP_HDR_LEN, rh.len, &res);
+			if (*resp && cbor_isa_map(*resp))
+				return TX_OK;
+			if (*resp)
+				cbor_decref(resp);
+			*resp = NULL;
+		}
+		if (smp_now_ms() >= deadline)
+			return TX_TIMEOUT;
 	}
 }
 

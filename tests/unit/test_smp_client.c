@@ -22,6 +22,10 @@ typedef struct fake {
 	uint8_t out[4][SMP_PACKET_MAX]; /* answers waiting to be received */
 	size_t out_len[4], n_out;
 	int sends, silent, stale_first, link_down, reconnects;
+	int flood; /* answer every request with endless answers to another one */
+	uint8_t flood_pkt[SMP_PACKET_MAX];
+	size_t flood_len;
+	unsigned long flood_sent;
 	size_t mtu_packet; /* what max_packet answers */
 	/* upload state */
 	uint64_t up_len, up_off, drop_at;
@@ -107,6 +111,14 @@ static int f_send(void *t, const uint8_t *pkt, size_t len)
 		return 0;
 	b = cbor_load(pkt + SMP_HDR_LEN, h.len, &res);
 	assert_non_null(b);
+	if (f->flood) {
+		smp_hdr o = {.op = h.op + 1, .group = h.group, .id = h.id, .seq = (uint8_t)(h.seq + 100)};
+		cbor_item_t *sb = state_body();
+		f->flood_len = smp_packet(&o, sb, f->flood_pkt, sizeof(f->flood_pkt));
+		cbor_decref(&sb);
+		cbor_decref(&b);
+		return 0;
+	}
 	if (f->stale_first) {
 		/* an answer to an older request, then garbage, then the real one */
 		f->stale_first = 0;
@@ -131,6 +143,12 @@ static int f_recv(void *t, uint8_t *buf, size_t *len, int64_t deadline_ms)
 	fake *f = t;
 	if (f->link_down)
 		return -1;
+	if (f->flood_len) { /* never quiet: only the deadline ends the wait */
+		memcpy(buf, f->flood_pkt, f->flood_len);
+		*len = f->flood_len;
+		f->flood_sent++;
+		return 1;
+	}
 	if (!f->n_out)
 		return 0; /* nothing will come: the deadline passes at once */
 	memcpy(buf, f->out[0], f->out_len[0]);
@@ -206,6 +224,25 @@ static void test_bounded_retries(void **state)
 	assert_non_null(strstr(detail, "does not answer"));
 }
 
+/* A device that answers every request with a stream of answers to some
+ * other request: each wait still ends at its deadline, and the request
+ * fails after its retries. */
+static void test_flood_bounded_by_deadline(void **state)
+{
+	fake f = {.flood = 1, .mtu_packet = 384};
+	smp_client c;
+	char version[FERRY_ADAPTER_STR_MAX], detail[FERRY_ADAPTER_DETAIL_MAX];
+	uint8_t hash[32];
+	int64_t t0 = smp_now_ms();
+
+	smp_client_init(&c, &ops, &f, "fake", &cfg, &host, NULL);
+	assert_int_equal(smp_client_read_state(&c, version, hash, detail), FERRY_ADAPTER_E_ADAPTER_ERROR);
+	assert_int_equal(f.sends, cfg.retries + 1);
+	assert_non_null(strstr(detail, "does not answer"));
+	assert_true(f.flood_sent > 0);
+	assert_true(smp_now_ms() - t0 < 2000);
+}
+
 /* Writes a file of n bytes; returns its path in buf. */
 static void temp_image(char *path, uint8_t *data, size_t n)
 {
@@ -268,6 +305,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_matched_by_seq),
 	    cmocka_unit_test(test_bounded_retries),
+	    cmocka_unit_test(test_flood_bounded_by_deadline),
 	    cmocka_unit_test(test_resume_after_link_loss),
 	    cmocka_unit_test(test_link_too_small),
 	};
