@@ -351,7 +351,7 @@ int smp_client_upload(smp_client *c, const ferry_image_v1 *img, uint64_t *resume
 	FILE *f;
 	uint64_t off = 0, len = img->length;
 	long chunk;
-	int rc = 0, restarts = 0, relinks = 0;
+	int rc = 0, setbacks = 0, relinks = 0;
 	bool first = true;
 
 	if (file_sha(img->path, sha) || !(f = fopen(img->path, "rb")))
@@ -413,14 +413,29 @@ int smp_client_upload(smp_client *c, const ferry_image_v1 *img, uint64_t *resume
 		if (first && next > n)
 			smp_log(c->host, FERRY_LOG_INFO, "%s: the device holds %llu bytes already; resuming there",
 				c->name, (unsigned long long)next);
-		else if (!first && next == 0) {
-			smp_log(c->host, FERRY_LOG_WARNING, "%s: the device lost the upload; starting over", c->name);
-			/* a device that keeps losing it must not keep us forever */
-			if (++restarts > c->cfg.retries) {
-				rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR,
-					      "%s: the device lost the upload %d times", c->name, restarts);
+		if (next <= off) {
+			/* Not a step forward: the device lost the session (0), took
+			 * nothing, or wants an earlier offset.  Each can happen
+			 * once in a while; a device that keeps doing it must not
+			 * keep us forever, whether it repeats, goes back or
+			 * swings to and fro. */
+			if (++setbacks > c->cfg.retries) {
+				rc = next == 0 && off > 0
+					 ? smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR,
+						    "%s: the device lost the upload %d times", c->name, setbacks)
+					 : smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR,
+						    "%s: the device does not advance the upload: %d answers at or "
+						    "before the offset sent, the last off %llu for a request at %llu",
+						    c->name, setbacks, (unsigned long long)next, (unsigned long long)off);
 				break;
 			}
+			if (next == 0 && off > 0)
+				smp_log(c->host, FERRY_LOG_WARNING, "%s: the device lost the upload; starting over",
+					c->name);
+			else
+				smp_log(c->host, FERRY_LOG_WARNING,
+					"%s: the device answered off %llu to a request at %llu; going on from there",
+					c->name, (unsigned long long)next, (unsigned long long)off);
 		}
 		first = next == 0;
 		off = next;

@@ -32,6 +32,12 @@ typedef struct fake {
 	uint8_t up_sha[32];
 	int first_requests, data_at_zero;
 	uint8_t *image;
+	/* a device that does not advance: once up_off reaches stuck_at it
+	 * answers STUCK_REPEAT that offset again, STUCK_SWING 100 bytes
+	 * back and then forward again, without ever going further;
+	 * STUCK_ZERO answers off 0 to everything */
+	enum { STUCK_NONE, STUCK_ZERO, STUCK_REPEAT, STUCK_SWING } stuck;
+	uint64_t stuck_at;
 } fake;
 
 static void queue(fake *f, const smp_hdr *req, cbor_item_t *body, uint8_t seq)
@@ -65,6 +71,16 @@ static void upload(fake *f, const smp_hdr *h, const cbor_item_t *b)
 
 	assert_true(smp_map_uint(b, "off", &off));
 	assert_true(smp_map_bytes(b, "data", &data, &dn));
+	if (f->stuck == STUCK_ZERO || (f->stuck != STUCK_NONE && f->up_off >= f->stuck_at && off > 0)) {
+		uint64_t a = f->stuck_at;
+		if (f->stuck == STUCK_ZERO)
+			a = 0;
+		else if (f->stuck == STUCK_SWING && off >= f->stuck_at)
+			a = f->stuck_at - 100;
+		smp_map_put(r, "off", smp_uint(a));
+		queue(f, h, r, h->seq);
+		return;
+	}
 	if (off == 0) {
 		f->first_requests++;
 		assert_true(smp_map_uint(b, "len", &len));
@@ -300,6 +316,43 @@ static void test_link_too_small(void **state)
 	assert_int_equal(f.first_requests, 0); /* nothing was sent to the slot */
 }
 
+static void stuck_upload(int mode, const char *want)
+{
+	static uint8_t data[20000], got[20000];
+	fake f = {.mtu_packet = 384, .image = got, .stuck = mode, .stuck_at = 5000};
+	char path[64], detail[FERRY_ADAPTER_DETAIL_MAX] = "";
+	smp_client c;
+	uint64_t resume = 0;
+
+	temp_image(path, data, sizeof(data));
+	ferry_image_v1 img = {.size = sizeof(img), .component = "mcu", .path = path, .length = sizeof(data)};
+	smp_client_init(&c, &ops, &f, "fake", &cfg, &host, &sh);
+	assert_int_equal(smp_client_upload(&c, &img, &resume, detail), FERRY_ADAPTER_E_ADAPTER_ERROR);
+	unlink(path);
+	assert_non_null(strstr(detail, want));
+	/* a bounded number of requests: those that advanced, then retries + 1
+	 * that did not */
+	assert_true(f.sends <= 5000 / 100 + cfg.retries + 2);
+}
+
+/* The first request is answered off 0, again and again. */
+static void test_upload_stuck_at_zero(void **state)
+{
+	stuck_upload(STUCK_ZERO, "does not advance the upload");
+}
+
+/* Mid-upload, the device repeats the same offset forever. */
+static void test_upload_repeats_offset(void **state)
+{
+	stuck_upload(STUCK_REPEAT, "does not advance the upload");
+}
+
+/* Mid-upload, the device goes back 100 bytes, forward again, back... */
+static void test_upload_swings(void **state)
+{
+	stuck_upload(STUCK_SWING, "does not advance the upload");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -308,6 +361,9 @@ int main(void)
 	    cmocka_unit_test(test_flood_bounded_by_deadline),
 	    cmocka_unit_test(test_resume_after_link_loss),
 	    cmocka_unit_test(test_link_too_small),
+	    cmocka_unit_test(test_upload_stuck_at_zero),
+	    cmocka_unit_test(test_upload_repeats_offset),
+	    cmocka_unit_test(test_upload_swings),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
