@@ -148,15 +148,17 @@ static int load_config(state *s, char *detail)
 	s->cfg.timeout_ms = cfg_long(s, "timeout_ms", 3000, 50, 60000);
 	s->cfg.first_timeout_ms = cfg_long(s, "first_timeout_ms", 30000, 100, 600000);
 	s->cfg.reset_wait_ms = cfg_long(s, "reset_wait_ms", 30000, 100, 600000);
+	s->cfg.reset_resend_ms = cfg_long(s, "reset_resend_ms", 2000, 100, 600000);
 	s->cfg.retries = (int)cfg_long(s, "retries", 5, 0, 100);
 	s->cfg.chunk = cfg_long(s, "chunk", 0, 0, SMP_PACKET_MAX - SMP_UPLOAD_OVERHEAD);
 	s->link.connect_timeout_ms = cfg_long(s, "connect_timeout_ms", 15000, 100, 600000);
 	s->link.reset_drop_ms = cfg_long(s, "reset_drop_ms", 6000, 0, 600000);
-	if (s->cfg.timeout_ms < 0 || s->cfg.first_timeout_ms < 0 || s->cfg.reset_wait_ms < 0 || s->cfg.retries < 0 ||
-	    s->cfg.chunk < 0 || s->link.connect_timeout_ms < 0 || s->link.reset_drop_ms < 0)
+	if (s->cfg.timeout_ms < 0 || s->cfg.first_timeout_ms < 0 || s->cfg.reset_wait_ms < 0 ||
+	    s->cfg.reset_resend_ms < 0 || s->cfg.retries < 0 || s->cfg.chunk < 0 || s->link.connect_timeout_ms < 0 ||
+	    s->link.reset_drop_ms < 0)
 		return smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR,
-				"timeout_ms, first_timeout_ms, reset_wait_ms, retries, chunk, connect_timeout_ms or "
-				"reset_drop_ms is out of range");
+				"timeout_ms, first_timeout_ms, reset_wait_ms, reset_resend_ms, retries, chunk, "
+				"connect_timeout_ms or reset_drop_ms is out of range");
 	for (size_t i = 0; i < DEVICES_MAX && !(rc = load_device(s, i, detail)); i++)
 		s->n = i + 1;
 	return rc == 1 ? 0 : rc;

@@ -20,7 +20,9 @@
  *      device lost the session: start again with the first-request fields.
  *   4. `image state` write {hash, confirm: false}: mark the new image (by its
  *      MCUboot SHA256 TLV, which differs from the upload sha) for a test boot;
- *      `os reset`; wait for the device to answer again.
+ *      `os reset`; the device answers and reboots 250 ms later, so ask
+ *      `image state` until the new image is no longer pending, and send the
+ *      reset again if the old firmware still lists it after reset_resend_ms.
  *   5. `image state` read: if the active image is the new one, write
  *      {confirm: true} to make it permanent and read the version back.  If
  *      the device came back on the old image, MCUboot reverted it: report it.
@@ -161,13 +163,15 @@ static int s_init(const ferry_host_v1 *host, void **st, char *detail)
 	s->cfg.timeout_ms = cfg_long(s, "timeout_ms", 2000, 50, 60000);
 	s->cfg.first_timeout_ms = cfg_long(s, "first_timeout_ms", 30000, 100, 600000);
 	s->cfg.reset_wait_ms = cfg_long(s, "reset_wait_ms", 15000, 100, 600000);
+	s->cfg.reset_resend_ms = cfg_long(s, "reset_resend_ms", 2000, 100, 600000);
 	s->cfg.retries = (int)cfg_long(s, "retries", 5, 0, 100);
 	s->cfg.chunk = cfg_long(s, "chunk", 0, 0, SMP_PACKET_MAX - SMP_UPLOAD_OVERHEAD);
-	if (s->cfg.timeout_ms < 0 || s->cfg.first_timeout_ms < 0 || s->cfg.reset_wait_ms < 0 || s->cfg.retries < 0 ||
-	    s->cfg.chunk < 0) {
+	if (s->cfg.timeout_ms < 0 || s->cfg.first_timeout_ms < 0 || s->cfg.reset_wait_ms < 0 ||
+	    s->cfg.reset_resend_ms < 0 || s->cfg.retries < 0 || s->cfg.chunk < 0) {
 		free(s);
 		return smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR,
-				"timeout_ms, first_timeout_ms, reset_wait_ms, retries or chunk is out of range");
+				"timeout_ms, first_timeout_ms, reset_wait_ms, reset_resend_ms, retries or chunk is out "
+				"of range");
 	}
 	for (size_t i = 0; i < PORTS_MAX && !(rc = load_port(s, i, detail)); i++)
 		s->n = i + 1;
@@ -277,8 +281,9 @@ static int ser_recv(void *t, uint8_t *buf, size_t *len, int64_t deadline_ms)
 	}
 }
 
-/* A UART does not drop with a reset: the tty stays.  After a failed write
- * the tty is opened again (a USB-serial adapter that was unplugged). */
+/* A UART does not drop with a reset: the tty stays, and the client tells a
+ * reboot from image state.  After a failed write the tty is opened again (a
+ * USB-serial adapter that was unplugged). */
 static int ser_reconnect(void *t, bool after_reset, int64_t deadline_ms, char *detail)
 {
 	serial_link *l = t;

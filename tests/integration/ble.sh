@@ -4,8 +4,10 @@
 # service over a simulated MCUboot device), and the serial simulator on a
 # pty.  One manifest installs a serial and a BLE component in order; then a
 # link lost mid-upload, an unpaired device, a bond the device does not take
-# as authenticated, an MTU that changes between connections, and a BlueZ
-# without AcquireWrite/AcquireNotify.  Only unix sockets and loopback.
+# as authenticated, an MTU that changes between connections, a BlueZ
+# without AcquireWrite/AcquireNotify, and a reset request lost on the way.
+# The device, like Zephyr, resets 250 ms after answering os reset.  Only unix
+# sockets and loopback.
 cd "$(dirname "$0")"
 . ../../scripts/world.sh
 BUILD=$(cd "${1:?usage: ble.sh BUILD_DIR}" && pwd)
@@ -209,3 +211,16 @@ log_since "$mark" | grep -q "writes by WriteValue, notifications by StartNotify"
 [ "$(stat_of violations)" = 0 ] || fail "u-old: a write exceeded MTU - 3"
 [ "$(stat_of running)" = 1.5.0 ] || fail "u-old: the device does not run 1.5.0"
 echo "ok: WriteValue and StartNotify where BlueZ cannot hand out fds"
+
+# (f) The reset request is lost on the way: the link does not drop, the old
+# firmware keeps answering and lists the new image as pending; the reset is
+# sent again, and only then is the image confirmed.
+ble_sim 1.5.0 --lose-reset 1
+mark=$(log_mark)
+deploy_ble u-lostreset 1.6.0
+[ "$(outcome u-lostreset node-mcu)" = installed ] || fail "u-lostreset did not install"
+log_since "$mark" | grep -q "$ADDR: the old firmware still answers .* sending the reset again" ||
+	fail "u-lostreset: the reset was not sent again"
+grep -q "mcu: fault: os reset lost on the way" "$W/ble.log" || fail "u-lostreset: no reset was lost"
+[ "$(stat_of running)" = 1.6.0 ] || fail "u-lostreset: the device does not run 1.6.0"
+echo "ok: a lost os reset is sent again; installed"

@@ -111,6 +111,14 @@ check_fault reset-mid-upload installed --reset-at 20000
 check_fault corrupt-frames installed --corrupt-every 7
 check_fault drop-responses installed --drop-every 5
 check_fault stall installed --stall-ms 2500
+# The device resets 250 ms after answering os reset (Zephyr's default), so
+# every install above had the old firmware answer first.  Here the first
+# reset request is lost: the old firmware keeps answering, and only a
+# reset sent again activates the image.
+mark=$(wc -l < "$W/ferryd.log")
+check_fault lost-reset installed --lose-reset 1
+tail -n +"$((mark + 1))" "$W/ferryd.log" | grep -q "old firmware still answers .* sending the reset again" ||
+	fail "lost-reset: the reset was not sent again"
 check_fault refuse-confirm rolled_back --refuse-confirm
 check_fault boot-fails rolled_back --boot-fails
 grep -F '"update_id":"u-boot-fails","component":"sensor-mcu","stage":"rolled_back"' "$W/mqtt.log" |

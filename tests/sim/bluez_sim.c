@@ -37,11 +37,11 @@
  *                       StartNotify
  *   --reset-ms MS       how long a reset keeps the device away (300)
  *   and the MCU's own (mcu.h): --reset-at N, --drop-every K, --stall-ms MS,
- *   --refuse-confirm, --boot-fails.
+ *   --refuse-confirm, --boot-fails, --reset-delay-ms MS, --lose-reset N.
  * The stats file (key=value lines, rewritten as they change) is what the
  * tests assert on: connections, the MTU of the last one, writes, the largest
  * write, violations (writes over MTU - 3), refused writes, notifications,
- * link drops, the running version, upload starts, resumes and bytes.
+ * link drops, the running version, upload starts, resumes and bytes, resets.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -77,6 +77,7 @@ typedef struct sim {
 	size_t n_mtus;
 	unsigned reset_ms;
 	sd_bus_slot *svc_slot, *chr_slot;
+	sd_event_source *tick_src; /* the MCU's own timer: a reset it answered */
 	/* the characteristic */
 	int write_fd, notify_fd; /* our ends of the acquired pairs, -1 when none */
 	sd_event_source *write_src, *notify_src;
@@ -102,9 +103,10 @@ static void stats_write(sim *s)
 		return;
 	fprintf(f,
 		"connections=%lu\nmtu_last=%u\nwrites=%lu\nmax_write=%lu\nviolations=%lu\nrefused=%lu\n"
-		"notifications=%lu\nlink_drops=%lu\nrunning=%s\nup_starts=%lu\nup_resumes=%lu\nup_bytes=%lu\n",
+		"notifications=%lu\nlink_drops=%lu\nrunning=%s\nup_starts=%lu\nup_resumes=%lu\nup_bytes=%lu\n"
+		"resets=%lu\n",
 		s->connections, s->mtu, s->writes, s->max_write, s->violations, s->refused, s->notifications, s->drops,
-		s->dev.s[0].version, s->dev.up_starts, s->dev.up_resumes, s->dev.up_bytes);
+		s->dev.s[0].version, s->dev.up_starts, s->dev.up_resumes, s->dev.up_bytes, s->dev.resets);
 	if (fclose(f) == 0)
 		rename(tmp, s->stats_path);
 	s->dirty = false;
@@ -147,6 +149,24 @@ static void release_notify(sim *s)
 					       "Notifying", NULL);
 }
 
+/* Arm the MCU's timer when it has something due. */
+static void arm_tick(sim *s)
+{
+	long due = mcu_due_ms(&s->dev);
+	if (due < 0)
+		return;
+	sd_event_source_set_time_relative(s->tick_src, (uint64_t)due * 1000);
+	sd_event_source_set_enabled(s->tick_src, SD_EVENT_ONESHOT);
+}
+
+static int on_tick(sd_event_source *src, uint64_t usec, void *userdata)
+{
+	sim *s = userdata;
+	mcu_tick(&s->dev);
+	arm_tick(s);
+	return 0;
+}
+
 /* One write from the host: at most MTU - 3 bytes, or it vanishes. */
 static void take_piece(sim *s, const uint8_t *p, size_t n)
 {
@@ -165,8 +185,10 @@ static void take_piece(sim *s, const uint8_t *p, size_t n)
 		s->refused++; /* the device refuses writes on a link short of its security */
 		return;
 	}
-	if (smp_reasm_feed(&s->rx, p, n, &len) == 1)
+	if (smp_reasm_feed(&s->rx, p, n, &len) == 1) {
 		mcu_handle(&s->dev, s->rx.buf, len);
+		arm_tick(s);
+	}
 }
 
 static int on_write_fd(sd_event_source *src, int fd, uint32_t revents, void *userdata)
@@ -632,6 +654,9 @@ static int setup(sim *s, const char *bus_address)
 	sd_event_add_signal(s->ev, NULL, SIGTERM, on_term, s);
 	sd_event_add_signal(s->ev, NULL, SIGINT, on_term, s);
 	sd_event_add_time_relative(s->ev, NULL, CLOCK_MONOTONIC, 100 * 1000, 0, on_stats_timer, s);
+	if ((r = sd_event_add_time_relative(s->ev, &s->tick_src, CLOCK_MONOTONIC, 0, 0, on_tick, s)) < 0)
+		return r;
+	sd_event_source_set_enabled(s->tick_src, SD_EVENT_OFF);
 	return 0;
 }
 

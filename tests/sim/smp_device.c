@@ -8,7 +8,7 @@
  *   --corrupt-every K  damage every K-th response frame
  *   --rate BPS         bytes per second on the wire (emulates a baud rate)
  *   and the MCU's own (mcu.h): --reset-at N, --drop-every K, --stall-ms MS,
- *   --refuse-confirm, --boot-fails.
+ *   --refuse-confirm, --boot-fails, --reset-delay-ms MS, --lose-reset N.
  *
  *   smp_device --link PATH --version 1.0.0 [faults]
  *       creates a pty, links PATH to its slave side, and serves forever;
@@ -104,7 +104,10 @@ static int serve(uart *u, const char *link)
 	smp_serial_rx_init(rx);
 	for (;;) {
 		struct pollfd p = {.fd = u->fd, .events = POLLIN};
-		if (poll(&p, 1, 1000) <= 0)
+		long due = mcu_due_ms(&u->dev);
+		int ready = poll(&p, 1, due >= 0 && due < 1000 ? (int)due : 1000);
+		mcu_tick(&u->dev); /* a reset the device answered a moment ago */
+		if (ready <= 0)
 			continue;
 		/* With a rate, take at most 10 ms worth of bytes at a time: the
 		 * host's writes then drain as slowly as a real UART would. */

@@ -1,6 +1,8 @@
 /* The shared SMP client against a scripted transport: answers matched by
  * sequence number, bounded retries, an upload that continues by sha after
- * the link drops, and a link too small to carry an upload. */
+ * the link drops, a link too small to carry an upload, uploads that do not
+ * advance, and the reset that activates a test image: Zephyr's delayed
+ * reset, lost reset requests, a device found still pending. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -38,6 +40,15 @@ typedef struct fake {
 	 * STUCK_ZERO answers off 0 to everything */
 	enum { STUCK_NONE, STUCK_ZERO, STUCK_REPEAT, STUCK_SWING } stuck;
 	uint64_t stuck_at;
+	/* MCUboot's slots, for activate, confirm and abort (when `slots`):
+	 * the old image (hash 0x11, 1.0.0) and the new one (0x22, 2.0.0) */
+	int slots;
+	int new_slot;        /* where the new image is: 0 (running) or 1 */
+	bool pending, trial; /* the new image is marked for a test boot; it runs on trial */
+	int reset_after;     /* an answered reset happens this many requests later (Zephyr's delay) */
+	int reset_countdown; /* -1: no reset scheduled */
+	int lose_resets;     /* reset requests lost on the way */
+	int resets, reset_requests;
 } fake;
 
 static void queue(fake *f, const smp_hdr *req, cbor_item_t *body, uint8_t seq)
@@ -46,6 +57,84 @@ static void queue(fake *f, const smp_hdr *req, cbor_item_t *body, uint8_t seq)
 	f->out_len[f->n_out] = smp_packet(&h, body, f->out[f->n_out], SMP_PACKET_MAX);
 	f->n_out++;
 	cbor_decref(&body);
+}
+
+#define OLD_HASH 0x11
+#define NEW_HASH 0x22
+
+static void put_slot(cbor_item_t *arr, int slot, uint8_t fill, bool active, bool pending, bool confirmed)
+{
+	cbor_item_t *e = cbor_new_definite_map(7);
+	uint8_t hash[32];
+	memset(hash, fill, 32);
+	smp_map_put(e, "image", smp_uint(0));
+	smp_map_put(e, "slot", smp_uint((uint64_t)slot));
+	smp_map_put(e, "version", cbor_build_string(fill == NEW_HASH ? "2.0.0" : "1.0.0"));
+	smp_map_put(e, "hash", cbor_build_bytestring(hash, 32));
+	smp_map_put(e, "active", cbor_build_bool(active));
+	smp_map_put(e, "pending", cbor_build_bool(pending));
+	smp_map_put(e, "confirmed", cbor_build_bool(confirmed));
+	cbor_array_push(arr, cbor_move(e));
+}
+
+static cbor_item_t *slots_body(const fake *f)
+{
+	cbor_item_t *m = cbor_new_definite_map(1), *arr = cbor_new_definite_array(2);
+	bool new_runs = f->new_slot == 0;
+	put_slot(arr, 0, new_runs ? NEW_HASH : OLD_HASH, true, false, !(new_runs && f->trial));
+	put_slot(arr, 1, new_runs ? OLD_HASH : NEW_HASH, false, !new_runs && f->pending, false);
+	smp_map_put(m, "images", arr);
+	return m;
+}
+
+/* MCUboot at boot: a trial image that was not confirmed is reverted, a
+ * pending one is swapped in on trial. */
+static void boot(fake *f)
+{
+	f->resets++;
+	f->reset_countdown = -1;
+	if (f->trial) {
+		f->trial = false;
+		f->new_slot = 1;
+	} else if (f->pending && f->new_slot == 1) {
+		f->pending = false;
+		f->new_slot = 0;
+		f->trial = true;
+	}
+}
+
+/* image state and os reset against the slots; 1 when handled */
+static int slots_request(fake *f, const smp_hdr *h, const cbor_item_t *b)
+{
+	const uint8_t *hash;
+	size_t hn = 0;
+	bool confirm = false;
+
+	if (h->group == SMP_GROUP_OS && h->id == SMP_OS_RESET) {
+		f->reset_requests++;
+		if (f->lose_resets > 0) {
+			f->lose_resets--;
+			return 1;
+		}
+		queue(f, h, cbor_new_definite_map(0), h->seq);
+		if (f->reset_after == 0)
+			boot(f);
+		else if (f->reset_countdown < 0)
+			f->reset_countdown = f->reset_after;
+		return 1;
+	}
+	if (h->group != SMP_GROUP_IMAGE || h->id != SMP_IMG_STATE)
+		return 0;
+	if (h->op == SMP_OP_WRITE) {
+		smp_map_bool(b, "confirm", &confirm);
+		if (confirm && f->new_slot == 0)
+			f->trial = false;
+		else if (!confirm && smp_map_bytes(b, "hash", &hash, &hn) && hn == 32 && hash[0] == NEW_HASH &&
+			 f->new_slot == 1)
+			f->pending = true;
+	}
+	queue(f, h, slots_body(f), h->seq);
+	return 1;
 }
 
 static cbor_item_t *state_body(void)
@@ -132,6 +221,22 @@ static int f_send(void *t, const uint8_t *pkt, size_t len)
 		cbor_item_t *sb = state_body();
 		f->flood_len = smp_packet(&o, sb, f->flood_pkt, sizeof(f->flood_pkt));
 		cbor_decref(&sb);
+		cbor_decref(&b);
+		return 0;
+	}
+	if (f->slots && f->reset_countdown >= 0 && f->reset_countdown-- == 0) {
+		boot(f); /* the reset it answered happens now: this request is lost with it */
+		cbor_decref(&b);
+		return 0;
+	}
+	if (f->slots && slots_request(f, &h, b)) {
+		cbor_decref(&b);
+		return 0;
+	}
+	if (h.group == SMP_GROUP_OS && h.id == SMP_OS_ECHO) {
+		cbor_item_t *r = cbor_new_definite_map(1);
+		smp_map_put(r, "r", cbor_build_string("ferry"));
+		queue(f, &h, r, h.seq);
 		cbor_decref(&b);
 		return 0;
 	}
@@ -353,6 +458,87 @@ static void test_upload_swings(void **state)
 	stuck_upload(STUCK_SWING, "does not advance the upload");
 }
 
+static const smp_client_cfg reset_cfg = {
+    .timeout_ms = 10, .first_timeout_ms = 10, .reset_wait_ms = 3000, .reset_resend_ms = 300, .retries = 3};
+
+/* A device with the new image in its secondary slot, and a client that
+ * checked it. */
+static void slots_client(smp_client *c, fake *f)
+{
+	smp_client_init(c, &ops, f, "fake", &reset_cfg, &host, &sh);
+	memset(c->new_hash, NEW_HASH, 32);
+	c->have_hash = true;
+	f->slots = 1;
+	f->new_slot = 1;
+	f->reset_countdown = -1;
+	f->mtu_packet = 384;
+}
+
+/* Zephyr answers os reset and resets 250 ms later: until then the old
+ * firmware answers everything, still listing the new image as pending. */
+static void test_activate_waits_for_delayed_reset(void **state)
+{
+	fake f = {.reset_after = 3};
+	smp_client c;
+	char version[FERRY_ADAPTER_STR_MAX], detail[FERRY_ADAPTER_DETAIL_MAX] = "";
+
+	slots_client(&c, &f);
+	assert_int_equal(smp_client_activate(&c, detail), 0);
+	assert_int_equal(f.resets, 1);
+	assert_int_equal(smp_client_confirm(&c, NULL, version, detail), 0);
+	assert_string_equal(version, "2.0.0");
+	assert_int_equal(f.new_slot, 0);
+	assert_false(f.trial);
+	assert_int_equal(f.reset_requests, 1);
+}
+
+/* The reset request is lost on the way: the old firmware keeps answering,
+ * and the reset is sent again. */
+static void test_activate_resends_lost_reset(void **state)
+{
+	fake f = {.reset_after = 1, .lose_resets = 1};
+	smp_client c;
+	char version[FERRY_ADAPTER_STR_MAX], detail[FERRY_ADAPTER_DETAIL_MAX] = "";
+
+	slots_client(&c, &f);
+	assert_int_equal(smp_client_activate(&c, detail), 0);
+	assert_int_equal(f.reset_requests, 2);
+	assert_int_equal(f.resets, 1);
+	assert_int_equal(smp_client_confirm(&c, NULL, version, detail), 0);
+	assert_string_equal(version, "2.0.0");
+}
+
+/* A device that never resets: activate fails, naming it, after a bounded
+ * number of requests. */
+static void test_activate_device_never_resets(void **state)
+{
+	fake f = {.lose_resets = 1000};
+	smp_client c;
+	char detail[FERRY_ADAPTER_DETAIL_MAX] = "";
+
+	slots_client(&c, &f);
+	assert_int_equal(smp_client_activate(&c, detail), FERRY_ADAPTER_E_ADAPTER_ERROR);
+	assert_non_null(strstr(detail, "did not reset"));
+	assert_int_equal(f.reset_requests, reset_cfg.retries + 1);
+	assert_int_equal(f.resets, 0);
+}
+
+/* ferryd stopped after the test mark, before the reset took: after the
+ * restart, confirm finds the new image pending, waits, and resets it. */
+static void test_confirm_finds_image_pending(void **state)
+{
+	fake f = {.pending = true, .reset_after = 2};
+	smp_client c;
+	char version[FERRY_ADAPTER_STR_MAX], detail[FERRY_ADAPTER_DETAIL_MAX] = "";
+
+	slots_client(&c, &f);
+	assert_int_equal(smp_client_confirm(&c, NULL, version, detail), 0);
+	assert_string_equal(version, "2.0.0");
+	assert_int_equal(f.resets, 1);
+	assert_int_equal(f.new_slot, 0);
+	assert_false(f.trial);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -364,6 +550,10 @@ int main(void)
 	    cmocka_unit_test(test_upload_stuck_at_zero),
 	    cmocka_unit_test(test_upload_repeats_offset),
 	    cmocka_unit_test(test_upload_swings),
+	    cmocka_unit_test(test_activate_waits_for_delayed_reset),
+	    cmocka_unit_test(test_activate_resends_lost_reset),
+	    cmocka_unit_test(test_activate_device_never_resets),
+	    cmocka_unit_test(test_confirm_finds_image_pending),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
