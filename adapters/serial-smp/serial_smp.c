@@ -26,9 +26,10 @@
  *   5. `image state` read: if the active image is the new one, write
  *      {confirm: true} to make it permanent and read the version back.  If
  *      the device came back on the old image, MCUboot reverted it: report it.
- *   If anything fails after step 4, abort resets the device once more: an
- *   unconfirmed test image is reverted by MCUboot on that boot, so the MCU
- *   keeps running its old firmware.
+ *   If anything fails from step 4 on, abort reads image state and resets the
+ *   device until nothing of the new image is pending or on trial: MCUboot
+ *   reverts an unconfirmed test image on the next boot, so the MCU keeps
+ *   running its old firmware.
  * Frames are the mcumgr serial transport (see adapters/smp/smp.h): each
  * packet becomes [len][packet][CRC16], cut into base64 lines of at most 127
  * bytes; answers are reassembled from lines, and console output between

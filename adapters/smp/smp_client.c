@@ -27,11 +27,15 @@
  *      slot.  A device that still does after reset_resend_ms never got the
  *      reset (the request or the link was lost): it is sent again.
  *   5. `image state` read: if the active image is the new one, write
- *      {confirm: true} to make it permanent and read the version back.  If
- *      the device came back on the old image, MCUboot reverted it: report it.
- *   If anything fails after step 4, abort resets the device once more: an
- *   unconfirmed test image is reverted by MCUboot on that boot, so the MCU
- *   keeps running its old firmware.
+ *      {confirm: true} to make it permanent.  If the device came back on the
+ *      old image, MCUboot reverted it: report it.  What counts is what the
+ *      device lists: a confirm whose answer was lost succeeded if the new
+ *      image shows as active and confirmed.
+ *   If anything fails from step 4 on -- even when no answer to the test mark
+ *   arrived, since the mark may have been written -- abort asks the device
+ *   and resets it as often as its state asks for: an unconfirmed test image
+ *   is reverted by MCUboot on the next boot, and a pending one first boots
+ *   on trial, then reverts, so the MCU keeps running its old firmware.
  * Errors come as v1 {rc} or v2 {err: {group, rc}} and both are read.  Every
  * count is bounded by cfg.retries and every wait by a deadline, so a device
  * that misbehaves cannot hold the adapter forever.
@@ -611,6 +615,8 @@ int smp_client_activate(smp_client *c, char *detail)
 
 	if (!c->have_hash)
 		return smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s: no checked image to activate", c->name);
+	/* from here the image may be pending even if no answer says so */
+	c->tested = true;
 	m = cbor_new_definite_map(2);
 	smp_map_put(m, "hash", cbor_build_bytestring(c->new_hash, 32));
 	smp_map_put(m, "confirm", cbor_build_bool(false));
@@ -622,13 +628,19 @@ int smp_client_activate(smp_client *c, char *detail)
 	cbor_decref(&r);
 	if (rc)
 		return rc;
-	c->tested = true;
 	return reboot(c, LEAVE_PENDING, true, detail);
+}
+
+/* The new image is running and confirmed: the install succeeded. */
+static bool permanent(const smp_client *c, const dev_state *st)
+{
+	return st->have_active && !memcmp(st->hash, c->new_hash, 32) && st->active_confirmed;
 }
 
 int smp_client_confirm(smp_client *c, const ferry_image_v1 *img, char version[FERRY_ADAPTER_STR_MAX], char *detail)
 {
-	dev_state st;
+	char d2[FERRY_ADAPTER_DETAIL_MAX];
+	dev_state st, after;
 	cbor_item_t *m, *r = NULL;
 	int rc;
 
@@ -654,25 +666,71 @@ int smp_client_confirm(smp_client *c, const ferry_image_v1 *img, char version[FE
 		return smp_fail(detail, FERRY_ADAPTER_E_VERSION_MISMATCH,
 				"%s came back running %.64s: the new image did not boot or was reverted", c->name,
 				version);
+	if (permanent(c, &st)) {
+		/* confirmed already: by the application itself, or by a confirm
+		 * whose answer was lost before a restart */
+		c->tested = false;
+		return 0;
+	}
 	m = cbor_new_definite_map(1);
 	smp_map_put(m, "confirm", cbor_build_bool(true));
 	rc = smp_client_request(c, SMP_OP_WRITE, SMP_GROUP_IMAGE, SMP_IMG_STATE, m, c->cfg.timeout_ms, &r, detail);
 	cbor_decref(&m);
-	if (rc)
+	if (rc == 0) {
+		/* answered: accepted or refused.  The answer lists the slots
+		 * (Zephyr's does), but the version read above is this image's
+		 * either way: no read afterwards can turn an accepted confirm
+		 * into a failure. */
+		if (!(rc = body_error(r, "confirm", detail))) {
+			parse_state(c, r, &after);
+			if (after.have_active && !memcmp(after.hash, c->new_hash, 32))
+				memcpy(version, after.version, sizeof(after.version));
+			c->tested = false;
+		}
+		cbor_decref(&r);
 		return rc;
-	rc = body_error(r, "confirm", detail);
-	cbor_decref(&r);
-	if (rc)
+	}
+	if (rc == FERRY_ADAPTER_E_CANCELLED)
 		return rc;
-	c->tested = false;
-	return smp_client_read_state(c, version, st.hash, detail);
+	/* No answer: the confirm may have been written and only its answers
+	 * lost.  What the device lists decides. */
+	if (read_dev_state(c, &after, d2) == 0 && permanent(c, &after)) {
+		smp_log(c->host, FERRY_LOG_WARNING,
+			"%s: no answer to confirm, but the device lists the new image as confirmed", c->name);
+		memcpy(version, after.version, sizeof(after.version));
+		c->tested = false;
+		return 0;
+	}
+	return rc;
 }
 
 int smp_client_abort(smp_client *c, char *detail)
 {
 	if (!c->tested)
 		return 0; /* a partial upload in the secondary slot harms nothing */
-	smp_log(c->host, FERRY_LOG_WARNING, "%s: resetting so that MCUboot reverts the unconfirmed image", c->name);
-	c->tested = false;
-	return reboot(c, LEAVE_TRIAL, true, detail);
+	/* At most two resets: a pending image boots on trial, then reverts. */
+	for (int round = 0;; round++) {
+		dev_state st;
+		enum reboot_goal goal;
+		int rc = read_dev_state(c, &st, detail);
+		if (rc)
+			return rc; /* tested stays: a later abort may still reach it */
+		if (st.new_found && st.new_active && !st.new_confirmed)
+			goal = LEAVE_TRIAL;
+		else if (st.new_found && st.new_pending && !st.new_active)
+			goal = LEAVE_PENDING;
+		else {
+			c->tested = false; /* reverted, never marked, or permanent: nothing a reset undoes */
+			return 0;
+		}
+		if (round == 2)
+			return smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR,
+					"%s: the new image is still %s after two resets", c->name,
+					goal == LEAVE_TRIAL ? "running on trial" : "pending");
+		smp_log(c->host, FERRY_LOG_WARNING, "%s: resetting so that MCUboot %s", c->name,
+			goal == LEAVE_TRIAL ? "reverts the unconfirmed image"
+					    : "drops the pending image (it boots on trial first, then reverts)");
+		if ((rc = reboot(c, goal, true, detail)))
+			return rc;
+	}
 }

@@ -48,6 +48,8 @@ typedef struct fake {
 	int reset_after;     /* an answered reset happens this many requests later (Zephyr's delay) */
 	int reset_countdown; /* -1: no reset scheduled */
 	int lose_resets;     /* reset requests lost on the way */
+	int lose_mark_answers, lose_confirm_answers; /* written, but the answers are lost */
+	int lose_reads_after_confirm;                /* image state reads lost once confirmed */
 	int resets, reset_requests;
 } fake;
 
@@ -127,11 +129,19 @@ static int slots_request(fake *f, const smp_hdr *h, const cbor_item_t *b)
 		return 0;
 	if (h->op == SMP_OP_WRITE) {
 		smp_map_bool(b, "confirm", &confirm);
-		if (confirm && f->new_slot == 0)
+		if (confirm && f->new_slot == 0) {
 			f->trial = false;
-		else if (!confirm && smp_map_bytes(b, "hash", &hash, &hn) && hn == 32 && hash[0] == NEW_HASH &&
-			 f->new_slot == 1)
+			if (f->lose_confirm_answers > 0 && f->lose_confirm_answers--)
+				return 1;
+		} else if (!confirm && smp_map_bytes(b, "hash", &hash, &hn) && hn == 32 && hash[0] == NEW_HASH &&
+			   f->new_slot == 1) {
 			f->pending = true;
+			if (f->lose_mark_answers > 0 && f->lose_mark_answers--)
+				return 1;
+		}
+	} else if (f->lose_reads_after_confirm > 0 && f->new_slot == 0 && !f->trial) {
+		f->lose_reads_after_confirm--;
+		return 1;
 	}
 	queue(f, h, slots_body(f), h->seq);
 	return 1;
@@ -539,6 +549,71 @@ static void test_confirm_finds_image_pending(void **state)
 	assert_false(f.trial);
 }
 
+/* The device confirms, but every answer to confirm is lost: the device
+ * lists the new image as active and confirmed, so the install succeeded. */
+static void test_confirm_answer_lost(void **state)
+{
+	fake f = {.reset_after = 1, .lose_confirm_answers = 1000};
+	smp_client c;
+	char version[FERRY_ADAPTER_STR_MAX], detail[FERRY_ADAPTER_DETAIL_MAX] = "";
+
+	slots_client(&c, &f);
+	assert_int_equal(smp_client_activate(&c, detail), 0);
+	assert_int_equal(smp_client_confirm(&c, NULL, version, detail), 0);
+	assert_string_equal(version, "2.0.0");
+	assert_false(c.tested); /* abort must not reset a permanent image */
+	assert_int_equal(smp_client_abort(&c, detail), 0);
+	assert_int_equal(f.resets, 1);
+}
+
+/* The confirm is answered, then the device stops answering: the confirm
+ * was accepted, and that is the outcome. */
+static void test_confirm_then_silence(void **state)
+{
+	fake f = {.reset_after = 1, .lose_reads_after_confirm = 1000};
+	smp_client c;
+	char version[FERRY_ADAPTER_STR_MAX], detail[FERRY_ADAPTER_DETAIL_MAX] = "";
+
+	slots_client(&c, &f);
+	assert_int_equal(smp_client_activate(&c, detail), 0);
+	assert_int_equal(smp_client_confirm(&c, NULL, version, detail), 0);
+	assert_string_equal(version, "2.0.0");
+	assert_false(c.tested);
+}
+
+/* Every answer to the test mark is lost, but the mark was written: abort
+ * finds the image pending and resets twice -- it boots on trial, then
+ * MCUboot reverts it -- so nothing is left to boot by surprise later. */
+static void test_abort_after_lost_test_mark(void **state)
+{
+	fake f = {.reset_after = 1, .lose_mark_answers = 1000};
+	smp_client c;
+	char detail[FERRY_ADAPTER_DETAIL_MAX] = "";
+
+	slots_client(&c, &f);
+	assert_int_equal(smp_client_activate(&c, detail), FERRY_ADAPTER_E_ADAPTER_ERROR);
+	assert_true(f.pending);
+	assert_int_equal(smp_client_abort(&c, detail), 0);
+	assert_int_equal(f.resets, 2);
+	assert_int_equal(f.new_slot, 1);
+	assert_false(f.pending);
+	assert_false(f.trial);
+}
+
+/* MCUboot already dropped the new image (it would not boot): abort has
+ * nothing to reset. */
+static void test_abort_nothing_left(void **state)
+{
+	fake f = {0};
+	smp_client c;
+	char detail[FERRY_ADAPTER_DETAIL_MAX] = "";
+
+	slots_client(&c, &f);
+	c.tested = true;
+	assert_int_equal(smp_client_abort(&c, detail), 0);
+	assert_int_equal(f.reset_requests, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -554,6 +629,10 @@ int main(void)
 	    cmocka_unit_test(test_activate_resends_lost_reset),
 	    cmocka_unit_test(test_activate_device_never_resets),
 	    cmocka_unit_test(test_confirm_finds_image_pending),
+	    cmocka_unit_test(test_confirm_answer_lost),
+	    cmocka_unit_test(test_confirm_then_silence),
+	    cmocka_unit_test(test_abort_after_lost_test_mark),
+	    cmocka_unit_test(test_abort_nothing_left),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
