@@ -35,10 +35,17 @@
  * bytes; answers are reassembled from lines, and console output between
  * them is skipped.  The tty stays open across the device's resets; a write
  * that fails (a USB-serial adapter unplugged) reopens it.
+ *
+ * A port in a session belongs to it: discovery (an inventory refresh on
+ * ferryd's main thread) would reopen the tty, flush what the device sent and
+ * take answers meant for the session.  While a session holds the port,
+ * discovery reports the record it read last, and a second session is
+ * refused with device_busy.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +69,9 @@ typedef struct port {
 	char component[FERRY_ADAPTER_STR_MAX];
 	speed_t baud;
 	bool rtscts;
+	/* a session holds the port; what discovery read last, for meanwhile */
+	bool busy, have_last;
+	ferry_device_v1 last;
 } port;
 
 typedef struct state {
@@ -69,6 +79,7 @@ typedef struct state {
 	port ports[PORTS_MAX];
 	size_t n;
 	smp_client_cfg cfg;
+	pthread_mutex_t lock; /* busy and last; held while discovery talks to a port */
 } state;
 
 /* The UART link: the tty and what has been read from it but not used yet. */
@@ -180,13 +191,16 @@ static int s_init(const ferry_host_v1 *host, void **st, char *detail)
 		free(s);
 		return rc;
 	}
+	pthread_mutex_init(&s->lock, NULL);
 	*st = s;
 	return 0;
 }
 
 static void s_fini(void *st)
 {
-	free(st);
+	state *s = st;
+	pthread_mutex_destroy(&s->lock);
+	free(s);
 }
 
 static int open_tty(const port *p)
@@ -320,52 +334,73 @@ static void device_id(const port *p, char id[FERRY_ADAPTER_STR_MAX])
 	snprintf(id, FERRY_ADAPTER_STR_MAX, "serial-%.50s", strrchr(p->path, '/') + 1);
 }
 
+/* One port's record, read from the device; 0, or -1 when it does not
+ * answer (not attached).  Called with s->lock held. */
+static int probe(state *s, port *p, ferry_device_v1 *d)
+{
+	serial_link *l = malloc(sizeof(*l));
+	smp_client c;
+	smp_client_cfg quick = s->cfg;
+	char version[FERRY_ADAPTER_STR_MAX], d2[FERRY_ADAPTER_DETAIL_MAX];
+	uint8_t hash[32];
+
+	if (!l || link_open(l, p)) {
+		free(l);
+		return -1; /* not attached now */
+	}
+	quick.retries = 1;
+	smp_client_init(&c, &serial_ops, l, p->path, &quick, s->host, NULL);
+	int rc = smp_client_read_state(&c, version, hash, d2);
+	close(l->fd);
+	free(l);
+	if (rc) {
+		smp_log(s->host, FERRY_LOG_WARNING, "%s: %s", p->path, d2);
+		return -1;
+	}
+	const char *base = strrchr(p->path, '/') + 1;
+	memset(d, 0, sizeof(*d));
+	d->size = sizeof(*d);
+	device_id(p, d->id);
+	snprintf(d->vendor_id, sizeof(d->vendor_id), "%s", p->vendor_id);
+	snprintf(d->class_id, sizeof(d->class_id), "%s", p->class_id);
+	snprintf(d->match[0].key, sizeof(d->match[0].key), "port");
+	snprintf(d->match[0].value, sizeof(d->match[0].value), "%.64s", base);
+	snprintf(d->match[1].key, sizeof(d->match[1].key), "image");
+	snprintf(d->match[1].value, sizeof(d->match[1].value), "0");
+	d->n_match = 2;
+	snprintf(d->components[0].key, sizeof(d->components[0].key), "%s", p->component);
+	snprintf(d->components[0].value, sizeof(d->components[0].value), "%s", version);
+	d->n_components = 1;
+	/* the MCUboot hash of the running image, so a fleet view can tell
+	 * two builds of the same version apart */
+	snprintf(d->attributes[0].key, sizeof(d->attributes[0].key), "image0_hash");
+	for (int k = 0; k < 32; k++)
+		snprintf(d->attributes[0].value + 2 * k, 3, "%02x", hash[k]);
+	d->n_attributes = 1;
+	return 0;
+}
+
 static int s_discover(void *st, ferry_device_v1 *devs, size_t max, size_t *n, char *detail)
 {
 	state *s = st;
 
 	*n = 0;
+	pthread_mutex_lock(&s->lock);
 	for (size_t i = 0; i < s->n && *n < max; i++) {
-		const port *p = &s->ports[i];
-		serial_link *l = malloc(sizeof(*l));
-		smp_client c;
-		smp_client_cfg quick = s->cfg;
-		char version[FERRY_ADAPTER_STR_MAX], d2[FERRY_ADAPTER_DETAIL_MAX];
-		uint8_t hash[32];
-		ferry_device_v1 *d = &devs[*n];
-		if (!l || link_open(l, p)) {
-			free(l);
-			continue; /* not attached now */
-		}
-		quick.retries = 1;
-		smp_client_init(&c, &serial_ops, l, p->path, &quick, s->host, NULL);
-		int rc = smp_client_read_state(&c, version, hash, d2);
-		close(l->fd);
-		free(l);
-		if (rc) {
-			smp_log(s->host, FERRY_LOG_WARNING, "%s: %s", p->path, d2);
+		port *p = &s->ports[i];
+		if (p->busy) {
+			/* a session is talking to it: never touch the tty meanwhile */
+			if (p->have_last)
+				devs[(*n)++] = p->last;
 			continue;
 		}
-		const char *base = strrchr(p->path, '/') + 1;
-		device_id(p, d->id);
-		snprintf(d->vendor_id, sizeof(d->vendor_id), "%s", p->vendor_id);
-		snprintf(d->class_id, sizeof(d->class_id), "%s", p->class_id);
-		snprintf(d->match[0].key, sizeof(d->match[0].key), "port");
-		snprintf(d->match[0].value, sizeof(d->match[0].value), "%.64s", base);
-		snprintf(d->match[1].key, sizeof(d->match[1].key), "image");
-		snprintf(d->match[1].value, sizeof(d->match[1].value), "0");
-		d->n_match = 2;
-		snprintf(d->components[0].key, sizeof(d->components[0].key), "%s", p->component);
-		snprintf(d->components[0].value, sizeof(d->components[0].value), "%s", version);
-		d->n_components = 1;
-		/* the MCUboot hash of the running image, so a fleet view can tell
-		 * two builds of the same version apart */
-		snprintf(d->attributes[0].key, sizeof(d->attributes[0].key), "image0_hash");
-		for (int k = 0; k < 32; k++)
-			snprintf(d->attributes[0].value + 2 * k, 3, "%02x", hash[k]);
-		d->n_attributes = 1;
-		(*n)++;
+		p->have_last = false;
+		if (probe(s, p, &devs[*n]))
+			continue;
+		p->last = devs[(*n)++];
+		p->have_last = true;
 	}
+	pthread_mutex_unlock(&s->lock);
 	return 0;
 }
 
@@ -376,18 +411,32 @@ static int s_open(void *st, const ferry_device_v1 *dev, const ferry_session_host
 
 	for (size_t i = 0; i < s->n; i++) {
 		char id[FERRY_ADAPTER_STR_MAX];
-		device_id(&s->ports[i], id);
+		port *p = &s->ports[i];
+		bool busy;
+		device_id(p, id);
 		if (strcmp(id, dev->id))
 			continue;
 		if (!(x = calloc(1, sizeof(*x))))
 			return FERRY_ADAPTER_E_ADAPTER_ERROR;
 		x->s = s;
-		if (link_open(&x->link, &s->ports[i])) {
+		/* waits for a discovery that is talking to the port */
+		pthread_mutex_lock(&s->lock);
+		busy = p->busy;
+		p->busy = true;
+		pthread_mutex_unlock(&s->lock);
+		if (busy) {
 			free(x);
-			return smp_fail(detail, FERRY_ADAPTER_E_NO_MATCHING_DEVICE, "%s: %s", s->ports[i].path,
-					strerror(errno));
+			return smp_fail(detail, FERRY_ADAPTER_E_DEVICE_BUSY, "%s is in another session", p->path);
 		}
-		smp_client_init(&x->c, &serial_ops, &x->link, s->ports[i].path, &s->cfg, s->host, sh);
+		if (link_open(&x->link, p)) {
+			int e = errno;
+			pthread_mutex_lock(&s->lock);
+			p->busy = false;
+			pthread_mutex_unlock(&s->lock);
+			free(x);
+			return smp_fail(detail, FERRY_ADAPTER_E_NO_MATCHING_DEVICE, "%s: %s", p->path, strerror(e));
+		}
+		smp_client_init(&x->c, &serial_ops, &x->link, p->path, &s->cfg, s->host, sh);
 		*out = x;
 		return 0;
 	}
@@ -431,8 +480,14 @@ static int s_abort(void *session, char *detail)
 static void s_close(void *session)
 {
 	sess *x = session;
+	port *p = &x->s->ports[x->link.p - x->s->ports];
+
 	if (x->link.fd >= 0)
 		close(x->link.fd);
+	pthread_mutex_lock(&x->s->lock);
+	p->busy = false;
+	p->have_last = false; /* the session may have changed the version */
+	pthread_mutex_unlock(&x->s->lock);
 	free(x);
 }
 

@@ -138,6 +138,31 @@ start_ferryd
 grep -q "holds [1-9][0-9]* bytes already; resuming there" "$W/ferryd.log" || fail "the upload started over"
 echo "ok: upload resumed from the device's offset after ferryd was killed"
 
+# An inventory refresh in the middle of an install: discovery must leave the
+# port to the session (no reopened tty, no flushed or stolen answers), and
+# the inventory still lists the MCU, with the version it ran before.
+v=$(running)
+sim "$v" --rate 6000
+smark=$(wc -l < "$W/sim.log")
+mark=$(wc -l < "$W/ferryd.log")
+deploy u-busy 3.1.0
+for _ in $(seq 1 300); do
+	grep -F '"update_id":"u-busy","component":"sensor-mcu","stage":"installing"' "$W/mqtt.log" |
+		grep -qE '"done":[1-9][0-9]{4}' && break
+	sleep 0.1
+done
+n=$(grep -cF "ferry/v1/gw-1/inventory " "$W/mqtt.log")
+cmd inventory.refresh x
+wait_mqtt "ferry/v1/gw-1/inventory " 15 $((n + 1))
+grep -F "ferry/v1/gw-1/inventory " "$W/mqtt.log" | tail -n 1 | grep -qF "{\"name\":\"sensor-mcu\",\"version\":\"$v\"}" ||
+	fail "u-busy: the inventory taken mid-install does not list the MCU at $v"
+grep -qF '"update_id":"u-busy","component":"sensor-mcu","stage":"installed"' "$W/mqtt.log" && fail "u-busy: the refresh came too late"
+[ "$(outcome u-busy sensor-mcu)" = installed ] || fail "u-busy did not install"
+! tail -n +"$((smark + 1))" "$W/sim.log" | grep -q "image state read during an upload" ||
+	fail "u-busy: discovery talked to the device during the install"
+! tail -n +"$((mark + 1))" "$W/ferryd.log" | grep -q "retrying" || fail "u-busy: the install was disturbed"
+echo "ok: an inventory refresh mid-install leaves the port to the session and still lists the MCU"
+
 # The MCU is unplugged between check and install: the component waits, and
 # the install goes on by itself when the device is back.
 v=$(running)
