@@ -316,10 +316,15 @@ static int ser_reconnect(void *t, bool after_reset, int64_t deadline_ms, char *d
 	}
 }
 
-/* The serial frame takes 4 bytes of the device's buffer: length and CRC. */
+/* The serial frame takes 4 bytes of the device's buffer: length and CRC.
+ * 0 only when the device did not say: a buffer too small for an upload
+ * request is reported as it is, so that the upload fails with the reason
+ * instead of sending chunks the device would drop. */
 static size_t ser_max_packet(void *t, size_t dev_buf)
 {
-	return dev_buf > SMP_UPLOAD_OVERHEAD + 4 + 16 && dev_buf <= SMP_PACKET_MAX ? dev_buf - 4 : 0;
+	if (!dev_buf)
+		return 0;
+	return dev_buf > 4 ? dev_buf - 4 : 1;
 }
 
 static const smp_transport_ops serial_ops = {

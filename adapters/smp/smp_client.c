@@ -350,9 +350,10 @@ static void read_params(smp_client *c)
 	uint64_t buf = 0;
 
 	c->dev_buf = 0;
+	/* a larger buffer than ours takes whatever we send */
 	if (smp_client_request(c, SMP_OP_READ, SMP_GROUP_OS, SMP_OS_PARAMS, m, c->cfg.timeout_ms, &r, detail) == 0 &&
-	    smp_map_uint(r, "buf_size", &buf) && buf > 0 && buf <= SMP_PACKET_MAX)
-		c->dev_buf = (size_t)buf;
+	    smp_map_uint(r, "buf_size", &buf) && buf > 0)
+		c->dev_buf = buf < SMP_PACKET_MAX ? (size_t)buf : SMP_PACKET_MAX;
 	cbor_decref(&m);
 	if (r)
 		cbor_decref(&r);
@@ -433,7 +434,10 @@ int smp_client_upload(smp_client *c, const ferry_image_v1 *img, uint64_t *resume
 		/* the transport's limit may change when the link comes back */
 		if ((chunk = chunk_for(c)) < 0) {
 			rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR,
-				      "%s: the link's packets are too small to carry an upload", c->name);
+				      "%s: the link's packets are too small to carry an upload: at most %zu bytes "
+				      "(the device's buf_size %zu), an upload request needs %d and some data",
+				      c->name, c->ops->max_packet(c->t, c->dev_buf), c->dev_buf,
+				      SMP_UPLOAD_OVERHEAD);
 			break;
 		}
 		size_t n = (size_t)((uint64_t)chunk < len - off ? (uint64_t)chunk : len - off);

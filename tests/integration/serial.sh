@@ -124,6 +124,22 @@ check_fault boot-fails rolled_back --boot-fails
 grep -F '"update_id":"u-boot-fails","component":"sensor-mcu","stage":"rolled_back"' "$W/mqtt.log" |
 	grep -qF '"reason":"version_mismatch"' || fail "boot-fails: reason is not version_mismatch"
 
+# A device whose buffer cannot hold an upload request (os params says
+# buf_size 100; it drops longer requests): refused with the reason before any
+# upload request, instead of chunks the device would drop.
+v=$(running)
+sim "$v" --buf-size 100
+smark=$(wc -l < "$W/sim.log")
+deploy u-smallbuf 2.9.0
+[ "$(outcome u-smallbuf sensor-mcu)" = failed ] || fail "u-smallbuf did not fail"
+line=$(grep -F '"update_id":"u-smallbuf","component":"sensor-mcu","stage":"failed"' "$W/mqtt.log")
+echo "$line" | grep -qF '"reason":"adapter_error"' || fail "u-smallbuf: reason is not adapter_error: $line"
+echo "$line" | grep -qF "buf_size 100" || fail "u-smallbuf: detail does not name the device's buffer: $line"
+! tail -n +"$((smark + 1))" "$W/sim.log" | grep -q "does not fit in buf_size" ||
+	fail "u-smallbuf: requests larger than the device's buffer were sent"
+[ "$(running)" = "$v" ] || fail "u-smallbuf: the MCU no longer runs $v"
+echo "ok: a device buffer too small for an upload request is refused with the reason"
+
 # ferryd killed mid-upload, restarted: the upload continues from the device's offset.
 sim "$(running)" --rate 6000
 deploy u-kill 3.0.0

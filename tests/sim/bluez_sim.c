@@ -37,7 +37,8 @@
  *                       StartNotify
  *   --reset-ms MS       how long a reset keeps the device away (300)
  *   and the MCU's own (mcu.h): --reset-at N, --drop-every K, --stall-ms MS,
- *   --refuse-confirm, --boot-fails, --reset-delay-ms MS, --lose-reset N.
+ *   --refuse-confirm, --boot-fails, --reset-delay-ms MS, --lose-reset N,
+ *   --buf-size N.
  * The stats file (key=value lines, rewritten as they change) is what the
  * tests assert on: connections, the MTU of the last one, writes, the largest
  * write, violations (writes over MTU - 3), refused writes, notifications,

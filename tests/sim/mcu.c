@@ -100,6 +100,7 @@ void mcu_init(mcu *m, const char *version, const mcu_io *io)
 	m->io = *io;
 	m->reset_at = -1;
 	m->reset_delay_ms = 250;
+	m->buf_size = 384;
 	m->s[0].data = malloc(64 * 1024);
 	m->s[0].len = mcu_make_image(version, 30000, m->s[0].data);
 	m->s[0].valid = parse_image(&m->s[0]);
@@ -290,6 +291,13 @@ void mcu_handle(mcu *m, const uint8_t *pkt, size_t len)
 
 	if (smp_hdr_unpack(pkt, len, &h))
 		return;
+	if (len + m->frame_overhead > m->buf_size) {
+		/* Zephyr has nowhere to put it: gone without an answer */
+		m->too_big++;
+		fprintf(stderr, "mcu: a request of %zu bytes does not fit in buf_size %zu; dropped\n", len,
+			m->buf_size);
+		return;
+	}
 	m->requests++;
 	if (m->drop_every > 0 && m->requests % (unsigned long)m->drop_every == 0)
 		return;
@@ -310,7 +318,7 @@ void mcu_handle(mcu *m, const uint8_t *pkt, size_t len)
 		reply(m, &h, h.op + 1, r);
 	} else if (h.group == SMP_GROUP_OS && h.id == SMP_OS_PARAMS) {
 		cbor_item_t *r = cbor_new_definite_map(2);
-		smp_map_put(r, "buf_size", smp_uint(384));
+		smp_map_put(r, "buf_size", smp_uint(m->buf_size));
 		smp_map_put(r, "buf_count", smp_uint(4));
 		reply(m, &h, SMP_OP_READ_RSP, r);
 	} else if (h.group == SMP_GROUP_OS && h.id == SMP_OS_RESET) {
@@ -370,6 +378,8 @@ int mcu_option(mcu *m, int argc, char **argv, int *i)
 		m->reset_delay_ms = atol(argv[++*i]);
 	else if (has_value && !strcmp(a, "--lose-reset"))
 		m->lose_resets = atol(argv[++*i]);
+	else if (has_value && !strcmp(a, "--buf-size"))
+		m->buf_size = strtoul(argv[++*i], NULL, 10);
 	else
 		return 0;
 	return 1;

@@ -45,6 +45,9 @@ typedef struct mcu {
 	size_t up_len, up_off;
 	uint8_t up_sha[32];
 	bool up_active;
+	/* the reassembly buffer `os params` reports; a request that does not fit
+	 * in it with the link's framing (frame_overhead bytes) is dropped */
+	size_t buf_size, frame_overhead;
 	/* `os reset` answered: the reset happens at reset_due (monotonic ms), 0 when none */
 	long reset_delay_ms;
 	int64_t reset_due;
@@ -52,7 +55,7 @@ typedef struct mcu {
 	long reset_at, drop_every, stall_ms, lose_resets;
 	bool refuse_confirm, boot_fails, reset_done, stall_done;
 	/* counters */
-	unsigned long requests, uploads, up_starts, up_resumes, up_bytes, resets;
+	unsigned long requests, uploads, up_starts, up_resumes, up_bytes, resets, too_big;
 } mcu;
 
 /* A device running a generated image of `version`. */
@@ -79,6 +82,8 @@ void mcu_tick(mcu *m);
  *                      0: at once)
  *   --lose-reset N     the first N `os reset` requests are lost on the way:
  *                      neither answered nor carried out
+ *   --buf-size N       the buffer `os params` reports (384, Zephyr's
+ *                      default); longer requests are dropped
  * 1 when argv[*i] was one of them (*i then points at its last word), 0 when
  * it is not. */
 int mcu_option(mcu *m, int argc, char **argv, int *i);

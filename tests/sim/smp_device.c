@@ -8,7 +8,8 @@
  *   --corrupt-every K  damage every K-th response frame
  *   --rate BPS         bytes per second on the wire (emulates a baud rate)
  *   and the MCU's own (mcu.h): --reset-at N, --drop-every K, --stall-ms MS,
- *   --refuse-confirm, --boot-fails, --reset-delay-ms MS, --lose-reset N.
+ *   --refuse-confirm, --boot-fails, --reset-delay-ms MS, --lose-reset N,
+ *   --buf-size N.
  *
  *   smp_device --link PATH --version 1.0.0 [faults]
  *       creates a pty, links PATH to its slave side, and serves forever;
@@ -142,6 +143,7 @@ int main(int argc, char **argv)
 		if (!strcmp(argv[i], "--version") && i + 1 < argc)
 			version = argv[i + 1];
 	mcu_init(&u.dev, version, &io);
+	u.dev.frame_overhead = 4; /* the serial frame's length and CRC share the buffer */
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (mcu_option(&u.dev, argc, argv, &i))
