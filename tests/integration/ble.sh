@@ -5,7 +5,8 @@
 # pty.  One manifest installs a serial and a BLE component in order; then a
 # link lost mid-upload, an unpaired device, a bond the device does not take
 # as authenticated, an MTU that changes between connections, a BlueZ
-# without AcquireWrite/AcquireNotify, and a reset request lost on the way.
+# without AcquireWrite/AcquireNotify (across a drop), and a reset request
+# lost on the way.
 # The device, like Zephyr, resets 250 ms after answering os reset.  Only unix
 # sockets and loopback.
 cd "$(dirname "$0")"
@@ -201,21 +202,44 @@ log_since "$mark" | grep -q "$ADDR: link up, ATT MTU 247," || fail "u-mtu: no co
 [ "$(stat_of up_starts)" = 1 ] || fail "u-mtu: the upload started over"
 echo "ok: MTU 247 then 23 between connections, installed, no write over MTU - 3"
 
-# (e) A BlueZ without AcquireWrite/AcquireNotify: WriteValue and StartNotify.
-ble_sim 1.4.0 --no-acquire --mtu 23
+# (e) A BlueZ without AcquireWrite/AcquireNotify: WriteValue and StartNotify,
+# across a link lost mid-upload and the reset.  BlueZ keeps a bonded device's
+# notify session across a drop (and registers it again on the next
+# connection): the adapter must end its own session and start afresh, not
+# trip over it ("In Progress", "Already notifying").
+ble_sim 1.4.0 --no-acquire --mtu 23 --disconnect-at 15000
 mark=$(log_mark)
 deploy_ble u-old 1.5.0
 [ "$(outcome u-old node-mcu)" = installed ] || fail "u-old did not install"
 log_since "$mark" | grep -q "writes by WriteValue, notifications by StartNotify" ||
 	fail "u-old: the fallback was not used"
+grep -q "fault: link lost during the upload" "$W/ble.log" || fail "u-old: the link was never dropped"
+[ "$(stat_of link_drops)" -ge 2 ] || fail "u-old: the link dropped $(stat_of link_drops) times, not with the fault and the reset"
+[ "$(stat_of up_resumes)" = 1 ] || fail "u-old: the upload did not resume after the drop"
+[ "$(stat_of notify_refusals)" = 0 ] || fail "u-old: StartNotify was refused $(stat_of notify_refusals) times"
 [ "$(stat_of violations)" = 0 ] || fail "u-old: a write exceeded MTU - 3"
 [ "$(stat_of running)" = 1.5.0 ] || fail "u-old: the device does not run 1.5.0"
-echo "ok: WriteValue and StartNotify where BlueZ cannot hand out fds"
+echo "ok: WriteValue and StartNotify where BlueZ cannot hand out fds, across a drop and a reset"
+
+# (e') The same, but the StopNotify after the drop fails and BlueZ keeps the
+# session: on the next connection StartNotify answers "Already notifying" --
+# this client's own session, to be ended and started again, not someone
+# else's to wait for.
+ble_sim 1.5.0 --no-acquire --mtu 23 --disconnect-at 15000 --stop-notify-fails 1
+mark=$(log_mark)
+deploy_ble u-kept 1.5.1
+[ "$(outcome u-kept node-mcu)" = installed ] || fail "u-kept did not install"
+grep -q "fault: StopNotify fails" "$W/ble.log" || fail "u-kept: StopNotify never failed"
+[ "$(stat_of notify_refusals)" -ge 1 ] || fail "u-kept: StartNotify was never refused"
+log_since "$mark" | grep -q "$ADDR: StartNotify: Already notifying: ending this client's earlier session" ||
+	fail "u-kept: the adapter did not end its own earlier session"
+[ "$(stat_of running)" = 1.5.1 ] || fail "u-kept: the device does not run 1.5.1"
+echo "ok: a notify session BlueZ kept for this client is ended and started afresh"
 
 # (f) The reset request is lost on the way: the link does not drop, the old
 # firmware keeps answering and lists the new image as pending; the reset is
 # sent again, and only then is the image confirmed.
-ble_sim 1.5.0 --lose-reset 1
+ble_sim 1.5.1 --lose-reset 1
 mark=$(log_mark)
 deploy_ble u-lostreset 1.6.0
 [ "$(outcome u-lostreset node-mcu)" = installed ] || fail "u-lostreset did not install"
@@ -224,3 +248,4 @@ log_since "$mark" | grep -q "$ADDR: the old firmware still answers .* sending th
 grep -q "mcu: fault: os reset lost on the way" "$W/ble.log" || fail "u-lostreset: no reset was lost"
 [ "$(stat_of running)" = 1.6.0 ] || fail "u-lostreset: the device does not run 1.6.0"
 echo "ok: a lost os reset is sent again; installed"
+
