@@ -7,8 +7,10 @@
  *      InProgress and Failed are tried again until the deadline.
  *   3. Wait for ServicesResolved, then find the SMP characteristic in
  *      GetManagedObjects (its object path may change between connections).
- *   4. AcquireNotify: a SOCK_SEQPACKET fd, one notification per message; or,
- *      where BlueZ lacks it, StartNotify and PropertiesChanged on Value.
+ *   4. AcquireNotify: a SOCK_SEQPACKET fd, one notification per message; or
+ *      StartNotify and PropertiesChanged on Value, where BlueZ lacks
+ *      AcquireNotify or answers it InProgress (it does while any client has
+ *      a StartNotify session: StartNotify shares the notifications).
  *      BlueZ keys StartNotify sessions by D-Bus client and keeps a bonded
  *      device's across a drop, so the link ends its own with StopNotify
  *      when it lets go, dropped or not; and a session of this client that
@@ -311,12 +313,20 @@ static int acquire(gatt_link *l, const bluez_char *chr, char *detail)
 		if (take_fd(reply, &l->nfd, &mtu_n))
 			rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s: AcquireNotify gave no usable fd",
 				      l->name);
-	} else if (acquired_by_other(&e) || sd_bus_error_has_name(&e, "org.bluez.Error.InProgress")) {
+	} else if (acquired_by_other(&e)) {
 		rc = ACQUIRE_HELD;
 	} else if (bluez_error_is_security(&e)) {
 		rc = refuse(l, "notifications", &e, detail);
-	} else if (bluez_error_is_unsupported(&e)) {
-		/* an older BlueZ: notifications as PropertiesChanged on Value */
+	} else if (bluez_error_is_unsupported(&e) || sd_bus_error_has_name(&e, "org.bluez.Error.InProgress")) {
+		/* An older BlueZ; or InProgress: a client has a StartNotify
+		 * session (another program, or ours from before a drop), and
+		 * BlueZ hands out no fd for as long as it lasts.  StartNotify
+		 * shares the notifications. */
+		if (!bluez_error_is_unsupported(&e))
+			smp_log(l->host, FERRY_LOG_INFO,
+				"%s: AcquireNotify: a StartNotify session is open; sharing notifications through "
+				"StartNotify",
+				l->name);
 		rc = start_notify(l, detail);
 	} else {
 		rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s: AcquireNotify: %s", l->name,

@@ -5,8 +5,8 @@
 # pty.  One manifest installs a serial and a BLE component in order; then a
 # link lost mid-upload, an unpaired device, a bond the device does not take
 # as authenticated, an MTU that changes between connections, a BlueZ
-# without AcquireWrite/AcquireNotify (across a drop), and a reset request
-# lost on the way.
+# without AcquireWrite/AcquireNotify, a reset request lost on the way, and
+# another client holding the notifications.
 # The device, like Zephyr, resets 250 ms after answering os reset.  Only unix
 # sockets and loopback.
 cd "$(dirname "$0")"
@@ -249,3 +249,14 @@ grep -q "mcu: fault: os reset lost on the way" "$W/ble.log" || fail "u-lostreset
 [ "$(stat_of running)" = 1.6.0 ] || fail "u-lostreset: the device does not run 1.6.0"
 echo "ok: a lost os reset is sent again; installed"
 
+# (g) Another D-Bus client (a monitoring tool) has StartNotify on the SMP
+# characteristic, so BlueZ answers AcquireNotify with InProgress for as long
+# as it stays: the adapter shares the notifications through StartNotify.
+ble_sim 1.6.0 --foreign-notify
+mark=$(log_mark)
+deploy_ble u-foreign 1.7.0
+[ "$(outcome u-foreign node-mcu)" = installed ] || fail "u-foreign did not install"
+log_since "$mark" | grep -q "writes by AcquireWrite, notifications by StartNotify" ||
+	fail "u-foreign: notifications were not taken through StartNotify"
+[ "$(stat_of running)" = 1.7.0 ] || fail "u-foreign: the device does not run 1.7.0"
+echo "ok: notifications shared through StartNotify while another client has them"

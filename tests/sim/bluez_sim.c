@@ -48,6 +48,9 @@
  *   --stop-notify-fails N  the first N StopNotify calls made while the link
  *                       is down fail (org.bluez.Error.Failed) and leave the
  *                       session as it was
+ *   --foreign-notify    another D-Bus client (a monitoring tool) has a
+ *                       StartNotify session on the SMP characteristic, so
+ *                       AcquireNotify answers InProgress
  *   and the MCU's own (mcu.h): --reset-at N, --drop-every K, --stall-ms MS,
  *   --refuse-confirm, --boot-fails, --reset-delay-ms MS, --lose-reset N,
  *   --buf-size N.
@@ -86,7 +89,7 @@ typedef struct notify_client {
 	sim *s;
 	char owner[64];
 	bool used, registered;
-	sd_bus_track *track; /* the client leaving the bus ends its session */
+	sd_bus_track *track; /* the client leaving the bus ends its session; NULL for --foreign-notify */
 } notify_client;
 
 struct sim {
@@ -770,7 +773,7 @@ static int usage(void)
 {
 	fprintf(stderr, "usage: bluez_sim --bus ADDRESS --address AA:BB:CC:DD:EE:FF --name NAME --version V "
 			"[--stats FILE] [--unpaired] [--just-works] [--disconnect-at N] [--mtu A,B,...] [--no-acquire] "
-			"[--reset-ms MS] [--stop-notify-fails N] [MCU faults]\n");
+			"[--reset-ms MS] [--stop-notify-fails N] [--foreign-notify] [MCU faults]\n");
 	return 2;
 }
 
@@ -821,6 +824,7 @@ int main(int argc, char **argv)
 			.mtu = 23};
 	const char *bus = NULL, *version = "1.0.0";
 	const mcu_io io = {.ctx = &s, .send = dev_send, .reset = dev_reset};
+	bool foreign = false;
 	int r;
 
 	signal(SIGPIPE, SIG_IGN);
@@ -860,6 +864,8 @@ int main(int argc, char **argv)
 			s.just_works = true;
 		else if (!strcmp(a, "--no-acquire"))
 			s.no_acquire = true;
+		else if (!strcmp(a, "--foreign-notify"))
+			foreign = true;
 		else if (!strcmp(a, "--stop-notify-fails") && v)
 			s.stop_notify_fails = atol(argv[++i]);
 		else {
@@ -874,6 +880,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "bluez_sim: cannot serve org.bluez on %s: %s\n", bus, strerror(-r));
 		return 1;
 	}
+	if (foreign && !new_session(&s, ":foreign.monitor", false))
+		return 1;
 	stats_write(&s);
 	fprintf(stderr, "bluez_sim: %s (%s) on %s, running %s%s\n", s.address, s.name, bus, s.dev.s[0].version,
 		s.paired ? "" : ", not paired");
