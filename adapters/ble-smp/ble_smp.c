@@ -7,7 +7,8 @@
  *   1. Find the device among BlueZ's objects (ObjectManager.GetManagedObjects
  *      under /org/bluez/<adapter>/): by its address, by its name, or as the
  *      first device that lists the SMP service 8d53dc1d-1db7-4cd3-868b-
- *      8a527460aa84.  A device that is not Paired and Bonded is shown in the
+ *      8a527460aa84 -- by name or service, a paired and bonded device before
+ *      any other.  A device that is not Paired and Bonded is shown in the
  *      inventory without a version, and refused before any connection:
  *      adapter_error, naming the device and what is missing.
  *   2. Device1.Connect, wait for ServicesResolved, find the SMP
@@ -188,9 +189,38 @@ static void b_fini(void *st)
 	free(s);
 }
 
+/* Does BlueZ device d fit entry c, in the pass c belongs to: by address
+ * (and name, if given too), by name (Name or Alias), or by the SMP service. */
+static bool fits(const ble_dev *c, const bluez_device *d)
+{
+	bool name_ok = !c->name[0] || !strcmp(d->name, c->name) || !strcmp(d->alias, c->name);
+
+	if (c->address[0])
+		return !strcmp(d->address, c->address) && name_ok;
+	if (c->name[0])
+		return name_ok;
+	return d->smp_uuid;
+}
+
+/* bluez_scan's filter: devices that fit some entry, so that the bound on
+ * devices kept applies to those only. */
+static bool wanted(const bluez_device *d, void *ud)
+{
+	const state *s = ud;
+	for (size_t i = 0; i < s->n; i++)
+		if (fits(&s->devs[i], d))
+			return true;
+	return false;
+}
+
 /* Which BlueZ device each configured entry is: by address first, then by
- * name (Name or Alias), then the first one left that lists the SMP service.
- * Each BlueZ device serves one entry at most.  -1: not found. */
+ * name, then the first one left that lists the SMP service.  A name or a
+ * service UUID is anyone's to advertise: among the devices that fit, a
+ * paired and bonded one is taken before any other, so a stranger nearby
+ * with the same name cannot shadow the node the gateway is bonded with
+ * (one that is not bonded is still taken when nothing else fits, to be
+ * listed with the reason).  Each BlueZ device serves one entry at most.
+ * -1: not found. */
 static void resolve(const state *s, const bluez_objects *o, int which[DEVICES_MAX])
 {
 	bool taken[BLUEZ_DEVICES_MAX] = {false};
@@ -202,17 +232,14 @@ static void resolve(const state *s, const bluez_objects *o, int which[DEVICES_MA
 			const ble_dev *c = &s->devs[i];
 			if ((c->address[0] ? 0 : c->name[0] ? 1 : 2) != pass)
 				continue;
-			for (size_t k = 0; k < o->n_dev && which[i] < 0; k++) {
-				const bluez_device *d = &o->dev[k];
-				bool name_ok = !c->name[0] || !strcmp(d->name, c->name) || !strcmp(d->alias, c->name);
-				bool hit = pass == 0   ? !strcmp(d->address, c->address) && name_ok
-					   : pass == 1 ? name_ok
-						       : d->smp_uuid;
-				if (hit && !taken[k]) {
-					which[i] = (int)k;
-					taken[k] = true;
+			for (int bonded_only = 1; bonded_only >= 0 && which[i] < 0; bonded_only--)
+				for (size_t k = 0; k < o->n_dev && which[i] < 0; k++) {
+					const bluez_device *d = &o->dev[k];
+					if (!taken[k] && fits(c, d) && (!bonded_only || bluez_device_bonded(d))) {
+						which[i] = (int)k;
+						taken[k] = true;
+					}
 				}
-			}
 		}
 }
 
@@ -294,7 +321,8 @@ static int b_discover(void *st, ferry_device_v1 *devs, size_t max, size_t *n, ch
 	if (!o)
 		return FERRY_ADAPTER_E_ADAPTER_ERROR;
 	snprintf(prefix, sizeof(prefix), "/org/bluez/%s/", s->adapter);
-	if (bluez_bus_open(s->bus, &bus, err, sizeof(err)) || bluez_scan(bus, prefix, CALL_US, o, err, sizeof(err))) {
+	if (bluez_bus_open(s->bus, &bus, err, sizeof(err)) ||
+	    bluez_scan(bus, prefix, CALL_US, wanted, s, o, err, sizeof(err))) {
 		free(o);
 		sd_bus_flush_close_unref(bus);
 		return smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s", err);
@@ -360,7 +388,7 @@ static int b_open(void *st, const ferry_device_v1 *dev, const ferry_session_host
 	x->s = s;
 	snprintf(prefix, sizeof(prefix), "/org/bluez/%s/", s->adapter);
 	if (bluez_bus_open(s->bus, &x->bus, err, sizeof(err)) ||
-	    bluez_scan(x->bus, prefix, CALL_US, o, err, sizeof(err))) {
+	    bluez_scan(x->bus, prefix, CALL_US, wanted, s, o, err, sizeof(err))) {
 		rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s", err);
 		goto fail;
 	}

@@ -204,7 +204,7 @@ static int connect_and_resolve(gatt_link *l, int64_t deadline_ms, bluez_char *ch
 		} else if (d.resolved) {
 			const bluez_char *c = NULL;
 			connected = true;
-			if (bluez_scan(l->bus, prefix, CALL_US, o, err, sizeof(err)) == 0 &&
+			if (bluez_scan(l->bus, prefix, CALL_US, NULL, NULL, o, err, sizeof(err)) == 0 &&
 			    !(c = bluez_find_smp(o, l->dev_path)))
 				snprintf(err, sizeof(err),
 					 "no SMP characteristic (is mcumgr's Bluetooth transport enabled?)");

@@ -6,7 +6,8 @@
 # link lost mid-upload, an unpaired device, a bond the device does not take
 # as authenticated, an MTU that changes between connections, a BlueZ
 # without AcquireWrite/AcquireNotify, a reset request lost on the way, and
-# another client holding the notifications.
+# another client holding the notifications; and the node found by name and
+# by its SMP service among strangers that advertise the same.
 # The device, like Zephyr, resets 250 ms after answering os reset.  Only unix
 # sockets and loopback.
 cd "$(dirname "$0")"
@@ -15,7 +16,10 @@ BUILD=$(cd "${1:?usage: ble.sh BUILD_DIR}" && pwd)
 SMP_SIM="$BUILD/tests/sim/smp_device"
 BLE_SIM="$BUILD/tests/sim/bluez_sim"
 ADDR=C0:FF:EE:00:00:01
-W_EXTRA_ADAPTERS="  serial-smp:
+ble_adapters() { # ble_adapters [SELECTOR]: the adapters' config; SELECTOR (address: X, name: Y) picks
+	# the BLE node, and without one it is the device that lists the SMP service
+	cat <<YAML
+  serial-smp:
     timeout_ms: 700
     first_timeout_ms: 3000
     reset_wait_ms: 8000
@@ -35,10 +39,11 @@ W_EXTRA_ADAPTERS="  serial-smp:
     reset_drop_ms: 3000
     retries: 6
     devices:
-      - address: $ADDR
-        vendor_id: acme
-        class_id: ble-node
-        component: node-mcu"
+YAML
+	if [ -n "${1:-}" ]; then printf '      - %s\n        vendor_id: acme\n' "$1"; else printf '      - vendor_id: acme\n'; fi
+	printf '        class_id: ble-node\n        component: node-mcu\n'
+}
+W_EXTRA_ADAPTERS=$(ble_adapters "address: $ADDR")
 world_up "$BUILD"
 sed -i "s|/tmp/PLACEHOLDER|$W|" "$W/ferryd.yaml"
 cp "$BUILD/adapters/serial-smp.so" "$BUILD/adapters/ble-smp.so" "$W/plugins/"
@@ -260,3 +265,31 @@ log_since "$mark" | grep -q "writes by AcquireWrite, notifications by StartNotif
 	fail "u-foreign: notifications were not taken through StartNotify"
 [ "$(stat_of running)" = 1.7.0 ] || fail "u-foreign: the device does not run 1.7.0"
 echo "ok: notifications shared through StartNotify while another client has them"
+
+# (h) The node found by name, then by the SMP service alone, with 40
+# strangers nearby that advertise the same name and the SMP service (listed
+# before it by BlueZ, and more than the adapter keeps): the bonded node is
+# the one listed and updated.
+relookup() { # relookup [SELECTOR]: ferryd again, with the BLE node found another way
+	stop_ferryd
+	W_EXTRA_ADAPTERS=$(ble_adapters "${1:-}")
+	write_config
+	sed -i "s|/tmp/PLACEHOLDER|$W|" "$W/ferryd.yaml"
+	start_ferryd
+}
+lookup_case() { # lookup_case HOW UPDATE FROM TO
+	inv=$(inventory)
+	echo "$inv" | grep -qF "{\"name\":\"node-mcu\",\"version\":\"$3\"}" ||
+		fail "by $1: the inventory does not list node-mcu at $3: $inv"
+	echo "$inv" | grep -qF "\"address\":\"$ADDR\"" || fail "by $1: the inventory lists another device: $inv"
+	echo "$inv" | grep -qF '"bonded":"false"' && fail "by $1: a stranger is listed: $inv"
+	deploy_ble "$2" "$4"
+	[ "$(outcome "$2" node-mcu)" = installed ] || fail "by $1: $2 did not install"
+	[ "$(stat_of running)" = "$4" ] || fail "by $1: the bonded node does not run $4"
+	echo "ok: found by $1 among 40 strangers advertising the same; installed"
+}
+ble_sim 1.7.0 --decoys 40
+relookup "name: node-7"
+lookup_case name u-byname 1.7.0 1.8.0
+relookup
+lookup_case "SMP service" u-byservice 1.8.0 1.9.0

@@ -48,6 +48,10 @@
  *   --stop-notify-fails N  the first N StopNotify calls made while the link
  *                       is down fail (org.bluez.Error.Failed) and leave the
  *                       session as it was
+ *   --decoys N          N other devices nearby (up to 64), not paired, that
+ *                       advertise the same name and the SMP service, as
+ *                       strangers may; they are added after the real one,
+ *                       so they come first in GetManagedObjects
  *   --foreign-notify    another D-Bus client (a monitoring tool) has a
  *                       StartNotify session on the SMP characteristic, so
  *                       AcquireNotify answers InProgress
@@ -80,8 +84,15 @@
 #define MTUS_MAX 16
 #define ATT_MTU_MAX 517
 #define NOTIFY_CLIENTS_MAX 8
+#define DECOYS_MAX 64
 
 typedef struct sim sim;
+
+/* A stranger nearby: a Device1 BlueZ saw advertising, never paired. */
+typedef struct decoy {
+	const sim *s;
+	char address[18], path[64];
+} decoy;
 
 /* A StartNotify session: whose, and whether it is registered with the
  * device (not while the link is down). */
@@ -111,6 +122,8 @@ struct sim {
 	int write_fd, notify_fd; /* our ends of the acquired pairs, -1 when none */
 	sd_event_source *write_src, *notify_src;
 	notify_client ncl[NOTIFY_CLIENTS_MAX]; /* StartNotify sessions */
+	decoy decoys[DECOYS_MAX];
+	size_t n_decoys;
 	uint8_t value[ATT_MTU_MAX];
 	size_t value_len;
 	smp_reasm rx;
@@ -744,6 +757,48 @@ static const sd_bus_vtable device_vtable[] = {
     SD_BUS_VTABLE_END,
 };
 
+static int get_decoy(sd_bus *bus, const char *path, const char *iface, const char *prop, sd_bus_message *reply,
+		     void *userdata, sd_bus_error *e)
+{
+	const decoy *d = userdata;
+	if (!strcmp(prop, "Address"))
+		return sd_bus_message_append(reply, "s", d->address);
+	if (!strcmp(prop, "AddressType"))
+		return sd_bus_message_append(reply, "s", "random");
+	if (!strcmp(prop, "Name") || !strcmp(prop, "Alias"))
+		return sd_bus_message_append(reply, "s", d->s->name);
+	if (!strcmp(prop, "Adapter"))
+		return sd_bus_message_append(reply, "o", "/org/bluez/hci0");
+	if (!strcmp(prop, "UUIDs"))
+		return sd_bus_message_append(reply, "as", 1, SMP_SERVICE_UUID);
+	return sd_bus_message_append(reply, "b", 0); /* Paired, Bonded, Trusted, Connected, ServicesResolved */
+}
+
+static int decoy_connect(sd_bus_message *m, void *userdata, sd_bus_error *e)
+{
+	return sd_bus_error_set(e, "org.bluez.Error.Failed", "le-connection-abort-by-local");
+}
+
+#define DECOY_PROP(name, sig) SD_BUS_PROPERTY(name, sig, get_decoy, 0, SD_BUS_VTABLE_PROPERTY_CONST)
+static const sd_bus_vtable decoy_vtable[] = {
+    SD_BUS_VTABLE_START(0),
+    DECOY_PROP("Address", "s"),
+    DECOY_PROP("AddressType", "s"),
+    DECOY_PROP("Name", "s"),
+    DECOY_PROP("Alias", "s"),
+    DECOY_PROP("Adapter", "o"),
+    DECOY_PROP("UUIDs", "as"),
+    DECOY_PROP("Paired", "b"),
+    DECOY_PROP("Bonded", "b"),
+    DECOY_PROP("Trusted", "b"),
+    DECOY_PROP("Connected", "b"),
+    DECOY_PROP("ServicesResolved", "b"),
+    SD_BUS_METHOD("Connect", "", "", decoy_connect, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD("Disconnect", "", "", decoy_connect, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD("Pair", "", "", dev_pair, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_VTABLE_END,
+};
+
 /* ---- setup ---- */
 
 static int parse_mtus(sim *s, const char *list)
@@ -773,7 +828,7 @@ static int usage(void)
 {
 	fprintf(stderr, "usage: bluez_sim --bus ADDRESS --address AA:BB:CC:DD:EE:FF --name NAME --version V "
 			"[--stats FILE] [--unpaired] [--just-works] [--disconnect-at N] [--mtu A,B,...] [--no-acquire] "
-			"[--reset-ms MS] [--stop-notify-fails N] [--foreign-notify] [MCU faults]\n");
+			"[--reset-ms MS] [--stop-notify-fails N] [--decoys N] [--foreign-notify] [MCU faults]\n");
 	return 2;
 }
 
@@ -797,6 +852,16 @@ static int setup(sim *s, const char *bus_address)
 		0 ||
 	    (r = sd_bus_add_object_vtable(s->bus, NULL, s->dev_path, "org.bluez.Device1", device_vtable, s)) < 0)
 		return r;
+	for (size_t i = 0; i < s->n_decoys; i++) {
+		decoy *d = &s->decoys[i];
+		d->s = s;
+		snprintf(d->address, sizeof(d->address), "D0:0D:00:00:%02X:%02X", (unsigned)(i >> 8) & 0xff,
+			 (unsigned)i & 0xff);
+		snprintf(d->path, sizeof(d->path), "/org/bluez/hci0/dev_D0_0D_00_00_%02X_%02X", (unsigned)(i >> 8) & 0xff,
+			 (unsigned)i & 0xff);
+		if ((r = sd_bus_add_object_vtable(s->bus, NULL, d->path, "org.bluez.Device1", decoy_vtable, d)) < 0)
+			return r;
+	}
 	if ((r = sd_bus_request_name(s->bus, "org.bluez", 0)) < 0 || (r = sd_bus_attach_event(s->bus, s->ev, 0)) < 0)
 		return r;
 	sigemptyset(&ss);
@@ -868,6 +933,8 @@ int main(int argc, char **argv)
 			foreign = true;
 		else if (!strcmp(a, "--stop-notify-fails") && v)
 			s.stop_notify_fails = atol(argv[++i]);
+		else if (!strcmp(a, "--decoys") && v && atol(v) >= 0 && atol(v) <= DECOYS_MAX)
+			s.n_decoys = (size_t)atol(argv[++i]);
 		else {
 			fprintf(stderr, "bluez_sim: unknown argument %s\n", a);
 			return usage();
