@@ -59,6 +59,9 @@ typedef struct ble_dev {
 	char component[FERRY_ADAPTER_STR_MAX];
 	/* what discovery last read, for when a session holds the device */
 	bool busy, have_version;
+	/* discovery connected the device and left the connection to the
+	 * session that opened meanwhile: the session disconnects it */
+	bool disconnect_after;
 	char version[FERRY_ADAPTER_STR_MAX];
 	uint8_t hash[32];
 } ble_dev;
@@ -259,8 +262,8 @@ static void kv(ferry_kv_v1 *e, const char *k, const char *v)
 }
 
 /* Connect, read image state, let go: the version discovery reports. */
-static int read_version(state *s, sd_bus *bus, const ble_dev *c, const bluez_device *bd, char *version,
-			uint8_t hash[32], bool *refused, char *detail)
+static int read_version(state *s, sd_bus *bus, ble_dev *c, const bluez_device *bd, char *version, uint8_t hash[32],
+			bool *refused, char *detail)
 {
 	gatt_link *l = malloc(sizeof(*l));
 	smp_client client;
@@ -277,10 +280,13 @@ static int read_version(state *s, sd_bus *bus, const ble_dev *c, const bluez_dev
 		rc = smp_client_read_state(&client, version, hash, detail);
 	}
 	*refused = l->refused;
-	/* a session that opened meanwhile uses the connection: leave it up */
+	/* a session that opened meanwhile uses the connection: leave it up,
+	 * and leave disconnecting it to that session */
 	pthread_mutex_lock(&s->lock);
-	if (c->busy)
+	if (c->busy && l->we_connected) {
 		l->we_connected = false;
+		c->disconnect_after = true;
+	}
 	pthread_mutex_unlock(&s->lock);
 	gatt_link_close(l);
 	free(l);
@@ -427,8 +433,12 @@ static int b_open(void *st, const ferry_device_v1 *dev, const ferry_session_host
 	if (rc) {
 		gatt_link_close(&x->link);
 		pthread_mutex_lock(&s->lock);
+		bool handed = s->devs[x->dev].disconnect_after;
+		s->devs[x->dev].disconnect_after = false;
 		s->devs[x->dev].busy = false;
 		pthread_mutex_unlock(&s->lock);
+		if (handed)
+			bluez_call(x->bus, bd->path, "org.bluez.Device1", "Disconnect", CALL_US, NULL, NULL, NULL);
 		goto fail;
 	}
 	smp_client_init(&x->c, &gatt_link_ops, &x->link, x->link.name, &s->cfg, s->host, sh);
@@ -485,13 +495,26 @@ static void b_close(void *session)
 {
 	sess *x = session;
 	state *s = x->s;
+	ble_dev *d = &s->devs[x->dev];
+	bool handed;
 
-	gatt_link_close(&x->link);
-	sd_bus_flush_close_unref(x->bus);
 	pthread_mutex_lock(&s->lock);
-	s->devs[x->dev].busy = false;
-	s->devs[x->dev].have_version = false; /* the session may have changed it */
+	handed = d->disconnect_after;
+	d->disconnect_after = false;
 	pthread_mutex_unlock(&s->lock);
+	if (handed)
+		x->link.we_connected = true; /* a discovery's connection, left to us */
+	gatt_link_close(&x->link);
+	pthread_mutex_lock(&s->lock);
+	/* a discovery that was still reading when we began to close */
+	handed = d->disconnect_after && !x->link.we_connected;
+	d->disconnect_after = false;
+	d->busy = false;
+	d->have_version = false; /* the session may have changed it */
+	pthread_mutex_unlock(&s->lock);
+	if (handed)
+		bluez_call(x->bus, x->link.dev_path, "org.bluez.Device1", "Disconnect", CALL_US, NULL, NULL, NULL);
+	sd_bus_flush_close_unref(x->bus);
 	free(x);
 }
 
