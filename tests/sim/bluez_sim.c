@@ -59,9 +59,13 @@
  *   --refuse-confirm, --boot-fails, --reset-delay-ms MS, --lose-reset N,
  *   --buf-size N.
  * The stats file (key=value lines, rewritten as they change) is what the
- * tests assert on: connections, the MTU of the last one, writes, the largest
- * write, violations (writes over MTU - 3), refused writes, notifications,
- * link drops, the running version, upload starts, resumes and bytes, resets.
+ * tests assert on: connections, the MTU of the last one, whether connected
+ * now, writes, the largest write, violations (writes over MTU - 3), refused
+ * writes, notifications, link drops, the running version, upload starts,
+ * resumes and bytes, resets, StartNotify refusals; and what the host sent
+ * as BlueZ saw it, before the device's security could refuse it: SMP
+ * requests, upload requests, and the ATT MTU of each connection that
+ * carried upload requests (upload_mtus, in order, one per connection).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -132,6 +136,9 @@ struct sim {
 	bool dirty;
 	unsigned long connections, writes, max_write, violations, refused, notifications, drops;
 	unsigned long notify_refusals; /* StartNotify answered InProgress or Already notifying */
+	unsigned long requests_seen, upload_requests; /* put together from the host's writes */
+	unsigned long upload_conn;                    /* the connection that last carried an upload request */
+	char upload_mtus[128];                        /* "247,23": the MTU of each connection that did */
 };
 
 static void stats_write(sim *s)
@@ -147,10 +154,11 @@ static void stats_write(sim *s)
 	fprintf(f,
 		"connections=%lu\nmtu_last=%u\nwrites=%lu\nmax_write=%lu\nviolations=%lu\nrefused=%lu\n"
 		"notifications=%lu\nlink_drops=%lu\nrunning=%s\nup_starts=%lu\nup_resumes=%lu\nup_bytes=%lu\n"
-		"resets=%lu\nnotify_refusals=%lu\n",
+		"resets=%lu\nnotify_refusals=%lu\nconnected=%d\nrequests_seen=%lu\nupload_requests=%lu\n"
+		"upload_mtus=%s\n",
 		s->connections, s->mtu, s->writes, s->max_write, s->violations, s->refused, s->notifications, s->drops,
 		s->dev.s[0].version, s->dev.up_starts, s->dev.up_resumes, s->dev.up_bytes, s->dev.resets,
-		s->notify_refusals);
+		s->notify_refusals, s->connected, s->requests_seen, s->upload_requests, s->upload_mtus);
 	if (fclose(f) == 0)
 		rename(tmp, s->stats_path);
 	s->dirty = false;
@@ -281,9 +289,29 @@ static int on_tick(sd_event_source *src, uint64_t usec, void *userdata)
 	return 0;
 }
 
+/* A whole request from the host, as BlueZ carried it: counted, and the
+ * MTU of a connection that carries upload requests noted. */
+static void note_request(sim *s, const uint8_t *pkt, size_t len)
+{
+	smp_hdr h;
+	size_t used = strlen(s->upload_mtus);
+
+	if (smp_hdr_unpack(pkt, len, &h))
+		return;
+	s->requests_seen++;
+	if (h.group != SMP_GROUP_IMAGE || h.id != SMP_IMG_UPLOAD || h.op != SMP_OP_WRITE)
+		return;
+	s->upload_requests++;
+	if (s->upload_conn != s->connections && used + 8 < sizeof(s->upload_mtus)) {
+		snprintf(s->upload_mtus + used, sizeof(s->upload_mtus) - used, "%s%u", used ? "," : "", s->mtu);
+		s->upload_conn = s->connections;
+	}
+}
+
 /* One write from the host: at most MTU - 3 bytes, or it vanishes. */
 static void take_piece(sim *s, const uint8_t *p, size_t n)
 {
+	bool secure = s->paired && !s->just_works;
 	size_t len;
 
 	s->writes++;
@@ -295,11 +323,12 @@ static void take_piece(sim *s, const uint8_t *p, size_t n)
 		fprintf(stderr, "bluez_sim: a write of %zu bytes exceeds MTU %u - 3; dropped\n", n, s->mtu);
 		return;
 	}
-	if (!s->paired || s->just_works) {
+	if (!secure)
 		s->refused++; /* the device refuses writes on a link short of its security */
+	if (smp_reasm_feed(&s->rx, p, n, &len) != 1)
 		return;
-	}
-	if (smp_reasm_feed(&s->rx, p, n, &len) == 1) {
+	note_request(s, s->rx.buf, len);
+	if (secure) {
 		mcu_handle(&s->dev, s->rx.buf, len);
 		arm_tick(s);
 	}
