@@ -493,7 +493,8 @@ int smp_client_upload(smp_client *c, const ferry_image_v1 *img, uint64_t *resume
 					 : smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR,
 						    "%s: the device does not advance the upload: %d answers at or "
 						    "before the offset sent, the last off %llu for a request at %llu",
-						    c->name, setbacks, (unsigned long long)next, (unsigned long long)off);
+						    c->name, setbacks, (unsigned long long)next,
+						    (unsigned long long)off);
 				break;
 			}
 			if (next == 0 && off > 0)
@@ -659,8 +660,8 @@ int smp_client_confirm(smp_client *c, const ferry_image_v1 *img, char version[FE
 	if (st.new_found && st.new_pending && !st.new_active) {
 		/* marked for the test boot but not booted yet: a reset still on
 		 * its way, or ferryd stopped before it sent one */
-		smp_log(c->host, FERRY_LOG_INFO, "%s: the new image is still pending: waiting for the device to boot it",
-			c->name);
+		smp_log(c->host, FERRY_LOG_INFO,
+			"%s: the new image is still pending: waiting for the device to boot it", c->name);
 		c->tested = true;
 		if ((rc = reboot(c, LEAVE_PENDING, false, detail)) || (rc = read_dev_state(c, &st, detail)))
 			return rc;

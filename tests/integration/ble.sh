@@ -40,7 +40,11 @@ ble_adapters() { # ble_adapters [SELECTOR]: the adapters' config; SELECTOR (addr
     retries: 6
     devices:
 YAML
-	if [ -n "${1:-}" ]; then printf '      - %s\n        vendor_id: acme\n' "$1"; else printf '      - vendor_id: acme\n'; fi
+	if [ -n "${1:-}" ]; then
+		printf '      - %s\n        vendor_id: acme\n' "$1"
+	else
+		printf '      - vendor_id: acme\n'
+	fi
 	printf '        class_id: ble-node\n        component: node-mcu\n'
 }
 W_EXTRA_ADAPTERS=$(ble_adapters "address: $ADDR")
@@ -226,7 +230,8 @@ deploy_ble u-old 1.5.0
 log_since "$mark" | grep -q "writes by WriteValue, notifications by StartNotify" ||
 	fail "u-old: the fallback was not used"
 grep -q "fault: link lost during the upload" "$W/ble.log" || fail "u-old: the link was never dropped"
-[ "$(stat_of link_drops)" -ge 2 ] || fail "u-old: the link dropped $(stat_of link_drops) times, not with the fault and the reset"
+[ "$(stat_of link_drops)" -ge 2 ] ||
+	fail "u-old: the link dropped $(stat_of link_drops) times, not with the fault and the reset"
 [ "$(stat_of up_resumes)" = 1 ] || fail "u-old: the upload did not resume after the drop"
 [ "$(stat_of notify_refusals)" = 0 ] || fail "u-old: StartNotify was refused $(stat_of notify_refusals) times"
 [ "$(stat_of violations)" = 0 ] || fail "u-old: a write exceeded MTU - 3"

@@ -170,9 +170,11 @@ done
 n=$(grep -cF "ferry/v1/gw-1/inventory " "$W/mqtt.log")
 cmd inventory.refresh x
 wait_mqtt "ferry/v1/gw-1/inventory " 15 $((n + 1))
-grep -F "ferry/v1/gw-1/inventory " "$W/mqtt.log" | tail -n 1 | grep -qF "{\"name\":\"sensor-mcu\",\"version\":\"$v\"}" ||
+grep -F "ferry/v1/gw-1/inventory " "$W/mqtt.log" | tail -n 1 |
+	grep -qF "{\"name\":\"sensor-mcu\",\"version\":\"$v\"}" ||
 	fail "u-busy: the inventory taken mid-install does not list the MCU at $v"
-grep -qF '"update_id":"u-busy","component":"sensor-mcu","stage":"installed"' "$W/mqtt.log" && fail "u-busy: the refresh came too late"
+grep -qF '"update_id":"u-busy","component":"sensor-mcu","stage":"installed"' "$W/mqtt.log" &&
+	fail "u-busy: the refresh came too late"
 [ "$(outcome u-busy sensor-mcu)" = installed ] || fail "u-busy did not install"
 ! tail -n +"$((smark + 1))" "$W/sim.log" | grep -q "image state read during an upload" ||
 	fail "u-busy: discovery talked to the device during the install"

@@ -886,8 +886,8 @@ static int setup(sim *s, const char *bus_address)
 		d->s = s;
 		snprintf(d->address, sizeof(d->address), "D0:0D:00:00:%02X:%02X", (unsigned)(i >> 8) & 0xff,
 			 (unsigned)i & 0xff);
-		snprintf(d->path, sizeof(d->path), "/org/bluez/hci0/dev_D0_0D_00_00_%02X_%02X", (unsigned)(i >> 8) & 0xff,
-			 (unsigned)i & 0xff);
+		snprintf(d->path, sizeof(d->path), "/org/bluez/hci0/dev_D0_0D_00_00_%02X_%02X",
+			 (unsigned)(i >> 8) & 0xff, (unsigned)i & 0xff);
 		if ((r = sd_bus_add_object_vtable(s->bus, NULL, d->path, "org.bluez.Device1", decoy_vtable, d)) < 0)
 			return r;
 	}
