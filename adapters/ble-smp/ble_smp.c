@@ -7,7 +7,8 @@
  *   1. Find the device among BlueZ's objects (ObjectManager.GetManagedObjects
  *      under /org/bluez/<adapter>/): by its address, by its name, or as the
  *      first device that lists the SMP service 8d53dc1d-1db7-4cd3-868b-
- *      8a527460aa84.  A device that is not Paired and Bonded is shown in the
+ *      8a527460aa84 -- by name or service, a paired and bonded device before
+ *      any other.  A device that is not Paired and Bonded is shown in the
  *      inventory without a version, and refused before any connection:
  *      adapter_error, naming the device and what is missing.
  *   2. Device1.Connect, wait for ServicesResolved, find the SMP
@@ -58,6 +59,9 @@ typedef struct ble_dev {
 	char component[FERRY_ADAPTER_STR_MAX];
 	/* what discovery last read, for when a session holds the device */
 	bool busy, have_version;
+	/* discovery connected the device and left the connection to the
+	 * session that opened meanwhile: the session disconnects it */
+	bool disconnect_after;
 	char version[FERRY_ADAPTER_STR_MAX];
 	uint8_t hash[32];
 } ble_dev;
@@ -148,15 +152,17 @@ static int load_config(state *s, char *detail)
 	s->cfg.timeout_ms = cfg_long(s, "timeout_ms", 3000, 50, 60000);
 	s->cfg.first_timeout_ms = cfg_long(s, "first_timeout_ms", 30000, 100, 600000);
 	s->cfg.reset_wait_ms = cfg_long(s, "reset_wait_ms", 30000, 100, 600000);
+	s->cfg.reset_resend_ms = cfg_long(s, "reset_resend_ms", 2000, 100, 600000);
 	s->cfg.retries = (int)cfg_long(s, "retries", 5, 0, 100);
 	s->cfg.chunk = cfg_long(s, "chunk", 0, 0, SMP_PACKET_MAX - SMP_UPLOAD_OVERHEAD);
 	s->link.connect_timeout_ms = cfg_long(s, "connect_timeout_ms", 15000, 100, 600000);
 	s->link.reset_drop_ms = cfg_long(s, "reset_drop_ms", 6000, 0, 600000);
-	if (s->cfg.timeout_ms < 0 || s->cfg.first_timeout_ms < 0 || s->cfg.reset_wait_ms < 0 || s->cfg.retries < 0 ||
-	    s->cfg.chunk < 0 || s->link.connect_timeout_ms < 0 || s->link.reset_drop_ms < 0)
+	if (s->cfg.timeout_ms < 0 || s->cfg.first_timeout_ms < 0 || s->cfg.reset_wait_ms < 0 ||
+	    s->cfg.reset_resend_ms < 0 || s->cfg.retries < 0 || s->cfg.chunk < 0 || s->link.connect_timeout_ms < 0 ||
+	    s->link.reset_drop_ms < 0)
 		return smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR,
-				"timeout_ms, first_timeout_ms, reset_wait_ms, retries, chunk, connect_timeout_ms or "
-				"reset_drop_ms is out of range");
+				"timeout_ms, first_timeout_ms, reset_wait_ms, reset_resend_ms, retries, chunk, "
+				"connect_timeout_ms or reset_drop_ms is out of range");
 	for (size_t i = 0; i < DEVICES_MAX && !(rc = load_device(s, i, detail)); i++)
 		s->n = i + 1;
 	return rc == 1 ? 0 : rc;
@@ -186,9 +192,38 @@ static void b_fini(void *st)
 	free(s);
 }
 
+/* Does BlueZ device d fit entry c, in the pass c belongs to: by address
+ * (and name, if given too), by name (Name or Alias), or by the SMP service. */
+static bool fits(const ble_dev *c, const bluez_device *d)
+{
+	bool name_ok = !c->name[0] || !strcmp(d->name, c->name) || !strcmp(d->alias, c->name);
+
+	if (c->address[0])
+		return !strcmp(d->address, c->address) && name_ok;
+	if (c->name[0])
+		return name_ok;
+	return d->smp_uuid;
+}
+
+/* bluez_scan's filter: devices that fit some entry, so that the bound on
+ * devices kept applies to those only. */
+static bool wanted(const bluez_device *d, void *ud)
+{
+	const state *s = ud;
+	for (size_t i = 0; i < s->n; i++)
+		if (fits(&s->devs[i], d))
+			return true;
+	return false;
+}
+
 /* Which BlueZ device each configured entry is: by address first, then by
- * name (Name or Alias), then the first one left that lists the SMP service.
- * Each BlueZ device serves one entry at most.  -1: not found. */
+ * name, then the first one left that lists the SMP service.  A name or a
+ * service UUID is anyone's to advertise: among the devices that fit, a
+ * paired and bonded one is taken before any other, so a stranger nearby
+ * with the same name cannot shadow the node the gateway is bonded with
+ * (one that is not bonded is still taken when nothing else fits, to be
+ * listed with the reason).  Each BlueZ device serves one entry at most.
+ * -1: not found. */
 static void resolve(const state *s, const bluez_objects *o, int which[DEVICES_MAX])
 {
 	bool taken[BLUEZ_DEVICES_MAX] = {false};
@@ -200,17 +235,14 @@ static void resolve(const state *s, const bluez_objects *o, int which[DEVICES_MA
 			const ble_dev *c = &s->devs[i];
 			if ((c->address[0] ? 0 : c->name[0] ? 1 : 2) != pass)
 				continue;
-			for (size_t k = 0; k < o->n_dev && which[i] < 0; k++) {
-				const bluez_device *d = &o->dev[k];
-				bool name_ok = !c->name[0] || !strcmp(d->name, c->name) || !strcmp(d->alias, c->name);
-				bool hit = pass == 0   ? !strcmp(d->address, c->address) && name_ok
-					   : pass == 1 ? name_ok
-						       : d->smp_uuid;
-				if (hit && !taken[k]) {
-					which[i] = (int)k;
-					taken[k] = true;
+			for (int bonded_only = 1; bonded_only >= 0 && which[i] < 0; bonded_only--)
+				for (size_t k = 0; k < o->n_dev && which[i] < 0; k++) {
+					const bluez_device *d = &o->dev[k];
+					if (!taken[k] && fits(c, d) && (!bonded_only || bluez_device_bonded(d))) {
+						which[i] = (int)k;
+						taken[k] = true;
+					}
 				}
-			}
 		}
 }
 
@@ -230,8 +262,8 @@ static void kv(ferry_kv_v1 *e, const char *k, const char *v)
 }
 
 /* Connect, read image state, let go: the version discovery reports. */
-static int read_version(state *s, sd_bus *bus, const ble_dev *c, const bluez_device *bd, char *version,
-			uint8_t hash[32], bool *refused, char *detail)
+static int read_version(state *s, sd_bus *bus, ble_dev *c, const bluez_device *bd, char *version, uint8_t hash[32],
+			bool *refused, char *detail)
 {
 	gatt_link *l = malloc(sizeof(*l));
 	smp_client client;
@@ -248,10 +280,13 @@ static int read_version(state *s, sd_bus *bus, const ble_dev *c, const bluez_dev
 		rc = smp_client_read_state(&client, version, hash, detail);
 	}
 	*refused = l->refused;
-	/* a session that opened meanwhile uses the connection: leave it up */
+	/* a session that opened meanwhile uses the connection: leave it up,
+	 * and leave disconnecting it to that session */
 	pthread_mutex_lock(&s->lock);
-	if (c->busy)
+	if (c->busy && l->we_connected) {
 		l->we_connected = false;
+		c->disconnect_after = true;
+	}
 	pthread_mutex_unlock(&s->lock);
 	gatt_link_close(l);
 	free(l);
@@ -292,7 +327,8 @@ static int b_discover(void *st, ferry_device_v1 *devs, size_t max, size_t *n, ch
 	if (!o)
 		return FERRY_ADAPTER_E_ADAPTER_ERROR;
 	snprintf(prefix, sizeof(prefix), "/org/bluez/%s/", s->adapter);
-	if (bluez_bus_open(s->bus, &bus, err, sizeof(err)) || bluez_scan(bus, prefix, CALL_US, o, err, sizeof(err))) {
+	if (bluez_bus_open(s->bus, &bus, err, sizeof(err)) ||
+	    bluez_scan(bus, prefix, CALL_US, wanted, s, o, err, sizeof(err))) {
 		free(o);
 		sd_bus_flush_close_unref(bus);
 		return smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s", err);
@@ -358,7 +394,7 @@ static int b_open(void *st, const ferry_device_v1 *dev, const ferry_session_host
 	x->s = s;
 	snprintf(prefix, sizeof(prefix), "/org/bluez/%s/", s->adapter);
 	if (bluez_bus_open(s->bus, &x->bus, err, sizeof(err)) ||
-	    bluez_scan(x->bus, prefix, CALL_US, o, err, sizeof(err))) {
+	    bluez_scan(x->bus, prefix, CALL_US, wanted, s, o, err, sizeof(err))) {
 		rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s", err);
 		goto fail;
 	}
@@ -397,8 +433,12 @@ static int b_open(void *st, const ferry_device_v1 *dev, const ferry_session_host
 	if (rc) {
 		gatt_link_close(&x->link);
 		pthread_mutex_lock(&s->lock);
+		bool handed = s->devs[x->dev].disconnect_after;
+		s->devs[x->dev].disconnect_after = false;
 		s->devs[x->dev].busy = false;
 		pthread_mutex_unlock(&s->lock);
+		if (handed)
+			bluez_call(x->bus, bd->path, "org.bluez.Device1", "Disconnect", CALL_US, NULL, NULL, NULL);
 		goto fail;
 	}
 	smp_client_init(&x->c, &gatt_link_ops, &x->link, x->link.name, &s->cfg, s->host, sh);
@@ -455,13 +495,26 @@ static void b_close(void *session)
 {
 	sess *x = session;
 	state *s = x->s;
+	ble_dev *d = &s->devs[x->dev];
+	bool handed;
 
-	gatt_link_close(&x->link);
-	sd_bus_flush_close_unref(x->bus);
 	pthread_mutex_lock(&s->lock);
-	s->devs[x->dev].busy = false;
-	s->devs[x->dev].have_version = false; /* the session may have changed it */
+	handed = d->disconnect_after;
+	d->disconnect_after = false;
 	pthread_mutex_unlock(&s->lock);
+	if (handed)
+		x->link.we_connected = true; /* a discovery's connection, left to us */
+	gatt_link_close(&x->link);
+	pthread_mutex_lock(&s->lock);
+	/* a discovery that was still reading when we began to close */
+	handed = d->disconnect_after && !x->link.we_connected;
+	d->disconnect_after = false;
+	d->busy = false;
+	d->have_version = false; /* the session may have changed it */
+	pthread_mutex_unlock(&s->lock);
+	if (handed)
+		bluez_call(x->bus, x->link.dev_path, "org.bluez.Device1", "Disconnect", CALL_US, NULL, NULL, NULL);
+	sd_bus_flush_close_unref(x->bus);
 	free(x);
 }
 

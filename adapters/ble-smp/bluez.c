@@ -253,9 +253,40 @@ static int take_char(sd_bus_message *m, const char *name, const char *contents, 
 	return 0;
 }
 
-/* One object's interfaces: keep the three kinds we use, while there is room. */
-static int take_object(sd_bus_message *m, const char *path, bluez_objects *o)
+bool bluez_device_bonded(const bluez_device *d)
 {
+	return d->paired && (!d->has_bonded || d->bonded);
+}
+
+typedef struct scan_ctx {
+	bluez_objects *o;
+	bluez_device_filter want;
+	void *ud;
+} scan_ctx;
+
+/* A device that passed the filter: appended while there is room; when
+ * full, a bonded one takes the place of one that is not. */
+static void keep_device(bluez_objects *o, const bluez_device *d)
+{
+	if (o->n_dev < BLUEZ_DEVICES_MAX) {
+		o->dev[o->n_dev++] = *d;
+		return;
+	}
+	if (!bluez_device_bonded(d))
+		return;
+	for (size_t i = o->n_dev; i-- > 0;)
+		if (!bluez_device_bonded(&o->dev[i])) {
+			o->dev[i] = *d;
+			return;
+		}
+}
+
+/* One object's interfaces: keep the three kinds we use -- the devices the
+ * filter takes, the SMP services and characteristics -- while there is
+ * room.  Each is read in full before it is judged. */
+static int take_object(sd_bus_message *m, const char *path, const scan_ctx *x)
+{
+	bluez_objects *o = x->o;
 	const char *iface;
 	int r;
 
@@ -264,27 +295,27 @@ static int take_object(sd_bus_message *m, const char *path, bluez_objects *o)
 	while ((r = sd_bus_message_enter_container(m, 'e', "sa{sv}")) > 0) {
 		if ((r = sd_bus_message_read(m, "s", &iface)) < 0)
 			return r;
-		if (!strcmp(iface, "org.bluez.Device1") && o->n_dev < BLUEZ_DEVICES_MAX) {
-			bluez_device *d = &o->dev[o->n_dev];
-			memset(d, 0, sizeof(*d));
-			if ((r = each_prop(m, take_device, d)) < 0)
+		if (!strcmp(iface, "org.bluez.Device1")) {
+			bluez_device d;
+			memset(&d, 0, sizeof(d));
+			if ((r = each_prop(m, take_device, &d)) < 0)
 				return r;
-			if (copy_str(d->path, sizeof(d->path), path) && d->address[0])
-				o->n_dev++;
-		} else if (!strcmp(iface, "org.bluez.GattService1") && o->n_svc < BLUEZ_SERVICES_MAX) {
-			bluez_service *s = &o->svc[o->n_svc];
-			memset(s, 0, sizeof(*s));
-			if ((r = each_prop(m, take_service, s)) < 0)
+			if (copy_str(d.path, sizeof(d.path), path) && d.address[0] && (!x->want || x->want(&d, x->ud)))
+				keep_device(o, &d);
+		} else if (!strcmp(iface, "org.bluez.GattService1")) {
+			bluez_service sv;
+			memset(&sv, 0, sizeof(sv));
+			if ((r = each_prop(m, take_service, &sv)) < 0)
 				return r;
-			if (copy_str(s->path, sizeof(s->path), path))
-				o->n_svc++;
-		} else if (!strcmp(iface, "org.bluez.GattCharacteristic1") && o->n_chr < BLUEZ_CHARS_MAX) {
-			bluez_char *c = &o->chr[o->n_chr];
-			memset(c, 0, sizeof(*c));
-			if ((r = each_prop(m, take_char, c)) < 0)
+			if (sv.smp && o->n_svc < BLUEZ_SERVICES_MAX && copy_str(sv.path, sizeof(sv.path), path))
+				o->svc[o->n_svc++] = sv;
+		} else if (!strcmp(iface, "org.bluez.GattCharacteristic1")) {
+			bluez_char c;
+			memset(&c, 0, sizeof(c));
+			if ((r = each_prop(m, take_char, &c)) < 0)
 				return r;
-			if (copy_str(c->path, sizeof(c->path), path))
-				o->n_chr++;
+			if (c.smp && o->n_chr < BLUEZ_CHARS_MAX && copy_str(c.path, sizeof(c.path), path))
+				o->chr[o->n_chr++] = c;
 		} else if ((r = sd_bus_message_skip(m, "a{sv}")) < 0) {
 			return r;
 		}
@@ -296,11 +327,13 @@ static int take_object(sd_bus_message *m, const char *path, bluez_objects *o)
 	return sd_bus_message_exit_container(m);
 }
 
-int bluez_scan(sd_bus *bus, const char *prefix, uint64_t timeout_us, bluez_objects *out, char *err, size_t errlen)
+int bluez_scan(sd_bus *bus, const char *prefix, uint64_t timeout_us, bluez_device_filter want, void *ud,
+	       bluez_objects *out, char *err, size_t errlen)
 {
 	sd_bus_error e = SD_BUS_ERROR_NULL;
 	sd_bus_message *reply = NULL;
 	size_t plen = strlen(prefix);
+	scan_ctx x = {.o = out, .want = want, .ud = ud};
 	int r;
 
 	memset(out, 0, sizeof(*out));
@@ -321,7 +354,7 @@ int bluez_scan(sd_bus *bus, const char *prefix, uint64_t timeout_us, bluez_objec
 		if (strncmp(path, prefix, plen))
 			r = sd_bus_message_skip(reply, "a{sa{sv}}");
 		else
-			r = take_object(reply, path, out);
+			r = take_object(reply, path, &x);
 		if (r < 0 || (r = sd_bus_message_exit_container(reply)) < 0)
 			goto bad;
 	}

@@ -5,7 +5,9 @@
  *
  * Everything that comes from the bus is taken as hostile: types are checked
  * before values are read, strings are copied only when they fit, and the
- * number of objects kept is bounded. */
+ * number of objects kept is bounded -- after filtering, so that a crowd of
+ * other devices (anything a scan saw nearby) cannot push out the one we
+ * want. */
 #ifndef FERRY_BLUEZ_H
 #define FERRY_BLUEZ_H
 
@@ -53,10 +55,19 @@ typedef struct bluez_objects {
 /* "system", or a D-Bus address such as "unix:path=/run/x" (a private bus). */
 int bluez_bus_open(const char *spec, sd_bus **out, char *err, size_t errlen);
 
-/* The devices, services and characteristics whose paths start with prefix
- * ("/org/bluez/hci0/", or a device's path and "/").  Returns 0 or a
+/* Which devices a scan keeps (NULL: all). */
+typedef bool (*bluez_device_filter)(const bluez_device *d, void *ud);
+
+/* The devices, SMP services and SMP characteristics whose paths start with
+ * prefix ("/org/bluez/hci0/", or a device's path and "/").  Devices are
+ * kept when `want` takes them; when there are more than BLUEZ_DEVICES_MAX,
+ * paired and bonded ones take the places of others.  Returns 0 or a
  * negative errno, with err saying what failed. */
-int bluez_scan(sd_bus *bus, const char *prefix, uint64_t timeout_us, bluez_objects *out, char *err, size_t errlen);
+int bluez_scan(sd_bus *bus, const char *prefix, uint64_t timeout_us, bluez_device_filter want, void *ud,
+	       bluez_objects *out, char *err, size_t errlen);
+
+/* Paired, and Bonded (or a BlueZ too old to say). */
+bool bluez_device_bonded(const bluez_device *d);
 
 /* One device's Device1 properties (Properties.GetAll). */
 int bluez_device_get(sd_bus *bus, const char *path, uint64_t timeout_us, bluez_device *out, sd_bus_error *e);

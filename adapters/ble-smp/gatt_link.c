@@ -7,8 +7,15 @@
  *      InProgress and Failed are tried again until the deadline.
  *   3. Wait for ServicesResolved, then find the SMP characteristic in
  *      GetManagedObjects (its object path may change between connections).
- *   4. AcquireNotify: a SOCK_SEQPACKET fd, one notification per message; or,
- *      where BlueZ lacks it, StartNotify and PropertiesChanged on Value.
+ *   4. AcquireNotify: a SOCK_SEQPACKET fd, one notification per message; or
+ *      StartNotify and PropertiesChanged on Value, where BlueZ lacks
+ *      AcquireNotify or answers it InProgress (it does while any client has
+ *      a StartNotify session: StartNotify shares the notifications).
+ *      BlueZ keys StartNotify sessions by D-Bus client and keeps a bonded
+ *      device's across a drop, so the link ends its own with StopNotify
+ *      when it lets go, dropped or not; and a session of this client that
+ *      BlueZ still holds ("In Progress", "Already notifying") is ended and
+ *      started afresh, not mistaken for someone else's.
  *   5. AcquireWrite: an fd and the ATT MTU; each message is one Write Without
  *      Response of at most MTU - 3 bytes; or WriteValue with type "command".
  *   NotPermitted or NotAuthorized in 4 or 5 means the link's security is
@@ -148,7 +155,9 @@ static void release(gatt_link *l)
 	if (l->nfd >= 0)
 		close(l->nfd);
 	l->wfd = l->nfd = -1;
-	if (l->started && !l->down)
+	/* also after a drop: BlueZ keeps a bonded device's notify session for
+	 * the next connection, and would refuse our next StartNotify */
+	if (l->started)
 		bluez_call(l->bus, l->chr_path, "org.bluez.GattCharacteristic1", "StopNotify", CALL_US, NULL, NULL,
 			   NULL);
 	l->started = false;
@@ -195,7 +204,7 @@ static int connect_and_resolve(gatt_link *l, int64_t deadline_ms, bluez_char *ch
 		} else if (d.resolved) {
 			const bluez_char *c = NULL;
 			connected = true;
-			if (bluez_scan(l->bus, prefix, CALL_US, o, err, sizeof(err)) == 0 &&
+			if (bluez_scan(l->bus, prefix, CALL_US, NULL, NULL, o, err, sizeof(err)) == 0 &&
 			    !(c = bluez_find_smp(o, l->dev_path)))
 				snprintf(err, sizeof(err),
 					 "no SMP characteristic (is mcumgr's Bluetooth transport enabled?)");
@@ -221,15 +230,71 @@ static int connect_and_resolve(gatt_link *l, int64_t deadline_ms, bluez_char *ch
 	return rc;
 }
 
-/* Another client holds the characteristic's notify or write side (BlueZ
- * says NotPermitted "... acquired", or InProgress): it lets go soon. */
+/* Another client holds the characteristic's notify or write fd (BlueZ says
+ * NotPermitted "Notify acquired" / "Write acquired"): it lets go soon -- a
+ * discovery in another thread, say. */
 #define ACQUIRE_HELD (-2)
 
-static bool held(const sd_bus_error *e)
+static bool acquired_by_other(const sd_bus_error *e)
 {
-	if (sd_bus_error_has_name(e, "org.bluez.Error.InProgress"))
-		return true;
 	return sd_bus_error_has_name(e, "org.bluez.Error.NotPermitted") && e->message && strstr(e->message, "acquired");
+}
+
+/* StartNotify's refusals when this D-Bus client has a session already: one
+ * BlueZ kept across a drop (InProgress while the link is down, "Already
+ * notifying" once it registered it again).  Sessions are per client, so
+ * these are never someone else's. */
+static bool own_session(const sd_bus_error *e)
+{
+	return sd_bus_error_has_name(e, "org.bluez.Error.InProgress") ||
+	       (sd_bus_error_has_name(e, "org.bluez.Error.Failed") && e->message &&
+		strstr(e->message, "Already notifying"));
+}
+
+/* Notifications as PropertiesChanged on Value. */
+static int start_notify(gatt_link *l, char *detail)
+{
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	sd_bus_message *reply = NULL;
+	int r = 0, rc = 0;
+
+	if (!l->value_watch &&
+	    (r = sd_bus_match_signal(l->bus, &l->value_watch, NULL, l->chr_path, "org.freedesktop.DBus.Properties",
+				     "PropertiesChanged", on_value_changed, l)) < 0)
+		return smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s: cannot watch the characteristic: %s",
+				l->name, strerror(-r));
+	for (int attempt = 0;; attempt++) {
+		r = bluez_call(l->bus, l->chr_path, "org.bluez.GattCharacteristic1", "StartNotify", CALL_US, &e, &reply,
+			       NULL);
+		note_serial(l, reply);
+		reply = sd_bus_message_unref(reply);
+		if (r >= 0 || !own_session(&e))
+			break;
+		if (attempt == 1) {
+			/* it stays: it is ours, and it delivers to us */
+			smp_log(l->host, FERRY_LOG_INFO, "%s: BlueZ keeps this client's notify session (%s); using it",
+				l->name, e.message ? e.message : e.name);
+			r = 0;
+			break;
+		}
+		/* a session of ours from before a drop: end it, start afresh */
+		smp_log(l->host, FERRY_LOG_INFO, "%s: StartNotify: %s: ending this client's earlier session", l->name,
+			e.message ? e.message : e.name);
+		sd_bus_error_free(&e);
+		bluez_call(l->bus, l->chr_path, "org.bluez.GattCharacteristic1", "StopNotify", CALL_US, NULL, NULL,
+			   NULL);
+	}
+	if (r >= 0)
+		l->started = true;
+	else if (acquired_by_other(&e))
+		rc = ACQUIRE_HELD;
+	else if (bluez_error_is_security(&e))
+		rc = refuse(l, "notifications", &e, detail);
+	else
+		rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s: StartNotify: %s", l->name,
+			      e.message ? e.message : strerror(-r));
+	sd_bus_error_free(&e);
+	return rc;
 }
 
 /* Steps 4 and 5. */
@@ -248,28 +313,21 @@ static int acquire(gatt_link *l, const bluez_char *chr, char *detail)
 		if (take_fd(reply, &l->nfd, &mtu_n))
 			rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s: AcquireNotify gave no usable fd",
 				      l->name);
-	} else if (held(&e)) {
+	} else if (acquired_by_other(&e)) {
 		rc = ACQUIRE_HELD;
 	} else if (bluez_error_is_security(&e)) {
 		rc = refuse(l, "notifications", &e, detail);
-	} else if (bluez_error_is_unsupported(&e)) {
-		/* an older BlueZ: notifications as PropertiesChanged on Value */
-		sd_bus_error_free(&e);
-		r = sd_bus_match_signal(l->bus, &l->value_watch, NULL, l->chr_path, "org.freedesktop.DBus.Properties",
-					"PropertiesChanged", on_value_changed, l);
-		if (r >= 0)
-			r = bluez_call(l->bus, l->chr_path, "org.bluez.GattCharacteristic1", "StartNotify", CALL_US, &e,
-				       &reply, NULL);
-		note_serial(l, reply);
-		if (r >= 0)
-			l->started = true;
-		else if (held(&e))
-			rc = ACQUIRE_HELD;
-		else if (bluez_error_is_security(&e))
-			rc = refuse(l, "notifications", &e, detail);
-		else
-			rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s: StartNotify: %s", l->name,
-				      e.message ? e.message : strerror(-r));
+	} else if (bluez_error_is_unsupported(&e) || sd_bus_error_has_name(&e, "org.bluez.Error.InProgress")) {
+		/* An older BlueZ; or InProgress: a client has a StartNotify
+		 * session (another program, or ours from before a drop), and
+		 * BlueZ hands out no fd for as long as it lasts.  StartNotify
+		 * shares the notifications. */
+		if (!bluez_error_is_unsupported(&e))
+			smp_log(l->host, FERRY_LOG_INFO,
+				"%s: AcquireNotify: a StartNotify session is open; sharing notifications through "
+				"StartNotify",
+				l->name);
+		rc = start_notify(l, detail);
 	} else {
 		rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s: AcquireNotify: %s", l->name,
 			      e.message ? e.message : strerror(-r));
@@ -285,8 +343,8 @@ static int acquire(gatt_link *l, const bluez_char *chr, char *detail)
 		if (take_fd(reply, &l->wfd, &mtu_w))
 			rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s: AcquireWrite gave no usable fd",
 				      l->name);
-	} else if (held(&e)) {
-		rc = ACQUIRE_HELD;
+	} else if (acquired_by_other(&e) || sd_bus_error_has_name(&e, "org.bluez.Error.InProgress")) {
+		rc = ACQUIRE_HELD; /* another client's fd, or its write in flight */
 	} else if (bluez_error_is_security(&e)) {
 		rc = refuse(l, "writes", &e, detail);
 	} else if (!bluez_error_is_unsupported(&e)) {

@@ -20,22 +20,32 @@
  *      device lost the session: start again with the first-request fields.
  *   4. `image state` write {hash, confirm: false}: mark the new image (by its
  *      MCUboot SHA256 TLV, which differs from the upload sha) for a test boot;
- *      `os reset`; wait for the device to answer again.
+ *      `os reset`; the device answers and reboots 250 ms later, so ask
+ *      `image state` until the new image is no longer pending, and send the
+ *      reset again if the old firmware still lists it after reset_resend_ms.
  *   5. `image state` read: if the active image is the new one, write
  *      {confirm: true} to make it permanent and read the version back.  If
  *      the device came back on the old image, MCUboot reverted it: report it.
- *   If anything fails after step 4, abort resets the device once more: an
- *   unconfirmed test image is reverted by MCUboot on that boot, so the MCU
- *   keeps running its old firmware.
+ *   If anything fails from step 4 on, abort reads image state and resets the
+ *   device until nothing of the new image is pending or on trial: MCUboot
+ *   reverts an unconfirmed test image on the next boot, so the MCU keeps
+ *   running its old firmware.
  * Frames are the mcumgr serial transport (see adapters/smp/smp.h): each
  * packet becomes [len][packet][CRC16], cut into base64 lines of at most 127
  * bytes; answers are reassembled from lines, and console output between
  * them is skipped.  The tty stays open across the device's resets; a write
  * that fails (a USB-serial adapter unplugged) reopens it.
+ *
+ * A port in a session belongs to it: discovery (an inventory refresh on
+ * ferryd's main thread) would reopen the tty, flush what the device sent and
+ * take answers meant for the session.  While a session holds the port,
+ * discovery reports the record it read last, and a second session is
+ * refused with device_busy.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +69,9 @@ typedef struct port {
 	char component[FERRY_ADAPTER_STR_MAX];
 	speed_t baud;
 	bool rtscts;
+	/* a session holds the port; what discovery read last, for meanwhile */
+	bool busy, have_last;
+	ferry_device_v1 last;
 } port;
 
 typedef struct state {
@@ -66,6 +79,7 @@ typedef struct state {
 	port ports[PORTS_MAX];
 	size_t n;
 	smp_client_cfg cfg;
+	pthread_mutex_t lock; /* busy and last; held while discovery talks to a port */
 } state;
 
 /* The UART link: the tty and what has been read from it but not used yet. */
@@ -161,13 +175,15 @@ static int s_init(const ferry_host_v1 *host, void **st, char *detail)
 	s->cfg.timeout_ms = cfg_long(s, "timeout_ms", 2000, 50, 60000);
 	s->cfg.first_timeout_ms = cfg_long(s, "first_timeout_ms", 30000, 100, 600000);
 	s->cfg.reset_wait_ms = cfg_long(s, "reset_wait_ms", 15000, 100, 600000);
+	s->cfg.reset_resend_ms = cfg_long(s, "reset_resend_ms", 2000, 100, 600000);
 	s->cfg.retries = (int)cfg_long(s, "retries", 5, 0, 100);
 	s->cfg.chunk = cfg_long(s, "chunk", 0, 0, SMP_PACKET_MAX - SMP_UPLOAD_OVERHEAD);
-	if (s->cfg.timeout_ms < 0 || s->cfg.first_timeout_ms < 0 || s->cfg.reset_wait_ms < 0 || s->cfg.retries < 0 ||
-	    s->cfg.chunk < 0) {
+	if (s->cfg.timeout_ms < 0 || s->cfg.first_timeout_ms < 0 || s->cfg.reset_wait_ms < 0 ||
+	    s->cfg.reset_resend_ms < 0 || s->cfg.retries < 0 || s->cfg.chunk < 0) {
 		free(s);
 		return smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR,
-				"timeout_ms, first_timeout_ms, reset_wait_ms, retries or chunk is out of range");
+				"timeout_ms, first_timeout_ms, reset_wait_ms, reset_resend_ms, retries or chunk is out "
+				"of range");
 	}
 	for (size_t i = 0; i < PORTS_MAX && !(rc = load_port(s, i, detail)); i++)
 		s->n = i + 1;
@@ -175,13 +191,16 @@ static int s_init(const ferry_host_v1 *host, void **st, char *detail)
 		free(s);
 		return rc;
 	}
+	pthread_mutex_init(&s->lock, NULL);
 	*st = s;
 	return 0;
 }
 
 static void s_fini(void *st)
 {
-	free(st);
+	state *s = st;
+	pthread_mutex_destroy(&s->lock);
+	free(s);
 }
 
 static int open_tty(const port *p)
@@ -277,8 +296,9 @@ static int ser_recv(void *t, uint8_t *buf, size_t *len, int64_t deadline_ms)
 	}
 }
 
-/* A UART does not drop with a reset: the tty stays.  After a failed write
- * the tty is opened again (a USB-serial adapter that was unplugged). */
+/* A UART does not drop with a reset: the tty stays, and the client tells a
+ * reboot from image state.  After a failed write the tty is opened again (a
+ * USB-serial adapter that was unplugged). */
 static int ser_reconnect(void *t, bool after_reset, int64_t deadline_ms, char *detail)
 {
 	serial_link *l = t;
@@ -296,10 +316,15 @@ static int ser_reconnect(void *t, bool after_reset, int64_t deadline_ms, char *d
 	}
 }
 
-/* The serial frame takes 4 bytes of the device's buffer: length and CRC. */
+/* The serial frame takes 4 bytes of the device's buffer: length and CRC.
+ * 0 only when the device did not say: a buffer too small for an upload
+ * request is reported as it is, so that the upload fails with the reason
+ * instead of sending chunks the device would drop. */
 static size_t ser_max_packet(void *t, size_t dev_buf)
 {
-	return dev_buf > SMP_UPLOAD_OVERHEAD + 4 + 16 && dev_buf <= SMP_PACKET_MAX ? dev_buf - 4 : 0;
+	if (!dev_buf)
+		return 0;
+	return dev_buf > 4 ? dev_buf - 4 : 1;
 }
 
 static const smp_transport_ops serial_ops = {
@@ -314,52 +339,73 @@ static void device_id(const port *p, char id[FERRY_ADAPTER_STR_MAX])
 	snprintf(id, FERRY_ADAPTER_STR_MAX, "serial-%.50s", strrchr(p->path, '/') + 1);
 }
 
+/* One port's record, read from the device; 0, or -1 when it does not
+ * answer (not attached).  Called with s->lock held. */
+static int probe(state *s, port *p, ferry_device_v1 *d)
+{
+	serial_link *l = malloc(sizeof(*l));
+	smp_client c;
+	smp_client_cfg quick = s->cfg;
+	char version[FERRY_ADAPTER_STR_MAX], d2[FERRY_ADAPTER_DETAIL_MAX];
+	uint8_t hash[32];
+
+	if (!l || link_open(l, p)) {
+		free(l);
+		return -1; /* not attached now */
+	}
+	quick.retries = 1;
+	smp_client_init(&c, &serial_ops, l, p->path, &quick, s->host, NULL);
+	int rc = smp_client_read_state(&c, version, hash, d2);
+	close(l->fd);
+	free(l);
+	if (rc) {
+		smp_log(s->host, FERRY_LOG_WARNING, "%s: %s", p->path, d2);
+		return -1;
+	}
+	const char *base = strrchr(p->path, '/') + 1;
+	memset(d, 0, sizeof(*d));
+	d->size = sizeof(*d);
+	device_id(p, d->id);
+	snprintf(d->vendor_id, sizeof(d->vendor_id), "%s", p->vendor_id);
+	snprintf(d->class_id, sizeof(d->class_id), "%s", p->class_id);
+	snprintf(d->match[0].key, sizeof(d->match[0].key), "port");
+	snprintf(d->match[0].value, sizeof(d->match[0].value), "%.64s", base);
+	snprintf(d->match[1].key, sizeof(d->match[1].key), "image");
+	snprintf(d->match[1].value, sizeof(d->match[1].value), "0");
+	d->n_match = 2;
+	snprintf(d->components[0].key, sizeof(d->components[0].key), "%s", p->component);
+	snprintf(d->components[0].value, sizeof(d->components[0].value), "%s", version);
+	d->n_components = 1;
+	/* the MCUboot hash of the running image, so a fleet view can tell
+	 * two builds of the same version apart */
+	snprintf(d->attributes[0].key, sizeof(d->attributes[0].key), "image0_hash");
+	for (int k = 0; k < 32; k++)
+		snprintf(d->attributes[0].value + 2 * k, 3, "%02x", hash[k]);
+	d->n_attributes = 1;
+	return 0;
+}
+
 static int s_discover(void *st, ferry_device_v1 *devs, size_t max, size_t *n, char *detail)
 {
 	state *s = st;
 
 	*n = 0;
+	pthread_mutex_lock(&s->lock);
 	for (size_t i = 0; i < s->n && *n < max; i++) {
-		const port *p = &s->ports[i];
-		serial_link *l = malloc(sizeof(*l));
-		smp_client c;
-		smp_client_cfg quick = s->cfg;
-		char version[FERRY_ADAPTER_STR_MAX], d2[FERRY_ADAPTER_DETAIL_MAX];
-		uint8_t hash[32];
-		ferry_device_v1 *d = &devs[*n];
-		if (!l || link_open(l, p)) {
-			free(l);
-			continue; /* not attached now */
-		}
-		quick.retries = 1;
-		smp_client_init(&c, &serial_ops, l, p->path, &quick, s->host, NULL);
-		int rc = smp_client_read_state(&c, version, hash, d2);
-		close(l->fd);
-		free(l);
-		if (rc) {
-			smp_log(s->host, FERRY_LOG_WARNING, "%s: %s", p->path, d2);
+		port *p = &s->ports[i];
+		if (p->busy) {
+			/* a session is talking to it: never touch the tty meanwhile */
+			if (p->have_last)
+				devs[(*n)++] = p->last;
 			continue;
 		}
-		const char *base = strrchr(p->path, '/') + 1;
-		device_id(p, d->id);
-		snprintf(d->vendor_id, sizeof(d->vendor_id), "%s", p->vendor_id);
-		snprintf(d->class_id, sizeof(d->class_id), "%s", p->class_id);
-		snprintf(d->match[0].key, sizeof(d->match[0].key), "port");
-		snprintf(d->match[0].value, sizeof(d->match[0].value), "%.64s", base);
-		snprintf(d->match[1].key, sizeof(d->match[1].key), "image");
-		snprintf(d->match[1].value, sizeof(d->match[1].value), "0");
-		d->n_match = 2;
-		snprintf(d->components[0].key, sizeof(d->components[0].key), "%s", p->component);
-		snprintf(d->components[0].value, sizeof(d->components[0].value), "%s", version);
-		d->n_components = 1;
-		/* the MCUboot hash of the running image, so a fleet view can tell
-		 * two builds of the same version apart */
-		snprintf(d->attributes[0].key, sizeof(d->attributes[0].key), "image0_hash");
-		for (int k = 0; k < 32; k++)
-			snprintf(d->attributes[0].value + 2 * k, 3, "%02x", hash[k]);
-		d->n_attributes = 1;
-		(*n)++;
+		p->have_last = false;
+		if (probe(s, p, &devs[*n]))
+			continue;
+		p->last = devs[(*n)++];
+		p->have_last = true;
 	}
+	pthread_mutex_unlock(&s->lock);
 	return 0;
 }
 
@@ -370,18 +416,32 @@ static int s_open(void *st, const ferry_device_v1 *dev, const ferry_session_host
 
 	for (size_t i = 0; i < s->n; i++) {
 		char id[FERRY_ADAPTER_STR_MAX];
-		device_id(&s->ports[i], id);
+		port *p = &s->ports[i];
+		bool busy;
+		device_id(p, id);
 		if (strcmp(id, dev->id))
 			continue;
 		if (!(x = calloc(1, sizeof(*x))))
 			return FERRY_ADAPTER_E_ADAPTER_ERROR;
 		x->s = s;
-		if (link_open(&x->link, &s->ports[i])) {
+		/* waits for a discovery that is talking to the port */
+		pthread_mutex_lock(&s->lock);
+		busy = p->busy;
+		p->busy = true;
+		pthread_mutex_unlock(&s->lock);
+		if (busy) {
 			free(x);
-			return smp_fail(detail, FERRY_ADAPTER_E_NO_MATCHING_DEVICE, "%s: %s", s->ports[i].path,
-					strerror(errno));
+			return smp_fail(detail, FERRY_ADAPTER_E_DEVICE_BUSY, "%s is in another session", p->path);
 		}
-		smp_client_init(&x->c, &serial_ops, &x->link, s->ports[i].path, &s->cfg, s->host, sh);
+		if (link_open(&x->link, p)) {
+			int e = errno;
+			pthread_mutex_lock(&s->lock);
+			p->busy = false;
+			pthread_mutex_unlock(&s->lock);
+			free(x);
+			return smp_fail(detail, FERRY_ADAPTER_E_NO_MATCHING_DEVICE, "%s: %s", p->path, strerror(e));
+		}
+		smp_client_init(&x->c, &serial_ops, &x->link, p->path, &s->cfg, s->host, sh);
 		*out = x;
 		return 0;
 	}
@@ -425,8 +485,14 @@ static int s_abort(void *session, char *detail)
 static void s_close(void *session)
 {
 	sess *x = session;
+	port *p = &x->s->ports[x->link.p - x->s->ports];
+
 	if (x->link.fd >= 0)
 		close(x->link.fd);
+	pthread_mutex_lock(&x->s->lock);
+	p->busy = false;
+	p->have_last = false; /* the session may have changed the version */
+	pthread_mutex_unlock(&x->s->lock);
 	free(x);
 }
 

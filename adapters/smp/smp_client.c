@@ -20,13 +20,22 @@
  *      where it stands.
  *   4. `image state` write {hash, confirm: false}: mark the new image (by its
  *      MCUboot SHA256 TLV, which differs from the upload sha) for a test boot;
- *      `os reset`; wait for the device to answer again.
+ *      `os reset`.  Zephyr answers the reset and reboots only
+ *      CONFIG_MCUMGR_GRP_OS_RESET_MS (250 ms) later, so an answer, or an
+ *      echo, proves nothing: the device counts as rebooted when `image
+ *      state` no longer lists the new image as pending in the secondary
+ *      slot.  A device that still does after reset_resend_ms never got the
+ *      reset (the request or the link was lost): it is sent again.
  *   5. `image state` read: if the active image is the new one, write
- *      {confirm: true} to make it permanent and read the version back.  If
- *      the device came back on the old image, MCUboot reverted it: report it.
- *   If anything fails after step 4, abort resets the device once more: an
- *   unconfirmed test image is reverted by MCUboot on that boot, so the MCU
- *   keeps running its old firmware.
+ *      {confirm: true} to make it permanent.  If the device came back on the
+ *      old image, MCUboot reverted it: report it.  What counts is what the
+ *      device lists: a confirm whose answer was lost succeeded if the new
+ *      image shows as active and confirmed.
+ *   If anything fails from step 4 on -- even when no answer to the test mark
+ *   arrived, since the mark may have been written -- abort asks the device
+ *   and resets it as often as its state asks for: an unconfirmed test image
+ *   is reverted by MCUboot on the next boot, and a pending one first boots
+ *   on trial, then reverts, so the MCU keeps running its old firmware.
  * Errors come as v1 {rc} or v2 {err: {group, rc}} and both are read.  Every
  * count is bounded by cfg.retries and every wait by a deadline, so a device
  * that misbehaves cannot hold the adapter forever.
@@ -46,7 +55,9 @@
 /* Largest image the client reads into memory to parse its header and TLVs. */
 #define IMAGE_PARSE_MAX (64u * 1024 * 1024)
 
-enum { TX_OK, TX_TIMEOUT, TX_DOWN, TX_TOO_BIG };
+/* TX_UNSENT: the request did not leave (the link was down); TX_DOWN: the
+ * link went down while waiting for the answer. */
+enum { TX_OK, TX_TIMEOUT, TX_DOWN, TX_UNSENT, TX_TOO_BIG };
 /* request_ex: the link was lost and is back; the caller decides what to resend. */
 #define REQ_RELINKED (-1)
 
@@ -76,6 +87,16 @@ int64_t smp_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Sleep ms, but not past until_ms. */
+static void nap(long ms, int64_t until_ms)
+{
+	int64_t left = until_ms - smp_now_ms();
+	if (left < ms)
+		ms = left > 0 ? (long)left : 0;
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+	nanosleep(&ts, NULL);
+}
+
 void smp_client_init(smp_client *c, const smp_transport_ops *ops, void *t, const char *name, const smp_client_cfg *cfg,
 		     const ferry_host_v1 *host, const ferry_session_host_v1 *sh)
 {
@@ -95,7 +116,8 @@ static bool cancelled(const smp_client *c)
 
 /* One request, one answer with the same sequence number, group and command.
  * Answers to earlier, abandoned requests and bodies that are not maps are
- * skipped, as if lost. */
+ * skipped, as if lost -- but only until the deadline: a device that keeps
+ * sending something else cannot hold the wait. */
 static int transact(smp_client *c, uint8_t op, uint16_t group, uint8_t id, const cbor_item_t *body, long timeout_ms,
 		    cbor_item_t **resp)
 {
@@ -108,7 +130,7 @@ static int transact(smp_client *c, uint8_t op, uint16_t group, uint8_t id, const
 	if (!n)
 		return TX_TOO_BIG;
 	if (c->ops->send(c->t, pkt, n))
-		return TX_DOWN;
+		return TX_UNSENT;
 	for (;;) {
 		int r = c->ops->recv(c->t, in, &len, deadline);
 		struct cbor_load_result res;
@@ -116,15 +138,17 @@ static int transact(smp_client *c, uint8_t op, uint16_t group, uint8_t id, const
 			return TX_TIMEOUT;
 		if (r < 0)
 			return TX_DOWN;
-		if (len > sizeof(in) || smp_hdr_unpack(in, len, &rh) || rh.seq != h.seq || rh.group != group ||
-		    rh.id != id || rh.op != op + 1 || !smp_body_sane(in + SMP_HDR_LEN, rh.len))
-			continue;
-		*resp = cbor_load(in + SMP_HDR_LEN, rh.len, &res);
-		if (*resp && cbor_isa_map(*resp))
-			return TX_OK;
-		if (*resp)
-			cbor_decref(resp);
-		*resp = NULL;
+		if (len <= sizeof(in) && !smp_hdr_unpack(in, len, &rh) && rh.seq == h.seq && rh.group == group &&
+		    rh.id == id && rh.op == op + 1 && smp_body_sane(in + SMP_HDR_LEN, rh.len)) {
+			*resp = cbor_load(in + SMP_HDR_LEN, rh.len, &res);
+			if (*resp && cbor_isa_map(*resp))
+				return TX_OK;
+			if (*resp)
+				cbor_decref(resp);
+			*resp = NULL;
+		}
+		if (smp_now_ms() >= deadline)
+			return TX_TIMEOUT;
 	}
 }
 
@@ -157,7 +181,7 @@ static int request_ex(smp_client *c, uint8_t op, uint16_t group, uint8_t id, con
 					id);
 		if (cancelled(c))
 			return smp_fail(detail, FERRY_ADAPTER_E_CANCELLED, "cancelled");
-		if (r == TX_DOWN) {
+		if (r == TX_DOWN || r == TX_UNSENT) {
 			int rc = relink(c, detail);
 			if (rc)
 				return rc;
@@ -187,35 +211,77 @@ static int body_error(const cbor_item_t *b, const char *what, char *detail)
 			group >= 0 ? " (v2 error)" : "");
 }
 
-int smp_client_read_state(smp_client *c, char version[FERRY_ADAPTER_STR_MAX], uint8_t hash[32], char *detail)
+/* What `image state` says about image 0: the active slot, and the slot
+ * holding the image being installed (by its MCUboot hash), if any. */
+typedef struct dev_state {
+	bool have_active, active_confirmed;
+	char version[FERRY_ADAPTER_STR_MAX];
+	uint8_t hash[32];
+	bool new_found, new_active, new_pending, new_confirmed;
+} dev_state;
+
+static void parse_state(const smp_client *c, const cbor_item_t *r, dev_state *st)
 {
-	cbor_item_t *m = cbor_new_definite_map(0), *r = NULL, *imgs;
+	cbor_item_t *imgs = smp_map_get(r, "images");
+
+	memset(st, 0, sizeof(*st));
+	for (size_t i = 0; imgs && cbor_isa_array(imgs) && i < cbor_array_size(imgs); i++) {
+		cbor_item_t *e = cbor_array_get(imgs, i);
+		const uint8_t *v, *h;
+		size_t vn, hn;
+		bool active = false, pending = false, confirmed = false;
+		uint64_t img = 0;
+		smp_map_bool(e, "active", &active);
+		smp_map_bool(e, "pending", &pending);
+		smp_map_bool(e, "confirmed", &confirmed);
+		smp_map_uint(e, "image", &img);
+		if (img == 0 && smp_map_bytes(e, "hash", &h, &hn) && hn == 32) {
+			if (active && !st->have_active && smp_map_bytes(e, "version", &v, &vn) &&
+			    vn < FERRY_ADAPTER_STR_MAX) {
+				memcpy(st->version, v, vn);
+				st->version[vn] = '\0';
+				memcpy(st->hash, h, 32);
+				st->active_confirmed = confirmed;
+				st->have_active = true;
+			}
+			if (c->have_hash && !memcmp(h, c->new_hash, 32)) {
+				st->new_found = true;
+				st->new_active |= active;
+				st->new_pending |= pending;
+				st->new_confirmed |= active && confirmed;
+			}
+		}
+		cbor_decref(&e);
+	}
+}
+
+/* `image state` read, with retries and relinks; an answer without an
+ * active image 0 is an error. */
+static int read_dev_state(smp_client *c, dev_state *st, char *detail)
+{
+	cbor_item_t *m = cbor_new_definite_map(0), *r = NULL;
 	int rc = smp_client_request(c, SMP_OP_READ, SMP_GROUP_IMAGE, SMP_IMG_STATE, m, c->cfg.timeout_ms, &r, detail);
 
 	cbor_decref(&m);
 	if (rc)
 		return rc;
-	rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s: image state has no active image", c->name);
-	imgs = smp_map_get(r, "images");
-	for (size_t i = 0; imgs && cbor_isa_array(imgs) && i < cbor_array_size(imgs); i++) {
-		cbor_item_t *e = cbor_array_get(imgs, i);
-		const uint8_t *v, *h;
-		size_t vn, hn;
-		bool active = false;
-		uint64_t img = 0;
-		smp_map_bool(e, "active", &active);
-		smp_map_uint(e, "image", &img);
-		if (active && img == 0 && smp_map_bytes(e, "version", &v, &vn) && vn < FERRY_ADAPTER_STR_MAX &&
-		    smp_map_bytes(e, "hash", &h, &hn) && hn == 32) {
-			memcpy(version, v, vn);
-			version[vn] = '\0';
-			memcpy(hash, h, 32);
-			rc = 0;
-		}
-		cbor_decref(&e);
-	}
+	parse_state(c, r, st);
+	if (!st->have_active)
+		rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s: image state has no active image", c->name);
 	cbor_decref(&r);
 	return rc;
+}
+
+int smp_client_read_state(smp_client *c, char version[FERRY_ADAPTER_STR_MAX], uint8_t hash[32], char *detail)
+{
+	dev_state st;
+	int rc = read_dev_state(c, &st, detail);
+
+	if (rc)
+		return rc;
+	memcpy(version, st.version, sizeof(st.version));
+	memcpy(hash, st.hash, 32);
+	return 0;
 }
 
 /* The MCUboot header's version and the SHA256 TLV; the image must be the
@@ -284,9 +350,10 @@ static void read_params(smp_client *c)
 	uint64_t buf = 0;
 
 	c->dev_buf = 0;
+	/* a larger buffer than ours takes whatever we send */
 	if (smp_client_request(c, SMP_OP_READ, SMP_GROUP_OS, SMP_OS_PARAMS, m, c->cfg.timeout_ms, &r, detail) == 0 &&
-	    smp_map_uint(r, "buf_size", &buf) && buf > 0 && buf <= SMP_PACKET_MAX)
-		c->dev_buf = (size_t)buf;
+	    smp_map_uint(r, "buf_size", &buf) && buf > 0)
+		c->dev_buf = buf < SMP_PACKET_MAX ? (size_t)buf : SMP_PACKET_MAX;
 	cbor_decref(&m);
 	if (r)
 		cbor_decref(&r);
@@ -348,7 +415,7 @@ int smp_client_upload(smp_client *c, const ferry_image_v1 *img, uint64_t *resume
 	FILE *f;
 	uint64_t off = 0, len = img->length;
 	long chunk;
-	int rc = 0, restarts = 0, relinks = 0;
+	int rc = 0, setbacks = 0, relinks = 0;
 	bool first = true;
 
 	if (file_sha(img->path, sha) || !(f = fopen(img->path, "rb")))
@@ -367,7 +434,10 @@ int smp_client_upload(smp_client *c, const ferry_image_v1 *img, uint64_t *resume
 		/* the transport's limit may change when the link comes back */
 		if ((chunk = chunk_for(c)) < 0) {
 			rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR,
-				      "%s: the link's packets are too small to carry an upload", c->name);
+				      "%s: the link's packets are too small to carry an upload: at most %zu bytes "
+				      "(the device's buf_size %zu), an upload request needs %d and some data",
+				      c->name, c->ops->max_packet(c->t, c->dev_buf), c->dev_buf,
+				      SMP_UPLOAD_OVERHEAD);
 			break;
 		}
 		size_t n = (size_t)((uint64_t)chunk < len - off ? (uint64_t)chunk : len - off);
@@ -410,14 +480,30 @@ int smp_client_upload(smp_client *c, const ferry_image_v1 *img, uint64_t *resume
 		if (first && next > n)
 			smp_log(c->host, FERRY_LOG_INFO, "%s: the device holds %llu bytes already; resuming there",
 				c->name, (unsigned long long)next);
-		else if (!first && next == 0) {
-			smp_log(c->host, FERRY_LOG_WARNING, "%s: the device lost the upload; starting over", c->name);
-			/* a device that keeps losing it must not keep us forever */
-			if (++restarts > c->cfg.retries) {
-				rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR,
-					      "%s: the device lost the upload %d times", c->name, restarts);
+		if (next <= off) {
+			/* Not a step forward: the device lost the session (0), took
+			 * nothing, or wants an earlier offset.  Each can happen
+			 * once in a while; a device that keeps doing it must not
+			 * keep us forever, whether it repeats, goes back or
+			 * swings to and fro. */
+			if (++setbacks > c->cfg.retries) {
+				rc = next == 0 && off > 0
+					 ? smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR,
+						    "%s: the device lost the upload %d times", c->name, setbacks)
+					 : smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR,
+						    "%s: the device does not advance the upload: %d answers at or "
+						    "before the offset sent, the last off %llu for a request at %llu",
+						    c->name, setbacks, (unsigned long long)next,
+						    (unsigned long long)off);
 				break;
 			}
+			if (next == 0 && off > 0)
+				smp_log(c->host, FERRY_LOG_WARNING, "%s: the device lost the upload; starting over",
+					c->name);
+			else
+				smp_log(c->host, FERRY_LOG_WARNING,
+					"%s: the device answered off %llu to a request at %llu; going on from there",
+					c->name, (unsigned long long)next, (unsigned long long)off);
 		}
 		first = next == 0;
 		off = next;
@@ -430,38 +516,101 @@ int smp_client_upload(smp_client *c, const ferry_image_v1 *img, uint64_t *resume
 	return rc;
 }
 
-/* After a reset: the link comes back (for links that drop), then ask until
- * the device answers again. */
-static int wait_back(smp_client *c, char *detail)
-{
-	int64_t until = smp_now_ms() + c->cfg.reset_wait_ms;
-	char why[FERRY_ADAPTER_DETAIL_MAX] = "";
-	bool linked = c->ops->reconnect(c->t, true, until, why) == 0;
+/* What a reset is for, and so how to tell from `image state` that the
+ * device has booted since: an answer to `os reset`, or to anything else,
+ * only says the old firmware still runs -- Zephyr answers and reboots
+ * CONFIG_MCUMGR_GRP_OS_RESET_MS later. */
+enum reboot_goal {
+	/* the new image is marked for a test boot: booted once it runs, or
+	 * once MCUboot dropped the mark (it would not boot) */
+	LEAVE_PENDING,
+	/* the new image runs on trial: booted once it no longer runs (MCUboot
+	 * reverted it), or once it is confirmed (no reset can undo that) */
+	LEAVE_TRIAL,
+};
 
-	while (linked && smp_now_ms() < until) {
-		cbor_item_t *m = cbor_new_definite_map(1), *r = NULL;
-		smp_map_put(m, "d", cbor_build_string("ferry"));
-		int tx = transact(c, SMP_OP_WRITE, SMP_GROUP_OS, SMP_OS_ECHO, m, 500, &r);
-		cbor_decref(&m);
-		if (tx == TX_OK) {
-			cbor_decref(&r);
-			return 0;
+static bool rebooted(const dev_state *st, enum reboot_goal goal)
+{
+	if (!st->new_found)
+		return true; /* nothing of the new image left to wait for */
+	if (goal == LEAVE_PENDING)
+		return st->new_active || !st->new_pending;
+	return !st->new_active || st->new_confirmed;
+}
+
+/* `os reset` (when send_first), then ask `image state` until the device has
+ * booted for `goal`, within reset_wait_ms.  A lost answer to the reset is
+ * not a failure: the device may have reset before it could answer, or the
+ * request may never have arrived; the state tells which.  While the old
+ * firmware still answers, keep asking; if it still does reset_resend_ms
+ * after the last reset was sent, that reset never arrived: send it again
+ * (at most retries more times).  Links that drop with a reset (BLE) are
+ * given the chance to drop first, then brought back. */
+static int reboot(smp_client *c, enum reboot_goal goal, bool send_first, char *detail)
+{
+	int64_t until = smp_now_ms() + c->cfg.reset_wait_ms, sent_at = smp_now_ms();
+	char why[FERRY_ADAPTER_DETAIL_MAX] = "";
+	bool linked = true, send = send_first;
+	int sent = 0;
+
+	for (;;) {
+		cbor_item_t *m, *r = NULL;
+		dev_state st;
+		int tx;
+		if (!linked && !(linked = c->ops->reconnect(c->t, false, until, why) == 0))
+			break;
+		if (send) {
+			if (sent++ > c->cfg.retries)
+				return smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR,
+						"%s: the device did not reset: it still runs its old firmware after %d "
+						"os reset requests",
+						c->name, sent - 1);
+			m = cbor_new_definite_map(0);
+			tx = transact(c, SMP_OP_WRITE, SMP_GROUP_OS, SMP_OS_RESET, m, c->cfg.timeout_ms, &r);
+			cbor_decref(&m);
+			if (r)
+				cbor_decref(&r);
+			if (tx == TX_UNSENT) { /* it never left: bring the link back and send it again */
+				linked = false;
+				sent--;
+				if (smp_now_ms() >= until)
+					break;
+				continue;
+			}
+			send = false;
+			sent_at = smp_now_ms();
+			/* a link that goes down with the device: let it drop, bring it back */
+			linked = tx != TX_DOWN && c->ops->reconnect(c->t, true, until, why) == 0;
+			continue;
 		}
-		if (tx == TX_DOWN)
-			linked = c->ops->reconnect(c->t, false, until, why) == 0;
+		if (smp_now_ms() >= until)
+			break;
+		m = cbor_new_definite_map(0);
+		int64_t left = until - smp_now_ms();
+		tx = transact(c, SMP_OP_READ, SMP_GROUP_IMAGE, SMP_IMG_STATE, m,
+			      left < c->cfg.timeout_ms ? (long)left : c->cfg.timeout_ms, &r);
+		cbor_decref(&m);
+		if (tx == TX_DOWN || tx == TX_UNSENT) {
+			linked = false;
+			continue;
+		}
+		if (tx != TX_OK)
+			continue; /* the device is resetting: nothing answers for a moment */
+		parse_state(c, r, &st);
+		cbor_decref(&r);
+		if (st.have_active && rebooted(&st, goal))
+			return 0;
+		if (smp_now_ms() - sent_at >= c->cfg.reset_resend_ms) {
+			smp_log(c->host, FERRY_LOG_WARNING,
+				"%s: the old firmware still answers %lld ms after os reset: sending the reset again",
+				c->name, (long long)(smp_now_ms() - sent_at));
+			send = true;
+			continue;
+		}
+		nap(50, until);
 	}
 	return smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s: the device did not come back after reset%s%s",
 			c->name, why[0] ? ": " : "", why);
-}
-
-static int reset(smp_client *c, char *detail)
-{
-	cbor_item_t *m = cbor_new_definite_map(0), *r = NULL;
-	/* the answer may be lost as the device goes down; that is fine */
-	if (transact(c, SMP_OP_WRITE, SMP_GROUP_OS, SMP_OS_RESET, m, c->cfg.timeout_ms, &r) == TX_OK)
-		cbor_decref(&r);
-	cbor_decref(&m);
-	return wait_back(c, detail);
 }
 
 int smp_client_activate(smp_client *c, char *detail)
@@ -471,6 +620,8 @@ int smp_client_activate(smp_client *c, char *detail)
 
 	if (!c->have_hash)
 		return smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s: no checked image to activate", c->name);
+	/* from here the image may be pending even if no answer says so */
+	c->tested = true;
 	m = cbor_new_definite_map(2);
 	smp_map_put(m, "hash", cbor_build_bytestring(c->new_hash, 32));
 	smp_map_put(m, "confirm", cbor_build_bool(false));
@@ -482,47 +633,109 @@ int smp_client_activate(smp_client *c, char *detail)
 	cbor_decref(&r);
 	if (rc)
 		return rc;
-	c->tested = true;
-	return reset(c, detail);
+	return reboot(c, LEAVE_PENDING, true, detail);
+}
+
+/* The new image is running and confirmed: the install succeeded. */
+static bool permanent(const smp_client *c, const dev_state *st)
+{
+	return st->have_active && !memcmp(st->hash, c->new_hash, 32) && st->active_confirmed;
 }
 
 int smp_client_confirm(smp_client *c, const ferry_image_v1 *img, char version[FERRY_ADAPTER_STR_MAX], char *detail)
 {
-	uint8_t hash[32];
+	char d2[FERRY_ADAPTER_DETAIL_MAX];
+	dev_state st, after;
 	cbor_item_t *m, *r = NULL;
 	int rc;
 
-	if (!c->tested && !c->have_hash) {
+	if (!c->have_hash) {
 		/* after a restart: know which hash to expect */
 		if (image_identity(img, c->new_hash, detail))
 			return FERRY_ADAPTER_E_INSTALL_FAILED;
 		c->have_hash = true;
 	}
-	if ((rc = smp_client_read_state(c, version, hash, detail)))
+	if ((rc = read_dev_state(c, &st, detail)))
 		return rc;
-	if (memcmp(hash, c->new_hash, 32))
+	if (st.new_found && st.new_pending && !st.new_active) {
+		/* marked for the test boot but not booted yet: a reset still on
+		 * its way, or ferryd stopped before it sent one */
+		smp_log(c->host, FERRY_LOG_INFO,
+			"%s: the new image is still pending: waiting for the device to boot it", c->name);
+		c->tested = true;
+		if ((rc = reboot(c, LEAVE_PENDING, false, detail)) || (rc = read_dev_state(c, &st, detail)))
+			return rc;
+	}
+	memcpy(version, st.version, sizeof(st.version));
+	if (memcmp(st.hash, c->new_hash, 32))
 		return smp_fail(detail, FERRY_ADAPTER_E_VERSION_MISMATCH,
 				"%s came back running %.64s: the new image did not boot or was reverted", c->name,
 				version);
+	if (permanent(c, &st)) {
+		/* confirmed already: by the application itself, or by a confirm
+		 * whose answer was lost before a restart */
+		c->tested = false;
+		return 0;
+	}
 	m = cbor_new_definite_map(1);
 	smp_map_put(m, "confirm", cbor_build_bool(true));
 	rc = smp_client_request(c, SMP_OP_WRITE, SMP_GROUP_IMAGE, SMP_IMG_STATE, m, c->cfg.timeout_ms, &r, detail);
 	cbor_decref(&m);
-	if (rc)
+	if (rc == 0) {
+		/* answered: accepted or refused.  The answer lists the slots
+		 * (Zephyr's does), but the version read above is this image's
+		 * either way: no read afterwards can turn an accepted confirm
+		 * into a failure. */
+		if (!(rc = body_error(r, "confirm", detail))) {
+			parse_state(c, r, &after);
+			if (after.have_active && !memcmp(after.hash, c->new_hash, 32))
+				memcpy(version, after.version, sizeof(after.version));
+			c->tested = false;
+		}
+		cbor_decref(&r);
 		return rc;
-	rc = body_error(r, "confirm", detail);
-	cbor_decref(&r);
-	if (rc)
+	}
+	if (rc == FERRY_ADAPTER_E_CANCELLED)
 		return rc;
-	c->tested = false;
-	return smp_client_read_state(c, version, hash, detail);
+	/* No answer: the confirm may have been written and only its answers
+	 * lost.  What the device lists decides. */
+	if (read_dev_state(c, &after, d2) == 0 && permanent(c, &after)) {
+		smp_log(c->host, FERRY_LOG_WARNING,
+			"%s: no answer to confirm, but the device lists the new image as confirmed", c->name);
+		memcpy(version, after.version, sizeof(after.version));
+		c->tested = false;
+		return 0;
+	}
+	return rc;
 }
 
 int smp_client_abort(smp_client *c, char *detail)
 {
 	if (!c->tested)
 		return 0; /* a partial upload in the secondary slot harms nothing */
-	smp_log(c->host, FERRY_LOG_WARNING, "%s: resetting so that MCUboot reverts the unconfirmed image", c->name);
-	c->tested = false;
-	return reset(c, detail);
+	/* At most two resets: a pending image boots on trial, then reverts. */
+	for (int round = 0;; round++) {
+		dev_state st;
+		enum reboot_goal goal;
+		int rc = read_dev_state(c, &st, detail);
+		if (rc)
+			return rc; /* tested stays: a later abort may still reach it */
+		if (st.new_found && st.new_active && !st.new_confirmed)
+			goal = LEAVE_TRIAL;
+		else if (st.new_found && st.new_pending && !st.new_active)
+			goal = LEAVE_PENDING;
+		else {
+			c->tested = false; /* reverted, never marked, or permanent: nothing a reset undoes */
+			return 0;
+		}
+		if (round == 2)
+			return smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR,
+					"%s: the new image is still %s after two resets", c->name,
+					goal == LEAVE_TRIAL ? "running on trial" : "pending");
+		smp_log(c->host, FERRY_LOG_WARNING, "%s: resetting so that MCUboot %s", c->name,
+			goal == LEAVE_TRIAL ? "reverts the unconfirmed image"
+					    : "drops the pending image (it boots on trial first, then reverts)");
+		if ((rc = reboot(c, goal, true, detail)))
+			return rc;
+	}
 }

@@ -36,6 +36,8 @@ typedef struct smp_client_cfg {
 	long timeout_ms;       /* wait for an answer */
 	long first_timeout_ms; /* wait for the first upload answer (the device erases) */
 	long reset_wait_ms;    /* wait for the device after a reset or a lost link */
+	long reset_resend_ms;  /* after `os reset`, how long the old firmware may still answer before the
+				* reset is sent again (more than the device's CONFIG_MCUMGR_GRP_OS_RESET_MS) */
 	long chunk;            /* upper bound on data bytes per upload request; 0: none */
 	int retries;           /* resends of one request, reconnects, restarts */
 } smp_client_cfg;
@@ -56,7 +58,10 @@ typedef struct smp_client {
 	unsigned relinks;     /* links brought back in this session */
 	uint8_t new_hash[32]; /* MCUboot SHA256 TLV of the image being installed */
 	bool have_hash;
-	bool tested; /* marked for a test boot and reset: abort must revert */
+	/* a test mark may have been written (even if its answer was lost):
+	 * abort asks the device and resets until nothing of the new image is
+	 * pending or on trial */
+	bool tested;
 } smp_client;
 
 void smp_client_init(smp_client *c, const smp_transport_ops *ops, void *t, const char *name, const smp_client_cfg *cfg,
@@ -80,14 +85,22 @@ int smp_client_check(smp_client *c, const ferry_image_v1 *img, char *detail);
  * offset. */
 int smp_client_upload(smp_client *c, const ferry_image_v1 *img, uint64_t *resume_from, char *detail);
 
-/* Mark the new image for a test boot, reset, wait until the device is back. */
+/* Mark the new image for a test boot, reset, and wait until the device has
+ * really booted: image state no longer lists the new image as pending in
+ * the secondary slot.  A reset that did not happen is sent again. */
 int smp_client_activate(smp_client *c, char *detail);
 
 /* Read back: the new image must be active; make it permanent and report
- * its version. */
+ * its version.  A new image still pending means the device has not booted
+ * it yet (a reset on its way, or ferryd stopped before sending it): wait
+ * for that, resetting it if need be, within reset_wait_ms.  The outcome is
+ * what the device lists: a confirm whose answer was lost succeeded when the
+ * new image shows as active and confirmed. */
 int smp_client_confirm(smp_client *c, const ferry_image_v1 *img, char version[FERRY_ADAPTER_STR_MAX], char *detail);
 
-/* After a failure past the test mark: reset so that MCUboot reverts. */
+/* After a failure past the test mark: reset so that MCUboot reverts, as
+ * often as the device's state asks for (a pending image first boots on
+ * trial, then reverts). */
 int smp_client_abort(smp_client *c, char *detail);
 
 /* Shared by the adapters for their own messages. */

@@ -4,15 +4,22 @@
 # service over a simulated MCUboot device), and the serial simulator on a
 # pty.  One manifest installs a serial and a BLE component in order; then a
 # link lost mid-upload, an unpaired device, a bond the device does not take
-# as authenticated, an MTU that changes between connections, and a BlueZ
-# without AcquireWrite/AcquireNotify.  Only unix sockets and loopback.
+# as authenticated, an MTU that changes between connections, a BlueZ
+# without AcquireWrite/AcquireNotify, a reset request lost on the way, and
+# another client holding the notifications; and the node found by name and
+# by its SMP service among strangers that advertise the same.
+# The device, like Zephyr, resets 250 ms after answering os reset.  Only unix
+# sockets and loopback.
 cd "$(dirname "$0")"
 . ../../scripts/world.sh
 BUILD=$(cd "${1:?usage: ble.sh BUILD_DIR}" && pwd)
 SMP_SIM="$BUILD/tests/sim/smp_device"
 BLE_SIM="$BUILD/tests/sim/bluez_sim"
 ADDR=C0:FF:EE:00:00:01
-W_EXTRA_ADAPTERS="  serial-smp:
+ble_adapters() { # ble_adapters [SELECTOR]: the adapters' config; SELECTOR (address: X, name: Y) picks
+	# the BLE node, and without one it is the device that lists the SMP service
+	cat <<YAML
+  serial-smp:
     timeout_ms: 700
     first_timeout_ms: 3000
     reset_wait_ms: 8000
@@ -32,10 +39,15 @@ W_EXTRA_ADAPTERS="  serial-smp:
     reset_drop_ms: 3000
     retries: 6
     devices:
-      - address: $ADDR
-        vendor_id: acme
-        class_id: ble-node
-        component: node-mcu"
+YAML
+	if [ -n "${1:-}" ]; then
+		printf '      - %s\n        vendor_id: acme\n' "$1"
+	else
+		printf '      - vendor_id: acme\n'
+	fi
+	printf '        class_id: ble-node\n        component: node-mcu\n'
+}
+W_EXTRA_ADAPTERS=$(ble_adapters "address: $ADDR")
 world_up "$BUILD"
 sed -i "s|/tmp/PLACEHOLDER|$W|" "$W/ferryd.yaml"
 cp "$BUILD/adapters/serial-smp.so" "$BUILD/adapters/ble-smp.so" "$W/plugins/"
@@ -140,6 +152,7 @@ echo "$inv" | grep -qF '{"name":"sensor-mcu","version":"1.1.0"}' || fail "invent
 echo "$inv" | grep -qF '{"name":"node-mcu","version":"1.1.0"}' || fail "inventory: node-mcu not at 1.1.0"
 echo "$inv" | grep -qE '"bonded":"true","image0_hash":"[0-9a-f]{64}"' || fail "inventory: BLE attributes missing"
 [ "$(stat_of violations)" = 0 ] || fail "u-both: a write exceeded MTU - 3"
+[ "$(stat_of connected)" = 0 ] || fail "u-both: the node was left connected"
 echo "ok: serial-smp and ble-smp installed in order, versions read back, both in the inventory"
 
 # (b) The link drops mid-upload; the device keeps its partial upload, and the
@@ -173,7 +186,9 @@ echo "$line" | grep -qE '"detail":"[^"]*not paired[^"]*bonded' || fail "u-unpair
 echo "ok: unpaired device refused with adapter_error, nothing written"
 
 # (c') Bonded, but by a method the device does not take as authenticated:
-# BlueZ answers NotPermitted, and the adapter refuses.
+# BlueZ answers NotPermitted, and the adapter refuses.  The device would
+# drop anything written over such a link before the MCU saw it, so what
+# counts is what reached BlueZ: no write at all, and no upload request.
 ble_sim 1.2.0 --just-works
 deploy_ble u-justworks 1.3.0
 [ "$(outcome u-justworks node-mcu)" = failed ] || fail "u-justworks did not fail"
@@ -181,31 +196,113 @@ line=$(grep -F '"update_id":"u-justworks","component":"node-mcu","stage":"failed
 echo "$line" | grep -qF '"reason":"adapter_error"' || fail "u-justworks: reason is not adapter_error: $line"
 echo "$line" | grep -qF 'NotPermitted' || fail "u-justworks: detail lacks BlueZ's answer: $line"
 echo "$line" | grep -qF 'not encrypted and authenticated' || fail "u-justworks: detail does not say why: $line"
-[ "$(stat_of up_bytes)" = 0 ] || fail "u-justworks: something was uploaded"
+[ "$(stat_of writes)" = 0 ] || fail "u-justworks: $(stat_of writes) writes reached BlueZ over the refused link"
+[ "$(stat_of refused)" = 0 ] || fail "u-justworks: the device refused $(stat_of refused) writes"
+[ "$(stat_of upload_requests)" = 0 ] || fail "u-justworks: the adapter sent upload requests"
+[ "$(stat_of requests_seen)" = 0 ] || fail "u-justworks: the adapter sent SMP requests"
 [ "$(stat_of running)" = 1.2.0 ] || fail "u-justworks: the device no longer runs 1.2.0"
 echo "ok: a bond the device does not accept as authenticated is refused"
 
 # (d) The MTU differs from one connection to the next (247, 23, 247, ...),
-# also in the middle of the upload: no write ever exceeds MTU - 3.
+# also in the middle of the upload: the upload itself goes on over a
+# connection with another MTU, and no write ever exceeds MTU - 3.
 ble_sim 1.2.0 --mtu 247,23 --disconnect-at 15000
-mark=$(log_mark)
 deploy_ble u-mtu 1.4.0
 [ "$(outcome u-mtu node-mcu)" = installed ] || fail "u-mtu did not install"
 [ "$(running node-mcu)" = 1.4.0 ] || fail "u-mtu: the device does not run 1.4.0"
 [ "$(stat_of violations)" = 0 ] || fail "u-mtu: $(stat_of violations) writes exceeded MTU - 3"
 [ "$(stat_of max_write)" = 244 ] || fail "u-mtu: the largest write was $(stat_of max_write), not 247 - 3"
-log_since "$mark" | grep -q "$ADDR: link up, ATT MTU 23," || fail "u-mtu: no connection at MTU 23"
-log_since "$mark" | grep -q "$ADDR: link up, ATT MTU 247," || fail "u-mtu: no connection at MTU 247"
+mtus=$(stat_of upload_mtus)
+[ "$(echo "$mtus" | tr , '\n' | sort -un | tr '\n' ' ')" = "23 247 " ] ||
+	fail "u-mtu: the upload was carried by connections with MTUs $mtus, not both 23 and 247"
 [ "$(stat_of up_starts)" = 1 ] || fail "u-mtu: the upload started over"
 echo "ok: MTU 247 then 23 between connections, installed, no write over MTU - 3"
 
-# (e) A BlueZ without AcquireWrite/AcquireNotify: WriteValue and StartNotify.
-ble_sim 1.4.0 --no-acquire --mtu 23
+# (e) A BlueZ without AcquireWrite/AcquireNotify: WriteValue and StartNotify,
+# across a link lost mid-upload and the reset.  BlueZ keeps a bonded device's
+# notify session across a drop (and registers it again on the next
+# connection): the adapter must end its own session and start afresh, not
+# trip over it ("In Progress", "Already notifying").
+ble_sim 1.4.0 --no-acquire --mtu 23 --disconnect-at 15000
 mark=$(log_mark)
 deploy_ble u-old 1.5.0
 [ "$(outcome u-old node-mcu)" = installed ] || fail "u-old did not install"
 log_since "$mark" | grep -q "writes by WriteValue, notifications by StartNotify" ||
 	fail "u-old: the fallback was not used"
+grep -q "fault: link lost during the upload" "$W/ble.log" || fail "u-old: the link was never dropped"
+[ "$(stat_of link_drops)" -ge 2 ] ||
+	fail "u-old: the link dropped $(stat_of link_drops) times, not with the fault and the reset"
+[ "$(stat_of up_resumes)" = 1 ] || fail "u-old: the upload did not resume after the drop"
+[ "$(stat_of notify_refusals)" = 0 ] || fail "u-old: StartNotify was refused $(stat_of notify_refusals) times"
 [ "$(stat_of violations)" = 0 ] || fail "u-old: a write exceeded MTU - 3"
 [ "$(stat_of running)" = 1.5.0 ] || fail "u-old: the device does not run 1.5.0"
-echo "ok: WriteValue and StartNotify where BlueZ cannot hand out fds"
+echo "ok: WriteValue and StartNotify where BlueZ cannot hand out fds, across a drop and a reset"
+
+# (e') The same, but the StopNotify after the drop fails and BlueZ keeps the
+# session: on the next connection StartNotify answers "Already notifying" --
+# this client's own session, to be ended and started again, not someone
+# else's to wait for.
+ble_sim 1.5.0 --no-acquire --mtu 23 --disconnect-at 15000 --stop-notify-fails 1
+mark=$(log_mark)
+deploy_ble u-kept 1.5.1
+[ "$(outcome u-kept node-mcu)" = installed ] || fail "u-kept did not install"
+grep -q "fault: StopNotify fails" "$W/ble.log" || fail "u-kept: StopNotify never failed"
+[ "$(stat_of notify_refusals)" -ge 1 ] || fail "u-kept: StartNotify was never refused"
+log_since "$mark" | grep -q "$ADDR: StartNotify: Already notifying: ending this client's earlier session" ||
+	fail "u-kept: the adapter did not end its own earlier session"
+[ "$(stat_of running)" = 1.5.1 ] || fail "u-kept: the device does not run 1.5.1"
+echo "ok: a notify session BlueZ kept for this client is ended and started afresh"
+
+# (f) The reset request is lost on the way: the link does not drop, the old
+# firmware keeps answering and lists the new image as pending; the reset is
+# sent again, and only then is the image confirmed.
+ble_sim 1.5.1 --lose-reset 1
+mark=$(log_mark)
+deploy_ble u-lostreset 1.6.0
+[ "$(outcome u-lostreset node-mcu)" = installed ] || fail "u-lostreset did not install"
+log_since "$mark" | grep -q "$ADDR: the old firmware still answers .* sending the reset again" ||
+	fail "u-lostreset: the reset was not sent again"
+grep -q "mcu: fault: os reset lost on the way" "$W/ble.log" || fail "u-lostreset: no reset was lost"
+[ "$(stat_of running)" = 1.6.0 ] || fail "u-lostreset: the device does not run 1.6.0"
+echo "ok: a lost os reset is sent again; installed"
+
+# (g) Another D-Bus client (a monitoring tool) has StartNotify on the SMP
+# characteristic, so BlueZ answers AcquireNotify with InProgress for as long
+# as it stays: the adapter shares the notifications through StartNotify.
+ble_sim 1.6.0 --foreign-notify
+mark=$(log_mark)
+deploy_ble u-foreign 1.7.0
+[ "$(outcome u-foreign node-mcu)" = installed ] || fail "u-foreign did not install"
+log_since "$mark" | grep -q "writes by AcquireWrite, notifications by StartNotify" ||
+	fail "u-foreign: notifications were not taken through StartNotify"
+[ "$(stat_of running)" = 1.7.0 ] || fail "u-foreign: the device does not run 1.7.0"
+echo "ok: notifications shared through StartNotify while another client has them"
+
+# (h) The node found by name, then by the SMP service alone, with 40
+# strangers nearby that advertise the same name and the SMP service (listed
+# before it by BlueZ, and more than the adapter keeps): the bonded node is
+# the one listed and updated.
+relookup() { # relookup [SELECTOR]: ferryd again, with the BLE node found another way
+	stop_ferryd
+	W_EXTRA_ADAPTERS=$(ble_adapters "${1:-}")
+	write_config
+	sed -i "s|/tmp/PLACEHOLDER|$W|" "$W/ferryd.yaml"
+	start_ferryd
+}
+lookup_case() { # lookup_case HOW UPDATE FROM TO
+	inv=$(inventory)
+	echo "$inv" | grep -qF "{\"name\":\"node-mcu\",\"version\":\"$3\"}" ||
+		fail "by $1: the inventory does not list node-mcu at $3: $inv"
+	echo "$inv" | grep -qF "\"address\":\"$ADDR\"" || fail "by $1: the inventory lists another device: $inv"
+	echo "$inv" | grep -qF '"bonded":"false"' && fail "by $1: a stranger is listed: $inv"
+	deploy_ble "$2" "$4"
+	[ "$(outcome "$2" node-mcu)" = installed ] || fail "by $1: $2 did not install"
+	[ "$(stat_of running)" = "$4" ] || fail "by $1: the bonded node does not run $4"
+	[ "$(stat_of connected)" = 0 ] || fail "by $1: the node was left connected"
+	echo "ok: found by $1 among 40 strangers advertising the same; installed"
+}
+ble_sim 1.7.0 --decoys 40
+relookup "name: node-7"
+lookup_case name u-byname 1.7.0 1.8.0
+relookup
+lookup_case "SMP service" u-byservice 1.8.0 1.9.0

@@ -111,10 +111,34 @@ check_fault reset-mid-upload installed --reset-at 20000
 check_fault corrupt-frames installed --corrupt-every 7
 check_fault drop-responses installed --drop-every 5
 check_fault stall installed --stall-ms 2500
+# The device resets 250 ms after answering os reset (Zephyr's default), so
+# every install above had the old firmware answer first.  Here the first
+# reset request is lost: the old firmware keeps answering, and only a
+# reset sent again activates the image.
+mark=$(wc -l < "$W/ferryd.log")
+check_fault lost-reset installed --lose-reset 1
+tail -n +"$((mark + 1))" "$W/ferryd.log" | grep -q "old firmware still answers .* sending the reset again" ||
+	fail "lost-reset: the reset was not sent again"
 check_fault refuse-confirm rolled_back --refuse-confirm
 check_fault boot-fails rolled_back --boot-fails
 grep -F '"update_id":"u-boot-fails","component":"sensor-mcu","stage":"rolled_back"' "$W/mqtt.log" |
 	grep -qF '"reason":"version_mismatch"' || fail "boot-fails: reason is not version_mismatch"
+
+# A device whose buffer cannot hold an upload request (os params says
+# buf_size 100; it drops longer requests): refused with the reason before any
+# upload request, instead of chunks the device would drop.
+v=$(running)
+sim "$v" --buf-size 100
+smark=$(wc -l < "$W/sim.log")
+deploy u-smallbuf 2.9.0
+[ "$(outcome u-smallbuf sensor-mcu)" = failed ] || fail "u-smallbuf did not fail"
+line=$(grep -F '"update_id":"u-smallbuf","component":"sensor-mcu","stage":"failed"' "$W/mqtt.log")
+echo "$line" | grep -qF '"reason":"adapter_error"' || fail "u-smallbuf: reason is not adapter_error: $line"
+echo "$line" | grep -qF "buf_size 100" || fail "u-smallbuf: detail does not name the device's buffer: $line"
+! tail -n +"$((smark + 1))" "$W/sim.log" | grep -q "does not fit in buf_size" ||
+	fail "u-smallbuf: requests larger than the device's buffer were sent"
+[ "$(running)" = "$v" ] || fail "u-smallbuf: the MCU no longer runs $v"
+echo "ok: a device buffer too small for an upload request is refused with the reason"
 
 # ferryd killed mid-upload, restarted: the upload continues from the device's offset.
 sim "$(running)" --rate 6000
@@ -129,6 +153,33 @@ start_ferryd
 [ "$(outcome u-kill sensor-mcu)" = installed ] || fail "u-kill did not install after restart"
 grep -q "holds [1-9][0-9]* bytes already; resuming there" "$W/ferryd.log" || fail "the upload started over"
 echo "ok: upload resumed from the device's offset after ferryd was killed"
+
+# An inventory refresh in the middle of an install: discovery must leave the
+# port to the session (no reopened tty, no flushed or stolen answers), and
+# the inventory still lists the MCU, with the version it ran before.
+v=$(running)
+sim "$v" --rate 6000
+smark=$(wc -l < "$W/sim.log")
+mark=$(wc -l < "$W/ferryd.log")
+deploy u-busy 3.1.0
+for _ in $(seq 1 300); do
+	grep -F '"update_id":"u-busy","component":"sensor-mcu","stage":"installing"' "$W/mqtt.log" |
+		grep -qE '"done":[1-9][0-9]{4}' && break
+	sleep 0.1
+done
+n=$(grep -cF "ferry/v1/gw-1/inventory " "$W/mqtt.log")
+cmd inventory.refresh x
+wait_mqtt "ferry/v1/gw-1/inventory " 15 $((n + 1))
+grep -F "ferry/v1/gw-1/inventory " "$W/mqtt.log" | tail -n 1 |
+	grep -qF "{\"name\":\"sensor-mcu\",\"version\":\"$v\"}" ||
+	fail "u-busy: the inventory taken mid-install does not list the MCU at $v"
+grep -qF '"update_id":"u-busy","component":"sensor-mcu","stage":"installed"' "$W/mqtt.log" &&
+	fail "u-busy: the refresh came too late"
+[ "$(outcome u-busy sensor-mcu)" = installed ] || fail "u-busy did not install"
+! tail -n +"$((smark + 1))" "$W/sim.log" | grep -q "image state read during an upload" ||
+	fail "u-busy: discovery talked to the device during the install"
+! tail -n +"$((mark + 1))" "$W/ferryd.log" | grep -q "retrying" || fail "u-busy: the install was disturbed"
+echo "ok: an inventory refresh mid-install leaves the port to the session and still lists the MCU"
 
 # The MCU is unplugged between check and install: the component waits, and
 # the install goes on by itself when the device is back.

@@ -9,6 +9,13 @@
 
 #include "smp.h"
 
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void sleep_ms(long ms)
 {
 	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
@@ -92,6 +99,8 @@ void mcu_init(mcu *m, const char *version, const mcu_io *io)
 	memset(m, 0, sizeof(*m));
 	m->io = *io;
 	m->reset_at = -1;
+	m->reset_delay_ms = 250;
+	m->buf_size = 384;
 	m->s[0].data = malloc(64 * 1024);
 	m->s[0].len = mcu_make_image(version, 30000, m->s[0].data);
 	m->s[0].valid = parse_image(&m->s[0]);
@@ -147,6 +156,8 @@ static void swap_slots(mcu *m)
 
 void mcu_boot(mcu *m)
 {
+	m->reset_due = 0;
+	m->resets++;
 	if (m->test_boot) { /* the trial image never confirmed itself: revert */
 		swap_slots(m);
 		m->test_boot = false;
@@ -249,6 +260,10 @@ static void image_state(mcu *m, const smp_hdr *h, const cbor_item_t *b)
 	bool confirm = false;
 
 	if (h->op == SMP_OP_READ) {
+		/* a client in the middle of an upload does not ask this: someone
+		 * else is talking to the device (the tests look for this line) */
+		if (m->up_active)
+			fprintf(stderr, "mcu: image state read during an upload, at %zu\n", m->up_off);
 		reply(m, h, SMP_OP_READ_RSP, state_body(m));
 		return;
 	}
@@ -276,6 +291,13 @@ void mcu_handle(mcu *m, const uint8_t *pkt, size_t len)
 
 	if (smp_hdr_unpack(pkt, len, &h))
 		return;
+	if (len + m->frame_overhead > m->buf_size) {
+		/* Zephyr has nowhere to put it: gone without an answer */
+		m->too_big++;
+		fprintf(stderr, "mcu: a request of %zu bytes does not fit in buf_size %zu; dropped\n", len,
+			m->buf_size);
+		return;
+	}
 	m->requests++;
 	if (m->drop_every > 0 && m->requests % (unsigned long)m->drop_every == 0)
 		return;
@@ -296,16 +318,45 @@ void mcu_handle(mcu *m, const uint8_t *pkt, size_t len)
 		reply(m, &h, h.op + 1, r);
 	} else if (h.group == SMP_GROUP_OS && h.id == SMP_OS_PARAMS) {
 		cbor_item_t *r = cbor_new_definite_map(2);
-		smp_map_put(r, "buf_size", smp_uint(384));
+		smp_map_put(r, "buf_size", smp_uint(m->buf_size));
 		smp_map_put(r, "buf_count", smp_uint(4));
 		reply(m, &h, SMP_OP_READ_RSP, r);
 	} else if (h.group == SMP_GROUP_OS && h.id == SMP_OS_RESET) {
-		reply(m, &h, SMP_OP_WRITE_RSP, cbor_new_definite_map(0));
-		m->io.reset(m->io.ctx);
+		if (m->lose_resets > 0) {
+			m->lose_resets--;
+			fprintf(stderr, "mcu: fault: os reset lost on the way\n");
+		} else {
+			reply(m, &h, SMP_OP_WRITE_RSP, cbor_new_definite_map(0));
+			/* Zephyr schedules the reset; one already scheduled stays */
+			if (m->reset_delay_ms <= 0) {
+				m->io.reset(m->io.ctx);
+			} else if (!m->reset_due) {
+				m->reset_due = now_ms() + m->reset_delay_ms;
+				fprintf(stderr, "mcu: os reset answered; resetting in %ld ms\n", m->reset_delay_ms);
+			}
+		}
 	} else {
 		reply(m, &h, h.op + 1, rc_body(8)); /* ENOTSUP */
 	}
 	cbor_decref(&b);
+}
+
+long mcu_due_ms(const mcu *m)
+{
+	int64_t left;
+	if (!m->reset_due)
+		return -1;
+	left = m->reset_due - now_ms();
+	return left > 0 ? (long)left : 0;
+}
+
+void mcu_tick(mcu *m)
+{
+	if (m->reset_due && now_ms() >= m->reset_due) {
+		m->reset_due = 0;
+		fprintf(stderr, "mcu: resetting\n");
+		m->io.reset(m->io.ctx);
+	}
 }
 
 int mcu_option(mcu *m, int argc, char **argv, int *i)
@@ -323,6 +374,12 @@ int mcu_option(mcu *m, int argc, char **argv, int *i)
 		m->drop_every = atol(argv[++*i]);
 	else if (has_value && !strcmp(a, "--stall-ms"))
 		m->stall_ms = atol(argv[++*i]);
+	else if (has_value && !strcmp(a, "--reset-delay-ms"))
+		m->reset_delay_ms = atol(argv[++*i]);
+	else if (has_value && !strcmp(a, "--lose-reset"))
+		m->lose_resets = atol(argv[++*i]);
+	else if (has_value && !strcmp(a, "--buf-size"))
+		m->buf_size = strtoul(argv[++*i], NULL, 10);
 	else
 		return 0;
 	return 1;

@@ -6,9 +6,11 @@
  *
  * It follows the SMP spec (see adapters/smp/smp.h): image state read and
  * test/confirm, upload into the secondary slot with `off` continuation and
- * resume by `sha`, os echo, params and reset.  At boot MCUboot's rules apply:
- * a pending image is swapped in for a test boot, and a test image that was
- * not confirmed is reverted at the next reset. */
+ * resume by `sha`, os echo, params and reset.  As Zephyr does, `os reset` is
+ * answered first and carried out CONFIG_MCUMGR_GRP_OS_RESET_MS (250 ms)
+ * later; until then the old firmware answers everything as before.  At boot
+ * MCUboot's rules apply: a pending image is swapped in for a test boot, and a
+ * test image that was not confirmed is reverted at the next reset. */
 #ifndef FERRY_SIM_MCU_H
 #define FERRY_SIM_MCU_H
 
@@ -43,11 +45,17 @@ typedef struct mcu {
 	size_t up_len, up_off;
 	uint8_t up_sha[32];
 	bool up_active;
+	/* the reassembly buffer `os params` reports; a request that does not fit
+	 * in it with the link's framing (frame_overhead bytes) is dropped */
+	size_t buf_size, frame_overhead;
+	/* `os reset` answered: the reset happens at reset_due (monotonic ms), 0 when none */
+	long reset_delay_ms;
+	int64_t reset_due;
 	/* faults */
-	long reset_at, drop_every, stall_ms;
+	long reset_at, drop_every, stall_ms, lose_resets;
 	bool refuse_confirm, boot_fails, reset_done, stall_done;
 	/* counters */
-	unsigned long requests, uploads, up_starts, up_resumes, up_bytes;
+	unsigned long requests, uploads, up_starts, up_resumes, up_bytes, resets, too_big;
 } mcu;
 
 /* A device running a generated image of `version`. */
@@ -56,6 +64,11 @@ void mcu_init(mcu *m, const char *version, const mcu_io *io);
 void mcu_handle(mcu *m, const uint8_t *pkt, size_t len);
 /* MCUboot at boot, after a reset. */
 void mcu_boot(mcu *m);
+/* Milliseconds until the device has something to do by itself (a reset it
+ * answered), -1 when nothing; mcu_tick does what is due.  The links call
+ * both from their event loops. */
+long mcu_due_ms(const mcu *m);
+void mcu_tick(mcu *m);
 
 /* The MCU's faults, shared by the simulators' command lines:
  *   --reset-at N       reset once when an upload passes offset N (upload lost
@@ -64,6 +77,13 @@ void mcu_boot(mcu *m);
  *   --stall-ms MS      once, answer the 3rd upload request MS late
  *   --refuse-confirm   answer confirm with rc 11 (EACCESSDENIED)
  *   --boot-fails       a new image never boots: MCUboot reverts at once
+ *   --reset-delay-ms MS  how long after answering `os reset` the device
+ *                      resets (250, Zephyr's CONFIG_MCUMGR_GRP_OS_RESET_MS;
+ *                      0: at once)
+ *   --lose-reset N     the first N `os reset` requests are lost on the way:
+ *                      neither answered nor carried out
+ *   --buf-size N       the buffer `os params` reports (384, Zephyr's
+ *                      default); longer requests are dropped
  * 1 when argv[*i] was one of them (*i then points at its last word), 0 when
  * it is not. */
 int mcu_option(mcu *m, int argc, char **argv, int *i);

@@ -8,7 +8,8 @@
  *   --corrupt-every K  damage every K-th response frame
  *   --rate BPS         bytes per second on the wire (emulates a baud rate)
  *   and the MCU's own (mcu.h): --reset-at N, --drop-every K, --stall-ms MS,
- *   --refuse-confirm, --boot-fails.
+ *   --refuse-confirm, --boot-fails, --reset-delay-ms MS, --lose-reset N,
+ *   --buf-size N.
  *
  *   smp_device --link PATH --version 1.0.0 [faults]
  *       creates a pty, links PATH to its slave side, and serves forever;
@@ -104,7 +105,10 @@ static int serve(uart *u, const char *link)
 	smp_serial_rx_init(rx);
 	for (;;) {
 		struct pollfd p = {.fd = u->fd, .events = POLLIN};
-		if (poll(&p, 1, 1000) <= 0)
+		long due = mcu_due_ms(&u->dev);
+		int ready = poll(&p, 1, due >= 0 && due < 1000 ? (int)due : 1000);
+		mcu_tick(&u->dev); /* a reset the device answered a moment ago */
+		if (ready <= 0)
 			continue;
 		/* With a rate, take at most 10 ms worth of bytes at a time: the
 		 * host's writes then drain as slowly as a real UART would. */
@@ -139,6 +143,7 @@ int main(int argc, char **argv)
 		if (!strcmp(argv[i], "--version") && i + 1 < argc)
 			version = argv[i + 1];
 	mcu_init(&u.dev, version, &io);
+	u.dev.frame_overhead = 4; /* the serial frame's length and CRC share the buffer */
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (mcu_option(&u.dev, argc, argv, &i))

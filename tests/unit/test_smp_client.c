@@ -1,6 +1,8 @@
 /* The shared SMP client against a scripted transport: answers matched by
  * sequence number, bounded retries, an upload that continues by sha after
- * the link drops, and a link too small to carry an upload. */
+ * the link drops, a link too small to carry an upload, uploads that do not
+ * advance, and the reset that activates a test image: Zephyr's delayed
+ * reset, lost reset requests, a device found still pending. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -22,12 +24,33 @@ typedef struct fake {
 	uint8_t out[4][SMP_PACKET_MAX]; /* answers waiting to be received */
 	size_t out_len[4], n_out;
 	int sends, silent, stale_first, link_down, reconnects;
+	int flood; /* answer every request with endless answers to another one */
+	uint8_t flood_pkt[SMP_PACKET_MAX];
+	size_t flood_len;
+	unsigned long flood_sent;
 	size_t mtu_packet; /* what max_packet answers */
 	/* upload state */
 	uint64_t up_len, up_off, drop_at;
 	uint8_t up_sha[32];
 	int first_requests, data_at_zero;
 	uint8_t *image;
+	/* a device that does not advance: once up_off reaches stuck_at it
+	 * answers STUCK_REPEAT that offset again, STUCK_SWING 100 bytes
+	 * back and then forward again, without ever going further;
+	 * STUCK_ZERO answers off 0 to everything */
+	enum { STUCK_NONE, STUCK_ZERO, STUCK_REPEAT, STUCK_SWING } stuck;
+	uint64_t stuck_at;
+	/* MCUboot's slots, for activate, confirm and abort (when `slots`):
+	 * the old image (hash 0x11, 1.0.0) and the new one (0x22, 2.0.0) */
+	int slots;
+	int new_slot;        /* where the new image is: 0 (running) or 1 */
+	bool pending, trial; /* the new image is marked for a test boot; it runs on trial */
+	int reset_after;     /* an answered reset happens this many requests later (Zephyr's delay) */
+	int reset_countdown; /* -1: no reset scheduled */
+	int lose_resets;     /* reset requests lost on the way */
+	int lose_mark_answers, lose_confirm_answers; /* written, but the answers are lost */
+	int lose_reads_after_confirm;                /* image state reads lost once confirmed */
+	int resets, reset_requests;
 } fake;
 
 static void queue(fake *f, const smp_hdr *req, cbor_item_t *body, uint8_t seq)
@@ -36,6 +59,92 @@ static void queue(fake *f, const smp_hdr *req, cbor_item_t *body, uint8_t seq)
 	f->out_len[f->n_out] = smp_packet(&h, body, f->out[f->n_out], SMP_PACKET_MAX);
 	f->n_out++;
 	cbor_decref(&body);
+}
+
+#define OLD_HASH 0x11
+#define NEW_HASH 0x22
+
+static void put_slot(cbor_item_t *arr, int slot, uint8_t fill, bool active, bool pending, bool confirmed)
+{
+	cbor_item_t *e = cbor_new_definite_map(7);
+	uint8_t hash[32];
+	memset(hash, fill, 32);
+	smp_map_put(e, "image", smp_uint(0));
+	smp_map_put(e, "slot", smp_uint((uint64_t)slot));
+	smp_map_put(e, "version", cbor_build_string(fill == NEW_HASH ? "2.0.0" : "1.0.0"));
+	smp_map_put(e, "hash", cbor_build_bytestring(hash, 32));
+	smp_map_put(e, "active", cbor_build_bool(active));
+	smp_map_put(e, "pending", cbor_build_bool(pending));
+	smp_map_put(e, "confirmed", cbor_build_bool(confirmed));
+	cbor_array_push(arr, cbor_move(e));
+}
+
+static cbor_item_t *slots_body(const fake *f)
+{
+	cbor_item_t *m = cbor_new_definite_map(1), *arr = cbor_new_definite_array(2);
+	bool new_runs = f->new_slot == 0;
+	put_slot(arr, 0, new_runs ? NEW_HASH : OLD_HASH, true, false, !(new_runs && f->trial));
+	put_slot(arr, 1, new_runs ? OLD_HASH : NEW_HASH, false, !new_runs && f->pending, false);
+	smp_map_put(m, "images", arr);
+	return m;
+}
+
+/* MCUboot at boot: a trial image that was not confirmed is reverted, a
+ * pending one is swapped in on trial. */
+static void boot(fake *f)
+{
+	f->resets++;
+	f->reset_countdown = -1;
+	if (f->trial) {
+		f->trial = false;
+		f->new_slot = 1;
+	} else if (f->pending && f->new_slot == 1) {
+		f->pending = false;
+		f->new_slot = 0;
+		f->trial = true;
+	}
+}
+
+/* image state and os reset against the slots; 1 when handled */
+static int slots_request(fake *f, const smp_hdr *h, const cbor_item_t *b)
+{
+	const uint8_t *hash;
+	size_t hn = 0;
+	bool confirm = false;
+
+	if (h->group == SMP_GROUP_OS && h->id == SMP_OS_RESET) {
+		f->reset_requests++;
+		if (f->lose_resets > 0) {
+			f->lose_resets--;
+			return 1;
+		}
+		queue(f, h, cbor_new_definite_map(0), h->seq);
+		if (f->reset_after == 0)
+			boot(f);
+		else if (f->reset_countdown < 0)
+			f->reset_countdown = f->reset_after;
+		return 1;
+	}
+	if (h->group != SMP_GROUP_IMAGE || h->id != SMP_IMG_STATE)
+		return 0;
+	if (h->op == SMP_OP_WRITE) {
+		smp_map_bool(b, "confirm", &confirm);
+		if (confirm && f->new_slot == 0) {
+			f->trial = false;
+			if (f->lose_confirm_answers > 0 && f->lose_confirm_answers--)
+				return 1;
+		} else if (!confirm && smp_map_bytes(b, "hash", &hash, &hn) && hn == 32 && hash[0] == NEW_HASH &&
+			   f->new_slot == 1) {
+			f->pending = true;
+			if (f->lose_mark_answers > 0 && f->lose_mark_answers--)
+				return 1;
+		}
+	} else if (f->lose_reads_after_confirm > 0 && f->new_slot == 0 && !f->trial) {
+		f->lose_reads_after_confirm--;
+		return 1;
+	}
+	queue(f, h, slots_body(f), h->seq);
+	return 1;
 }
 
 static cbor_item_t *state_body(void)
@@ -61,6 +170,16 @@ static void upload(fake *f, const smp_hdr *h, const cbor_item_t *b)
 
 	assert_true(smp_map_uint(b, "off", &off));
 	assert_true(smp_map_bytes(b, "data", &data, &dn));
+	if (f->stuck == STUCK_ZERO || (f->stuck != STUCK_NONE && f->up_off >= f->stuck_at && off > 0)) {
+		uint64_t a = f->stuck_at;
+		if (f->stuck == STUCK_ZERO)
+			a = 0;
+		else if (f->stuck == STUCK_SWING && off >= f->stuck_at)
+			a = f->stuck_at - 100;
+		smp_map_put(r, "off", smp_uint(a));
+		queue(f, h, r, h->seq);
+		return;
+	}
 	if (off == 0) {
 		f->first_requests++;
 		assert_true(smp_map_uint(b, "len", &len));
@@ -107,6 +226,30 @@ static int f_send(void *t, const uint8_t *pkt, size_t len)
 		return 0;
 	b = cbor_load(pkt + SMP_HDR_LEN, h.len, &res);
 	assert_non_null(b);
+	if (f->flood) {
+		smp_hdr o = {.op = h.op + 1, .group = h.group, .id = h.id, .seq = (uint8_t)(h.seq + 100)};
+		cbor_item_t *sb = state_body();
+		f->flood_len = smp_packet(&o, sb, f->flood_pkt, sizeof(f->flood_pkt));
+		cbor_decref(&sb);
+		cbor_decref(&b);
+		return 0;
+	}
+	if (f->slots && f->reset_countdown >= 0 && f->reset_countdown-- == 0) {
+		boot(f); /* the reset it answered happens now: this request is lost with it */
+		cbor_decref(&b);
+		return 0;
+	}
+	if (f->slots && slots_request(f, &h, b)) {
+		cbor_decref(&b);
+		return 0;
+	}
+	if (h.group == SMP_GROUP_OS && h.id == SMP_OS_ECHO) {
+		cbor_item_t *r = cbor_new_definite_map(1);
+		smp_map_put(r, "r", cbor_build_string("ferry"));
+		queue(f, &h, r, h.seq);
+		cbor_decref(&b);
+		return 0;
+	}
 	if (f->stale_first) {
 		/* an answer to an older request, then garbage, then the real one */
 		f->stale_first = 0;
@@ -131,6 +274,12 @@ static int f_recv(void *t, uint8_t *buf, size_t *len, int64_t deadline_ms)
 	fake *f = t;
 	if (f->link_down)
 		return -1;
+	if (f->flood_len) { /* never quiet: only the deadline ends the wait */
+		memcpy(buf, f->flood_pkt, f->flood_len);
+		*len = f->flood_len;
+		f->flood_sent++;
+		return 1;
+	}
 	if (!f->n_out)
 		return 0; /* nothing will come: the deadline passes at once */
 	memcpy(buf, f->out[0], f->out_len[0]);
@@ -206,6 +355,25 @@ static void test_bounded_retries(void **state)
 	assert_non_null(strstr(detail, "does not answer"));
 }
 
+/* A device that answers every request with a stream of answers to some
+ * other request: each wait still ends at its deadline, and the request
+ * fails after its retries. */
+static void test_flood_bounded_by_deadline(void **state)
+{
+	fake f = {.flood = 1, .mtu_packet = 384};
+	smp_client c;
+	char version[FERRY_ADAPTER_STR_MAX], detail[FERRY_ADAPTER_DETAIL_MAX];
+	uint8_t hash[32];
+	int64_t t0 = smp_now_ms();
+
+	smp_client_init(&c, &ops, &f, "fake", &cfg, &host, NULL);
+	assert_int_equal(smp_client_read_state(&c, version, hash, detail), FERRY_ADAPTER_E_ADAPTER_ERROR);
+	assert_int_equal(f.sends, cfg.retries + 1);
+	assert_non_null(strstr(detail, "does not answer"));
+	assert_true(f.flood_sent > 0);
+	assert_true(smp_now_ms() - t0 < 2000);
+}
+
 /* Writes a file of n bytes; returns its path in buf. */
 static void temp_image(char *path, uint8_t *data, size_t n)
 {
@@ -263,13 +431,208 @@ static void test_link_too_small(void **state)
 	assert_int_equal(f.first_requests, 0); /* nothing was sent to the slot */
 }
 
+static void stuck_upload(int mode, const char *want)
+{
+	static uint8_t data[20000], got[20000];
+	fake f = {.mtu_packet = 384, .image = got, .stuck = mode, .stuck_at = 5000};
+	char path[64], detail[FERRY_ADAPTER_DETAIL_MAX] = "";
+	smp_client c;
+	uint64_t resume = 0;
+
+	temp_image(path, data, sizeof(data));
+	ferry_image_v1 img = {.size = sizeof(img), .component = "mcu", .path = path, .length = sizeof(data)};
+	smp_client_init(&c, &ops, &f, "fake", &cfg, &host, &sh);
+	assert_int_equal(smp_client_upload(&c, &img, &resume, detail), FERRY_ADAPTER_E_ADAPTER_ERROR);
+	unlink(path);
+	assert_non_null(strstr(detail, want));
+	/* a bounded number of requests: those that advanced, then retries + 1
+	 * that did not */
+	assert_true(f.sends <= 5000 / 100 + cfg.retries + 2);
+}
+
+/* The first request is answered off 0, again and again. */
+static void test_upload_stuck_at_zero(void **state)
+{
+	stuck_upload(STUCK_ZERO, "does not advance the upload");
+}
+
+/* Mid-upload, the device repeats the same offset forever. */
+static void test_upload_repeats_offset(void **state)
+{
+	stuck_upload(STUCK_REPEAT, "does not advance the upload");
+}
+
+/* Mid-upload, the device goes back 100 bytes, forward again, back... */
+static void test_upload_swings(void **state)
+{
+	stuck_upload(STUCK_SWING, "does not advance the upload");
+}
+
+static const smp_client_cfg reset_cfg = {
+    .timeout_ms = 10, .first_timeout_ms = 10, .reset_wait_ms = 3000, .reset_resend_ms = 300, .retries = 3};
+
+/* A device with the new image in its secondary slot, and a client that
+ * checked it. */
+static void slots_client(smp_client *c, fake *f)
+{
+	smp_client_init(c, &ops, f, "fake", &reset_cfg, &host, &sh);
+	memset(c->new_hash, NEW_HASH, 32);
+	c->have_hash = true;
+	f->slots = 1;
+	f->new_slot = 1;
+	f->reset_countdown = -1;
+	f->mtu_packet = 384;
+}
+
+/* Zephyr answers os reset and resets 250 ms later: until then the old
+ * firmware answers everything, still listing the new image as pending. */
+static void test_activate_waits_for_delayed_reset(void **state)
+{
+	fake f = {.reset_after = 3};
+	smp_client c;
+	char version[FERRY_ADAPTER_STR_MAX], detail[FERRY_ADAPTER_DETAIL_MAX] = "";
+
+	slots_client(&c, &f);
+	assert_int_equal(smp_client_activate(&c, detail), 0);
+	assert_int_equal(f.resets, 1);
+	assert_int_equal(smp_client_confirm(&c, NULL, version, detail), 0);
+	assert_string_equal(version, "2.0.0");
+	assert_int_equal(f.new_slot, 0);
+	assert_false(f.trial);
+	assert_int_equal(f.reset_requests, 1);
+}
+
+/* The reset request is lost on the way: the old firmware keeps answering,
+ * and the reset is sent again. */
+static void test_activate_resends_lost_reset(void **state)
+{
+	fake f = {.reset_after = 1, .lose_resets = 1};
+	smp_client c;
+	char version[FERRY_ADAPTER_STR_MAX], detail[FERRY_ADAPTER_DETAIL_MAX] = "";
+
+	slots_client(&c, &f);
+	assert_int_equal(smp_client_activate(&c, detail), 0);
+	assert_int_equal(f.reset_requests, 2);
+	assert_int_equal(f.resets, 1);
+	assert_int_equal(smp_client_confirm(&c, NULL, version, detail), 0);
+	assert_string_equal(version, "2.0.0");
+}
+
+/* A device that never resets: activate fails, naming it, after a bounded
+ * number of requests. */
+static void test_activate_device_never_resets(void **state)
+{
+	fake f = {.lose_resets = 1000};
+	smp_client c;
+	char detail[FERRY_ADAPTER_DETAIL_MAX] = "";
+
+	slots_client(&c, &f);
+	assert_int_equal(smp_client_activate(&c, detail), FERRY_ADAPTER_E_ADAPTER_ERROR);
+	assert_non_null(strstr(detail, "did not reset"));
+	assert_int_equal(f.reset_requests, reset_cfg.retries + 1);
+	assert_int_equal(f.resets, 0);
+}
+
+/* ferryd stopped after the test mark, before the reset took: after the
+ * restart, confirm finds the new image pending, waits, and resets it. */
+static void test_confirm_finds_image_pending(void **state)
+{
+	fake f = {.pending = true, .reset_after = 2};
+	smp_client c;
+	char version[FERRY_ADAPTER_STR_MAX], detail[FERRY_ADAPTER_DETAIL_MAX] = "";
+
+	slots_client(&c, &f);
+	assert_int_equal(smp_client_confirm(&c, NULL, version, detail), 0);
+	assert_string_equal(version, "2.0.0");
+	assert_int_equal(f.resets, 1);
+	assert_int_equal(f.new_slot, 0);
+	assert_false(f.trial);
+}
+
+/* The device confirms, but every answer to confirm is lost: the device
+ * lists the new image as active and confirmed, so the install succeeded. */
+static void test_confirm_answer_lost(void **state)
+{
+	fake f = {.reset_after = 1, .lose_confirm_answers = 1000};
+	smp_client c;
+	char version[FERRY_ADAPTER_STR_MAX], detail[FERRY_ADAPTER_DETAIL_MAX] = "";
+
+	slots_client(&c, &f);
+	assert_int_equal(smp_client_activate(&c, detail), 0);
+	assert_int_equal(smp_client_confirm(&c, NULL, version, detail), 0);
+	assert_string_equal(version, "2.0.0");
+	assert_false(c.tested); /* abort must not reset a permanent image */
+	assert_int_equal(smp_client_abort(&c, detail), 0);
+	assert_int_equal(f.resets, 1);
+}
+
+/* The confirm is answered, then the device stops answering: the confirm
+ * was accepted, and that is the outcome. */
+static void test_confirm_then_silence(void **state)
+{
+	fake f = {.reset_after = 1, .lose_reads_after_confirm = 1000};
+	smp_client c;
+	char version[FERRY_ADAPTER_STR_MAX], detail[FERRY_ADAPTER_DETAIL_MAX] = "";
+
+	slots_client(&c, &f);
+	assert_int_equal(smp_client_activate(&c, detail), 0);
+	assert_int_equal(smp_client_confirm(&c, NULL, version, detail), 0);
+	assert_string_equal(version, "2.0.0");
+	assert_false(c.tested);
+}
+
+/* Every answer to the test mark is lost, but the mark was written: abort
+ * finds the image pending and resets twice -- it boots on trial, then
+ * MCUboot reverts it -- so nothing is left to boot by surprise later. */
+static void test_abort_after_lost_test_mark(void **state)
+{
+	fake f = {.reset_after = 1, .lose_mark_answers = 1000};
+	smp_client c;
+	char detail[FERRY_ADAPTER_DETAIL_MAX] = "";
+
+	slots_client(&c, &f);
+	assert_int_equal(smp_client_activate(&c, detail), FERRY_ADAPTER_E_ADAPTER_ERROR);
+	assert_true(f.pending);
+	assert_int_equal(smp_client_abort(&c, detail), 0);
+	assert_int_equal(f.resets, 2);
+	assert_int_equal(f.new_slot, 1);
+	assert_false(f.pending);
+	assert_false(f.trial);
+}
+
+/* MCUboot already dropped the new image (it would not boot): abort has
+ * nothing to reset. */
+static void test_abort_nothing_left(void **state)
+{
+	fake f = {0};
+	smp_client c;
+	char detail[FERRY_ADAPTER_DETAIL_MAX] = "";
+
+	slots_client(&c, &f);
+	c.tested = true;
+	assert_int_equal(smp_client_abort(&c, detail), 0);
+	assert_int_equal(f.reset_requests, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_matched_by_seq),
 	    cmocka_unit_test(test_bounded_retries),
+	    cmocka_unit_test(test_flood_bounded_by_deadline),
 	    cmocka_unit_test(test_resume_after_link_loss),
 	    cmocka_unit_test(test_link_too_small),
+	    cmocka_unit_test(test_upload_stuck_at_zero),
+	    cmocka_unit_test(test_upload_repeats_offset),
+	    cmocka_unit_test(test_upload_swings),
+	    cmocka_unit_test(test_activate_waits_for_delayed_reset),
+	    cmocka_unit_test(test_activate_resends_lost_reset),
+	    cmocka_unit_test(test_activate_device_never_resets),
+	    cmocka_unit_test(test_confirm_finds_image_pending),
+	    cmocka_unit_test(test_confirm_answer_lost),
+	    cmocka_unit_test(test_confirm_then_silence),
+	    cmocka_unit_test(test_abort_after_lost_test_mark),
+	    cmocka_unit_test(test_abort_nothing_left),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
