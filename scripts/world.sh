@@ -57,7 +57,8 @@ ACL
 per_listener_settings false
 user $(id -un)
 allow_anonymous false
-persistence false
+persistence ${W_MQTT_PERSIST:-false}
+persistence_location $W/
 log_dest file $W/mosquitto.log
 log_type error
 log_type warning
@@ -184,9 +185,16 @@ mqtt_opts() {
 	echo "-h 127.0.0.1 -p $W_MQTT_PORT --cafile $W/pki/ca.pem --cert $W/pki/gw-$1.pem --key $W/pki/gw-$1.key -V mqttv5"
 }
 
+watch_session() {
+	[ "${W_MQTT_PERSIST:-false}" = true ] && echo "-c -i cloud-watch -x 3600"
+	true
+}
+
 watch_mqtt() {
+	# with W_MQTT_PERSIST=true the watcher keeps a session on the broker, so
+	# what is published while it is away waits for it
 	# shellcheck disable=SC2046
-	mosquitto_sub $(mqtt_opts cloud) -t "ferry/v1/#" -v -q 1 > "$W/mqtt.log" 2> "$W/mqtt.err" &
+	mosquitto_sub $(mqtt_opts cloud) $(watch_session) -t "ferry/v1/#" -v -q 1 >> "$W/mqtt.log" 2>> "$W/mqtt.err" &
 	W_SUB_PID=$!
 	sleep 0.3
 }

@@ -6,6 +6,9 @@
 cd "$(dirname "$0")"
 . ../../scripts/world.sh
 W_SLOW_RATE=100k
+# the broker keeps the cloud watcher's session on disk, as a cloud broker
+# would; otherwise what ferryd flushes before the watcher is back is lost
+W_MQTT_PERSIST=true
 world_up "${1:?usage: broker.sh BUILD_DIR}"
 sed -i 's/reconnect_min_ms: 200/reconnect_min_ms: 1500/; s/reconnect_max_ms: 2000/reconnect_max_ms: 3000/' "$W/ferryd.yaml"
 start_ferryd
@@ -16,12 +19,11 @@ wait_mqtt '"update_id":"u-b1","component":"app-bin","stage":"downloading"' 20 2
 kill "$W_MQTT_PID"; wait "$W_MQTT_PID" 2>/dev/null || true
 kill "$W_SUB_PID" 2>/dev/null || true; wait "$W_SUB_PID" 2>/dev/null || true
 sleep 8 # the download finishes and installs while the broker is away
+[ -s "$W/mosquitto.db" ] || fail "the broker kept no session on disk"
 mosquitto -c "$W/mosquitto.conf" > "$W/mosquitto.out" 2>&1 &
 W_MQTT_PID=$!
 wait_port "$W_MQTT_PORT"
-# shellcheck disable=SC2046
-mosquitto_sub $(mqtt_opts cloud) -t "ferry/v1/#" -v -q 1 >> "$W/mqtt.log" 2>> "$W/mqtt.err" &
-W_SUB_PID=$!
+watch_mqtt
 wait_mqtt '"update_id":"u-b1","component":"app-bin","stage":"installed"' 30
 sleep 1
 seqs=$(grep -F 'ferry/v1/gw-1/stage ' "$W/mqtt.log" | grep -F '"update_id":"u-b1"' |
