@@ -365,9 +365,21 @@ static ferry_err install_one(ferry_engine *e, const char *uid, ferry_jcomponent 
 		progress(&j, 0, mc->size);
 	err = push(e, ad, sess, uid, c, &img, version, &activated, st);
 	if (err) {
-		ad->ops->abort(sess, detail);
-		if (activated && (ad->ops->caps & FERRY_ADAPTER_CAP_ROLLBACK))
+		/* `rolled_back` is a claim about the device: make it only when
+		 * the adapter reached the device afterwards and left it on its
+		 * old image.  A device that cannot be reached after activation
+		 * may run either image, and the report says so. */
+		detail[0] = '\0';
+		int arc = ad->ops->abort(sess, detail);
+		if (activated && arc) {
+			char was[FERRY_DETAIL_MAX];
+			snprintf(was, sizeof(was), "%s", st->detail);
+			ferry_fail(st, err, "%s; the device could not be checked afterwards, so which image it runs is "
+					    "unknown: %s", was, detail[0] ? detail : "no detail");
+			ferry_log(LOG_WARNING, "%s/%s: %s", uid, c->name, st->detail);
+		} else if (activated && (ad->ops->caps & FERRY_ADAPTER_CAP_ROLLBACK)) {
 			*stage = "rolled_back";
+		}
 	}
 	ad->ops->close(sess);
 	if (err)

@@ -140,6 +140,22 @@ echo "$line" | grep -qF "buf_size 100" || fail "u-smallbuf: detail does not name
 [ "$(running)" = "$v" ] || fail "u-smallbuf: the MCU no longer runs $v"
 echo "ok: a device buffer too small for an upload request is refused with the reason"
 
+# The confirm reaches the device and makes the new image permanent, but the
+# device answers nothing from then on.  Nobody can tell which image it runs,
+# so the report must not claim a rollback: `failed`, saying it is unknown.
+v=$(running)
+sim "$v" --vanish-on-confirm
+smark=$(wc -l < "$W/sim.log")
+deploy u-vanish 2.9.1
+[ "$(outcome u-vanish sensor-mcu)" = failed ] || fail "u-vanish: ended $(outcome u-vanish sensor-mcu), wanted failed"
+tail -n +"$((smark + 1))" "$W/sim.log" | grep -qF "confirmed 2.9.1 permanently, then gone silent" ||
+	fail "u-vanish: the fault did not fire"
+line=$(grep -F '"update_id":"u-vanish","component":"sensor-mcu","stage":"failed"' "$W/mqtt.log")
+echo "$line" | grep -qF "which image it runs is unknown" || fail "u-vanish: the report does not say the state is unknown: $line"
+sim 2.9.1 # the device as it was left: the new image, confirmed
+[ "$(running)" = 2.9.1 ] || fail "u-vanish: the restarted MCU does not run 2.9.1"
+echo "ok: a device lost after its confirm is reported failed with its state unknown, not rolled back"
+
 # ferryd killed mid-upload, restarted: the upload continues from the device's offset.
 sim "$(running)" --rate 6000
 deploy u-kill 3.0.0

@@ -57,7 +57,7 @@
  *                       AcquireNotify answers InProgress
  *   and the MCU's own (mcu.h): --reset-at N, --drop-every K, --stall-ms MS,
  *   --refuse-confirm, --boot-fails, --reset-delay-ms MS, --lose-reset N,
- *   --buf-size N.
+ *   --buf-size N, --vanish-on-confirm.
  * The stats file (key=value lines, rewritten as they change) is what the
  * tests assert on: connections, the MTU of the last one, whether connected
  * now, writes, the largest write, violations (writes over MTU - 3), refused

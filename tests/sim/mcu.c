@@ -273,6 +273,13 @@ static void image_state(mcu *m, const smp_hdr *h, const cbor_item_t *b)
 		reply(m, h, SMP_OP_WRITE_RSP, rc_body(11));
 	} else if (confirm && (!hash || (hn == 32 && !memcmp(hash, m->s[0].hash, 32)))) {
 		m->test_boot = false; /* the running image is made permanent */
+		if (m->vanish_on_confirm) {
+			/* the link dies right after the flash write: the client
+			 * can learn nothing more from this device */
+			m->vanished = true;
+			fprintf(stderr, "mcu: fault: confirmed %s permanently, then gone silent\n", m->s[0].version);
+			return;
+		}
 		reply(m, h, SMP_OP_WRITE_RSP, state_body(m));
 	} else if (hn == 32 && m->s[1].valid && !memcmp(hash, m->s[1].hash, 32)) {
 		m->s[1].pending = true;
@@ -299,6 +306,8 @@ void mcu_handle(mcu *m, const uint8_t *pkt, size_t len)
 		return;
 	}
 	m->requests++;
+	if (m->vanished)
+		return;
 	if (m->drop_every > 0 && m->requests % (unsigned long)m->drop_every == 0)
 		return;
 	b = smp_body_sane(pkt + SMP_HDR_LEN, h.len) ? cbor_load(pkt + SMP_HDR_LEN, h.len, &res) : NULL;
@@ -366,6 +375,8 @@ int mcu_option(mcu *m, int argc, char **argv, int *i)
 
 	if (!strcmp(a, "--refuse-confirm"))
 		m->refuse_confirm = true;
+	else if (!strcmp(a, "--vanish-on-confirm"))
+		m->vanish_on_confirm = true;
 	else if (!strcmp(a, "--boot-fails"))
 		m->boot_fails = true;
 	else if (has_value && !strcmp(a, "--reset-at"))

@@ -54,6 +54,8 @@ typedef struct mcu {
 	/* faults */
 	long reset_at, drop_every, stall_ms, lose_resets;
 	bool refuse_confirm, boot_fails, reset_done, stall_done;
+	/* --vanish-on-confirm: the confirm takes effect, then nothing is answered */
+	bool vanish_on_confirm, vanished;
 	/* counters */
 	unsigned long requests, uploads, up_starts, up_resumes, up_bytes, resets, too_big;
 } mcu;
@@ -84,6 +86,8 @@ void mcu_tick(mcu *m);
  *                      neither answered nor carried out
  *   --buf-size N       the buffer `os params` reports (384, Zephyr's
  *                      default); longer requests are dropped
+ *   --vanish-on-confirm  the confirm makes the image permanent, but neither
+ *                      it nor any later request is answered
  * 1 when argv[*i] was one of them (*i then points at its last word), 0 when
  * it is not. */
 int mcu_option(mcu *m, int argc, char **argv, int *i);

@@ -9,7 +9,7 @@
  *   --rate BPS         bytes per second on the wire (emulates a baud rate)
  *   and the MCU's own (mcu.h): --reset-at N, --drop-every K, --stall-ms MS,
  *   --refuse-confirm, --boot-fails, --reset-delay-ms MS, --lose-reset N,
- *   --buf-size N.
+ *   --buf-size N, --vanish-on-confirm.
  *
  *   smp_device --link PATH --version 1.0.0 [faults]
  *       creates a pty, links PATH to its slave side, and serves forever;

@@ -138,7 +138,10 @@ typedef struct ferry_adapter_v1 {
 	int (*activate)(void *session, const ferry_image_v1 *img, char *detail);
 	/* Read back the running version into `version` (FERRY_ADAPTER_STR_MAX). */
 	int (*confirm)(void *session, const ferry_image_v1 *img, char *version, char *detail);
-	/* Undo what can be undone: drop a pending image, revert. */
+	/* Undo what can be undone: drop a pending image, revert.  0 only when
+	 * the device was reached and is back as it was; nonzero after
+	 * activation makes ferryd report `failed` with the device's image
+	 * unknown rather than `rolled_back`. */
 	int (*abort)(void *session, char *detail);
 	void (*close)(void *session);
 } ferry_adapter_v1;
