@@ -209,6 +209,20 @@ wait_mqtt() {
 	fail "no MQTT message containing: $1"
 }
 
+# fresh_inventory: ask for an inventory and print the one that answers.
+# ferryd replies to inventory.refresh after it has published the inventory,
+# so the reply marks the end of that discovery (an inventory published after
+# an install may come in between, and must not be taken for the answer).
+fresh_inventory() {
+	local n
+	n=$(grep -cF '"op":"inventory.refresh"' "$W/mqtt.log" || true)
+	cmd inventory.refresh "x$RANDOM"
+	wait_mqtt '"op":"inventory.refresh"' 20 $((n + 1))
+	awk -v k=$((n + 1)) -v t="ferry/v1/$W_GW/inventory " \
+		'index($0, t) == 1 { inv = $0 } index($0, "\"op\":\"inventory.refresh\"") { if (++c == k) { print inv; exit } }' \
+		"$W/mqtt.log"
+}
+
 # sign and publish a command: cmd OP UPDATE [extra ferry cmd sign args...]
 cmd() {
 	local op=$1 upd=$2

@@ -105,9 +105,7 @@ deploy_ble() { # deploy_ble UPDATE VERSION: a manifest with node-mcu alone
 	cmd update.deploy "$1" --manifest "$W/$1.jws" --link "node-mcu=https://127.0.0.1:$W_HTTPS_PORT/$1-node-mcu.bin"
 }
 inventory() { # a fresh inventory line
-	cmd inventory.refresh x
-	sleep 2
-	grep -F "ferry/v1/gw-1/inventory " "$W/mqtt.log" | tail -n 1
+	fresh_inventory
 }
 running() { # running COMPONENT: its version in a fresh inventory
 	inventory | grep -oE "\"name\":\"$1\",\"version\":\"[^\"]*\"" | cut -d'"' -f8

@@ -63,9 +63,7 @@ YAML
 		--link "sensor-mcu=https://127.0.0.1:$W_HTTPS_PORT/$1-mcu.bin"
 }
 running() { # the version the MCU reports now, via a fresh inventory
-	cmd inventory.refresh x
-	sleep 1.5
-	grep -F "ferry/v1/gw-1/inventory " "$W/mqtt.log" | tail -n 1 | grep -oE '"name":"sensor-mcu","version":"[^"]*"' |
+	fresh_inventory | grep -oE '"name":"sensor-mcu","version":"[^"]*"' |
 		cut -d'"' -f8
 }
 

@@ -114,12 +114,7 @@ final_report() { # final_report UPDATE COMPONENT -> its last stage line
 	grep -F "\"update_id\":\"$1\",\"component\":\"$2\"" "$W/mqtt.log" | tail -n 1
 }
 running() { # running COMPONENT: the version the device reports now, via a fresh inventory
-	local n
-	n=$(grep -c "ferry/v1/gw-1/inventory " "$W/mqtt.log" || true)
-	cmd inventory.refresh "x$RANDOM"
-	wait_mqtt "ferry/v1/gw-1/inventory " 10 $((n + 1))
-	grep -F "ferry/v1/gw-1/inventory " "$W/mqtt.log" | tail -n 1 | grep -oE "\"name\":\"$1\",\"version\":\"[^\"]*\"" |
-		cut -d'"' -f8
+	fresh_inventory | grep -oE "\"name\":\"$1\",\"version\":\"[^\"]*\"" | cut -d'"' -f8
 }
 
 # --- plain DFU 1.1: detach, re-enumerate, download, manifest, confirm
