@@ -274,26 +274,72 @@ static void sanitize(ferry_device_v1 *d)
 	}
 }
 
+/* Adapter i's devices into a->devs from index `at`, at most `room`; how
+ * many it gave (none when its discovery failed). */
+static size_t discover_into(ferry_adapters *a, size_t i, size_t at, size_t room)
+{
+	char detail[FERRY_ADAPTER_DETAIL_MAX] = "";
+	size_t n = 0;
+	ferry_device_v1 *d = &a->devs[at];
+
+	memset(d, 0, room * sizeof(*d));
+	for (size_t k = 0; k < room; k++)
+		d[k].size = sizeof(*d);
+	if (a->ad[i].ops->discover(a->ad[i].state, d, room, &n, detail)) {
+		ferry_log(LOG_WARNING, "adapter %s: discovery failed: %s", a->ad[i].ops->name, detail);
+		return 0;
+	}
+	if (n > room)
+		n = room;
+	for (size_t k = 0; k < n; k++) {
+		sanitize(&d[k]);
+		a->dev_adapter[at + k] = i;
+	}
+	return n;
+}
+
+/* The list holds each adapter's devices together, in adapter order. */
 void ferry_adapters_discover(ferry_adapters *a)
 {
 	a->n_devs = 0;
-	for (size_t i = 0; i < a->n && a->n_devs < FERRY_DEVICES_MAX; i++) {
-		char detail[FERRY_ADAPTER_DETAIL_MAX] = "";
-		size_t n = 0, room = FERRY_DEVICES_MAX - a->n_devs;
-		ferry_device_v1 *d = &a->devs[a->n_devs];
-		memset(d, 0, room * sizeof(*d));
-		for (size_t k = 0; k < room; k++)
-			d[k].size = sizeof(*d);
-		if (a->ad[i].ops->discover(a->ad[i].state, d, room, &n, detail)) {
-			ferry_log(LOG_WARNING, "adapter %s: discovery failed: %s", a->ad[i].ops->name, detail);
-			continue;
+	for (size_t i = 0; i < a->n && a->n_devs < FERRY_DEVICES_MAX; i++)
+		a->n_devs += discover_into(a, i, a->n_devs, FERRY_DEVICES_MAX - a->n_devs);
+}
+
+void ferry_adapters_discover_one(ferry_adapters *a, const ferry_adapter *ad)
+{
+	size_t i = (size_t)(ad - a->ad), lo = 0, hi, tail;
+	ferry_device_v1 *keep = NULL;
+	size_t *keep_ad = NULL;
+
+	if (ad < a->ad || i >= a->n)
+		return;
+	while (lo < a->n_devs && a->dev_adapter[lo] < i)
+		lo++;
+	for (hi = lo; hi < a->n_devs && a->dev_adapter[hi] == i; hi++)
+		;
+	tail = a->n_devs - hi;
+	if (tail) {
+		/* the devices of the adapters after this one wait aside */
+		keep = malloc(tail * sizeof(*keep));
+		keep_ad = malloc(tail * sizeof(*keep_ad));
+		if (!keep || !keep_ad) {
+			free(keep);
+			free(keep_ad);
+			ferry_adapters_discover(a);
+			return;
 		}
-		for (size_t k = 0; k < n && k < room; k++) {
-			sanitize(&d[k]);
-			a->dev_adapter[a->n_devs + k] = i;
-		}
-		a->n_devs += n < room ? n : room;
+		memcpy(keep, &a->devs[hi], tail * sizeof(*keep));
+		memcpy(keep_ad, &a->dev_adapter[hi], tail * sizeof(*keep_ad));
 	}
+	a->n_devs = lo + discover_into(a, i, lo, FERRY_DEVICES_MAX - lo - tail);
+	if (tail) {
+		memcpy(&a->devs[a->n_devs], keep, tail * sizeof(*keep));
+		memcpy(&a->dev_adapter[a->n_devs], keep_ad, tail * sizeof(*keep_ad));
+		a->n_devs += tail;
+	}
+	free(keep);
+	free(keep_ad);
 }
 
 static bool device_matches(const ferry_device_v1 *d, const ferry_component *c)

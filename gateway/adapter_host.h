@@ -38,6 +38,10 @@ bool ferry_adapter_takes_format(const ferry_adapter *ad, const char *format);
 
 /* Rediscover all subdevices; the result is kept for inventory and matching. */
 void ferry_adapters_discover(ferry_adapters *a);
+/* Rediscover only the devices of adapter ad; the others' stay as they were
+ * last seen.  For polling one kind of device without touching the rest
+ * (a BLE discovery connects to every configured node). */
+void ferry_adapters_discover_one(ferry_adapters *a, const ferry_adapter *ad);
 /* The device of adapter ad that matches the component's target: vendor and
  * class ids equal, and every `match` entry present with the same value.
  * NULL when none (no_matching_device). */

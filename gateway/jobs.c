@@ -397,8 +397,9 @@ static bool device_present(ferry_engine *e, const ferry_component *mc)
 	bool found;
 
 	pthread_mutex_lock(&e->adapters_lock);
-	ferry_adapters_discover(e->adapters);
 	ad = ferry_adapters_find(e->adapters, mc->adapter);
+	if (ad)
+		ferry_adapters_discover_one(e->adapters, ad);
 	found = ad && ferry_adapters_match(e->adapters, ad, mc);
 	pthread_mutex_unlock(&e->adapters_lock);
 	return found;

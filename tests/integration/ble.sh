@@ -304,3 +304,31 @@ relookup "name: node-7"
 lookup_case name u-byname 1.7.0 1.8.0
 relookup
 lookup_case "SMP service" u-byservice 1.8.0 1.9.0
+
+# (i) A serial MCU unplugged between check and install: its component
+# waits, and ferryd looks for it every 2 s.  That look must not connect to
+# the BLE node: a radio link and a battery are spent on every connection.
+seq_no=$((seq_no + 1))
+"$SMP_SIM" --make-image 1.2.0 40000 "$W/www/u-serialwait-sensor-mcu.bin"
+{ echo "sequence: $seq_no"; echo "components:"; component sensor-mcu serial-smp sensor-v2 1.2.0 u-serialwait; } \
+	> "$W/u-serialwait.yaml"
+sign u-serialwait
+cmd update.request u-serialwait --manifest "$W/u-serialwait.jws"
+wait_mqtt '"op":"update.request","update_id":"u-serialwait","result":"accepted"' 20
+cmd update.download u-serialwait --link "sensor-mcu=https://127.0.0.1:$W_HTTPS_PORT/u-serialwait-sensor-mcu.bin"
+wait_mqtt '"update_id":"u-serialwait","component":"sensor-mcu","stage":"downloaded"' 20
+cmd update.check u-serialwait
+wait_mqtt '"update_id":"u-serialwait","component":"sensor-mcu","stage":"verified"' 20
+kill "$SMP_PID"; wait "$SMP_PID" 2>/dev/null || true; SMP_PID=
+cmd update.install u-serialwait
+wait_mqtt '"update_id":"u-serialwait","component":"sensor-mcu","stage":"waiting"' 30
+before=$(stat_of connections)
+sleep 5
+after=$(stat_of connections)
+[ "$after" = "$before" ] || fail "u-serialwait: waiting for the serial MCU connected to the BLE node ($before -> $after)"
+serial_sim 1.1.0
+[ "$(outcome u-serialwait sensor-mcu)" = installed ] || fail "u-serialwait did not install once the MCU was back"
+inv=$(inventory)
+echo "$inv" | grep -qF '{"name":"sensor-mcu","version":"1.2.0"}' || fail "u-serialwait: inventory: $inv"
+echo "$inv" | grep -qF '{"name":"node-mcu","version":"1.9.0"}' || fail "u-serialwait: inventory lost the node: $inv"
+echo "ok: waiting for a serial MCU leaves the BLE node alone; installed when it came back"
