@@ -60,15 +60,8 @@ typedef struct self_session {
 	int activated; /* the switch happened and can be undone */
 } self_session;
 
-static int fail(char *detail, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *detail, int code, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(detail, FERRY_ADAPTER_DETAIL_MAX, fmt, ap);
-	va_end(ap);
-	return code;
-}
+/* the SDK's: a sentence into detail, and the code back */
+#define fail ferry_adapter_fail
 
 static const char *cfg(const self_state *s, size_t i, const char *key)
 {

@@ -61,15 +61,6 @@ enum { TX_OK, TX_TIMEOUT, TX_DOWN, TX_UNSENT, TX_TOO_BIG };
 /* request_ex: the link was lost and is back; the caller decides what to resend. */
 #define REQ_RELINKED (-1)
 
-int smp_fail(char *detail, int code, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(detail, FERRY_ADAPTER_DETAIL_MAX, fmt, ap);
-	va_end(ap);
-	return code;
-}
-
 void smp_log(const ferry_host_v1 *host, int level, const char *fmt, ...)
 {
 	char msg[300];

@@ -104,7 +104,7 @@ int smp_client_confirm(smp_client *c, const ferry_image_v1 *img, char version[FE
 int smp_client_abort(smp_client *c, char *detail);
 
 /* Shared by the adapters for their own messages. */
-int smp_fail(char *detail, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+#define smp_fail ferry_adapter_fail
 void smp_log(const ferry_host_v1 *host, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 int64_t smp_now_ms(void);
 

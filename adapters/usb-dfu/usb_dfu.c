@@ -108,15 +108,8 @@ typedef struct sess {
 	bool detached;   /* we put the device in DFU mode */
 } sess;
 
-static int fail(char *detail, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *detail, int code, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(detail, FERRY_ADAPTER_DETAIL_MAX, fmt, ap);
-	va_end(ap);
-	return code;
-}
+/* the SDK's: a sentence into detail, and the code back */
+#define fail ferry_adapter_fail
 
 static void logf_(const state *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void logf_(const state *s, int level, const char *fmt, ...)

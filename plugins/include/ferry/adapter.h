@@ -30,9 +30,11 @@
 #ifndef FERRY_ADAPTER_H
 #define FERRY_ADAPTER_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -54,6 +56,19 @@ enum {
 #define FERRY_ADAPTER_STR_MAX 65 /* 64 characters and a NUL */
 #define FERRY_ADAPTER_COMPONENTS_MAX 8
 #define FERRY_ADAPTER_ATTRS_MAX 8
+
+/* Write a sentence into an operation's `detail` and return `code`, so that
+ * an operation can end with `return ferry_adapter_fail(detail, code, ...)`. */
+static inline int ferry_adapter_fail(char *detail, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static inline int ferry_adapter_fail(char *detail, int code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(detail, FERRY_ADAPTER_DETAIL_MAX, fmt, ap);
+	va_end(ap);
+	return code;
+}
 
 /* Capabilities, declared in the table. */
 enum {
