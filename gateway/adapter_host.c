@@ -3,10 +3,21 @@
  * Plugins are shared objects in the configured directory.  Loading one is a
  * handshake (see plugins/include/ferry/adapter.h): ferryd offers the ABI
  * versions it speaks, the plugin names the one it implements, and only then
- * is its table fetched and checked.  Anything off -- a missing symbol, a
- * version not offered, a table that disagrees with its own answer, a
- * missing operation -- is logged with the file name and the plugin is
- * skipped; the daemon never stops for a bad plugin.
+ * is that version's table fetched and checked.  Anything off -- a missing
+ * symbol, a version not offered, a table that disagrees with its own
+ * answer, a missing operation -- is logged with the file name and the
+ * plugin is skipped; the daemon never stops for a bad plugin.
+ *
+ * Both ABI versions end up behind one set of calls here: an ABI 1 table has
+ * no commit (its confirm made the image permanent), takes no image in
+ * abort, and runs one session at a time.
+ *
+ * Whatever a plugin hands back is checked where it crosses into ferryd:
+ * return codes must be reason codes an adapter may give, strings are cut at
+ * their buffer and cleaned of control and non-ASCII bytes, counts are
+ * clamped, a device whose id is empty, badly formed or taken is dropped
+ * with a log line, and the version confirm reads back must be the
+ * manifest's.
  *
  * Adapters read their config as flat text keys: nested mappings become
  * dotted names and list items get [i], so `files: [{name: a}]` is
@@ -16,40 +27,65 @@
 
 #include <dirent.h>
 #include <dlfcn.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "ferry/jsonfield.h"
+#include "ferry/semver.h"
 #include "log.h"
 #include "self.h"
 
 #define ADAPTERS_MAX 16
 
-static const int offered_abis[] = {1};
+static const int offered_abis[] = {1, 2};
+
+struct ferry_adapter {
+	int abi;
+	const ferry_adapter_v1 *v1; /* exactly one of v1, v2 */
+	const ferry_adapter_v2 *v2;
+	const char *name;
+	const char *const *formats;
+	uint32_t caps;
+	unsigned max_sessions;
+	void *state;
+	ferry_host_v1 host;
+	json_t *flat; /* its config section, flattened */
+	void *dl;     /* dlopen handle, NULL for built-ins */
+};
 
 struct ferry_adapters {
 	ferry_adapter ad[ADAPTERS_MAX];
-	json_t *flat[ADAPTERS_MAX];
 	size_t n;
+	pthread_mutex_t discover_lock; /* one discovery at a time, plugins' rule */
+	pthread_mutex_t lock;          /* devs, dev_adapter, n_devs */
 	ferry_device_v1 devs[FERRY_DEVICES_MAX];
 	size_t dev_adapter[FERRY_DEVICES_MAX];
 	size_t n_devs;
 };
 
-typedef struct host_ctx {
-	const char *name;
-	json_t *flat;
-} host_ctx;
+struct ferry_session {
+	ferry_adapter *ad;
+	void *sess;
+	ferry_session_host_v1 sh;
+	ferry_session_cb cb;
+	char dev_id[FERRY_ADAPTER_STR_MAX];
+};
 
 static void host_log(void *ctx, int level, const char *msg)
 {
-	ferry_log(level, "%s: %s", ((host_ctx *)ctx)->name, msg);
+	const ferry_adapter *ad = ctx;
+	if (level < FERRY_LOG_ERROR || level > FERRY_LOG_DEBUG)
+		level = FERRY_LOG_INFO;
+	ferry_log(level, "%s: %.1000s", ad->name, msg ? msg : "");
 }
 
 static const char *host_config(void *ctx, const char *key)
 {
-	return json_string_value(json_object_get(((host_ctx *)ctx)->flat, key));
+	const ferry_adapter *ad = ctx;
+	return key ? json_string_value(json_object_get(ad->flat, key)) : NULL;
 }
 
 static int64_t host_now_ms(void *ctx)
@@ -95,65 +131,100 @@ static void flatten(const json_t *v, const char *prefix, json_t *out)
 	}
 }
 
+static bool name_ok(const char *name)
+{
+	return name && *name && strlen(name) <= FERRY_ID_MAX && ferry_charset_ok(name, strlen(name), FERRY_CS_ID);
+}
+
 /* The table must be whole before anything in it is called. */
-static const char *table_problem(const ferry_adapter_v1 *t)
+static const char *v1_problem(const ferry_adapter_v1 *t)
 {
 	if (!t)
 		return "ferry_adapter_table_v1() returned NULL";
 	if (t->abi != 1)
 		return "its table's abi field is not 1";
-	if (!t->name || !*t->name || !t->formats)
-		return "its table has no name or no formats";
+	if (!name_ok(t->name) || !t->formats)
+		return "its table has no name, a name that is not 1-64 of [A-Za-z0-9._-], or no formats";
 	if (!t->init || !t->fini || !t->discover || !t->open || !t->check || !t->write || !t->activate ||
 	    !t->confirm || !t->abort || !t->close)
 		return "its table lacks an operation";
 	return NULL;
 }
 
-static int add_adapter(ferry_adapters *a, const ferry_config *cfg, const ferry_adapter_v1 *t, void *dl,
-		       const char *origin)
+static const char *v2_problem(const ferry_adapter_v2 *t)
 {
-	const char *problem = table_problem(t);
+	if (!t)
+		return "ferry_adapter_table_v2() returned NULL";
+	if (t->abi != 2)
+		return "its table's abi field is not 2";
+	if (!name_ok(t->name) || !t->formats)
+		return "its table has no name, a name that is not 1-64 of [A-Za-z0-9._-], or no formats";
+	if (!t->init || !t->fini || !t->discover || !t->open || !t->check || !t->write || !t->activate ||
+	    !t->confirm || !t->commit || !t->abort || !t->close)
+		return "its table lacks an operation";
+	if (t->max_sessions > FERRY_ADAPTER_SESSIONS_MAX)
+		return "its table's max_sessions is above FERRY_ADAPTER_SESSIONS_MAX";
+	return NULL;
+}
+
+static void clean(char *s, size_t cap)
+{
+	s[cap - 1] = '\0';
+	for (unsigned char *p = (unsigned char *)s; *p; p++)
+		if (*p < 0x20 || *p >= 0x7f)
+			*p = '?';
+}
+
+/* Register a table whose shape is checked; v1 or v2 set. */
+static int add_adapter(ferry_adapters *a, const ferry_config *cfg, int abi, const ferry_adapter_v1 *v1,
+		       const ferry_adapter_v2 *v2, void *dl, const char *origin)
+{
+	const char *problem = abi == 2 ? v2_problem(v2) : v1_problem(v1);
 	char detail[FERRY_ADAPTER_DETAIL_MAX] = "";
 	ferry_adapter *ad;
-	host_ctx *hc;
+	int rc;
 
 	if (problem) {
 		ferry_log(LOG_ERR, "adapter %s refused: %s", origin, problem);
 		return -1;
 	}
-	if (a->n == ADAPTERS_MAX || ferry_adapters_find(a, t->name)) {
+	const char *name = v2 ? v2->name : v1->name;
+	if (a->n == ADAPTERS_MAX || ferry_adapters_find(a, name)) {
 		ferry_log(LOG_ERR, "adapter %s refused: %s", origin,
 			  a->n == ADAPTERS_MAX ? "too many adapters" : "an adapter of that name is loaded already");
 		return -1;
 	}
 	ad = &a->ad[a->n];
-	a->flat[a->n] = json_object();
-	flatten(json_object_get(cfg->adapters, t->name), "", a->flat[a->n]);
-	hc = calloc(1, sizeof(*hc));
-	if (!hc)
-		return -1;
-	hc->name = t->name;
-	hc->flat = a->flat[a->n];
-	*ad = (ferry_adapter){.ops = t, .dl = dl, .section = json_object_get(cfg->adapters, t->name)};
-	ad->host = (ferry_host_v1){.size = sizeof(ferry_host_v1), .ctx = hc, .log = host_log,
-				   .config = host_config, .now_ms = host_now_ms};
-	if (t->init(&ad->host, &ad->state, detail)) {
-		ferry_log(LOG_ERR, "adapter %s (%s) failed to start: %s", t->name, origin, detail);
-		json_decref(a->flat[a->n]);
-		free(hc);
+	*ad = (ferry_adapter){.abi = v2 ? 2 : 1, .v1 = v2 ? NULL : v1, .v2 = v2, .name = name,
+			      .formats = v2 ? v2->formats : v1->formats, .caps = v2 ? v2->caps : v1->caps,
+			      .max_sessions = v2 ? (v2->max_sessions ? v2->max_sessions : 1) : 1, .dl = dl};
+	ad->flat = json_object();
+	flatten(json_object_get(cfg->adapters, name), "", ad->flat);
+	ad->host = (ferry_host_v1){.size = sizeof(ferry_host_v1), .ctx = ad, .log = host_log, .config = host_config,
+				   .now_ms = host_now_ms};
+	rc = v2 ? v2->init(&ad->host, &ad->state, detail) : v1->init(&ad->host, &ad->state, detail);
+	if (rc) {
+		clean(detail, sizeof(detail));
+		ferry_log(LOG_ERR, "adapter %s (%s) failed to start: %s", name, origin, detail);
+		json_decref(ad->flat);
 		return -1;
 	}
-	ferry_log(LOG_INFO, "adapter %s loaded (%s)", t->name, origin);
+	ferry_log(LOG_INFO, "adapter %s loaded (%s, ABI %d)", name, origin, ad->abi);
 	a->n++;
 	return 0;
+}
+
+int ferry_adapters_add_builtin(ferry_adapters *a, const ferry_config *cfg, const ferry_adapter_v2 *t)
+{
+	return add_adapter(a, cfg, 2, NULL, t, NULL, "built-in");
 }
 
 static void load_plugin(ferry_adapters *a, const ferry_config *cfg, const char *path)
 {
 	void *dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
 	int (*abi)(const int *, size_t);
-	const ferry_adapter_v1 *(*table)(void);
+	void *table;
+	const char *sym;
 	int v;
 
 	if (!dl) {
@@ -161,20 +232,34 @@ static void load_plugin(ferry_adapters *a, const ferry_config *cfg, const char *
 		return;
 	}
 	*(void **)&abi = dlsym(dl, "ferry_adapter_abi");
-	*(void **)&table = dlsym(dl, "ferry_adapter_table_v1");
-	if (!abi || !table) {
-		ferry_log(LOG_ERR, "adapter %s refused: missing symbol %s", path,
-			  !abi ? "ferry_adapter_abi" : "ferry_adapter_table_v1");
+	if (!abi) {
+		ferry_log(LOG_ERR, "adapter %s refused: missing symbol ferry_adapter_abi", path);
 		dlclose(dl);
 		return;
 	}
 	v = abi(offered_abis, sizeof(offered_abis) / sizeof(offered_abis[0]));
-	if (v != 1) {
-		ferry_log(LOG_ERR, "adapter %s refused: it implements ABI %d, this ferryd offers 1", path, v);
+	if (v != 1 && v != 2) {
+		ferry_log(LOG_ERR, "adapter %s refused: it implements ABI %d, this ferryd offers 1 and 2", path, v);
 		dlclose(dl);
 		return;
 	}
-	if (add_adapter(a, cfg, table(), dl, path))
+	sym = v == 2 ? "ferry_adapter_table_v2" : "ferry_adapter_table_v1";
+	if (!(table = dlsym(dl, sym))) {
+		ferry_log(LOG_ERR, "adapter %s refused: missing symbol %s", path, sym);
+		dlclose(dl);
+		return;
+	}
+	int rc;
+	if (v == 2) {
+		const ferry_adapter_v2 *(*get2)(void);
+		*(void **)&get2 = table;
+		rc = add_adapter(a, cfg, 2, NULL, get2(), dl, path);
+	} else {
+		const ferry_adapter_v1 *(*get1)(void);
+		*(void **)&get1 = table;
+		rc = add_adapter(a, cfg, 1, get1(), NULL, dl, path);
+	}
+	if (rc)
 		dlclose(dl);
 }
 
@@ -204,8 +289,10 @@ ferry_err ferry_adapters_load(const ferry_config *cfg, ferry_adapters **out, fer
 
 	if (!a)
 		return ferry_fail(st, FERRY_E_INTERNAL, "out of memory");
+	pthread_mutex_init(&a->discover_lock, NULL);
+	pthread_mutex_init(&a->lock, NULL);
 	if (json_object_get(cfg->adapters, "self"))
-		add_adapter(a, cfg, ferry_self_adapter(), NULL, "built-in");
+		add_adapter(a, cfg, 2, NULL, ferry_self_adapter(), NULL, "built-in");
 	load_dir(a, cfg);
 	*out = a;
 	return FERRY_OK;
@@ -216,47 +303,87 @@ void ferry_adapters_free(ferry_adapters *a)
 	if (!a)
 		return;
 	for (size_t i = 0; i < a->n; i++) {
-		a->ad[i].ops->fini(a->ad[i].state);
-		free(a->ad[i].host.ctx);
-		json_decref(a->flat[i]);
+		if (a->ad[i].v2)
+			a->ad[i].v2->fini(a->ad[i].state);
+		else
+			a->ad[i].v1->fini(a->ad[i].state);
+		json_decref(a->ad[i].flat);
 		if (a->ad[i].dl)
 			dlclose(a->ad[i].dl);
 	}
+	pthread_mutex_destroy(&a->discover_lock);
+	pthread_mutex_destroy(&a->lock);
 	free(a);
 }
 
 ferry_adapter *ferry_adapters_find(ferry_adapters *a, const char *name)
 {
 	for (size_t i = 0; i < a->n; i++)
-		if (!strcmp(a->ad[i].ops->name, name))
+		if (!strcmp(a->ad[i].name, name))
 			return &a->ad[i];
 	return NULL;
 }
 
-size_t ferry_adapters_count(const ferry_adapters *a)
+const char *ferry_adapter_name(const ferry_adapter *ad)
 {
-	return a->n;
+	return ad->name;
 }
 
-ferry_adapter *ferry_adapters_at(ferry_adapters *a, size_t i)
+int ferry_adapter_abi_version(const ferry_adapter *ad)
 {
-	return i < a->n ? &a->ad[i] : NULL;
+	return ad->abi;
 }
 
 bool ferry_adapter_takes_format(const ferry_adapter *ad, const char *format)
 {
-	for (const char *const *f = ad->ops->formats; *f; f++)
+	for (const char *const *f = ad->formats; *f; f++)
 		if (!strcmp(*f, format))
 			return true;
 	return false;
 }
 
-/* A plugin's strings are not trusted to be terminated, nor its counts to be
- * in range. */
+bool ferry_adapter_revertible(const ferry_adapter *ad)
+{
+	return ad->abi == 2 && (ad->caps & FERRY_ADAPTER_CAP_ROLLBACK);
+}
+
+bool ferry_adapter_rolls_back(const ferry_adapter *ad)
+{
+	return ad->caps & FERRY_ADAPTER_CAP_ROLLBACK;
+}
+
+bool ferry_adapter_resumes(const ferry_adapter *ad)
+{
+	return ad->caps & FERRY_ADAPTER_CAP_RESUME;
+}
+
+unsigned ferry_adapter_max_sessions(const ferry_adapter *ad)
+{
+	return ad->max_sessions;
+}
+
+/* ---- discovery ---- */
+
+static bool dev_id_ok(const char *id)
+{
+	if (!*id)
+		return false;
+	for (const char *p = id; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '.' ||
+		      *p == '_' || *p == '-' || *p == ':'))
+			return false;
+	return true;
+}
+
+/* A plugin's strings are not trusted to be terminated or printable, nor its
+ * counts to be in range. */
 static void sanitize(ferry_device_v1 *d)
 {
-	d->id[sizeof(d->id) - 1] = d->vendor_id[sizeof(d->vendor_id) - 1] = '\0';
-	d->class_id[sizeof(d->class_id) - 1] = d->serial[sizeof(d->serial) - 1] = '\0';
+	d->size = sizeof(*d);
+	clean(d->id, sizeof(d->id));
+	clean(d->vendor_id, sizeof(d->vendor_id));
+	clean(d->class_id, sizeof(d->class_id));
+	clean(d->serial, sizeof(d->serial));
 	if (d->n_match > FERRY_ADAPTER_ATTRS_MAX)
 		d->n_match = FERRY_ADAPTER_ATTRS_MAX;
 	if (d->n_components > FERRY_ADAPTER_COMPONENTS_MAX)
@@ -264,85 +391,148 @@ static void sanitize(ferry_device_v1 *d)
 	if (d->n_attributes > FERRY_ADAPTER_ATTRS_MAX)
 		d->n_attributes = FERRY_ADAPTER_ATTRS_MAX;
 	for (size_t i = 0; i < FERRY_ADAPTER_ATTRS_MAX; i++) {
-		d->match[i].key[FERRY_ADAPTER_STR_MAX - 1] = d->match[i].value[FERRY_ADAPTER_STR_MAX - 1] = '\0';
-		d->attributes[i].key[FERRY_ADAPTER_STR_MAX - 1] = '\0';
-		d->attributes[i].value[FERRY_ADAPTER_STR_MAX - 1] = '\0';
+		clean(d->match[i].key, FERRY_ADAPTER_STR_MAX);
+		clean(d->match[i].value, FERRY_ADAPTER_STR_MAX);
+		clean(d->attributes[i].key, FERRY_ADAPTER_STR_MAX);
+		clean(d->attributes[i].value, FERRY_ADAPTER_STR_MAX);
 	}
 	for (size_t i = 0; i < FERRY_ADAPTER_COMPONENTS_MAX; i++) {
-		d->components[i].key[FERRY_ADAPTER_STR_MAX - 1] = '\0';
-		d->components[i].value[FERRY_ADAPTER_STR_MAX - 1] = '\0';
+		clean(d->components[i].key, FERRY_ADAPTER_STR_MAX);
+		clean(d->components[i].value, FERRY_ADAPTER_STR_MAX);
 	}
 }
 
-/* Adapter i's devices into a->devs from index `at`, at most `room`; how
- * many it gave (none when its discovery failed). */
-static size_t discover_into(ferry_adapters *a, size_t i, size_t at, size_t room)
+/* Adapter i's devices into buf (room of them), checked; how many. */
+static size_t discover_into(ferry_adapters *a, size_t i, ferry_device_v1 *buf, size_t room)
 {
 	char detail[FERRY_ADAPTER_DETAIL_MAX] = "";
-	size_t n = 0;
-	ferry_device_v1 *d = &a->devs[at];
+	ferry_adapter *ad = &a->ad[i];
+	size_t n = 0, kept = 0;
+	int rc;
 
-	memset(d, 0, room * sizeof(*d));
+	memset(buf, 0, room * sizeof(*buf));
 	for (size_t k = 0; k < room; k++)
-		d[k].size = sizeof(*d);
-	if (a->ad[i].ops->discover(a->ad[i].state, d, room, &n, detail)) {
-		ferry_log(LOG_WARNING, "adapter %s: discovery failed: %s", a->ad[i].ops->name, detail);
+		buf[k].size = sizeof(*buf);
+	rc = ad->v2 ? ad->v2->discover(ad->state, buf, room, &n, detail)
+		    : ad->v1->discover(ad->state, buf, room, &n, detail);
+	if (rc) {
+		clean(detail, sizeof(detail));
+		ferry_log(LOG_WARNING, "adapter %s: discovery failed: %s", ad->name, detail);
 		return 0;
 	}
-	if (n > room)
+	if (n > room) {
+		ferry_log(LOG_WARNING, "adapter %s: discovery claims %zu devices in room for %zu", ad->name, n, room);
 		n = room;
-	for (size_t k = 0; k < n; k++) {
-		sanitize(&d[k]);
-		a->dev_adapter[at + k] = i;
 	}
-	return n;
+	for (size_t k = 0; k < n; k++) {
+		bool dup = false;
+		sanitize(&buf[k]);
+		for (size_t m = 0; m < kept && !dup; m++)
+			dup = !strcmp(buf[m].id, buf[k].id);
+		if (!dev_id_ok(buf[k].id) || dup) {
+			ferry_log(LOG_WARNING, "adapter %s: device \"%s\" dropped: its id is %s", ad->name, buf[k].id,
+				  dup ? "taken by another of its devices" : "empty or not of [A-Za-z0-9._:-]");
+			continue;
+		}
+		if (kept != k)
+			buf[kept] = buf[k];
+		kept++;
+	}
+	return kept;
 }
 
-/* The list holds each adapter's devices together, in adapter order. */
+/* Replace the devices of adapter `only` (every adapter when only == n) by
+ * a fresh discovery. */
+static void rediscover(ferry_adapters *a, size_t only)
+{
+	ferry_device_v1 *fresh = malloc(FERRY_DEVICES_MAX * sizeof(*fresh));
+	size_t *fresh_ad = malloc(FERRY_DEVICES_MAX * sizeof(*fresh_ad));
+	size_t n = 0;
+
+	if (!fresh || !fresh_ad) {
+		ferry_log(LOG_ERR, "out of memory: discovery skipped");
+		free(fresh);
+		free(fresh_ad);
+		return;
+	}
+	pthread_mutex_lock(&a->discover_lock);
+	for (size_t i = 0; i < a->n; i++) {
+		if (only != a->n && i != only) {
+			/* keep what was seen last of the others */
+			pthread_mutex_lock(&a->lock);
+			for (size_t k = 0; k < a->n_devs && n < FERRY_DEVICES_MAX; k++)
+				if (a->dev_adapter[k] == i) {
+					fresh[n] = a->devs[k];
+					fresh_ad[n++] = i;
+				}
+			pthread_mutex_unlock(&a->lock);
+			continue;
+		}
+		size_t got = discover_into(a, i, fresh + n, FERRY_DEVICES_MAX - n);
+		for (size_t k = 0; k < got; k++)
+			fresh_ad[n + k] = i;
+		n += got;
+	}
+	pthread_mutex_lock(&a->lock);
+	memcpy(a->devs, fresh, n * sizeof(*fresh));
+	memcpy(a->dev_adapter, fresh_ad, n * sizeof(*fresh_ad));
+	a->n_devs = n;
+	pthread_mutex_unlock(&a->lock);
+	pthread_mutex_unlock(&a->discover_lock);
+	free(fresh);
+	free(fresh_ad);
+}
+
 void ferry_adapters_discover(ferry_adapters *a)
 {
-	a->n_devs = 0;
-	for (size_t i = 0; i < a->n && a->n_devs < FERRY_DEVICES_MAX; i++)
-		a->n_devs += discover_into(a, i, a->n_devs, FERRY_DEVICES_MAX - a->n_devs);
+	rediscover(a, a->n);
 }
 
 void ferry_adapters_discover_one(ferry_adapters *a, const ferry_adapter *ad)
 {
-	size_t i = (size_t)(ad - a->ad), lo = 0, hi, tail;
-	ferry_device_v1 *keep = NULL;
-	size_t *keep_ad = NULL;
-
-	if (ad < a->ad || i >= a->n)
-		return;
-	while (lo < a->n_devs && a->dev_adapter[lo] < i)
-		lo++;
-	for (hi = lo; hi < a->n_devs && a->dev_adapter[hi] == i; hi++)
-		;
-	tail = a->n_devs - hi;
-	if (tail) {
-		/* the devices of the adapters after this one wait aside */
-		keep = malloc(tail * sizeof(*keep));
-		keep_ad = malloc(tail * sizeof(*keep_ad));
-		if (!keep || !keep_ad) {
-			free(keep);
-			free(keep_ad);
-			ferry_adapters_discover(a);
-			return;
-		}
-		memcpy(keep, &a->devs[hi], tail * sizeof(*keep));
-		memcpy(keep_ad, &a->dev_adapter[hi], tail * sizeof(*keep_ad));
-	}
-	a->n_devs = lo + discover_into(a, i, lo, FERRY_DEVICES_MAX - lo - tail);
-	if (tail) {
-		memcpy(&a->devs[a->n_devs], keep, tail * sizeof(*keep));
-		memcpy(&a->dev_adapter[a->n_devs], keep_ad, tail * sizeof(*keep_ad));
-		a->n_devs += tail;
-	}
-	free(keep);
-	free(keep_ad);
+	size_t i = (size_t)(ad - a->ad);
+	if (ad >= a->ad && i < a->n)
+		rediscover(a, i);
 }
 
-static bool device_matches(const ferry_device_v1 *d, const ferry_component *c)
+ferry_devinfo *ferry_adapters_devices(ferry_adapters *a, size_t *n)
+{
+	ferry_devinfo *out;
+
+	pthread_mutex_lock(&a->lock);
+	out = malloc((a->n_devs ? a->n_devs : 1) * sizeof(*out));
+	*n = 0;
+	if (out)
+		for (size_t i = 0; i < a->n_devs; i++)
+			out[(*n)++] = (ferry_devinfo){.ad = &a->ad[a->dev_adapter[i]], .dev = a->devs[i]};
+	pthread_mutex_unlock(&a->lock);
+	return out;
+}
+
+bool ferry_adapters_present(ferry_adapters *a, const ferry_adapter *ad, const char *device_id, ferry_device_v1 *copy)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&a->lock);
+	for (size_t i = 0; i < a->n_devs && !found; i++)
+		if (&a->ad[a->dev_adapter[i]] == ad && !strcmp(a->devs[i].id, device_id)) {
+			found = true;
+			if (copy)
+				*copy = a->devs[i];
+		}
+	pthread_mutex_unlock(&a->lock);
+	return found;
+}
+
+const char *ferry_device_version(const ferry_device_v1 *d, const char *component)
+{
+	for (size_t k = 0; k < d->n_components; k++)
+		if (!strcmp(d->components[k].key, component))
+			return d->components[k].value;
+	return NULL;
+}
+
+bool ferry_device_matches(const ferry_device_v1 *d, const ferry_component *c)
 {
 	if (strcmp(d->vendor_id, c->vendor_id) || strcmp(d->class_id, c->class_id))
 		return false;
@@ -353,24 +543,7 @@ static bool device_matches(const ferry_device_v1 *d, const ferry_component *c)
 		if (!found)
 			return false;
 	}
-	return true;
-}
-
-const ferry_device_v1 *ferry_adapters_match(ferry_adapters *a, const ferry_adapter *ad, const ferry_component *c)
-{
-	for (size_t i = 0; i < a->n_devs; i++)
-		if (&a->ad[a->dev_adapter[i]] == ad && device_matches(&a->devs[i], c))
-			return &a->devs[i];
-	return NULL;
-}
-
-const char *ferry_adapters_version(ferry_adapters *a, const char *component)
-{
-	for (size_t i = 0; i < a->n_devs; i++)
-		for (size_t k = 0; k < a->devs[i].n_components; k++)
-			if (!strcmp(a->devs[i].components[k].key, component))
-				return a->devs[i].components[k].value;
-	return NULL;
+	return ferry_device_version(d, c->name) != NULL;
 }
 
 static json_t *kv_object(const ferry_kv_v1 *kv, size_t n)
@@ -381,24 +554,229 @@ static json_t *kv_object(const ferry_kv_v1 *kv, size_t n)
 	return o;
 }
 
+json_t *ferry_device_to_json(const ferry_device_v1 *d, const char *adapter)
+{
+	json_t *comps = json_array(), *ident = kv_object(d->match, d->n_match);
+
+	for (size_t k = 0; k < d->n_components; k++)
+		json_array_append_new(comps, json_pack("{s:s,s:o}", "name", d->components[k].key, "version",
+						       d->components[k].value[0] ? json_string(d->components[k].value)
+										  : json_null()));
+	json_object_set_new(ident, "vendor_id", json_string(d->vendor_id));
+	json_object_set_new(ident, "class_id", json_string(d->class_id));
+	if (d->serial[0])
+		json_object_set_new(ident, "serial", json_string(d->serial));
+	return json_pack("{s:s,s:s,s:o,s:o,s:o,s:o}", "id", d->id, "adapter", adapter, "identity", ident, "match",
+			 kv_object(d->match, d->n_match), "components", comps, "attributes",
+			 kv_object(d->attributes, d->n_attributes));
+}
+
+static bool copy_str(const json_t *v, char *out)
+{
+	const char *s = json_string_value(v);
+	if (!s || strlen(s) >= FERRY_ADAPTER_STR_MAX)
+		return false;
+	snprintf(out, FERRY_ADAPTER_STR_MAX, "%s", s);
+	return true;
+}
+
+static bool kv_from(const json_t *o, ferry_kv_v1 *kv, size_t *n)
+{
+	const char *k;
+	json_t *v;
+
+	*n = 0;
+	if (!json_is_object(o) || json_object_size(o) > FERRY_ADAPTER_ATTRS_MAX)
+		return false;
+	json_object_foreach((json_t *)o, k, v) {
+		if (strlen(k) >= FERRY_ADAPTER_STR_MAX || !copy_str(v, kv[*n].value))
+			return false;
+		snprintf(kv[*n].key, FERRY_ADAPTER_STR_MAX, "%s", k);
+		(*n)++;
+	}
+	return true;
+}
+
+bool ferry_device_from_json(const json_t *j, ferry_device_v1 *d, const char **adapter)
+{
+	const json_t *ident = json_object_get(j, "identity"), *comps = json_object_get(j, "components"), *c;
+	size_t i;
+
+	memset(d, 0, sizeof(*d));
+	d->size = sizeof(*d);
+	*adapter = json_string_value(json_object_get(j, "adapter"));
+	if (!*adapter || !copy_str(json_object_get(j, "id"), d->id) || !dev_id_ok(d->id) ||
+	    !copy_str(json_object_get(ident, "vendor_id"), d->vendor_id) ||
+	    !copy_str(json_object_get(ident, "class_id"), d->class_id) ||
+	    !kv_from(json_object_get(j, "match"), d->match, &d->n_match) ||
+	    !kv_from(json_object_get(j, "attributes"), d->attributes, &d->n_attributes) || !json_is_array(comps) ||
+	    json_array_size(comps) > FERRY_ADAPTER_COMPONENTS_MAX)
+		return false;
+	if (json_object_get(ident, "serial") && !copy_str(json_object_get(ident, "serial"), d->serial))
+		return false;
+	json_array_foreach(comps, i, c) {
+		const json_t *v = json_object_get(c, "version");
+		if (!copy_str(json_object_get(c, "name"), d->components[i].key) ||
+		    !(json_is_null(v) || copy_str(v, d->components[i].value)))
+			return false;
+		d->n_components++;
+	}
+	return true;
+}
+
 json_t *ferry_adapters_inventory(ferry_adapters *a)
 {
 	json_t *arr = json_array();
 
-	for (size_t i = 0; i < a->n_devs; i++) {
-		const ferry_device_v1 *d = &a->devs[i];
-		json_t *comps = json_array(), *ident = kv_object(d->match, d->n_match);
-		for (size_t k = 0; k < d->n_components; k++)
-			json_array_append_new(comps, json_pack("{s:s,s:s}", "name", d->components[k].key, "version",
-							       d->components[k].value));
-		json_object_set_new(ident, "vendor_id", json_string(d->vendor_id));
-		json_object_set_new(ident, "class_id", json_string(d->class_id));
-		if (d->serial[0])
-			json_object_set_new(ident, "serial", json_string(d->serial));
-		json_array_append_new(arr, json_pack("{s:s,s:s,s:o,s:o,s:o}", "id", d->id, "adapter",
-						     a->ad[a->dev_adapter[i]].ops->name, "identity", ident,
-						     "components", comps, "attributes",
-						     kv_object(d->attributes, d->n_attributes)));
-	}
+	pthread_mutex_lock(&a->lock);
+	for (size_t i = 0; i < a->n_devs; i++)
+		json_array_append_new(arr, ferry_device_to_json(&a->devs[i], a->ad[a->dev_adapter[i]].name));
+	pthread_mutex_unlock(&a->lock);
 	return arr;
+}
+
+/* ---- sessions ---- */
+
+static void sh_progress(void *ctx, uint64_t done, uint64_t total)
+{
+	ferry_session *s = ctx;
+	if (s->cb.progress)
+		s->cb.progress(s->cb.ctx, done, total);
+}
+
+static bool sh_cancelled(void *ctx)
+{
+	ferry_session *s = ctx;
+	return s->cb.cancelled && s->cb.cancelled(s->cb.ctx);
+}
+
+static bool adapter_code(int rc)
+{
+	switch (rc) {
+	case FERRY_ADAPTER_E_UNSUPPORTED:
+	case FERRY_ADAPTER_E_NO_MATCHING_DEVICE:
+	case FERRY_ADAPTER_E_DEVICE_BUSY:
+	case FERRY_ADAPTER_E_ADAPTER_ERROR:
+	case FERRY_ADAPTER_E_INSTALL_FAILED:
+	case FERRY_ADAPTER_E_VERSION_MISMATCH:
+	case FERRY_ADAPTER_E_CANCELLED:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* What an operation returned, as a ferry status. */
+static ferry_err result(const ferry_adapter *ad, const char *op, int rc, char *detail, ferry_status *st)
+{
+	if (rc == 0)
+		return FERRY_OK;
+	clean(detail, FERRY_ADAPTER_DETAIL_MAX);
+	if (!adapter_code(rc))
+		return ferry_fail(st, FERRY_E_ADAPTER_ERROR, "adapter %s: %s returned %d, which is not a reason code%s%s",
+				  ad->name, op, rc, detail[0] ? ": " : "", detail);
+	return ferry_fail(st, (ferry_err)rc, "%s", detail[0] ? detail : "the adapter gave no detail");
+}
+
+ferry_err ferry_session_open(ferry_adapter *ad, const ferry_device_v1 *dev, const ferry_session_cb *cb,
+			     ferry_session **out, ferry_status *st)
+{
+	char detail[FERRY_ADAPTER_DETAIL_MAX] = "";
+	ferry_session *s = calloc(1, sizeof(*s));
+	ferry_device_v1 copy = *dev; /* the plugin may keep nothing of ours */
+	int rc;
+
+	*out = NULL;
+	if (!s)
+		return ferry_fail(st, FERRY_E_INTERNAL, "out of memory");
+	s->ad = ad;
+	s->cb = *cb;
+	snprintf(s->dev_id, sizeof(s->dev_id), "%s", dev->id);
+	s->sh = (ferry_session_host_v1){.size = sizeof(s->sh), .ctx = s, .progress = sh_progress,
+					.cancelled = sh_cancelled};
+	rc = ad->v2 ? ad->v2->open(ad->state, &copy, &s->sh, &s->sess, detail)
+		    : ad->v1->open(ad->state, &copy, &s->sh, &s->sess, detail);
+	if (rc == 0) {
+		*out = s;
+		return FERRY_OK;
+	}
+	free(s);
+	return result(ad, "open", rc, detail, st);
+}
+
+ferry_err ferry_session_check(ferry_session *s, const ferry_image_v1 *img, ferry_status *st)
+{
+	char detail[FERRY_ADAPTER_DETAIL_MAX] = "";
+	int rc = s->ad->v2 ? s->ad->v2->check(s->sess, img, detail) : s->ad->v1->check(s->sess, img, detail);
+	return result(s->ad, "check", rc, detail, st);
+}
+
+ferry_err ferry_session_write(ferry_session *s, const ferry_image_v1 *img, uint64_t *offset, ferry_status *st)
+{
+	char detail[FERRY_ADAPTER_DETAIL_MAX] = "";
+	int rc = s->ad->v2 ? s->ad->v2->write(s->sess, img, offset, detail)
+			   : s->ad->v1->write(s->sess, img, offset, detail);
+	if (*offset > img->length)
+		*offset = img->length;
+	return result(s->ad, "write", rc, detail, st);
+}
+
+ferry_err ferry_session_activate(ferry_session *s, const ferry_image_v1 *img, ferry_status *st)
+{
+	char detail[FERRY_ADAPTER_DETAIL_MAX] = "";
+	int rc = s->ad->v2 ? s->ad->v2->activate(s->sess, img, detail) : s->ad->v1->activate(s->sess, img, detail);
+	return result(s->ad, "activate", rc, detail, st);
+}
+
+/* Versions are equal when their semver precedence is (build metadata
+ * aside); text that is no version must match exactly. */
+static bool same_version(const char *got, const char *want)
+{
+	ferry_semver a, b;
+	if (ferry_semver_parse(got, &a, NULL) == FERRY_OK && ferry_semver_parse(want, &b, NULL) == FERRY_OK)
+		return ferry_semver_cmp(&a, &b) == 0;
+	return !strcmp(got, want);
+}
+
+ferry_err ferry_session_confirm(ferry_session *s, const ferry_image_v1 *img, char *version, ferry_status *st)
+{
+	char detail[FERRY_ADAPTER_DETAIL_MAX] = "";
+	int rc;
+
+	memset(version, 0, FERRY_ADAPTER_STR_MAX);
+	rc = s->ad->v2 ? s->ad->v2->confirm(s->sess, img, version, detail)
+		       : s->ad->v1->confirm(s->sess, img, version, detail);
+	clean(version, FERRY_ADAPTER_STR_MAX);
+	if (rc)
+		return result(s->ad, "confirm", rc, detail, st);
+	if (!same_version(version, img->version))
+		return ferry_fail(st, FERRY_E_VERSION_MISMATCH, "%s runs version \"%s\" after activation, not %s",
+				  s->dev_id, version, img->version);
+	return FERRY_OK;
+}
+
+ferry_err ferry_session_commit(ferry_session *s, const ferry_image_v1 *img, ferry_status *st)
+{
+	char detail[FERRY_ADAPTER_DETAIL_MAX] = "";
+	if (!s->ad->v2)
+		return FERRY_OK; /* ABI 1: confirm made it permanent */
+	return result(s->ad, "commit", s->ad->v2->commit(s->sess, img, detail), detail, st);
+}
+
+ferry_err ferry_session_abort(ferry_session *s, const ferry_image_v1 *img, ferry_status *st)
+{
+	char detail[FERRY_ADAPTER_DETAIL_MAX] = "";
+	int rc = s->ad->v2 ? s->ad->v2->abort(s->sess, img, detail) : s->ad->v1->abort(s->sess, detail);
+	return result(s->ad, "abort", rc, detail, st);
+}
+
+void ferry_session_close(ferry_session *s)
+{
+	if (!s)
+		return;
+	if (s->ad->v2)
+		s->ad->v2->close(s->sess);
+	else
+		s->ad->v1->close(s->sess);
+	free(s);
 }

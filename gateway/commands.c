@@ -38,8 +38,12 @@ static void send_reply(ferry_engine *e, const reply *r)
 	ferry_log(r->code ? LOG_WARNING : LOG_INFO, "%s %s: %s%s%s", r->cmd ? ferry_op_name(r->cmd->op) : "command",
 		  r->cmd ? r->cmd->update_id : "", r->code ? ferry_err_code(r->code) : "accepted",
 		  r->code ? ": " : "", r->code && r->detail ? r->detail : "");
-	if (body && e->cloud && ferry_cloud_publish(e->cloud, "reply", body, false, NULL, &st))
-		ferry_log(LOG_WARNING, "reply not published: %s", st.detail);
+	if (body && e->cloud) {
+		pthread_mutex_lock(&e->pub_lock);
+		if (ferry_cloud_publish(e->cloud, "reply", body, false, NULL, &st))
+			ferry_log(LOG_WARNING, "reply not published: %s", st.detail);
+		pthread_mutex_unlock(&e->pub_lock);
+	}
 	free(body);
 }
 
@@ -48,21 +52,116 @@ static void refuse(ferry_engine *e, const ferry_command *c, const ferry_status *
 	send_reply(e, &(reply){.cmd = c, .code = st->code, .detail = st->detail});
 }
 
-ferry_err eng_load_manifest(ferry_engine *e, const ferry_jupdate *u, ferry_manifest *m, ferry_status *st)
+ferry_err eng_load_manifest(ferry_engine *e, const ferry_jupdate *u, int64_t at, ferry_manifest *m, ferry_status *st)
 {
-	return ferry_manifest_verify(u->manifest, strlen(u->manifest), e->manifest_trust, eng_now(),
+	return ferry_manifest_verify(u->manifest, strlen(u->manifest), e->manifest_trust, (time_t)at,
 				     e->cfg->trust.clock_skew_s, m, NULL, st);
 }
 
-/* What can stop a component before any byte moves. */
-static ferry_err check_component(ferry_engine *e, const ferry_manifest *m, const ferry_component *c,
-				 bool *already, ferry_status *st)
-{
-	ferry_adapter *ad = ferry_adapters_find(e->adapters, c->adapter);
-	const char *running;
-	ferry_semver cur;
+/* The devices the gateway knows: those attached now, then those seen before
+ * and remembered in the journal (absent now: an install waits for them). */
+typedef struct known {
+	ferry_devinfo *d;
+	size_t n;
+} known;
 
-	*already = false;
+static void known_free(known *k)
+{
+	free(k->d);
+	k->d = NULL;
+	k->n = 0;
+}
+
+static ferry_err known_devices(ferry_engine *e, known *k, ferry_status *st)
+{
+	json_t *mem = NULL, *r;
+	size_t i, n_now;
+	ferry_err err;
+
+	eng_discover(e, NULL);
+	k->d = ferry_adapters_devices(e->adapters, &n_now);
+	k->n = n_now;
+	if (!k->d)
+		return ferry_fail(st, FERRY_E_INTERNAL, "out of memory");
+	if ((err = ferry_journal_devices(e->journal, &mem, st))) {
+		known_free(k);
+		return err;
+	}
+	json_array_foreach(mem, i, r) {
+		ferry_devinfo d;
+		const char *adapter;
+		bool dup = false;
+		if (!ferry_device_from_json(r, &d.dev, &adapter) || !(d.ad = ferry_adapters_find(e->adapters, adapter)))
+			continue;
+		for (size_t j = 0; j < n_now && !dup; j++)
+			dup = k->d[j].ad == d.ad && !strcmp(k->d[j].dev.id, d.dev.id);
+		if (dup)
+			continue;
+		ferry_devinfo *more = realloc(k->d, (k->n + 1) * sizeof(*more));
+		if (!more) {
+			json_decref(mem);
+			known_free(k);
+			return ferry_fail(st, FERRY_E_INTERNAL, "out of memory");
+		}
+		k->d = more;
+		k->d[k->n++] = d;
+	}
+	json_decref(mem);
+	return FERRY_OK;
+}
+
+/* What update.request decides for one manifest. */
+typedef struct plan {
+	ferry_jstep_new steps[FERRY_STEPS_MAX];
+	bool step_done[FERRY_STEPS_MAX];     /* the device runs this version already */
+	char step_version[FERRY_STEPS_MAX][65];
+	size_t n;
+	bool settled[FERRY_COMPONENTS_MAX]; /* every device of it runs this version already */
+} plan;
+
+/* No device takes c: say what the gateway does know of its adapter. */
+static ferry_err no_device(const ferry_component *c, const known *k, const ferry_adapter *ad, ferry_status *st)
+{
+	char seen[160] = "";
+	size_t used = 0, count = 0;
+
+	for (size_t i = 0; i < k->n; i++) {
+		if (k->d[i].ad != ad)
+			continue;
+		count++;
+		if (used < sizeof(seen) - 1)
+			used += (size_t)snprintf(seen + used, sizeof(seen) - used, "%s%s", used ? ", " : "",
+						 k->d[i].dev.id);
+	}
+	return ferry_fail(st, FERRY_E_NO_MATCHING_DEVICE,
+			  "%s: no %s device with vendor %s, class %s%s serves component %s (%zu known%s%s)", c->name,
+			  c->adapter, c->vendor_id, c->class_id, c->n_match ? " and the given match" : "", c->name,
+			  count, count ? ": " : "", seen);
+}
+
+/* The version a device runs of component c: what it reports, else (a
+ * device that cannot tell) the last one ferry installed on it, so that
+ * anti-rollback survives a device that forgets. */
+static const char *running_version(ferry_engine *e, const ferry_devinfo *d, const char *component, char buf[65])
+{
+	const char *v = ferry_device_version(&d->dev, component);
+	bool found = false;
+
+	if (v && v[0])
+		return v;
+	if (ferry_journal_installed(e->journal, component, d->dev.id, buf, &found, NULL) == FERRY_OK && found)
+		return buf;
+	return NULL;
+}
+
+/* What can stop a component before any byte moves; its steps go to p. */
+static ferry_err bind_component(ferry_engine *e, const ferry_manifest *m, size_t ci, const known *k, plan *p,
+				ferry_status *st)
+{
+	const ferry_component *c = &m->c[ci];
+	ferry_adapter *ad = ferry_adapters_find(e->adapters, c->adapter);
+	size_t first = p->n, done = 0;
+
 	if (!ad)
 		return ferry_fail(st, FERRY_E_UNSUPPORTED, "%s: no adapter \"%s\" on this gateway", c->name, c->adapter);
 	if (!ferry_adapter_takes_format(ad, ferry_format_name(c->format)))
@@ -71,36 +170,101 @@ static ferry_err check_component(ferry_engine *e, const ferry_manifest *m, const
 	if (c->has_delta || c->encryption)
 		return ferry_fail(st, FERRY_E_UNSUPPORTED, "%s: %s images are not supported yet", c->name,
 				  c->has_delta ? "delta" : "encrypted");
-	if (!ferry_adapters_match(e->adapters, ad, c))
-		return ferry_fail(st, FERRY_E_NO_MATCHING_DEVICE, "%s: no %s device with vendor %s, class %s%s", c->name,
-				  c->adapter, c->vendor_id, c->class_id, c->n_match ? " and the given match" : "");
-	running = ferry_adapters_version(e->adapters, c->name);
-	/* A device that cannot tell its version is held to the last one ferry
-	 * installed: anti-rollback survives a device that forgets. */
-	char recorded[65];
-	bool found = false;
-	if (!running && ferry_journal_installed(e->journal, c->name, recorded, &found, NULL) == FERRY_OK && found)
-		running = recorded;
-	if (running && ferry_semver_parse(running, &cur, NULL) == FERRY_OK) {
-		int cmp = ferry_semver_cmp(&c->version, &cur);
-		if (cmp < 0 && !m->allow_downgrade)
-			return ferry_fail(st, FERRY_E_DOWNGRADE, "%s: %s is older than installed %s", c->name,
-					  c->version.text, cur.text);
-		*already = cmp == 0;
+	for (size_t i = 0; i < k->n; i++) {
+		const ferry_devinfo *d = &k->d[i];
+		char buf[65];
+		const char *running;
+		ferry_semver cur;
+		if (d->ad != ad || !ferry_device_matches(&d->dev, c))
+			continue;
+		if (p->n == FERRY_STEPS_MAX)
+			return ferry_fail(st, FERRY_E_UNSUPPORTED, "the update would have more than %d steps (components "
+					  "times devices)", FERRY_STEPS_MAX);
+		p->steps[p->n] = (ferry_jstep_new){.component = c->name, .device = d->dev.id, .adapter = c->adapter};
+		p->step_done[p->n] = false;
+		running = running_version(e, d, c->name, buf);
+		if (running && ferry_semver_parse(running, &cur, NULL) == FERRY_OK) {
+			int cmp = ferry_semver_cmp(&c->version, &cur);
+			if (cmp < 0 && !m->allow_downgrade)
+				return ferry_fail(st, FERRY_E_DOWNGRADE, "%s: %s is older than %s installed on %s", c->name,
+						  c->version.text, cur.text, d->dev.id);
+			if (cmp == 0) {
+				p->step_done[p->n] = true;
+				snprintf(p->step_version[p->n], sizeof(p->step_version[0]), "%s", running);
+				done++;
+			}
+		}
+		p->n++;
 	}
+	if (p->n == first)
+		return no_device(c, k, ad, st);
+	p->settled[ci] = done == p->n - first;
 	return FERRY_OK;
 }
 
-/* Bytes still to fetch: components not installed already and not in the store. */
-static int64_t bytes_needed(ferry_engine *e, const ferry_manifest *m, const bool *already)
+/* All or nothing holds only if at most one device cannot be reverted, and
+ * that one goes last. */
+static ferry_err check_atomic(ferry_engine *e, const plan *p, ferry_status *st)
+{
+	const ferry_jstep_new *one = NULL;
+	size_t count = 0;
+
+	for (size_t i = 0; i < p->n; i++) {
+		if (p->step_done[i] || ferry_adapter_revertible(ferry_adapters_find(e->adapters, p->steps[i].adapter)))
+			continue;
+		if (!one)
+			one = &p->steps[i];
+		count++;
+	}
+	if (count > 1)
+		return ferry_fail(st, FERRY_E_UNSUPPORTED,
+				  "atomic: %zu devices cannot be reverted (%s on %s, through %s, is one): an all-or-nothing "
+				  "update can hold at most one such device, activated last",
+				  count, one->component, one->device, one->adapter);
+	return FERRY_OK;
+}
+
+/* Bytes still to fetch: components not settled and not in the store. */
+static int64_t bytes_needed(ferry_engine *e, const ferry_manifest *m, const plan *p)
 {
 	char path[FERRY_PATH_MAX];
 	int64_t sum = 0;
 
 	for (size_t i = 0; i < m->n; i++)
-		if (!already[i] && !ferry_store_has(e->store, m->c[i].sha256, path))
+		if (!p->settled[i] && !ferry_store_has(e->store, m->c[i].sha256, path))
 			sum += m->c[i].size;
 	return sum;
+}
+
+/* The `allowed` reports (with the devices each component goes to) and the
+ * `already_installed` ones, in install order. */
+static ferry_err report_admitted(ferry_engine *e, const char *uid, const ferry_manifest *m, const plan *p,
+				 ferry_status *st)
+{
+	ferry_err err = FERRY_OK;
+
+	for (size_t k = 0; k < m->n && !err; k++) {
+		const ferry_component *c = &m->c[m->order[k]];
+		json_t *devs = json_array();
+		for (size_t i = 0; i < p->n; i++)
+			if (!strcmp(p->steps[i].component, c->name) && !p->step_done[i])
+				json_array_append_new(devs, json_string(p->steps[i].device));
+		if (!p->settled[m->order[k]]) {
+			ferry_transition t = {.update_id = uid, .component = c->name, .stage = FERRY_S_ALLOWED,
+					      .devices = devs, .total = -1, .ts = eng_now()};
+			err = eng_report(e, &t, st);
+		}
+		json_decref(devs);
+		for (size_t i = 0; i < p->n && !err; i++) {
+			if (strcmp(p->steps[i].component, c->name) || !p->step_done[i])
+				continue;
+			ferry_transition t = {.update_id = uid, .component = c->name, .device = p->steps[i].device,
+					      .stage = FERRY_S_ALREADY_INSTALLED, .version = p->step_version[i],
+					      .total = -1, .ts = eng_now()};
+			err = eng_report(e, &t, st);
+		}
+	}
+	return err;
 }
 
 /* update.request and the first half of update.deploy. */
@@ -108,10 +272,12 @@ static ferry_err admit(ferry_engine *e, const ferry_command *cmd, bool deploy, f
 {
 	ferry_manifest m;
 	ferry_jupdate u = {0}, old;
-	bool already[FERRY_COMPONENTS_MAX] = {false};
 	const char *names[FERRY_COMPONENTS_MAX];
+	bool settled[FERRY_COMPONENTS_MAX];
+	plan *p = NULL;
+	known k = {0};
 	ferry_err err;
-	int64_t need, avail;
+	int64_t need, avail, last;
 
 	if (ferry_journal_update_get(e->journal, cmd->update_id, &old, NULL) == FERRY_OK) {
 		err = ferry_fail(st, FERRY_E_WRONG_STAGE, "update %s exists already (%s)", cmd->update_id,
@@ -122,19 +288,33 @@ static ferry_err admit(ferry_engine *e, const ferry_command *cmd, bool deploy, f
 	if ((err = ferry_manifest_verify(cmd->manifest, strlen(cmd->manifest), e->manifest_trust, eng_now(),
 					 e->cfg->trust.clock_skew_s, &m, NULL, st)))
 		return err;
-	if (m.sequence <= ferry_journal_last_sequence(e->journal)) {
+	if ((err = ferry_journal_last_sequence(e->journal, &last, st)))
+		goto out;
+	if (m.sequence <= last) {
 		err = ferry_fail(st, FERRY_E_STALE_SEQUENCE, "manifest sequence %lld is not above %lld",
-				 (long long)m.sequence, (long long)ferry_journal_last_sequence(e->journal));
+				 (long long)m.sequence, (long long)last);
 		goto out;
 	}
-	pthread_mutex_lock(&e->adapters_lock);
-	ferry_adapters_discover(e->adapters);
+	if (!(p = calloc(1, sizeof(*p)))) {
+		err = ferry_fail(st, FERRY_E_INTERNAL, "out of memory");
+		goto out;
+	}
+	if ((err = known_devices(e, &k, st)))
+		goto out;
 	for (size_t i = 0; i < m.n && !err; i++)
-		err = check_component(e, &m, &m.c[m.order[i]], &already[m.order[i]], st);
-	pthread_mutex_unlock(&e->adapters_lock);
+		err = bind_component(e, &m, m.order[i], &k, p, st);
+	if (!err && m.atomic)
+		err = check_atomic(e, p, st);
+	for (size_t i = 0; i < m.n && !err && deploy; i++) {
+		bool linked = p->settled[i];
+		for (size_t l = 0; l < cmd->n_links && !linked; l++)
+			linked = !strcmp(cmd->links[l].component, m.c[i].name);
+		if (!linked)
+			err = ferry_fail(st, FERRY_E_MALFORMED, "links: no link for component %s", m.c[i].name);
+	}
 	if (err)
 		goto out;
-	need = bytes_needed(e, &m, already);
+	need = bytes_needed(e, &m, p);
 	avail = ferry_store_free(e->store);
 	if (need > avail) {
 		err = ferry_fail(st, FERRY_E_INSUFFICIENT_SPACE, "needs %lld bytes, %lld free", (long long)need,
@@ -147,20 +327,18 @@ static ferry_err admit(ferry_engine *e, const ferry_command *cmd, bool deploy, f
 	u.sequence = m.sequence;
 	u.expires = m.expires ? m.expires : cmd->exp;
 	u.deploy = deploy;
+	u.atomic = m.atomic;
 	u.created = eng_now();
-	for (size_t i = 0; i < m.n; i++)
+	for (size_t i = 0; i < m.n; i++) {
 		names[i] = m.c[m.order[i]].name;
-	if ((err = ferry_journal_update_add(e->journal, &u, names, m.n, st)) ||
-	    (err = ferry_journal_set_sequence(e->journal, m.sequence, st)))
-		goto out;
-	for (size_t i = 0; i < m.n && !err; i++) {
-		const ferry_component *c = &m.c[m.order[i]];
-		ferry_transition t = {.update_id = u.id, .component = c->name, .total = -1, .ts = eng_now(),
-				      .stage = already[m.order[i]] ? "already_installed" : "allowed",
-				      .version = already[m.order[i]] ? c->version.text : NULL};
-		err = eng_report(e, &t, st);
+		settled[i] = p->settled[m.order[i]];
 	}
+	if ((err = ferry_journal_update_add(e->journal, &u, names, settled, m.n, p->steps, p->n, st)))
+		goto out;
+	err = report_admitted(e, u.id, &m, p, st);
 out:
+	known_free(&k);
+	free(p);
 	ferry_manifest_free(&m);
 	return err;
 }
@@ -171,7 +349,8 @@ static ferry_err need_state(ferry_engine *e, const ferry_command *cmd, const fer
 	ferry_err err = ferry_journal_update_get(e->journal, cmd->update_id, u, st);
 
 	if (err)
-		return ferry_fail(st, FERRY_E_UNKNOWN_UPDATE, "no update %s", cmd->update_id);
+		return err == FERRY_E_UNKNOWN_UPDATE ? ferry_fail(st, FERRY_E_UNKNOWN_UPDATE, "no update %s", cmd->update_id)
+						     : err;
 	for (size_t i = 0; i < n; i++)
 		if (u->state == ok[i])
 			return FERRY_OK;
@@ -192,15 +371,20 @@ static ferry_err store_links(ferry_engine *e, const ferry_command *cmd, ferry_st
 		return err;
 	for (size_t i = 0; !err && i < n; i++) {
 		const char *url = NULL;
-		if (!strcmp(cs[i].stage, "already_installed") || !strcmp(cs[i].stage, "downloaded"))
+		if (cs[i].stage != FERRY_S_ALLOWED && cs[i].stage != FERRY_S_DOWNLOADING)
 			continue;
 		for (size_t k = 0; k < cmd->n_links; k++)
 			if (!strcmp(cmd->links[k].component, cs[i].name))
 				url = cmd->links[k].url;
 		if (!url)
 			err = ferry_fail(st, FERRY_E_MALFORMED, "links: no link for component %s", cs[i].name);
-		else
-			err = ferry_journal_set_link(e->journal, cmd->update_id, cs[i].name, url, st);
+	}
+	for (size_t i = 0; !err && i < n; i++) {
+		if (cs[i].stage != FERRY_S_ALLOWED && cs[i].stage != FERRY_S_DOWNLOADING)
+			continue;
+		for (size_t k = 0; k < cmd->n_links && !err; k++)
+			if (!strcmp(cmd->links[k].component, cs[i].name))
+				err = ferry_journal_set_link(e->journal, cmd->update_id, cs[i].name, cmd->links[k].url, st);
 	}
 	ferry_jcomponents_free(cs, n);
 	return err;
@@ -218,28 +402,33 @@ static ferry_err start_stage(ferry_engine *e, const ferry_command *cmd, ferry_st
 	case FERRY_OP_UPDATE_DOWNLOAD:
 		if ((err = need_state(e, cmd, for_download, 2, &u, st)))
 			return err;
+		err = store_links(e, cmd, st);
+		if (!err && u.state == FERRY_U_ALLOWED)
+			err = ferry_journal_update_move(e->journal, u.id, FERRY_U_ALLOWED, FERRY_U_DOWNLOADING, st);
 		ferry_jupdate_free(&u);
-		if ((err = store_links(e, cmd, st)) ||
-		    (err = ferry_journal_update_state(e->journal, cmd->update_id, FERRY_U_DOWNLOADING, st)))
-			return err;
-		eng_enqueue(e, JOB_DOWNLOAD, cmd->update_id);
-		return FERRY_OK;
+		/* a second download with fresh links while one runs: the running
+		 * job reads them when it retries; a queued one is harmless */
+		if (!err && !eng_enqueue(e, FERRY_JOB_DOWNLOAD, cmd->update_id))
+			err = ferry_fail(st, FERRY_E_INTERNAL, "out of memory");
+		return err;
 	case FERRY_OP_UPDATE_CHECK:
 		if ((err = need_state(e, cmd, for_check, 1, &u, st)))
 			return err;
 		ferry_jupdate_free(&u);
-		if ((err = ferry_journal_update_state(e->journal, cmd->update_id, FERRY_U_VERIFYING, st)))
+		if ((err = ferry_journal_update_move(e->journal, cmd->update_id, FERRY_U_DOWNLOADED, FERRY_U_VERIFYING,
+						      st)))
 			return err;
-		eng_enqueue(e, JOB_CHECK, cmd->update_id);
-		return FERRY_OK;
+		return eng_enqueue(e, FERRY_JOB_CHECK, cmd->update_id) ? FERRY_OK
+									: ferry_fail(st, FERRY_E_INTERNAL, "out of memory");
 	case FERRY_OP_UPDATE_INSTALL:
 		if ((err = need_state(e, cmd, for_install, 1, &u, st)))
 			return err;
 		ferry_jupdate_free(&u);
-		if ((err = ferry_journal_update_state(e->journal, cmd->update_id, FERRY_U_INSTALLING, st)))
+		if ((err = ferry_journal_update_move(e->journal, cmd->update_id, FERRY_U_VERIFIED, FERRY_U_INSTALLING,
+						      st)))
 			return err;
-		eng_enqueue(e, JOB_INSTALL, cmd->update_id);
-		return FERRY_OK;
+		return eng_enqueue(e, FERRY_JOB_INSTALL, cmd->update_id) ? FERRY_OK
+									  : ferry_fail(st, FERRY_E_INTERNAL, "out of memory");
 	default:
 		return ferry_fail(st, FERRY_E_INTERNAL, "not a stage operation");
 	}
@@ -251,55 +440,63 @@ static ferry_err deploy(ferry_engine *e, const ferry_command *cmd, ferry_status 
 
 	if ((err = admit(e, cmd, true, st)))
 		return err;
+	/* every link was checked before anything was admitted: what fails now
+	 * is the journal, and the update stays allowed for a cancel */
 	if ((err = store_links(e, cmd, st)) ||
-	    (err = ferry_journal_update_state(e->journal, cmd->update_id, FERRY_U_DOWNLOADING, st))) {
-		/* admitted but cannot go on: close it so that nothing waits forever */
-		if (ferry_journal_update_state(e->journal, cmd->update_id, FERRY_U_FAILED, NULL))
-			ferry_log(LOG_ERR, "journal: cannot close update %s", cmd->update_id);
+	    (err = ferry_journal_update_move(e->journal, cmd->update_id, FERRY_U_ALLOWED, FERRY_U_DOWNLOADING, st)))
 		return err;
-	}
-	eng_enqueue(e, JOB_DOWNLOAD, cmd->update_id);
-	return FERRY_OK;
+	return eng_enqueue(e, FERRY_JOB_DOWNLOAD, cmd->update_id) ? FERRY_OK
+								   : ferry_fail(st, FERRY_E_INTERNAL, "out of memory");
 }
 
-/* Idle updates are cancelled here; a running one is flagged and the worker
- * cancels it at its next safe point. */
+/* An update with a job (queued or running) is flagged, and the runner ends
+ * it at its next safe point: it alone may touch devices.  An idle one
+ * (waiting for the cloud's next command: nothing of it is on a device yet)
+ * is ended here.  Once an all-or-nothing update commits, there is no way
+ * back. */
 static ferry_err cancel(ferry_engine *e, const ferry_command *cmd, ferry_status *st)
 {
 	ferry_jupdate u;
-	ferry_jcomponent *cs;
-	size_t n;
-	bool running;
+	ferry_jstep *steps = NULL;
+	size_t n = 0;
 	ferry_err err;
 
-	if (ferry_journal_update_get(e->journal, cmd->update_id, &u, st))
-		return ferry_fail(st, FERRY_E_UNKNOWN_UPDATE, "no update %s", cmd->update_id);
-	bool final = ferry_ustate_final(u.state);
+	if ((err = ferry_journal_update_get(e->journal, cmd->update_id, &u, st)))
+		return err == FERRY_E_UNKNOWN_UPDATE ? ferry_fail(st, FERRY_E_UNKNOWN_UPDATE, "no update %s", cmd->update_id)
+						     : err;
+	bool final = ferry_ustate_final(u.state), committing = u.atomic && u.phase == FERRY_P_COMMITTING;
+	ferry_ustate state = u.state;
 	ferry_jupdate_free(&u);
 	if (final)
 		return ferry_fail(st, FERRY_E_WRONG_STAGE, "update %s has ended", cmd->update_id);
-	pthread_mutex_lock(&e->job_lock);
-	running = !strcmp(e->running, cmd->update_id);
-	if (running)
-		atomic_store(&e->cancel, true);
-	/* a queued job for it will find it cancelled and do nothing */
-	pthread_mutex_unlock(&e->job_lock);
-	if (running)
+	if (committing)
+		return ferry_fail(st, FERRY_E_WRONG_STAGE,
+				  "update %s is committing every device to the new version: past the point of no return",
+				  cmd->update_id);
+	if (ferry_jobq_cancel(e->jobs, cmd->update_id) != FERRY_JOBQ_IDLE)
 		return FERRY_OK;
-	if ((err = ferry_journal_components(e->journal, cmd->update_id, &cs, &n, st)))
+	if ((err = ferry_journal_steps(e->journal, cmd->update_id, &steps, &n, st)))
 		return err;
 	for (size_t i = 0; i < n && !err; i++) {
-		if (!strcmp(cs[i].stage, "installed") || !strcmp(cs[i].stage, "already_installed"))
+		if (ferry_stage_final(steps[i].stage))
 			continue;
-		ferry_transition t = {.update_id = cmd->update_id, .component = cs[i].name, .stage = "cancelled",
-				      .reason = "cancelled", .detail = "cancelled by command", .total = -1,
-				      .ts = eng_now()};
+		ferry_transition t = {.update_id = cmd->update_id, .component = steps[i].component,
+				      .device = steps[i].device, .stage = FERRY_S_CANCELLED, .reason = "cancelled",
+				      .detail = "cancelled by command", .total = -1, .ts = eng_now()};
 		err = eng_report(e, &t, st);
-		if (!err)
-			err = ferry_journal_set_link(e->journal, cmd->update_id, cs[i].name, NULL, st);
 	}
-	ferry_jcomponents_free(cs, n);
-	return err ? err : ferry_journal_update_state(e->journal, cmd->update_id, FERRY_U_CANCELLED, st);
+	free(steps);
+	if (!err) {
+		ferry_jcomponent *cs;
+		size_t nc;
+		if (!(err = ferry_journal_components(e->journal, cmd->update_id, &cs, &nc, st))) {
+			for (size_t i = 0; i < nc && !err; i++)
+				if (cs[i].link)
+					err = ferry_journal_set_link(e->journal, cmd->update_id, cs[i].name, NULL, st);
+			ferry_jcomponents_free(cs, nc);
+		}
+	}
+	return err ? err : ferry_journal_update_move(e->journal, cmd->update_id, state, FERRY_U_CANCELLED, st);
 }
 
 static ferry_err dispatch(ferry_engine *e, const ferry_command *cmd, ferry_status *st)

@@ -50,6 +50,8 @@ static const field fields[] = {
 	F("download.low_speed_time", K_INT, download.low_speed_time_s, false, 1, 3600, "60"),
 	F("download.retries", K_INT, download.retries, false, 0, 100, "5"),
 	F("download.retry_delay_ms", K_INT, download.retry_delay_ms, false, 0, 600000, "1000"),
+	F("download.parallel", K_INT, download.parallel, false, 1, 16, "2"),
+	F("install.parallel", K_INT, install.parallel, false, 1, 64, "8"),
 	F("plugin_dir", K_PATH, plugin_dir, false, 1, FERRY_CFG_PATH_MAX - 1, "/usr/lib/ferry/adapters"),
 };
 

@@ -42,7 +42,11 @@ typedef struct ferry_config {
 		int low_speed_bytes, low_speed_time_s;
 		int retries;
 		int retry_delay_ms;
+		int parallel; /* images downloaded at once */
 	} download;
+	struct {
+		int parallel; /* device sessions at once */
+	} install;
 	char plugin_dir[FERRY_CFG_PATH_MAX];
 	json_t *adapters;   /* adapter name -> its section (object), as written */
 	json_t *attributes; /* custom inventory attributes: name -> string */

@@ -1,12 +1,14 @@
-/* The engine's core: the event loop on the main thread, the queue of jobs for
- * the worker thread, and stage reports.
+/* The engine's core: the event loop on the main thread, the runner thread
+ * and stage reports.
  *
  * Threads: the cloud session's thread only queues events; the main thread
- * handles commands (quick: verify, check, journal, reply); the worker runs
- * the long jobs (download, check, install) one at a time.  Reports follow
- * one rule everywhere: commit the transition, then publish.  A report the
- * broker has not acknowledged stays in the journal's outbox and is sent again
- * on the next connection, so the cloud sees every report at least once and
+ * handles commands (quick: verify, check, journal, reply); the runner takes
+ * one update at a time from the job queue and runs its long phases
+ * (download, check, install), which start threads of their own for
+ * downloads and device sessions in parallel.  Reports follow one rule
+ * everywhere: commit the transition, then publish.  A report the broker has
+ * not acknowledged stays in the journal's outbox and is sent again on the
+ * next connection, so the cloud sees every report at least once and
  * de-duplicates by (update_id, seq).
  */
 #include "engine_int.h"
@@ -20,6 +22,13 @@
 int64_t eng_now(void)
 {
 	return (int64_t)time(NULL);
+}
+
+int64_t eng_mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void push_event(ferry_engine *e, event *ev)
@@ -80,16 +89,15 @@ void ferry_engine_attach_cloud(ferry_engine *e, ferry_cloud *c)
 	e->cloud = c;
 }
 
+/* Under pub_lock. */
 static void remember_mid(ferry_engine *e, int mid, const char *update_id, int64_t seq)
 {
-	pthread_mutex_lock(&e->mid_lock);
 	if (e->n_mids == MIDS_MAX) /* forget the oldest: it goes out again on reconnect */
 		memmove(e->mids, e->mids + 1, sizeof(e->mids[0]) * --e->n_mids);
 	e->mids[e->n_mids].mid = mid;
 	snprintf(e->mids[e->n_mids].update_id, sizeof(e->mids[0].update_id), "%s", update_id);
 	e->mids[e->n_mids].seq = seq;
 	e->n_mids++;
-	pthread_mutex_unlock(&e->mid_lock);
 }
 
 static void acked(ferry_engine *e, int mid)
@@ -97,7 +105,7 @@ static void acked(ferry_engine *e, int mid)
 	char id[FERRY_ID_MAX + 1] = "";
 	int64_t seq = 0;
 
-	pthread_mutex_lock(&e->mid_lock);
+	pthread_mutex_lock(&e->pub_lock);
 	for (size_t i = 0; i < e->n_mids; i++)
 		if (e->mids[i].mid == mid) {
 			snprintf(id, sizeof(id), "%s", e->mids[i].update_id);
@@ -106,7 +114,7 @@ static void acked(ferry_engine *e, int mid)
 			e->n_mids--;
 			break;
 		}
-	pthread_mutex_unlock(&e->mid_lock);
+	pthread_mutex_unlock(&e->pub_lock);
 	if (id[0]) {
 		ferry_status st = {0};
 		if (ferry_journal_outbox_done(e->journal, id, seq, &st))
@@ -114,15 +122,20 @@ static void acked(ferry_engine *e, int mid)
 	}
 }
 
+/* The publish and its message id are recorded under one lock, so the
+ * broker's acknowledgement (handled on the main thread) always finds it. */
 static void publish_report(ferry_engine *e, const char *update_id, int64_t seq, const char *body)
 {
 	ferry_status st = {0};
 	int mid = 0;
 
-	if (!e->cloud || !ferry_cloud_connected(e->cloud))
-		return; /* stays in the outbox */
-	if (ferry_cloud_publish(e->cloud, "stage", body, false, &mid, &st) == FERRY_OK)
+	if (!e->cloud)
+		return;
+	pthread_mutex_lock(&e->pub_lock);
+	if (ferry_cloud_connected(e->cloud) && ferry_cloud_publish(e->cloud, "stage", body, false, &mid, &st) == FERRY_OK)
 		remember_mid(e, mid, update_id, seq);
+	/* else it stays in the outbox */
+	pthread_mutex_unlock(&e->pub_lock);
 }
 
 ferry_err eng_report(ferry_engine *e, const ferry_transition *t, ferry_status *st)
@@ -135,7 +148,8 @@ ferry_err eng_report(ferry_engine *e, const ferry_transition *t, ferry_status *s
 		ferry_log(LOG_ERR, "journal: %s", st->detail);
 		return err;
 	}
-	ferry_log(LOG_INFO, "%s/%s: %s%s%s", t->update_id, t->component, t->stage, t->reason ? " " : "",
+	ferry_log(LOG_INFO, "%s/%s%s%s: %s%s%s", t->update_id, t->component, t->device ? " on " : "",
+		  t->device ? t->device : "", ferry_stage_name(t->stage), t->reason ? " " : "",
 		  t->reason ? t->reason : "");
 	publish_report(e, t->update_id, seq, body);
 	free(body);
@@ -159,36 +173,43 @@ void eng_publish_outbox(ferry_engine *e)
 	json_decref(reports);
 }
 
+void eng_discover(ferry_engine *e, const ferry_adapter *ad)
+{
+	ferry_status st = {0};
+	json_t *seen;
+
+	if (ad)
+		ferry_adapters_discover_one(e->adapters, ad);
+	else
+		ferry_adapters_discover(e->adapters);
+	seen = ferry_adapters_inventory(e->adapters);
+	if (ferry_journal_devices_seen(e->journal, seen, eng_now(), &st))
+		ferry_log(LOG_WARNING, "devices not remembered: %s", st.detail);
+	json_decref(seen);
+}
+
 void eng_publish_inventory(ferry_engine *e)
 {
 	ferry_status st = {0};
 	char *inv;
 
-	pthread_mutex_lock(&e->adapters_lock);
-	ferry_adapters_discover(e->adapters);
+	eng_discover(e, NULL);
 	inv = eng_inventory_json(e);
-	pthread_mutex_unlock(&e->adapters_lock);
-	if (inv && e->cloud && ferry_cloud_publish(e->cloud, "inventory", inv, true, NULL, &st))
-		ferry_log(LOG_WARNING, "inventory not published: %s", st.detail);
+	if (inv && e->cloud) {
+		pthread_mutex_lock(&e->pub_lock);
+		if (ferry_cloud_publish(e->cloud, "inventory", inv, true, NULL, &st))
+			ferry_log(LOG_WARNING, "inventory not published: %s", st.detail);
+		pthread_mutex_unlock(&e->pub_lock);
+	}
 	free(inv);
 }
 
-void eng_enqueue(ferry_engine *e, job_kind kind, const char *update_id)
+bool eng_enqueue(ferry_engine *e, ferry_job_kind kind, const char *update_id)
 {
-	job *j = calloc(1, sizeof(*j));
-
-	if (!j)
-		return;
-	j->kind = kind;
-	snprintf(j->update_id, sizeof(j->update_id), "%s", update_id);
-	pthread_mutex_lock(&e->job_lock);
-	if (e->job_tail)
-		e->job_tail->next = j;
-	else
-		e->job_head = j;
-	e->job_tail = j;
-	pthread_cond_signal(&e->job_cond);
-	pthread_mutex_unlock(&e->job_lock);
+	if (ferry_jobq_push(e->jobs, kind, update_id))
+		return true;
+	ferry_log(LOG_ERR, "out of memory: update %s not queued", update_id);
+	return false;
 }
 
 static ferry_err open_parts(ferry_engine *e, const ferry_config *cfg, ferry_status *st)
@@ -216,10 +237,11 @@ ferry_err ferry_engine_new(const ferry_config *cfg, ferry_engine **out, ferry_st
 	e->cfg = cfg;
 	pthread_mutex_init(&e->ev_lock, NULL);
 	pthread_cond_init(&e->ev_cond, NULL);
-	pthread_mutex_init(&e->job_lock, NULL);
-	pthread_cond_init(&e->job_cond, NULL);
-	pthread_mutex_init(&e->mid_lock, NULL);
-	pthread_mutex_init(&e->adapters_lock, NULL);
+	pthread_mutex_init(&e->pub_lock, NULL);
+	if (!(e->jobs = ferry_jobq_new())) {
+		free(e);
+		return ferry_fail(st, FERRY_E_INTERNAL, "out of memory");
+	}
 	if ((err = open_parts(e, cfg, st))) {
 		ferry_engine_free(e);
 		return err;
@@ -257,10 +279,11 @@ void ferry_engine_run(ferry_engine *e, volatile sig_atomic_t *stop)
 {
 	event *ev;
 
-	if (pthread_create(&e->worker, NULL, eng_worker, e)) {
-		ferry_log(LOG_ERR, "cannot start the worker thread");
+	if (pthread_create(&e->runner, NULL, eng_runner, e)) {
+		ferry_log(LOG_ERR, "cannot start the runner thread");
 		return;
 	}
+	e->runner_started = true;
 	eng_resume(e);
 	while (!*stop) {
 		if (!(ev = pop_event(e, stop)))
@@ -276,19 +299,18 @@ void ferry_engine_run(ferry_engine *e, volatile sig_atomic_t *stop)
 		case EV_PUBLISHED:
 			acked(e, ev->mid);
 			break;
-		case EV_INVENTORY:
-			eng_publish_inventory(e);
-			break;
 		}
 		free(ev->payload);
 		free(ev);
 	}
-	atomic_store(&e->stopping, true);
-	atomic_store(&e->cancel, true);
-	pthread_mutex_lock(&e->job_lock);
-	pthread_cond_broadcast(&e->job_cond);
-	pthread_mutex_unlock(&e->job_lock);
-	pthread_join(e->worker, NULL);
+	ferry_jobq_stop(e->jobs);
+	pthread_join(e->runner, NULL);
+	e->runner_started = false;
+}
+
+ferry_adapters *ferry_engine_adapters(ferry_engine *e)
+{
+	return e->adapters;
 }
 
 void ferry_engine_free(ferry_engine *e)
@@ -301,15 +323,14 @@ void ferry_engine_free(ferry_engine *e)
 		free(ev->payload);
 		free(ev);
 	}
-	while (e->job_head) {
-		job *j = e->job_head;
-		e->job_head = j->next;
-		free(j);
-	}
+	ferry_jobq_free(e->jobs);
 	ferry_adapters_free(e->adapters);
 	ferry_trust_free(e->cmd_trust);
 	ferry_trust_free(e->manifest_trust);
 	ferry_store_close(e->store);
 	ferry_journal_close(e->journal);
+	pthread_mutex_destroy(&e->pub_lock);
+	pthread_mutex_destroy(&e->ev_lock);
+	pthread_cond_destroy(&e->ev_cond);
 	free(e);
 }

@@ -22,4 +22,8 @@ void ferry_engine_attach_cloud(ferry_engine *e, ferry_cloud *c);
 void ferry_engine_run(ferry_engine *e, volatile sig_atomic_t *stop);
 void ferry_engine_free(ferry_engine *e);
 
+/* The adapter host, for a test that registers a scripted adapter. */
+struct ferry_adapters;
+struct ferry_adapters *ferry_engine_adapters(ferry_engine *e);
+
 #endif

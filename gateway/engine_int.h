@@ -1,11 +1,11 @@
 /* Internals shared by the engine's files: engine.c (events, reports),
- * commands.c (what each operation checks and starts), jobs.c (the worker
- * that downloads, checks and installs), inventory.c. */
+ * commands.c (what each operation checks and starts), jobs.c (the runner
+ * that downloads, checks and installs), sched.c (the steps of one update,
+ * run in parallel in their order), inventory.c. */
 #ifndef FERRY_ENGINE_INT_H
 #define FERRY_ENGINE_INT_H
 
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <time.h>
 
@@ -13,18 +13,14 @@
 #include "engine.h"
 #include "ferry/command.h"
 #include "ferry/manifest.h"
+#include "jobq.h"
 #include "journal.h"
 #include "store.h"
 
-typedef enum job_kind { JOB_DOWNLOAD, JOB_CHECK, JOB_INSTALL } job_kind;
+/* Steps one update may have: components times the devices each goes to. */
+#define FERRY_STEPS_MAX 512
 
-typedef struct job {
-	job_kind kind;
-	char update_id[FERRY_ID_MAX + 1];
-	struct job *next;
-} job;
-
-typedef enum event_kind { EV_COMMAND, EV_CONNECTED, EV_PUBLISHED, EV_INVENTORY } event_kind;
+typedef enum event_kind { EV_COMMAND, EV_CONNECTED, EV_PUBLISHED } event_kind;
 
 typedef struct event {
 	event_kind kind;
@@ -34,7 +30,7 @@ typedef struct event {
 	struct event *next;
 } event;
 
-#define MIDS_MAX 1024
+#define MIDS_MAX 4096
 
 struct ferry_engine {
 	const ferry_config *cfg;
@@ -43,24 +39,20 @@ struct ferry_engine {
 	ferry_trust *cmd_trust, *manifest_trust;
 	ferry_adapters *adapters;
 	ferry_cloud *cloud;
-	pthread_mutex_t adapters_lock; /* discovery vs. install on the worker */
 
 	/* events from the cloud thread to the main loop */
 	pthread_mutex_t ev_lock;
 	pthread_cond_t ev_cond;
 	event *ev_head, *ev_tail;
 
-	/* jobs for the worker */
-	pthread_mutex_t job_lock;
-	pthread_cond_t job_cond;
-	job *job_head, *job_tail;
-	pthread_t worker;
-	atomic_bool stopping;
-	char running[FERRY_ID_MAX + 1]; /* update the worker is on, under job_lock */
-	atomic_bool cancel;             /* cancel what the worker is on */
+	/* updates for the runner thread */
+	ferry_jobq *jobs;
+	pthread_t runner;
+	bool runner_started;
 
-	/* published message ids -> outbox entries, under mid_lock */
-	pthread_mutex_t mid_lock;
+	/* publishing and the message ids of reports not yet acknowledged, under
+	 * one lock: an acknowledgement can never overtake its bookkeeping */
+	pthread_mutex_t pub_lock;
 	struct {
 		int mid;
 		char update_id[FERRY_ID_MAX + 1];
@@ -70,22 +62,29 @@ struct ferry_engine {
 };
 
 int64_t eng_now(void);
+int64_t eng_mono_ms(void);
 
 /* Commit a transition, then publish its report (or leave it in the outbox
  * when offline).  Errors are logged; the journal entry is what counts. */
 ferry_err eng_report(ferry_engine *e, const ferry_transition *t, ferry_status *st) FERRY_WUR;
 void eng_publish_outbox(ferry_engine *e);
+/* Discover every adapter's devices, remember them in the journal, and
+ * publish the inventory. */
 void eng_publish_inventory(ferry_engine *e);
-void eng_enqueue(ferry_engine *e, job_kind kind, const char *update_id);
+/* Discover (every adapter, or only ad) and remember what was seen. */
+void eng_discover(ferry_engine *e, const ferry_adapter *ad);
+bool eng_enqueue(ferry_engine *e, ferry_job_kind kind, const char *update_id);
 
 /* commands.c */
 void eng_handle_command(ferry_engine *e, const char *payload, size_t len);
 /* Load and verify an update's stored manifest (again: it lives in the
- * journal as the signed text, never as a parsed copy that could be changed). */
-ferry_err eng_load_manifest(ferry_engine *e, const ferry_jupdate *u, ferry_manifest *m, ferry_status *st) FERRY_WUR;
+ * journal as the signed text, never as a parsed copy that could be
+ * changed), at the time `at`. */
+ferry_err eng_load_manifest(ferry_engine *e, const ferry_jupdate *u, int64_t at, ferry_manifest *m,
+			    ferry_status *st) FERRY_WUR;
 
 /* jobs.c */
-void *eng_worker(void *arg);
+void *eng_runner(void *arg);
 void eng_resume(ferry_engine *e);
 
 /* inventory.c */

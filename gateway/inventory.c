@@ -21,12 +21,36 @@ static json_t *gateway_attributes(const ferry_config *cfg)
 	return a;
 }
 
-/* Caller holds adapters_lock. */
+/* The devices attached now ("present": true), then those seen before and
+ * absent now ("present": false, with when they were last seen), so that an
+ * operator sees every device an update may wait for. */
+static json_t *devices(ferry_engine *e)
+{
+	json_t *now = ferry_adapters_inventory(e->adapters), *mem = NULL, *d, *m;
+	size_t i, k;
+
+	json_array_foreach(now, i, d)
+		json_object_set_new(d, "present", json_true());
+	if (ferry_journal_devices(e->journal, &mem, NULL) == FERRY_OK)
+		json_array_foreach(mem, i, m) {
+			bool here = false;
+			json_array_foreach(now, k, d)
+				here |= json_equal(json_object_get(d, "id"), json_object_get(m, "id")) &&
+					json_equal(json_object_get(d, "adapter"), json_object_get(m, "adapter"));
+			if (here)
+				continue;
+			json_object_set_new(m, "present", json_false());
+			json_array_append(now, m);
+		}
+	json_decref(mem);
+	return now;
+}
+
 char *eng_inventory_json(ferry_engine *e)
 {
 	json_t *inv = json_pack("{s:{s:s,s:s,s:o},s:o,s:I}", "gateway", "id", e->cfg->gateway_id, "ferryd",
-				FERRY_VERSION, "attributes", gateway_attributes(e->cfg), "devices",
-				ferry_adapters_inventory(e->adapters), "ts", (json_int_t)eng_now());
+				FERRY_VERSION, "attributes", gateway_attributes(e->cfg), "devices", devices(e), "ts",
+				(json_int_t)eng_now());
 	char *s = inv ? json_dumps(inv, JSON_COMPACT) : NULL;
 
 	json_decref(inv);

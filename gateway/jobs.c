@@ -1,11 +1,22 @@
-/* The worker: downloads, checks and installs, one update at a time.
+/* The runner: one update at a time, through its phases.
  *
- * Each job reads the update back from the journal and the manifest from its
- * signed text, so a job after a restart runs exactly like the first time.
- * Components already past the job's stage are skipped, which is what makes
- * a restarted job safe: nothing is downloaded, pushed or reported installed
- * twice.  When ferryd is stopping, a job leaves the update where it stands
- * so the next start resumes it; only a cancel command cancels.
+ *   download  each image once, however many components and devices take it,
+ *             up to download.parallel at once, resuming partial files;
+ *   check     each image hashed again against the manifest, then each
+ *             device's adapter asked whether the image is right for it;
+ *   install   the device steps, through the scheduler (sched.c): in order,
+ *             in parallel where the order allows.  An all-or-nothing update
+ *             activates every device on trial, commits them all only when
+ *             all came up, and otherwise reverts every one.
+ *
+ * Each phase reads the update back from the journal and the manifest from
+ * its signed text, so a phase after a restart runs exactly like the first
+ * time: components and steps past the phase's stage are skipped, so nothing
+ * is downloaded, pushed or reported installed twice.  When ferryd is
+ * stopping, a phase leaves the update where it stands for the next start;
+ * only a cancel command cancels.  A failure of a download or a check ends
+ * the update before any device is touched: its other steps are reported
+ * cancelled, naming what stopped it.
  */
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -15,173 +26,328 @@
 #include <unistd.h>
 
 #include "download.h"
-#include "engine_int.h"
 #include "log.h"
+#include "run.h"
 
 #define PROGRESS_EVERY_MS 250
 
-typedef struct jctx {
-	ferry_engine *e;
-	const char *update_id;
-	const char *component;
-	const char *stage;     /* "downloading" or "installing" */
-	int64_t last_ms;
-	int64_t durable;       /* last offset written to the journal */
-} jctx;
-
-static int64_t mono_ms(void)
+bool run_interrupted(eng_run *r)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return ferry_job_interrupted(r->job) || atomic_load(&r->abandon);
 }
 
-static bool is(const ferry_jcomponent *c, const char *stage)
+const ferry_component *run_component(eng_run *r, const char *name)
 {
-	return !strcmp(c->stage, stage);
+	return ferry_manifest_find(&r->m, name);
 }
 
-static ferry_err report(ferry_engine *e, const char *uid, const char *comp, const char *stage, int64_t done,
-			int64_t total)
+bool run_step_report(eng_run *r, ferry_jstep *s, ferry_stage stage, const char *reason, const char *detail,
+		     const char *version, int64_t done, int64_t total)
 {
 	ferry_status st = {0};
-	ferry_transition t = {.update_id = uid, .component = comp, .stage = stage, .done = done, .total = total,
+	ferry_transition t = {.update_id = r->u.id, .component = s->component, .device = s->device, .stage = stage,
+			      .reason = reason, .detail = detail, .version = version, .done = done, .total = total,
 			      .ts = eng_now()};
-	return eng_report(e, &t, &st);
-}
 
-static void report_failure(ferry_engine *e, const char *uid, const char *comp, const char *stage,
-			   const ferry_status *why)
-{
-	ferry_status st = {0};
-	ferry_transition t = {.update_id = uid, .component = comp, .stage = stage,
-			      .reason = ferry_err_code(why->code), .detail = why->detail, .total = -1,
-			      .ts = eng_now()};
-	if (eng_report(e, &t, &st))
-		ferry_log(LOG_ERR, "%s/%s: cannot record %s: %s", uid, comp, stage, st.detail);
-}
-
-/* The progress stage, at most every PROGRESS_EVERY_MS, first and last always. */
-static void progress(jctx *j, int64_t done, int64_t total)
-{
-	int64_t now = mono_ms();
-
-	if (j->last_ms && done != total && now - j->last_ms < PROGRESS_EVERY_MS)
-		return;
-	j->last_ms = now;
-	if (report(j->e, j->update_id, j->component, j->stage, done, total))
-		ferry_log(LOG_WARNING, "%s/%s: progress not recorded", j->update_id, j->component);
-}
-
-static void set_state(ferry_engine *e, const char *uid, ferry_ustate s)
-{
-	ferry_status st = {0};
-	if (ferry_journal_update_state(e->journal, uid, s, &st))
-		ferry_log(LOG_ERR, "journal: %s", st.detail);
-}
-
-static void forget_links(ferry_engine *e, const char *uid, const ferry_jcomponent *cs, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if (cs[i].link && ferry_journal_set_link(e->journal, uid, cs[i].name, NULL, NULL))
-			ferry_log(LOG_ERR, "journal: cannot forget the link of %s/%s", uid, cs[i].name);
-}
-
-/* Stop where we are: cancelled by command, or just stopping (resume later).
- * Returns true when the job must end. */
-static bool interrupted(ferry_engine *e, const char *uid, const ferry_jcomponent *cs, size_t n)
-{
-	if (!atomic_load(&e->cancel))
+	if (eng_report(r->e, &t, &st)) {
+		ferry_log(LOG_ERR, "%s/%s on %s: %s not recorded: %s", r->u.id, s->component, s->device,
+			  ferry_stage_name(stage), st.detail);
 		return false;
-	if (atomic_load(&e->stopping))
-		return true;
-	for (size_t i = 0; i < n; i++) {
-		ferry_status why = {.code = FERRY_E_CANCELLED};
-		snprintf(why.detail, sizeof(why.detail), "cancelled by command");
-		if (!is(&cs[i], "installed") && !is(&cs[i], "already_installed") && !is(&cs[i], "cancelled"))
-			report_failure(e, uid, cs[i].name, "cancelled", &why);
 	}
-	forget_links(e, uid, cs, n);
-	set_state(e, uid, FERRY_U_CANCELLED);
+	s->stage = stage;
+	if (version)
+		snprintf(s->version, sizeof(s->version), "%s", version);
 	return true;
 }
 
-static void fail_update(ferry_engine *e, const char *uid, const char *comp, const char *stage,
-			const ferry_status *why, const ferry_jcomponent *cs, size_t n)
+void run_note_failure(eng_run *r, const ferry_jstep *s, const ferry_status *why)
 {
-	report_failure(e, uid, comp, stage, why);
-	forget_links(e, uid, cs, n);
-	set_state(e, uid, FERRY_U_FAILED);
+	pthread_mutex_lock(&r->why_lock);
+	if (!r->why[0]) {
+		snprintf(r->why_reason, sizeof(r->why_reason), "%s", ferry_err_code(why->code));
+		snprintf(r->why, sizeof(r->why), "all or nothing: %s on %s failed (%s: %.150s)", s->component, s->device,
+			 ferry_err_code(why->code), why->detail);
+	}
+	pthread_mutex_unlock(&r->why_lock);
 }
+
+static bool comp_report(eng_run *r, ferry_jcomponent *c, ferry_stage stage, const ferry_status *why, int64_t done,
+			int64_t total)
+{
+	ferry_status st = {0};
+	ferry_transition t = {.update_id = r->u.id, .component = c->name, .stage = stage,
+			      .reason = why ? ferry_err_code(why->code) : NULL, .detail = why ? why->detail : NULL,
+			      .done = done, .total = total, .ts = eng_now()};
+
+	if (eng_report(r->e, &t, &st)) {
+		ferry_log(LOG_ERR, "%s/%s: %s not recorded: %s", r->u.id, c->name, ferry_stage_name(stage), st.detail);
+		return false;
+	}
+	c->stage = stage;
+	return true;
+}
+
+static void forget_links(eng_run *r)
+{
+	for (size_t i = 0; i < r->n_cs; i++)
+		if (r->cs[i].link && ferry_journal_set_link(r->e->journal, r->u.id, r->cs[i].name, NULL, NULL))
+			ferry_log(LOG_ERR, "journal: cannot forget the link of %s/%s", r->u.id, r->cs[i].name);
+}
+
+static bool move(eng_run *r, ferry_ustate to)
+{
+	ferry_status st = {0};
+	ferry_jupdate now;
+
+	if (ferry_journal_update_get(r->e->journal, r->u.id, &now, &st)) {
+		ferry_log(LOG_ERR, "journal: %s", st.detail);
+		return false;
+	}
+	ferry_jupdate_free(&now);
+	if (now.state == to)
+		return true;
+	if (ferry_journal_update_move(r->e->journal, r->u.id, now.state, to, &st)) {
+		ferry_log(LOG_ERR, "journal: %s", st.detail);
+		return false;
+	}
+	r->u.state = to;
+	return true;
+}
+
+/* End the update: every step without an outcome gets one (cancelled,
+ * saying why; failed for one left mid-activation, whose image is unknown),
+ * links are forgotten, the update takes its final state. */
+static void end_update(eng_run *r, ferry_ustate final, const char *why)
+{
+	for (size_t i = 0; i < r->n_steps; i++) {
+		ferry_jstep *s = &r->steps[i];
+		if (ferry_stage_final(s->stage))
+			continue;
+		if (s->stage == FERRY_S_ACTIVATING || s->stage == FERRY_S_TRIAL)
+			run_step_report(r, s, FERRY_S_FAILED, "internal",
+					"the update ended while this device was being activated: which image it runs is "
+					"unknown", NULL, -1, -1);
+		else
+			run_step_report(r, s, FERRY_S_CANCELLED, "cancelled", why, NULL, -1, -1);
+	}
+	forget_links(r);
+	move(r, final);
+}
+
+static bool stopping(eng_run *r)
+{
+	return ferry_job_stopping(r->job);
+}
+
+/* ---- download ---- */
+
+typedef struct dl_task {
+	eng_run *r;
+	size_t first;       /* index in r->cs of the component whose link is used */
+	size_t members[FERRY_COMPONENTS_MAX]; /* components with this image */
+	size_t n_members;
+	int64_t last_ms, durable;
+	ferry_status st;
+	ferry_err err;
+	pthread_t th;
+} dl_task;
+
+typedef struct dl_pool {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	unsigned running;
+} dl_pool;
 
 static void dl_durable(void *ctx, int64_t off)
 {
-	jctx *j = ctx;
-	if (ferry_journal_set_dl_offset(j->e->journal, j->update_id, j->component, off, NULL) == FERRY_OK)
-		j->durable = off;
+	dl_task *d = ctx;
+	bool ok = true;
+	for (size_t k = 0; k < d->n_members; k++)
+		ok &= ferry_journal_set_dl_offset(d->r->e->journal, d->r->u.id, d->r->cs[d->members[k]].name, off, NULL) ==
+		      FERRY_OK;
+	if (ok)
+		d->durable = off;
 }
 
 static bool dl_progress(void *ctx, int64_t done, int64_t total)
 {
-	jctx *j = ctx;
-	progress(j, done, total);
-	return !atomic_load(&j->e->cancel);
+	dl_task *d = ctx;
+	int64_t now = eng_mono_ms();
+
+	if (!d->last_ms || done == total || now - d->last_ms >= PROGRESS_EVERY_MS) {
+		d->last_ms = now;
+		for (size_t k = 0; k < d->n_members; k++)
+			comp_report(d->r, &d->r->cs[d->members[k]], FERRY_S_DOWNLOADING, NULL, done, total);
+	}
+	return !run_interrupted(d->r);
 }
 
-static ferry_err download_one(ferry_engine *e, const char *uid, ferry_jcomponent *c, const ferry_component *mc,
-			      ferry_status *st)
+static ferry_err download_image(dl_task *d, ferry_status *st)
 {
-	const ferry_config *cfg = e->cfg;
-	char part[FERRY_PATH_MAX], done_path[FERRY_PATH_MAX];
-	jctx j = {.e = e, .update_id = uid, .component = c->name, .stage = "downloading", .durable = c->dl_offset};
+	eng_run *r = d->r;
+	const ferry_config *cfg = r->e->cfg;
+	ferry_jcomponent *c = &r->cs[d->first];
+	const ferry_component *mc = run_component(r, c->name);
+	char part[FERRY_PATH_MAX], have[FERRY_PATH_MAX];
 	ferry_err err;
 
-	if (!ferry_store_has(e->store, mc->sha256, done_path)) {
-		if (!c->link)
-			return ferry_fail(st, FERRY_E_DOWNLOAD_FAILED, "%s: no download link; send update.download",
-					  c->name);
-		ferry_store_partial(e->store, mc->sha256, part);
-		/* Bytes past the last durable offset may be garbage after a power cut. */
-		if (truncate(part, c->dl_offset) && c->dl_offset > 0)
-			ferry_log(LOG_WARNING, "%s/%s: partial file missing; starting over", uid, c->name);
-		ferry_dl_req req = {
-			.url = c->link, .ca_file = cfg->download.ca, .part_path = part, .size = mc->size,
-			.limits = {.connect_timeout_s = cfg->download.connect_timeout_s,
-				   .low_speed_bytes = cfg->download.low_speed_bytes,
-				   .low_speed_time_s = cfg->download.low_speed_time_s,
-				   .retries = cfg->download.retries, .retry_delay_ms = cfg->download.retry_delay_ms},
-			.durable = dl_durable, .progress = dl_progress, .ctx = &j};
-		memcpy(req.sha256, mc->sha256, 32);
-		progress(&j, c->dl_offset, mc->size);
-		if ((err = ferry_download(&req, st)) || (err = ferry_store_commit(e->store, mc->sha256, st)))
-			return err;
-	}
-	if (ferry_journal_set_link(e->journal, uid, c->name, NULL, st))
-		return st->code;
-	return report(e, uid, c->name, "downloaded", mc->size, mc->size);
+	if (ferry_store_has(r->e->store, mc->sha256, have))
+		return FERRY_OK;
+	if (!c->link)
+		return ferry_fail(st, FERRY_E_DOWNLOAD_FAILED, "%s: no download link; send update.download", c->name);
+	ferry_store_partial(r->e->store, mc->sha256, part);
+	/* Bytes past the last durable offset may be garbage after a power cut. */
+	if (truncate(part, c->dl_offset) && c->dl_offset > 0)
+		ferry_log(LOG_WARNING, "%s/%s: partial file missing; starting over", r->u.id, c->name);
+	ferry_dl_req req = {
+		.url = c->link, .ca_file = cfg->download.ca, .part_path = part, .size = mc->size,
+		.limits = {.connect_timeout_s = cfg->download.connect_timeout_s,
+			   .low_speed_bytes = cfg->download.low_speed_bytes,
+			   .low_speed_time_s = cfg->download.low_speed_time_s, .retries = cfg->download.retries,
+			   .retry_delay_ms = cfg->download.retry_delay_ms},
+		.durable = dl_durable, .progress = dl_progress, .ctx = d};
+	memcpy(req.sha256, mc->sha256, 32);
+	dl_progress(d, c->dl_offset, mc->size);
+	if ((err = ferry_download(&req, st)) || (err = ferry_store_commit(r->e->store, mc->sha256, st)))
+		return err;
+	return FERRY_OK;
 }
 
-static void job_download(ferry_engine *e, const ferry_jupdate *u, const ferry_manifest *m, ferry_jcomponent *cs,
-			 size_t n)
+typedef struct dl_arg {
+	dl_task *d;
+	dl_pool *pool;
+} dl_arg;
+
+static void *dl_main(void *arg)
 {
-	ferry_status st = {0};
+	dl_arg *a = arg;
+	dl_task *d = a->d;
 
-	for (size_t i = 0; i < n; i++) {
-		if (!is(&cs[i], "allowed") && !is(&cs[i], "downloading"))
-			continue;
-		if (download_one(e, u->id, &cs[i], ferry_manifest_find(m, cs[i].name), &st)) {
-			if (st.code == FERRY_E_CANCELLED && interrupted(e, u->id, cs, n))
-				return;
-			fail_update(e, u->id, cs[i].name, "failed", &st, cs, n);
-			return;
-		}
-	}
-	set_state(e, u->id, FERRY_U_DOWNLOADED);
-	if (u->deploy) {
-		set_state(e, u->id, FERRY_U_VERIFYING);
-		eng_enqueue(e, JOB_CHECK, u->id);
-	}
+	d->err = download_image(d, &d->st);
+	if (d->err && d->err != FERRY_E_CANCELLED)
+		atomic_store(&d->r->abandon, true); /* the others stop: the update fails */
+	pthread_mutex_lock(&a->pool->lock);
+	a->pool->running--;
+	pthread_cond_broadcast(&a->pool->cond);
+	pthread_mutex_unlock(&a->pool->lock);
+	free(a);
+	return NULL;
 }
+
+/* Components still to fetch, grouped by image. */
+static size_t plan_downloads(eng_run *r, dl_task *tasks)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < r->n_cs; i++) {
+		const ferry_component *mc = run_component(r, r->cs[i].name);
+		size_t k;
+		if ((r->cs[i].stage != FERRY_S_ALLOWED && r->cs[i].stage != FERRY_S_DOWNLOADING) || !mc)
+			continue;
+		for (k = 0; k < n; k++)
+			if (!memcmp(run_component(r, r->cs[tasks[k].first].name)->sha256, mc->sha256, 32))
+				break;
+		if (k == n) {
+			memset(&tasks[n], 0, sizeof(tasks[n]));
+			tasks[n].r = r;
+			tasks[n].first = i;
+			tasks[n].durable = r->cs[i].dl_offset;
+			n++;
+		} else if (!r->cs[tasks[k].first].link && r->cs[i].link) {
+			tasks[k].first = i; /* use a member that has a link */
+		}
+		tasks[k].members[tasks[k].n_members++] = i;
+	}
+	return n;
+}
+
+static bool phase_check(eng_run *r);
+
+static bool phase_download(eng_run *r)
+{
+	dl_task *tasks = calloc(FERRY_COMPONENTS_MAX, sizeof(*tasks));
+	dl_pool pool = {.running = 0};
+	unsigned limit = (unsigned)r->e->cfg->download.parallel;
+	size_t n, started = 0;
+	const dl_task *failed = NULL;
+
+	if (!tasks) {
+		ferry_log(LOG_ERR, "%s: out of memory", r->u.id);
+		return false;
+	}
+	pthread_mutex_init(&pool.lock, NULL);
+	pthread_cond_init(&pool.cond, NULL);
+	n = plan_downloads(r, tasks);
+	pthread_mutex_lock(&pool.lock);
+	for (size_t i = 0; i < n; i++) {
+		dl_arg *a;
+		while (pool.running >= limit)
+			pthread_cond_wait(&pool.cond, &pool.lock);
+		if (run_interrupted(r))
+			break;
+		if (!(a = malloc(sizeof(*a)))) {
+			tasks[i].err = ferry_fail(&tasks[i].st, FERRY_E_INTERNAL, "out of memory");
+			atomic_store(&r->abandon, true);
+			break;
+		}
+		*a = (dl_arg){.d = &tasks[i], .pool = &pool};
+		if (pthread_create(&tasks[i].th, NULL, dl_main, a)) {
+			free(a);
+			tasks[i].err = ferry_fail(&tasks[i].st, FERRY_E_INTERNAL, "cannot start a download thread");
+			atomic_store(&r->abandon, true);
+			break;
+		}
+		pool.running++;
+		started++;
+	}
+	pthread_mutex_unlock(&pool.lock);
+	for (size_t i = 0; i < started; i++)
+		pthread_join(tasks[i].th, NULL);
+	pthread_mutex_destroy(&pool.lock);
+	pthread_cond_destroy(&pool.cond);
+
+	for (size_t i = 0; i < n && !failed; i++)
+		if (tasks[i].err && tasks[i].err != FERRY_E_CANCELLED)
+			failed = &tasks[i];
+	if (!failed && stopping(r)) {
+		free(tasks);
+		return false;
+	}
+	if (!failed && ferry_job_cancelled(r->job)) {
+		end_update(r, FERRY_U_CANCELLED, "cancelled by command");
+		free(tasks);
+		return false;
+	}
+	if (failed) {
+		char why[FERRY_DETAIL_MAX];
+		for (size_t k = 0; k < failed->n_members; k++)
+			comp_report(r, &r->cs[failed->members[k]], FERRY_S_FAILED, &failed->st, -1, -1);
+		snprintf(why, sizeof(why), "not installed: the download of %s failed (%s)", r->cs[failed->first].name,
+			 ferry_err_code(failed->err));
+		end_update(r, FERRY_U_FAILED, why);
+		free(tasks);
+		return false;
+	}
+	/* each image is in the store: every component that takes it is downloaded */
+	for (size_t i = 0; i < n; i++)
+		for (size_t k = 0; k < tasks[i].n_members; k++) {
+			ferry_jcomponent *c = &r->cs[tasks[i].members[k]];
+			const ferry_component *mc = run_component(r, c->name);
+			if (ferry_journal_set_link(r->e->journal, r->u.id, c->name, NULL, NULL))
+				ferry_log(LOG_ERR, "journal: cannot forget the link of %s/%s", r->u.id, c->name);
+			free(c->link);
+			c->link = NULL;
+			comp_report(r, c, FERRY_S_DOWNLOADED, NULL, mc->size, mc->size);
+		}
+	free(tasks);
+	if (!move(r, FERRY_U_DOWNLOADED))
+		return false;
+	if (!r->u.deploy)
+		return true;
+	return move(r, FERRY_U_VERIFYING) && phase_check(r);
+}
+
+/* ---- check ---- */
 
 static ferry_err hash_file(const char *path, int64_t *size, uint8_t dig[32], ferry_status *st)
 {
@@ -207,326 +373,305 @@ static ferry_err hash_file(const char *path, int64_t *size, uint8_t dig[32], fer
 	return r < 0 ? ferry_fail(st, FERRY_E_INTERNAL, "read error in the store") : FERRY_OK;
 }
 
-static ferry_image_v1 image_of(const ferry_component *mc, const char *path)
+static ferry_err check_image(eng_run *r, const ferry_jcomponent *c, ferry_status *st)
 {
-	ferry_image_v1 img = {.size = sizeof(img), .component = mc->name, .path = path, .length = (uint64_t)mc->size,
-			      .format = ferry_format_name(mc->format), .version = mc->version.text};
-	memcpy(img.sha256, mc->sha256, 32);
-	return img;
-}
-
-typedef struct sess_ctx {
-	jctx j;
-} sess_ctx;
-
-static void sh_progress(void *ctx, uint64_t done, uint64_t total)
-{
-	jctx *j = ctx;
-	progress(j, (int64_t)done, (int64_t)total);
-	if ((int64_t)done - j->durable >= 64 * 1024 || done == total) {
-		if (ferry_journal_set_push_offset(j->e->journal, j->update_id, j->component, (int64_t)done, NULL) ==
-		    FERRY_OK)
-			j->durable = (int64_t)done;
-	}
-}
-
-static bool sh_cancelled(void *ctx)
-{
-	return atomic_load(&((jctx *)ctx)->e->cancel);
-}
-
-/* Open a session on the component's device: the identity is checked again
- * right before use. */
-static ferry_err open_session(ferry_engine *e, const ferry_component *mc, const ferry_session_host_v1 *sh,
-			      ferry_adapter **ad, void **sess, ferry_status *st)
-{
-	char detail[FERRY_ADAPTER_DETAIL_MAX] = "";
-	const ferry_device_v1 *dev;
-	ferry_device_v1 copy;
-	int rc;
-
-	pthread_mutex_lock(&e->adapters_lock);
-	ferry_adapters_discover(e->adapters);
-	*ad = ferry_adapters_find(e->adapters, mc->adapter);
-	dev = *ad ? ferry_adapters_match(e->adapters, *ad, mc) : NULL;
-	if (dev)
-		copy = *dev;
-	pthread_mutex_unlock(&e->adapters_lock);
-	if (!dev)
-		return ferry_fail(st, FERRY_E_NO_MATCHING_DEVICE, "%s: its device is not attached", mc->name);
-	if ((rc = (*ad)->ops->open((*ad)->state, &copy, sh, sess, detail)))
-		return ferry_fail(st, (ferry_err)rc, "%s: %s", mc->name, detail);
-	return FERRY_OK;
-}
-
-static ferry_err check_one(ferry_engine *e, const char *uid, const ferry_component *mc, ferry_status *st)
-{
-	char path[FERRY_PATH_MAX], detail[FERRY_ADAPTER_DETAIL_MAX] = "";
+	const ferry_component *mc = run_component(r, c->name);
+	char path[FERRY_PATH_MAX];
 	uint8_t dig[32];
 	int64_t size;
-	jctx j = {.e = e, .update_id = uid, .component = mc->name, .stage = "verifying"};
-	ferry_session_host_v1 sh = {.size = sizeof(sh), .ctx = &j, .progress = sh_progress, .cancelled = sh_cancelled};
-	ferry_adapter *ad;
-	void *sess;
 	ferry_err err;
-	int rc;
 
-	if ((err = report(e, uid, mc->name, "verifying", 0, -1)))
-		return ferry_fail(st, err, "journal");
-	if (!ferry_store_has(e->store, mc->sha256, path))
-		return ferry_fail(st, FERRY_E_DIGEST_MISMATCH, "%s: image is not in the store", mc->name);
+	if (!ferry_store_has(r->e->store, mc->sha256, path))
+		return ferry_fail(st, FERRY_E_DIGEST_MISMATCH, "%s: image is not in the store", c->name);
 	if ((err = hash_file(path, &size, dig, st)))
 		return err;
 	if (size != mc->size)
-		return ferry_fail(st, FERRY_E_SIZE_MISMATCH, "%s: %lld bytes, manifest says %lld", mc->name,
+		return ferry_fail(st, FERRY_E_SIZE_MISMATCH, "%s: %lld bytes, manifest says %lld", c->name,
 				  (long long)size, (long long)mc->size);
 	if (memcmp(dig, mc->sha256, 32))
-		return ferry_fail(st, FERRY_E_DIGEST_MISMATCH, "%s: SHA-256 differs from the manifest", mc->name);
-	if ((err = open_session(e, mc, &sh, &ad, &sess, st)))
-		return err;
-	ferry_image_v1 img = image_of(mc, path);
-	rc = ad->ops->check(sess, &img, detail);
-	ad->ops->close(sess);
-	if (rc)
-		return ferry_fail(st, (ferry_err)rc, "%s: %s", mc->name, detail);
-	return report(e, uid, mc->name, "verified", -1, -1) ? ferry_fail(st, FERRY_E_INTERNAL, "journal") : FERRY_OK;
-}
-
-static void job_check(ferry_engine *e, const ferry_jupdate *u, const ferry_manifest *m, ferry_jcomponent *cs,
-		      size_t n)
-{
-	ferry_status st = {0};
-
-	for (size_t i = 0; i < n; i++) {
-		if (!is(&cs[i], "downloaded") && !is(&cs[i], "verifying"))
-			continue;
-		if (interrupted(e, u->id, cs, n))
-			return;
-		if (check_one(e, u->id, ferry_manifest_find(m, cs[i].name), &st)) {
-			fail_update(e, u->id, cs[i].name, "failed", &st, cs, n);
-			return;
-		}
-	}
-	set_state(e, u->id, FERRY_U_VERIFIED);
-	if (u->deploy) {
-		set_state(e, u->id, FERRY_U_INSTALLING);
-		eng_enqueue(e, JOB_INSTALL, u->id);
-	}
-}
-
-/* Push, activate, confirm.  `*stage_out` says which stage a failure
- * belongs to: after activation a device that can roll back has done so. */
-static ferry_err push(ferry_engine *e, ferry_adapter *ad, void *sess, const char *uid, ferry_jcomponent *c,
-		      const ferry_image_v1 *img, char *version, bool *activated, ferry_status *st)
-{
-	char detail[FERRY_ADAPTER_DETAIL_MAX] = "";
-	uint64_t off = (ad->ops->caps & FERRY_ADAPTER_CAP_RESUME) ? (uint64_t)c->push_offset : 0;
-	int rc;
-
-	*activated = false;
-	if (is(c, "activating")) {
-		/* We stopped while the device applied it: ask before pushing again. */
-		if (ad->ops->confirm(sess, img, version, detail) == 0)
-			return FERRY_OK;
-		off = 0;
-	}
-	if ((rc = ad->ops->check(sess, img, detail)))
-		return ferry_fail(st, (ferry_err)rc, "%s", detail);
-	if ((rc = ad->ops->write(sess, img, &off, detail)))
-		return ferry_fail(st, (ferry_err)rc, "%s", detail);
-	if (atomic_load(&e->cancel))
-		return ferry_fail(st, FERRY_E_CANCELLED, "cancelled before activation");
-	if (report(e, uid, c->name, "activating", -1, -1))
-		return ferry_fail(st, FERRY_E_INTERNAL, "journal");
-	*activated = true;
-	if ((rc = ad->ops->activate(sess, img, detail)) || (rc = ad->ops->confirm(sess, img, version, detail)))
-		return ferry_fail(st, (ferry_err)rc, "%s", detail);
+		return ferry_fail(st, FERRY_E_DIGEST_MISMATCH, "%s: SHA-256 differs from the manifest", c->name);
 	return FERRY_OK;
 }
 
-static ferry_err install_one(ferry_engine *e, const char *uid, ferry_jcomponent *c, const ferry_component *mc,
-			     const char **stage, ferry_status *st)
+static bool verifying(const ferry_jcomponent *c)
 {
-	char path[FERRY_PATH_MAX], version[FERRY_ADAPTER_STR_MAX] = "", detail[FERRY_ADAPTER_DETAIL_MAX];
-	jctx j = {.e = e, .update_id = uid, .component = c->name, .stage = "installing", .durable = c->push_offset};
-	ferry_session_host_v1 sh = {.size = sizeof(sh), .ctx = &j, .progress = sh_progress, .cancelled = sh_cancelled};
-	ferry_adapter *ad;
-	void *sess;
-	bool activated;
+	return c->stage == FERRY_S_DOWNLOADED || c->stage == FERRY_S_VERIFYING;
+}
+
+static bool check_eligible(eng_run *r, const ferry_jstep *s)
+{
+	for (size_t i = 0; i < r->n_cs; i++)
+		if (!strcmp(r->cs[i].name, s->component))
+			return verifying(&r->cs[i]) && !ferry_stage_final(s->stage);
+	return false;
+}
+
+static step_fn check_fn(eng_run *r, const ferry_jstep *s)
+{
+	return step_check;
+}
+
+static bool phase_install(eng_run *r);
+
+static bool phase_check(eng_run *r)
+{
+	ferry_status st = {0};
+	sched_opts o = {.eligible = check_eligible, .fn_for = check_fn};
+	sched_result res;
+
+	for (size_t i = 0; i < r->n_cs; i++) {
+		ferry_jcomponent *c = &r->cs[i];
+		if (!verifying(c))
+			continue;
+		if (run_interrupted(r))
+			break;
+		if (c->stage == FERRY_S_DOWNLOADED && !comp_report(r, c, FERRY_S_VERIFYING, NULL, 0, -1))
+			return false;
+		if (check_image(r, c, &st)) {
+			char why[FERRY_DETAIL_MAX];
+			comp_report(r, c, FERRY_S_FAILED, &st, -1, -1);
+			snprintf(why, sizeof(why), "not installed: the check of %s failed (%s)", c->name,
+				 ferry_err_code(st.code));
+			end_update(r, FERRY_U_FAILED, why);
+			return false;
+		}
+	}
+	if (!run_interrupted(r)) {
+		/* the devices' own checks, in parallel; a device that is away now
+		 * is checked right before its push */
+		eng_discover(r->e, NULL);
+		o.atomic = false;
+		res = sched_run(r, &o);
+		if (res.failed) {
+			end_update(r, FERRY_U_FAILED, "not installed: a device's check failed");
+			return false;
+		}
+	}
+	if (stopping(r))
+		return false;
+	if (ferry_job_cancelled(r->job)) {
+		end_update(r, FERRY_U_CANCELLED, "cancelled by command");
+		return false;
+	}
+	for (size_t i = 0; i < r->n_cs; i++)
+		if (verifying(&r->cs[i]) && !comp_report(r, &r->cs[i], FERRY_S_VERIFIED, NULL, -1, -1))
+			return false;
+	if (!move(r, FERRY_U_VERIFIED))
+		return false;
+	if (!r->u.deploy)
+		return true;
+	return move(r, FERRY_U_INSTALLING) && phase_install(r);
+}
+
+/* ---- install ---- */
+
+static bool not_final(eng_run *r, const ferry_jstep *s)
+{
+	return !ferry_stage_final(s->stage);
+}
+
+static bool on_trial(eng_run *r, const ferry_jstep *s)
+{
+	return s->stage == FERRY_S_TRIAL;
+}
+
+static step_fn install_fn(eng_run *r, const ferry_jstep *s)
+{
+	return step_install;
+}
+
+static step_fn atomic_fn(eng_run *r, const ferry_jstep *s)
+{
+	return ferry_adapter_revertible(ferry_adapters_find(r->e->adapters, s->adapter)) ? step_trial : step_install;
+}
+
+static step_fn commit_fn(eng_run *r, const ferry_jstep *s)
+{
+	return step_commit;
+}
+
+static step_fn revert_fn(eng_run *r, const ferry_jstep *s)
+{
+	return step_revert;
+}
+
+/* DONE when every step installed (or had it already), else FAILED. */
+static void settle(eng_run *r)
+{
+	bool all = true;
+	for (size_t i = 0; i < r->n_steps; i++)
+		all &= r->steps[i].stage == FERRY_S_INSTALLED || r->steps[i].stage == FERRY_S_ALREADY_INSTALLED;
+	move(r, all ? FERRY_U_DONE : FERRY_U_FAILED);
+}
+
+static void revert_all(eng_run *r)
+{
+	sched_opts o = {.eligible = not_final, .fn_for = revert_fn, .run_absent = true};
+
+	atomic_store(&r->finishing, true);
+	sched_run(r, &o);
+	if (stopping(r))
+		return;
+	atomic_store(&r->finishing, false);
+	end_update(r, ferry_job_cancelled(r->job) ? FERRY_U_CANCELLED : FERRY_U_FAILED, "not installed");
+}
+
+static void commit_all(eng_run *r)
+{
+	sched_opts o = {.eligible = on_trial, .fn_for = commit_fn, .run_absent = true};
+
+	atomic_store(&r->finishing, true);
+	sched_run(r, &o);
+	if (stopping(r))
+		return;
+	settle(r);
+}
+
+static bool phase_install_atomic(eng_run *r)
+{
+	ferry_status st = {0};
+
+	if (r->u.phase == FERRY_P_FORWARD) {
+		sched_opts o = {.eligible = not_final, .fn_for = atomic_fn, .ordered = true, .atomic = true,
+				.wait_absent = true};
+		sched_result res = sched_run(r, &o);
+		if (stopping(r))
+			return false;
+		bool back = res.failed || res.skipped || res.left || ferry_job_cancelled(r->job) || r->no_new_pushes;
+		if (back && !r->why[0] && ferry_job_cancelled(r->job))
+			snprintf(r->why, sizeof(r->why), "cancelled by command");
+		if (ferry_journal_phase_move(r->e->journal, r->u.id, FERRY_P_FORWARD,
+					     back ? FERRY_P_REVERTING : FERRY_P_COMMITTING, &st)) {
+			ferry_log(LOG_ERR, "journal: %s", st.detail);
+			return false;
+		}
+		r->u.phase = back ? FERRY_P_REVERTING : FERRY_P_COMMITTING;
+		ferry_log(LOG_INFO, "%s: every device %s", r->u.id,
+			  back ? "goes back to its old image" : "came up on the new version: committing");
+	}
+	if (r->u.phase == FERRY_P_COMMITTING)
+		commit_all(r);
+	else
+		revert_all(r);
+	return true;
+}
+
+static bool phase_install(eng_run *r)
+{
+	if (r->u.state == FERRY_U_VERIFIED && !move(r, FERRY_U_INSTALLING))
+		return false;
+	eng_discover(r->e, NULL);
+	if (r->u.atomic) {
+		phase_install_atomic(r);
+	} else {
+		sched_opts o = {.eligible = not_final, .fn_for = install_fn, .ordered = true, .wait_absent = true};
+		sched_run(r, &o);
+		if (stopping(r))
+			return false;
+		if (ferry_job_cancelled(r->job))
+			end_update(r, FERRY_U_CANCELLED, "cancelled by command");
+		else
+			settle(r);
+	}
+	eng_publish_inventory(r->e);
+	return true;
+}
+
+/* ---- the runner ---- */
+
+static bool load(eng_run *r, ferry_status *st)
+{
 	ferry_err err;
 
-	*stage = "failed";
-	if (!ferry_store_has(e->store, mc->sha256, path))
-		return ferry_fail(st, FERRY_E_DIGEST_MISMATCH, "%s: image is not in the store", c->name);
-	if ((err = open_session(e, mc, &sh, &ad, &sess, st)))
-		return err;
-	ferry_image_v1 img = image_of(mc, path);
-	if (!is(c, "activating"))
-		progress(&j, 0, mc->size);
-	err = push(e, ad, sess, uid, c, &img, version, &activated, st);
-	if (err) {
-		/* `rolled_back` is a claim about the device: make it only when
-		 * the adapter reached the device afterwards and left it on its
-		 * old image.  A device that cannot be reached after activation
-		 * may run either image, and the report says so. */
-		detail[0] = '\0';
-		int arc = ad->ops->abort(sess, detail);
-		if (activated && arc) {
-			char was[FERRY_DETAIL_MAX];
-			snprintf(was, sizeof(was), "%s", st->detail);
-			ferry_fail(st, err, "%s; the device could not be checked afterwards, so which image it runs is "
-					    "unknown: %s", was, detail[0] ? detail : "no detail");
-			ferry_log(LOG_WARNING, "%s/%s: %s", uid, c->name, st->detail);
-		} else if (activated && (ad->ops->caps & FERRY_ADAPTER_CAP_ROLLBACK)) {
-			*stage = "rolled_back";
-		}
-	}
-	ad->ops->close(sess);
-	if (err)
-		return err;
-	if ((err = ferry_journal_set_installed(e->journal, c->name, version, "", eng_now(), st)))
-		return err;
-	ferry_transition t = {.update_id = uid, .component = c->name, .stage = "installed", .version = version,
-			      .total = -1, .ts = eng_now()};
-	return eng_report(e, &t, st);
+	if ((err = ferry_journal_components(r->e->journal, r->u.id, &r->cs, &r->n_cs, st)) ||
+	    (err = ferry_journal_steps(r->e->journal, r->u.id, &r->steps, &r->n_steps, st)))
+		return false;
+	return true;
 }
 
-static bool device_present(ferry_engine *e, const ferry_component *mc)
-{
-	ferry_adapter *ad;
-	bool found;
-
-	pthread_mutex_lock(&e->adapters_lock);
-	ad = ferry_adapters_find(e->adapters, mc->adapter);
-	if (ad)
-		ferry_adapters_discover_one(e->adapters, ad);
-	found = ad && ferry_adapters_match(e->adapters, ad, mc);
-	pthread_mutex_unlock(&e->adapters_lock);
-	return found;
-}
-
-/* A subdevice that is not attached now is waited for: the component is
- * reported `waiting` once, and the install goes on by itself when the device
- * is back, until the update expires.  Returns 0 when the device is there,
- * else the reason the wait ended. */
-static ferry_err wait_for_device(ferry_engine *e, const ferry_jupdate *u, ferry_jcomponent *c,
-				 const ferry_component *mc, ferry_status *st)
-{
-	if (device_present(e, mc))
-		return FERRY_OK;
-	if (!is(c, "waiting")) {
-		if (report(e, u->id, c->name, "waiting", -1, -1))
-			return ferry_fail(st, FERRY_E_INTERNAL, "journal");
-		snprintf(c->stage, sizeof(c->stage), "waiting");
-	}
-	ferry_log(LOG_INFO, "%s/%s: waiting for its %s device", u->id, c->name, mc->adapter);
-	for (;;) {
-		for (int i = 0; i < 20 && !atomic_load(&e->cancel); i++) {
-			struct timespec ts = {0, 100 * 1000000L};
-			nanosleep(&ts, NULL);
-		}
-		if (atomic_load(&e->cancel))
-			return ferry_fail(st, FERRY_E_CANCELLED, "cancelled while waiting for the device");
-		if (u->expires && eng_now() >= u->expires)
-			return ferry_fail(st, FERRY_E_EXPIRED, "%s: its device did not come back before the update expired",
-					  c->name);
-		if (device_present(e, mc))
-			return FERRY_OK;
-	}
-}
-
-static void job_install(ferry_engine *e, const ferry_jupdate *u, const ferry_manifest *m, ferry_jcomponent *cs,
-			size_t n)
+/* The manifest does not verify now (it expired, or its signer is no longer
+ * trusted).  Devices already activated are finished as the journal says
+ * (under the manifest as it verified when the update was accepted); nothing
+ * new is pushed; every other step fails with the reason. */
+static void manifest_gone(eng_run *r, const ferry_status *why)
 {
 	ferry_status st = {0};
-	const char *stage;
+	bool touched = r->u.atomic && r->u.phase != FERRY_P_FORWARD;
 
-	for (size_t i = 0; i < n; i++) {
-		if (!is(&cs[i], "verified") && !is(&cs[i], "installing") && !is(&cs[i], "activating") &&
-		    !is(&cs[i], "waiting"))
-			continue;
-		if (interrupted(e, u->id, cs, n))
-			return;
-		if (wait_for_device(e, u, &cs[i], ferry_manifest_find(m, cs[i].name), &st)) {
-			if (st.code == FERRY_E_CANCELLED && interrupted(e, u->id, cs, n))
-				return;
-			fail_update(e, u->id, cs[i].name, "failed", &st, cs, n);
-			return;
-		}
-		if (install_one(e, u->id, &cs[i], ferry_manifest_find(m, cs[i].name), &stage, &st)) {
-			if (st.code == FERRY_E_CANCELLED && interrupted(e, u->id, cs, n))
-				return;
-			fail_update(e, u->id, cs[i].name, stage, &st, cs, n);
-			eng_publish_inventory(e);
-			return;
-		}
-		snprintf(cs[i].stage, sizeof(cs[i].stage), "installed");
+	for (size_t i = 0; i < r->n_steps; i++)
+		touched |= r->steps[i].stage == FERRY_S_ACTIVATING || r->steps[i].stage == FERRY_S_TRIAL;
+	if (touched && r->u.state == FERRY_U_INSTALLING &&
+	    eng_load_manifest(r->e, &r->u, r->u.created, &r->m, &st) == FERRY_OK) {
+		r->no_new_pushes = true;
+		snprintf(r->why, sizeof(r->why), "%s", why->detail);
+		phase_install(r);
+		ferry_manifest_free(&r->m);
+		return;
 	}
-	set_state(e, u->id, FERRY_U_DONE);
-	eng_publish_inventory(e);
+	for (size_t i = 0; i < r->n_steps; i++)
+		if (!ferry_stage_final(r->steps[i].stage) && r->steps[i].stage != FERRY_S_ACTIVATING &&
+		    r->steps[i].stage != FERRY_S_TRIAL)
+			run_step_report(r, &r->steps[i], FERRY_S_FAILED, ferry_err_code(why->code), why->detail, NULL, -1,
+					-1);
+	end_update(r, FERRY_U_FAILED, why->detail);
 }
 
-static void run_job(ferry_engine *e, const job *jb)
+static void run_job(ferry_engine *e, ferry_job *job)
 {
 	ferry_status st = {0};
-	ferry_jupdate u;
-	ferry_manifest m;
-	ferry_jcomponent *cs = NULL;
-	size_t n = 0;
+	eng_run *r = calloc(1, sizeof(*r));
 
-	if (ferry_journal_update_get(e->journal, jb->update_id, &u, &st))
-		return;
-	if (ferry_ustate_final(u.state)) {
-		ferry_jupdate_free(&u);
+	if (!r) {
+		ferry_log(LOG_ERR, "out of memory: update %s not run", ferry_job_update(job));
 		return;
 	}
-	if (eng_load_manifest(e, &u, &m, &st)) {
-		/* expired or no longer trusted: end it, with the reason */
-		if (ferry_journal_components(e->journal, u.id, &cs, &n, NULL) == FERRY_OK && n)
-			fail_update(e, u.id, cs[0].name, "failed", &st, cs, n);
-		ferry_jcomponents_free(cs, n);
-		ferry_jupdate_free(&u);
-		return;
+	r->e = e;
+	r->job = job;
+	pthread_mutex_init(&r->why_lock, NULL);
+	if (ferry_journal_update_get(e->journal, ferry_job_update(job), &r->u, &st) || ferry_ustate_final(r->u.state) ||
+	    !load(r, &st))
+		goto out;
+	if (eng_load_manifest(e, &r->u, eng_now(), &r->m, &st)) {
+		manifest_gone(r, &st);
+		goto out;
 	}
-	if (ferry_journal_components(e->journal, u.id, &cs, &n, &st) == FERRY_OK) {
-		switch (jb->kind) {
-		case JOB_DOWNLOAD: job_download(e, &u, &m, cs, n); break;
-		case JOB_CHECK: job_check(e, &u, &m, cs, n); break;
-		case JOB_INSTALL: job_install(e, &u, &m, cs, n); break;
-		}
-		ferry_jcomponents_free(cs, n);
+	switch (r->u.state) {
+	case FERRY_U_DOWNLOADING:
+		phase_download(r);
+		break;
+	case FERRY_U_DOWNLOADED:
+	case FERRY_U_VERIFYING:
+		if (r->u.state == FERRY_U_DOWNLOADED && !move(r, FERRY_U_VERIFYING))
+			break;
+		phase_check(r);
+		break;
+	case FERRY_U_VERIFIED:
+	case FERRY_U_INSTALLING:
+		phase_install(r);
+		break;
+	default:
+		/* nothing runs at this state: only a cancel brings it here */
+		if (ferry_job_cancelled(job))
+			end_update(r, FERRY_U_CANCELLED, "cancelled by command");
+		break;
 	}
-	ferry_manifest_free(&m);
-	ferry_jupdate_free(&u);
+	ferry_manifest_free(&r->m);
+out:
+	ferry_jcomponents_free(r->cs, r->n_cs);
+	free(r->steps);
+	ferry_jupdate_free(&r->u);
+	pthread_mutex_destroy(&r->why_lock);
+	free(r);
 }
 
-void *eng_worker(void *arg)
+void *eng_runner(void *arg)
 {
 	ferry_engine *e = arg;
+	ferry_job *job;
 
-	for (;;) {
-		job *jb;
-		pthread_mutex_lock(&e->job_lock);
-		while (!e->job_head && !atomic_load(&e->stopping))
-			pthread_cond_wait(&e->job_cond, &e->job_lock);
-		if (atomic_load(&e->stopping)) {
-			pthread_mutex_unlock(&e->job_lock);
-			break;
-		}
-		jb = e->job_head;
-		e->job_head = jb->next;
-		if (!e->job_head)
-			e->job_tail = NULL;
-		snprintf(e->running, sizeof(e->running), "%s", jb->update_id);
-		atomic_store(&e->cancel, false);
-		pthread_mutex_unlock(&e->job_lock);
-
-		run_job(e, jb);
-
-		pthread_mutex_lock(&e->job_lock);
-		e->running[0] = '\0';
-		pthread_mutex_unlock(&e->job_lock);
-		free(jb);
+	while ((job = ferry_jobq_pop(e->jobs))) {
+		run_job(e, job);
+		ferry_jobq_done(e->jobs, job);
 	}
 	return NULL;
 }
@@ -547,9 +692,18 @@ void eng_resume(ferry_engine *e)
 			continue;
 		ferry_log(LOG_INFO, "resuming update %s (%s)", u.id, ferry_ustate_name(u.state));
 		switch (u.state) {
-		case FERRY_U_DOWNLOADING: eng_enqueue(e, JOB_DOWNLOAD, u.id); break;
-		case FERRY_U_VERIFYING: eng_enqueue(e, JOB_CHECK, u.id); break;
-		case FERRY_U_INSTALLING: eng_enqueue(e, JOB_INSTALL, u.id); break;
+		case FERRY_U_DOWNLOADING: eng_enqueue(e, FERRY_JOB_DOWNLOAD, u.id); break;
+		case FERRY_U_VERIFYING: eng_enqueue(e, FERRY_JOB_CHECK, u.id); break;
+		case FERRY_U_INSTALLING: eng_enqueue(e, FERRY_JOB_INSTALL, u.id); break;
+		/* a deploy stopped between two phases goes on by itself */
+		case FERRY_U_DOWNLOADED:
+			if (u.deploy)
+				eng_enqueue(e, FERRY_JOB_CHECK, u.id);
+			break;
+		case FERRY_U_VERIFIED:
+			if (u.deploy)
+				eng_enqueue(e, FERRY_JOB_INSTALL, u.id);
+			break;
 		default: break; /* waiting for the cloud's next command */
 		}
 		ferry_jupdate_free(&u);

@@ -214,6 +214,7 @@ static ferry_err parse_manifest(const json_t *p, ferry_manifest *m, ferry_status
 	    (e = ferry_json_int(p, "created", true, 0, TIME_MAX_JSON, &m->created, NULL, st)) ||
 	    (e = ferry_json_int(p, "expires", false, 1, TIME_MAX_JSON, &m->expires, NULL, st)) ||
 	    (e = ferry_json_bool(p, "allow_downgrade", &m->allow_downgrade, st)) ||
+	    (e = ferry_json_bool(p, "atomic", &m->atomic, st)) ||
 	    (e = ferry_json_member(p, "components", true, JSON_ARRAY, &comps, st)))
 		return e;
 	m->n = json_array_size(comps);

@@ -46,10 +46,7 @@
 #include "smp.h"
 #include "smp_client.h"
 
-int ferry_adapter_abi(const int *offered, size_t n);
-const ferry_adapter_v1 *ferry_adapter_table_v1(void);
-
-#define DEVICES_MAX 8
+#define DEVICES_MAX 64
 #define CALL_US (5 * 1000 * 1000ULL)
 
 typedef struct ble_dev {
@@ -87,16 +84,6 @@ typedef struct sess {
 static const char *cfg(const state *s, const char *key)
 {
 	return s->host->config(s->host->ctx, key);
-}
-
-static long cfg_long(const state *s, const char *key, long def, long min, long max)
-{
-	const char *v = cfg(s, key);
-	char *end;
-	long x = v ? strtol(v, &end, 10) : def;
-	if (v && (*end || x < min || x > max))
-		return -1;
-	return x;
 }
 
 static int copy_key(const state *s, const char *key, char *out, size_t cap, bool required, char *detail)
@@ -149,20 +136,20 @@ static int load_config(state *s, char *detail)
 	if (reasm && strcmp(reasm, "true") && strcmp(reasm, "false"))
 		return smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "reassembly: true or false");
 	s->link.reassembly = !reasm || !strcmp(reasm, "true");
-	s->cfg.timeout_ms = cfg_long(s, "timeout_ms", 3000, 50, 60000);
-	s->cfg.first_timeout_ms = cfg_long(s, "first_timeout_ms", 30000, 100, 600000);
-	s->cfg.reset_wait_ms = cfg_long(s, "reset_wait_ms", 30000, 100, 600000);
-	s->cfg.reset_resend_ms = cfg_long(s, "reset_resend_ms", 2000, 100, 600000);
-	s->cfg.retries = (int)cfg_long(s, "retries", 5, 0, 100);
-	s->cfg.chunk = cfg_long(s, "chunk", 0, 0, SMP_PACKET_MAX - SMP_UPLOAD_OVERHEAD);
-	s->link.connect_timeout_ms = cfg_long(s, "connect_timeout_ms", 15000, 100, 600000);
-	s->link.reset_drop_ms = cfg_long(s, "reset_drop_ms", 6000, 0, 600000);
-	if (s->cfg.timeout_ms < 0 || s->cfg.first_timeout_ms < 0 || s->cfg.reset_wait_ms < 0 ||
-	    s->cfg.reset_resend_ms < 0 || s->cfg.retries < 0 || s->cfg.chunk < 0 || s->link.connect_timeout_ms < 0 ||
-	    s->link.reset_drop_ms < 0)
-		return smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR,
-				"timeout_ms, first_timeout_ms, reset_wait_ms, reset_resend_ms, retries, chunk, "
-				"connect_timeout_ms or reset_drop_ms is out of range");
+	if ((rc = ferry_adapter_config_long(s->host, "timeout_ms", 3000, 50, 60000, &s->cfg.timeout_ms, detail)) ||
+	    (rc = ferry_adapter_config_long(s->host, "first_timeout_ms", 30000, 100, 600000, &s->cfg.first_timeout_ms,
+					    detail)) ||
+	    (rc = ferry_adapter_config_long(s->host, "reset_wait_ms", 30000, 100, 600000, &s->cfg.reset_wait_ms,
+					    detail)) ||
+	    (rc = ferry_adapter_config_long(s->host, "reset_resend_ms", 2000, 100, 600000, &s->cfg.reset_resend_ms,
+					    detail)) ||
+	    (rc = ferry_adapter_config_int(s->host, "retries", 5, 0, 100, &s->cfg.retries, detail)) ||
+	    (rc = ferry_adapter_config_long(s->host, "chunk", 0, 0, SMP_PACKET_MAX - SMP_UPLOAD_OVERHEAD, &s->cfg.chunk,
+					    detail)) ||
+	    (rc = ferry_adapter_config_long(s->host, "connect_timeout_ms", 15000, 100, 600000,
+					    &s->link.connect_timeout_ms, detail)) ||
+	    (rc = ferry_adapter_config_long(s->host, "reset_drop_ms", 6000, 0, 600000, &s->link.reset_drop_ms, detail)))
+		return rc;
 	for (size_t i = 0; i < DEVICES_MAX && !(rc = load_device(s, i, detail)); i++)
 		s->n = i + 1;
 	return rc == 1 ? 0 : rc;
@@ -304,9 +291,10 @@ static void describe(const state *s, const ble_dev *c, const bluez_device *bd, f
 	d->n_match = 2;
 	kv(&d->attributes[0], "bonded", bonded);
 	d->n_attributes = 1;
+	/* the component it serves; its version only when the device told it */
+	kv(&d->components[0], c->component, version ? version : "");
+	d->n_components = 1;
 	if (version) {
-		kv(&d->components[0], c->component, version);
-		d->n_components = 1;
 		/* the running image's MCUboot hash tells two builds of one version apart */
 		snprintf(d->attributes[1].key, sizeof(d->attributes[1].key), "image0_hash");
 		for (int k = 0; k < 32; k++)
@@ -486,9 +474,14 @@ static int b_confirm(void *session, const ferry_image_v1 *img, char *version, ch
 	return smp_client_confirm(&((sess *)session)->c, img, version, detail);
 }
 
-static int b_abort(void *session, char *detail)
+static int b_commit(void *session, const ferry_image_v1 *img, char *detail)
 {
-	return smp_client_abort(&((sess *)session)->c, detail);
+	return smp_client_commit(&((sess *)session)->c, img, detail);
+}
+
+static int b_abort(void *session, const ferry_image_v1 *img, char *detail)
+{
+	return smp_client_abort(&((sess *)session)->c, img, detail);
 }
 
 static void b_close(void *session)
@@ -520,32 +513,36 @@ static void b_close(void *session)
 
 static const char *const formats[] = {"mcuboot", NULL};
 
-static const ferry_adapter_v1 table = {
-    .abi = 1,
-    .name = "ble-smp",
-    .formats = formats,
-    .caps = FERRY_ADAPTER_CAP_ROLLBACK | FERRY_ADAPTER_CAP_NEEDS_RESET | FERRY_ADAPTER_CAP_RESUME,
-    .init = b_init,
-    .fini = b_fini,
-    .discover = b_discover,
-    .open = b_open,
-    .check = b_check,
-    .write = b_write,
-    .activate = b_activate,
-    .confirm = b_confirm,
-    .abort = b_abort,
-    .close = b_close,
+static const ferry_adapter_v2 table = {
+	.abi = 2,
+	.name = "ble-smp",
+	.formats = formats,
+	.caps = FERRY_ADAPTER_CAP_ROLLBACK | FERRY_ADAPTER_CAP_NEEDS_RESET | FERRY_ADAPTER_CAP_RESUME,
+	/* each session has its own D-Bus connection and GATT link; a
+	 * controller keeps only a few LE connections up at once */
+	.max_sessions = 4,
+	.init = b_init,
+	.fini = b_fini,
+	.discover = b_discover,
+	.open = b_open,
+	.check = b_check,
+	.write = b_write,
+	.activate = b_activate,
+	.confirm = b_confirm,
+	.commit = b_commit,
+	.abort = b_abort,
+	.close = b_close,
 };
 
-int ferry_adapter_abi(const int *offered, size_t n)
+FERRY_ADAPTER_EXPORT int ferry_adapter_abi(const int *offered, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
-		if (offered[i] == 1)
-			return 1;
+		if (offered[i] == 2)
+			return 2;
 	return -1;
 }
 
-const ferry_adapter_v1 *ferry_adapter_table_v1(void)
+FERRY_ADAPTER_EXPORT const ferry_adapter_v2 *ferry_adapter_table_v2(void)
 {
 	return &table;
 }

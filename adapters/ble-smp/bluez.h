@@ -20,9 +20,9 @@
 #define BLE_SMP_CHAR_UUID "da2e7828-fbce-4e01-ae9e-261174997c48"
 #define BLUEZ_PATH_MAX 160
 #define BLUEZ_NAME_MAX 65
-#define BLUEZ_DEVICES_MAX 32
-#define BLUEZ_SERVICES_MAX 64
-#define BLUEZ_CHARS_MAX 128
+#define BLUEZ_DEVICES_MAX 128
+#define BLUEZ_SERVICES_MAX 128
+#define BLUEZ_CHARS_MAX 256
 
 typedef struct bluez_device {
 	char path[BLUEZ_PATH_MAX];

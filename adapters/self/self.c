@@ -4,22 +4,33 @@
  * How an install goes, and why each step is there:
  *   write     copy the verified image from the store to PATH.ferry-new in the
  *             same directory (same file system, so the switch can be a
- *             rename), fsync it;
- *   activate  hard-link the running PATH to PATH.ferry-previous (kept for
- *             rollback), rename PATH.ferry-new over PATH, fsync the
+ *             rename), fsync it.  Stale names are removed first and the file
+ *             is created exclusively, never through a symlink planted there;
+ *   activate  write PATH.ferry-trial (the old version, and whether there was
+ *             an old file) by temp + rename, hard-link the running PATH to
+ *             PATH.ferry-previous, rename PATH.ferry-new over PATH, fsync the
  *             directory, record the version in PATH.ferry-version (itself
  *             written by temp + rename), then run the optional reload
  *             command; if the command fails the previous file and version
- *             are put back and the install fails;
- *   confirm   read PATH.ferry-version back.
- * A power cut at any point leaves either the old file or the new one at
- * PATH, never a mix.
+ *             are put back and the install fails.  The new file now runs on
+ *             trial: the old one is kept;
+ *   confirm   read PATH.ferry-version back;
+ *   commit    drop PATH.ferry-previous and PATH.ferry-trial: the new file is
+ *             there for good;
+ *   abort     while PATH.ferry-trial exists, put PATH.ferry-previous back
+ *             (or remove PATH when there was nothing before), restore the
+ *             old version and run the reload command again.
+ * commit and abort read everything they need from those files, so they work
+ * in a fresh session after a restart.  A power cut at any point leaves
+ * either the old file or the new one at PATH, never a mix, and a trial file
+ * that says how to go back.
  *
  * Config (adapters.self):
  *   vendor_id, class_id      the gateway's identity, matched against targets
  *   files[i].name            the component name in manifests
  *   files[i].path            absolute path of the installed file
  *   files[i].reload          optional shell command run after the switch
+ *                            (and after a switch back)
  */
 #include "self.h"
 
@@ -35,7 +46,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define SELF_FILES_MAX 16
+#define SELF_FILES_MAX FERRY_ADAPTER_COMPONENTS_MAX /* one device: its components */
 #define PATH_LEN 1024
 
 extern char **environ;
@@ -57,7 +68,6 @@ typedef struct self_session {
 	self_state *s;
 	const ferry_session_host_v1 *sh;
 	const self_file *f;
-	int activated; /* the switch happened and can be undone */
 } self_session;
 
 /* the SDK's: a sentence into detail, and the code back */
@@ -102,6 +112,10 @@ static int self_init(const ferry_host_v1 *host, void **state, char *detail)
 		snprintf(s->files[i].reload, sizeof(s->files[i].reload), "%s", reload ? reload : "");
 		s->n = i + 1;
 	}
+	if (cfg(s, SELF_FILES_MAX, "name") || cfg(s, SELF_FILES_MAX, "path")) {
+		free(s);
+		return fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "files[]: at most %d files", SELF_FILES_MAX);
+	}
 	*state = s;
 	return 0;
 }
@@ -116,20 +130,27 @@ static void sidecar(const self_file *f, const char *suffix, char *out)
 	snprintf(out, PATH_LEN, "%s.ferry-%s", f->path, suffix);
 }
 
+/* The first line of a small file of ours, or "" when it is missing. */
+static void read_line(const char *path, char *out, size_t cap)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	ssize_t n = 0;
+
+	out[0] = '\0';
+	if (fd < 0)
+		return;
+	n = read(fd, out, cap - 1);
+	close(fd);
+	out[n > 0 ? n : 0] = '\0';
+	out[strcspn(out, "\r\n")] = '\0';
+}
+
 /* The recorded version of f, or "" when it was never installed by ferry. */
 static void read_version(const self_file *f, char *out)
 {
 	char p[PATH_LEN];
-	FILE *fp;
-
-	out[0] = '\0';
 	sidecar(f, "version", p);
-	if (!(fp = fopen(p, "r")))
-		return;
-	if (!fgets(out, FERRY_ADAPTER_STR_MAX, fp))
-		out[0] = '\0';
-	out[strcspn(out, "\r\n")] = '\0';
-	fclose(fp);
+	read_line(p, out, FERRY_ADAPTER_STR_MAX);
 }
 
 static int self_discover(void *state, ferry_device_v1 *devs, size_t max, size_t *n, char *detail)
@@ -143,13 +164,11 @@ static int self_discover(void *state, ferry_device_v1 *devs, size_t max, size_t 
 	snprintf(d->id, sizeof(d->id), "self");
 	snprintf(d->vendor_id, sizeof(d->vendor_id), "%s", s->vendor_id);
 	snprintf(d->class_id, sizeof(d->class_id), "%s", s->class_id);
+	/* every configured file is served; its version is "" until ferry
+	 * installed it */
 	for (size_t i = 0; i < s->n && d->n_components < FERRY_ADAPTER_COMPONENTS_MAX; i++) {
-		char v[FERRY_ADAPTER_STR_MAX];
-		read_version(&s->files[i], v);
-		if (!v[0])
-			continue;
 		snprintf(d->components[d->n_components].key, FERRY_ADAPTER_STR_MAX, "%s", s->files[i].name);
-		snprintf(d->components[d->n_components].value, FERRY_ADAPTER_STR_MAX, "%s", v);
+		read_version(&s->files[i], d->components[d->n_components].value);
 		d->n_components++;
 	}
 	*n = 1;
@@ -176,18 +195,27 @@ static const self_file *file_for(self_state *s, const char *component)
 	return NULL;
 }
 
+/* The session's file for img's component. */
+static int pick(self_session *ss, const ferry_image_v1 *img, char *detail)
+{
+	if (!ss->f && !(ss->f = file_for(ss->s, img->component)))
+		return fail(detail, FERRY_ADAPTER_E_NO_MATCHING_DEVICE, "component %s is not among adapters.self.files",
+			    img->component);
+	return 0;
+}
+
 static int self_check(void *session, const ferry_image_v1 *img, char *detail)
 {
 	self_session *ss = session;
 	char dir[PATH_LEN];
 	struct statvfs vfs;
+	int rc;
 
 	if (strcmp(img->format, "file"))
 		return fail(detail, FERRY_ADAPTER_E_UNSUPPORTED, "format %s: self installs only format file",
 			    img->format);
-	if (!(ss->f = file_for(ss->s, img->component)))
-		return fail(detail, FERRY_ADAPTER_E_NO_MATCHING_DEVICE,
-			    "component %s is not among adapters.self.files", img->component);
+	if ((rc = pick(ss, img, detail)))
+		return rc;
 	snprintf(dir, sizeof(dir), "%s", ss->f->path);
 	if (statvfs(dirname(dir), &vfs))
 		return fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s: %s", ss->f->path, strerror(errno));
@@ -210,22 +238,32 @@ static int fsync_dir_of(const char *path)
 	return rc;
 }
 
+/* A new file of ours at path: whatever is there is removed first (a symlink
+ * planted there is removed, never followed), then created exclusively. */
+static int create_fresh(const char *path)
+{
+	if (unlink(path) && errno != ENOENT)
+		return -1;
+	return open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+}
+
 static int self_write(void *session, const ferry_image_v1 *img, uint64_t *resume_from, char *detail)
 {
 	self_session *ss = session;
 	char tmp[PATH_LEN], buf[65536];
-	int in, out;
+	int in, out, rc;
 	uint64_t done = 0;
 	ssize_t n;
 
-	if (!ss->f && self_check(session, img, detail))
-		return FERRY_ADAPTER_E_INSTALL_FAILED;
+	if ((rc = pick(ss, img, detail)))
+		return rc;
 	sidecar(ss->f, "new", tmp);
 	if ((in = open(img->path, O_RDONLY | O_CLOEXEC)) < 0)
 		return fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "image %s: %s", img->path, strerror(errno));
-	if ((out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0) {
+	if ((out = create_fresh(tmp)) < 0) {
+		int e = errno;
 		close(in);
-		return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "%s: %s", tmp, strerror(errno));
+		return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "%s: %s", tmp, strerror(e));
 	}
 	*resume_from = 0; /* a local copy is cheap: always start over */
 	while ((n = read(in, buf, sizeof(buf))) > 0) {
@@ -251,19 +289,34 @@ static int self_write(void *session, const ferry_image_v1 *img, uint64_t *resume
 	return 0;
 }
 
+/* Replace the small file at path with text (temp + fsync + rename). */
+static int write_small(const char *path, const char *text)
+{
+	char tmp[PATH_LEN + 8];
+	size_t len = strlen(text);
+	int fd, ok;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	if ((fd = create_fresh(tmp)) < 0)
+		return -1;
+	ok = write(fd, text, len) == (ssize_t)len && fsync(fd) == 0;
+	ok = close(fd) == 0 && ok;
+	if (!ok || rename(tmp, path)) {
+		unlink(tmp);
+		return -1;
+	}
+	return 0;
+}
+
 static int write_version(const self_file *f, const char *version)
 {
-	char p[PATH_LEN], tmp[PATH_LEN + 8];
-	FILE *fp;
-	int ok;
+	char p[PATH_LEN], line[FERRY_ADAPTER_STR_MAX + 2];
 
 	sidecar(f, "version", p);
-	snprintf(tmp, sizeof(tmp), "%s.tmp", p);
-	if (!(fp = fopen(tmp, "w")))
-		return -1;
-	ok = fprintf(fp, "%s\n", version) > 0 && fflush(fp) == 0 && fsync(fileno(fp)) == 0;
-	ok = (fclose(fp) == 0) && ok;
-	return ok && rename(tmp, p) == 0 ? 0 : -1;
+	if (!version[0])
+		return unlink(p) && errno != ENOENT ? -1 : 0;
+	snprintf(line, sizeof(line), "%s\n", version);
+	return write_small(p, line);
 }
 
 static int run_reload(const self_file *f)
@@ -281,45 +334,104 @@ static int run_reload(const self_file *f)
 	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
 }
 
-/* Put the previous file and version back after a failed switch. */
-static void restore(self_session *ss, const char *old_version)
-{
-	char prev[PATH_LEN];
+/* The trial file: "OLD_VERSION\nfile|none\n".  Present from before the
+ * switch until commit or abort. */
+typedef struct trial {
+	bool on; /* the file exists */
+	bool had_file;
+	char old_version[FERRY_ADAPTER_STR_MAX];
+} trial;
 
-	sidecar(ss->f, "previous", prev);
-	if (access(prev, F_OK) == 0)
-		rename(prev, ss->f->path);
-	else
-		unlink(ss->f->path); /* there was nothing before */
-	fsync_dir_of(ss->f->path);
-	if (old_version[0])
-		write_version(ss->f, old_version);
-	ss->activated = 0;
+static void read_trial(const self_file *f, trial *t)
+{
+	char p[PATH_LEN], buf[FERRY_ADAPTER_STR_MAX + 16];
+	int fd;
+	ssize_t n;
+
+	memset(t, 0, sizeof(*t));
+	sidecar(f, "trial", p);
+	if ((fd = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0)
+		return;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	buf[n > 0 ? n : 0] = '\0';
+	char *nl = strchr(buf, '\n');
+	t->on = true;
+	if (nl) {
+		*nl = '\0';
+		t->had_file = !strncmp(nl + 1, "file", 4);
+	}
+	snprintf(t->old_version, sizeof(t->old_version), "%s", buf);
+}
+
+/* Put the previous file and version back, run the reload command again,
+ * and end the trial.  0 when the old file is in place. */
+static int restore(const self_file *f, const trial *t)
+{
+	char prev[PATH_LEN], tp[PATH_LEN];
+	int rc = 0;
+
+	sidecar(f, "previous", prev);
+	sidecar(f, "trial", tp);
+	if (t->had_file) {
+		if (access(prev, F_OK) == 0)
+			rc = rename(prev, f->path);
+		/* no previous file: the switch never happened, PATH is the old one */
+	} else if (unlink(f->path) && errno != ENOENT) {
+		rc = -1;
+	}
+	if (rc || fsync_dir_of(f->path) || write_version(f, t->old_version))
+		return -1;
+	if (unlink(tp) && errno != ENOENT)
+		return -1;
+	fsync_dir_of(f->path);
+	run_reload(f);
+	return 0;
 }
 
 static int self_activate(void *session, const ferry_image_v1 *img, char *detail)
 {
 	self_session *ss = session;
-	char tmp[PATH_LEN], prev[PATH_LEN], old_version[FERRY_ADAPTER_STR_MAX];
+	char tmp[PATH_LEN], prev[PATH_LEN], tp[PATH_LEN], text[FERRY_ADAPTER_STR_MAX + 16];
+	trial t;
+	int rc;
 
-	if (!ss->f && self_check(session, img, detail))
-		return FERRY_ADAPTER_E_INSTALL_FAILED;
+	if ((rc = pick(ss, img, detail)))
+		return rc;
 	sidecar(ss->f, "new", tmp);
 	sidecar(ss->f, "previous", prev);
-	read_version(ss->f, old_version);
-	unlink(prev);
-	if (access(ss->f->path, F_OK) == 0 && link(ss->f->path, prev))
-		return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "cannot keep %s for rollback: %s", ss->f->path,
-			    strerror(errno));
-	if (rename(tmp, ss->f->path) || fsync_dir_of(ss->f->path))
-		return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "cannot switch %s: %s", ss->f->path, strerror(errno));
-	ss->activated = 1;
+	sidecar(ss->f, "trial", tp);
+	read_trial(ss->f, &t);
+	if (!t.on) {
+		/* say how to go back before anything changes */
+		t.on = true;
+		t.had_file = access(ss->f->path, F_OK) == 0;
+		read_version(ss->f, t.old_version);
+		snprintf(text, sizeof(text), "%s\n%s\n", t.old_version, t.had_file ? "file" : "none");
+		if (unlink(prev) && errno != ENOENT)
+			return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "%s: %s", prev, strerror(errno));
+		if (write_small(tp, text))
+			return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "cannot write %s: %s", tp, strerror(errno));
+		if (t.had_file && link(ss->f->path, prev)) {
+			int e = errno;
+			unlink(tp);
+			return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "cannot keep %s for rollback: %s", ss->f->path,
+				    strerror(e));
+		}
+	}
+	/* else an activation was interrupted: the trial file and the previous
+	 * file already hold the old state; PATH may be either */
+	if (rename(tmp, ss->f->path) || fsync_dir_of(ss->f->path)) {
+		int e = errno;
+		restore(ss->f, &t);
+		return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "cannot switch %s: %s", ss->f->path, strerror(e));
+	}
 	if (write_version(ss->f, img->version)) {
-		restore(ss, old_version);
+		restore(ss->f, &t);
 		return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "cannot record the version of %s", ss->f->path);
 	}
 	if (run_reload(ss->f)) {
-		restore(ss, old_version);
+		restore(ss->f, &t);
 		return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "reload command for %s failed; previous file restored",
 			    ss->f->name);
 	}
@@ -329,25 +441,57 @@ static int self_activate(void *session, const ferry_image_v1 *img, char *detail)
 static int self_confirm(void *session, const ferry_image_v1 *img, char *version, char *detail)
 {
 	self_session *ss = session;
+	int rc;
 
-	if (!ss->f && !(ss->f = file_for(ss->s, img->component)))
-		return fail(detail, FERRY_ADAPTER_E_NO_MATCHING_DEVICE, "component %s is not configured", img->component);
+	if ((rc = pick(ss, img, detail)))
+		return rc;
 	read_version(ss->f, version);
-	if (strcmp(version, img->version))
-		return fail(detail, FERRY_ADAPTER_E_VERSION_MISMATCH, "%s reports version \"%s\"", ss->f->name, version);
-	ss->activated = 0;
 	return 0;
 }
 
-static int self_abort(void *session, char *detail)
+static int self_commit(void *session, const ferry_image_v1 *img, char *detail)
 {
 	self_session *ss = session;
-	char tmp[PATH_LEN];
+	char v[FERRY_ADAPTER_STR_MAX], prev[PATH_LEN], tp[PATH_LEN];
+	trial t;
+	int rc;
 
-	if (!ss->f)
-		return 0;
+	if ((rc = pick(ss, img, detail)))
+		return rc;
+	read_version(ss->f, v);
+	if (strcmp(v, img->version))
+		return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "%s runs version \"%s\", not %s: nothing to commit",
+			    ss->f->name, v, img->version);
+	read_trial(ss->f, &t);
+	if (!t.on)
+		return 0; /* committed already */
+	sidecar(ss->f, "previous", prev);
+	sidecar(ss->f, "trial", tp);
+	if ((unlink(prev) && errno != ENOENT) || (unlink(tp) && errno != ENOENT) || fsync_dir_of(ss->f->path))
+		return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "cannot drop the previous %s: %s", ss->f->path,
+			    strerror(errno));
+	return 0;
+}
+
+static int self_abort(void *session, const ferry_image_v1 *img, char *detail)
+{
+	self_session *ss = session;
+	char tmp[PATH_LEN], v[FERRY_ADAPTER_STR_MAX];
+	trial t;
+
+	if (pick(ss, img, detail))
+		return 0; /* not ours: nothing was touched */
 	sidecar(ss->f, "new", tmp);
 	unlink(tmp);
+	read_trial(ss->f, &t);
+	if (t.on)
+		return restore(ss->f, &t) ? fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED,
+						 "cannot put the previous %s back: %s", ss->f->path, strerror(errno))
+					  : 0;
+	read_version(ss->f, v);
+	if (!strcmp(v, img->version))
+		return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "%s %s was made permanent; it cannot be reverted",
+			    ss->f->name, v);
 	return 0;
 }
 
@@ -358,11 +502,12 @@ static void self_close(void *session)
 
 static const char *const self_formats[] = {"file", NULL};
 
-static const ferry_adapter_v1 self_table = {
-	.abi = 1,
+static const ferry_adapter_v2 self_table = {
+	.abi = 2,
 	.name = "self",
 	.formats = self_formats,
 	.caps = FERRY_ADAPTER_CAP_ROLLBACK,
+	.max_sessions = 1, /* one device: the gateway */
 	.init = self_init,
 	.fini = self_fini,
 	.discover = self_discover,
@@ -371,11 +516,12 @@ static const ferry_adapter_v1 self_table = {
 	.write = self_write,
 	.activate = self_activate,
 	.confirm = self_confirm,
+	.commit = self_commit,
 	.abort = self_abort,
 	.close = self_close,
 };
 
-const ferry_adapter_v1 *ferry_self_adapter(void)
+const ferry_adapter_v2 *ferry_self_adapter(void)
 {
 	return &self_table;
 }

@@ -4,6 +4,6 @@
 
 #include "ferry/adapter.h"
 
-const ferry_adapter_v1 *ferry_self_adapter(void);
+const ferry_adapter_v2 *ferry_self_adapter(void);
 
 #endif

@@ -58,10 +58,9 @@
 #include "smp.h"
 #include "smp_client.h"
 
-int ferry_adapter_abi(const int *offered, size_t n);
-const ferry_adapter_v1 *ferry_adapter_table_v1(void);
-
-#define PORTS_MAX 8
+#define PORTS_MAX 64
+#define FERRY_STR_(x) #x
+#define FERRY_STR(x) FERRY_STR_(x)
 
 typedef struct port {
 	char path[256];
@@ -102,16 +101,6 @@ static const char *cfg(const state *s, const char *key)
 	return s->host->config(s->host->ctx, key);
 }
 
-static long cfg_long(const state *s, const char *key, long def, long min, long max)
-{
-	const char *v = cfg(s, key);
-	char *end;
-	long x = v ? strtol(v, &end, 10) : def;
-	if (v && (*end || x < min || x > max))
-		return -1;
-	return x;
-}
-
 static speed_t baud_of(long b)
 {
 	switch (b) {
@@ -146,7 +135,10 @@ static int load_port(state *s, size_t i, char *detail)
 	snprintf(k, sizeof(k), "ports[%zu].flow", i);
 	flow = cfg(s, k);
 	snprintf(k, sizeof(k), "ports[%zu].baud", i);
-	long baud = cfg_long(s, k, 115200, 1, 4000000);
+	long baud = 0;
+	int rc = ferry_adapter_config_long(s->host, k, 115200, 1, 4000000, &baud, detail);
+	if (rc)
+		return rc;
 	if (path[0] != '/' || strlen(path) >= sizeof(p->path) || !v || !c || !comp || strlen(v) >= sizeof(p->vendor_id) ||
 	    strlen(c) >= sizeof(p->class_id) || strlen(comp) >= sizeof(p->component))
 		return smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR,
@@ -172,21 +164,22 @@ static int s_init(const ferry_host_v1 *host, void **st, char *detail)
 	if (!s)
 		return FERRY_ADAPTER_E_ADAPTER_ERROR;
 	s->host = host;
-	s->cfg.timeout_ms = cfg_long(s, "timeout_ms", 2000, 50, 60000);
-	s->cfg.first_timeout_ms = cfg_long(s, "first_timeout_ms", 30000, 100, 600000);
-	s->cfg.reset_wait_ms = cfg_long(s, "reset_wait_ms", 15000, 100, 600000);
-	s->cfg.reset_resend_ms = cfg_long(s, "reset_resend_ms", 2000, 100, 600000);
-	s->cfg.retries = (int)cfg_long(s, "retries", 5, 0, 100);
-	s->cfg.chunk = cfg_long(s, "chunk", 0, 0, SMP_PACKET_MAX - SMP_UPLOAD_OVERHEAD);
-	if (s->cfg.timeout_ms < 0 || s->cfg.first_timeout_ms < 0 || s->cfg.reset_wait_ms < 0 ||
-	    s->cfg.reset_resend_ms < 0 || s->cfg.retries < 0 || s->cfg.chunk < 0) {
+	if ((rc = ferry_adapter_config_long(host, "timeout_ms", 2000, 50, 60000, &s->cfg.timeout_ms, detail)) ||
+	    (rc = ferry_adapter_config_long(host, "first_timeout_ms", 30000, 100, 600000, &s->cfg.first_timeout_ms,
+					    detail)) ||
+	    (rc = ferry_adapter_config_long(host, "reset_wait_ms", 15000, 100, 600000, &s->cfg.reset_wait_ms, detail)) ||
+	    (rc = ferry_adapter_config_long(host, "reset_resend_ms", 2000, 100, 600000, &s->cfg.reset_resend_ms,
+					    detail)) ||
+	    (rc = ferry_adapter_config_int(host, "retries", 5, 0, 100, &s->cfg.retries, detail)) ||
+	    (rc = ferry_adapter_config_long(host, "chunk", 0, 0, SMP_PACKET_MAX - SMP_UPLOAD_OVERHEAD, &s->cfg.chunk,
+					    detail))) {
 		free(s);
-		return smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR,
-				"timeout_ms, first_timeout_ms, reset_wait_ms, reset_resend_ms, retries or chunk is out "
-				"of range");
+		return rc;
 	}
 	for (size_t i = 0; i < PORTS_MAX && !(rc = load_port(s, i, detail)); i++)
 		s->n = i + 1;
+	if (rc == 0 && s->n == PORTS_MAX && cfg(s, "ports[" FERRY_STR(PORTS_MAX) "].path"))
+		rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "ports: at most %d", PORTS_MAX);
 	if (rc < 0 || rc > 1) {
 		free(s);
 		return rc;
@@ -477,9 +470,14 @@ static int s_confirm(void *session, const ferry_image_v1 *img, char *version, ch
 	return smp_client_confirm(&((sess *)session)->c, img, version, detail);
 }
 
-static int s_abort(void *session, char *detail)
+static int s_commit(void *session, const ferry_image_v1 *img, char *detail)
 {
-	return smp_client_abort(&((sess *)session)->c, detail);
+	return smp_client_commit(&((sess *)session)->c, img, detail);
+}
+
+static int s_abort(void *session, const ferry_image_v1 *img, char *detail)
+{
+	return smp_client_abort(&((sess *)session)->c, img, detail);
 }
 
 static void s_close(void *session)
@@ -498,11 +496,12 @@ static void s_close(void *session)
 
 static const char *const formats[] = {"mcuboot", NULL};
 
-static const ferry_adapter_v1 table = {
-	.abi = 1,
+static const ferry_adapter_v2 table = {
+	.abi = 2,
 	.name = "serial-smp",
 	.formats = formats,
 	.caps = FERRY_ADAPTER_CAP_ROLLBACK | FERRY_ADAPTER_CAP_NEEDS_RESET | FERRY_ADAPTER_CAP_RESUME,
+	.max_sessions = PORTS_MAX, /* one per port: each session owns its tty */
 	.init = s_init,
 	.fini = s_fini,
 	.discover = s_discover,
@@ -511,19 +510,20 @@ static const ferry_adapter_v1 table = {
 	.write = s_write,
 	.activate = s_activate,
 	.confirm = s_confirm,
+	.commit = s_commit,
 	.abort = s_abort,
 	.close = s_close,
 };
 
-int ferry_adapter_abi(const int *offered, size_t n)
+FERRY_ADAPTER_EXPORT int ferry_adapter_abi(const int *offered, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
-		if (offered[i] == 1)
-			return 1;
+		if (offered[i] == 2)
+			return 2;
 	return -1;
 }
 
-const ferry_adapter_v1 *ferry_adapter_table_v1(void)
+FERRY_ADAPTER_EXPORT const ferry_adapter_v2 *ferry_adapter_table_v2(void)
 {
 	return &table;
 }

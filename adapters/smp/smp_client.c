@@ -633,20 +633,24 @@ static bool permanent(const smp_client *c, const dev_state *st)
 	return st->have_active && !memcmp(st->hash, c->new_hash, 32) && st->active_confirmed;
 }
 
+/* Know which MCUboot hash to look for: from the checked image, or (in a
+ * fresh session, after a restart) from the image file. */
+static int know_hash(smp_client *c, const ferry_image_v1 *img, char *detail)
+{
+	if (c->have_hash)
+		return 0;
+	if (!img || image_identity(img, c->new_hash, detail))
+		return FERRY_ADAPTER_E_INSTALL_FAILED;
+	c->have_hash = true;
+	return 0;
+}
+
 int smp_client_confirm(smp_client *c, const ferry_image_v1 *img, char version[FERRY_ADAPTER_STR_MAX], char *detail)
 {
-	char d2[FERRY_ADAPTER_DETAIL_MAX];
-	dev_state st, after;
-	cbor_item_t *m, *r = NULL;
+	dev_state st;
 	int rc;
 
-	if (!c->have_hash) {
-		/* after a restart: know which hash to expect */
-		if (image_identity(img, c->new_hash, detail))
-			return FERRY_ADAPTER_E_INSTALL_FAILED;
-		c->have_hash = true;
-	}
-	if ((rc = read_dev_state(c, &st, detail)))
+	if ((rc = know_hash(c, img, detail)) || (rc = read_dev_state(c, &st, detail)))
 		return rc;
 	if (st.new_found && st.new_pending && !st.new_active) {
 		/* marked for the test boot but not booted yet: a reset still on
@@ -662,27 +666,37 @@ int smp_client_confirm(smp_client *c, const ferry_image_v1 *img, char version[FE
 		return smp_fail(detail, FERRY_ADAPTER_E_VERSION_MISMATCH,
 				"%s came back running %.64s: the new image did not boot or was reverted", c->name,
 				version);
+	/* runs on trial (or was confirmed already, by the application itself
+	 * or by a commit whose answer was lost before a restart) */
+	c->tested = !permanent(c, &st);
+	return 0;
+}
+
+int smp_client_commit(smp_client *c, const ferry_image_v1 *img, char *detail)
+{
+	char d2[FERRY_ADAPTER_DETAIL_MAX];
+	dev_state st, after;
+	cbor_item_t *m, *r = NULL;
+	int rc;
+
+	if ((rc = know_hash(c, img, detail)) || (rc = read_dev_state(c, &st, detail)))
+		return rc;
 	if (permanent(c, &st)) {
-		/* confirmed already: by the application itself, or by a confirm
-		 * whose answer was lost before a restart */
 		c->tested = false;
 		return 0;
 	}
+	if (!st.have_active || memcmp(st.hash, c->new_hash, 32))
+		return smp_fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED,
+				"%s does not run the new image (it runs %.64s): nothing to commit", c->name, st.version);
+	c->tested = true;
 	m = cbor_new_definite_map(1);
 	smp_map_put(m, "confirm", cbor_build_bool(true));
 	rc = smp_client_request(c, SMP_OP_WRITE, SMP_GROUP_IMAGE, SMP_IMG_STATE, m, c->cfg.timeout_ms, &r, detail);
 	cbor_decref(&m);
 	if (rc == 0) {
-		/* answered: accepted or refused.  The answer lists the slots
-		 * (Zephyr's does), but the version read above is this image's
-		 * either way: no read afterwards can turn an accepted confirm
-		 * into a failure. */
-		if (!(rc = body_error(r, "confirm", detail))) {
-			parse_state(c, r, &after);
-			if (after.have_active && !memcmp(after.hash, c->new_hash, 32))
-				memcpy(version, after.version, sizeof(after.version));
+		/* answered: accepted or refused */
+		if (!(rc = body_error(r, "confirm", detail)))
 			c->tested = false;
-		}
 		cbor_decref(&r);
 		return rc;
 	}
@@ -693,30 +707,35 @@ int smp_client_confirm(smp_client *c, const ferry_image_v1 *img, char version[FE
 	if (read_dev_state(c, &after, d2) == 0 && permanent(c, &after)) {
 		smp_log(c->host, FERRY_LOG_WARNING,
 			"%s: no answer to confirm, but the device lists the new image as confirmed", c->name);
-		memcpy(version, after.version, sizeof(after.version));
 		c->tested = false;
 		return 0;
 	}
 	return rc;
 }
 
-int smp_client_abort(smp_client *c, char *detail)
+int smp_client_abort(smp_client *c, const ferry_image_v1 *img, char *detail)
 {
-	if (!c->tested)
-		return 0; /* a partial upload in the secondary slot harms nothing */
+	char d2[FERRY_ADAPTER_DETAIL_MAX];
+
+	if (know_hash(c, img, d2))
+		return 0; /* not an image we could have marked: the device was not touched by it */
 	/* At most two resets: a pending image boots on trial, then reverts. */
 	for (int round = 0;; round++) {
 		dev_state st;
 		enum reboot_goal goal;
 		int rc = read_dev_state(c, &st, detail);
 		if (rc)
-			return rc; /* tested stays: a later abort may still reach it */
+			return rc; /* a later abort may still reach it */
 		if (st.new_found && st.new_active && !st.new_confirmed)
 			goal = LEAVE_TRIAL;
 		else if (st.new_found && st.new_pending && !st.new_active)
 			goal = LEAVE_PENDING;
+		else if (st.new_found && st.new_active && st.new_confirmed)
+			return smp_fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED,
+					"%s runs the new image for good (it was confirmed): it cannot be reverted",
+					c->name);
 		else {
-			c->tested = false; /* reverted, never marked, or permanent: nothing a reset undoes */
+			c->tested = false; /* reverted, or never marked */
 			return 0;
 		}
 		if (round == 2)

@@ -90,18 +90,27 @@ int smp_client_upload(smp_client *c, const ferry_image_v1 *img, uint64_t *resume
  * the secondary slot.  A reset that did not happen is sent again. */
 int smp_client_activate(smp_client *c, char *detail);
 
-/* Read back: the new image must be active; make it permanent and report
- * its version.  A new image still pending means the device has not booted
- * it yet (a reset on its way, or ferryd stopped before sending it): wait
- * for that, resetting it if need be, within reset_wait_ms.  The outcome is
- * what the device lists: a confirm whose answer was lost succeeded when the
- * new image shows as active and confirmed. */
+/* Read back: the new image must be active (on trial, or confirmed
+ * already); its version goes to `version`.  A new image still pending means
+ * the device has not booted it yet (a reset on its way, or ferryd stopped
+ * before it sent one): wait for that, resetting it if need be, within
+ * reset_wait_ms.  Nothing is made permanent here.  In a fresh session the
+ * hash to look for comes from img. */
 int smp_client_confirm(smp_client *c, const ferry_image_v1 *img, char version[FERRY_ADAPTER_STR_MAX], char *detail);
 
-/* After a failure past the test mark: reset so that MCUboot reverts, as
+/* Make the new image that runs on trial permanent (`image state` write
+ * {confirm: true}).  0 also when it was confirmed already.  The outcome is
+ * what the device lists: a confirm whose answer was lost succeeded when the
+ * new image shows as active and confirmed. */
+int smp_client_commit(smp_client *c, const ferry_image_v1 *img, char *detail);
+
+/* Put the device back on its old image: reset so that MCUboot reverts, as
  * often as the device's state asks for (a pending image first boots on
- * trial, then reverts). */
-int smp_client_abort(smp_client *c, char *detail);
+ * trial, then reverts).  0 when the device runs its old image and nothing of
+ * the new one is pending or on trial; an error when it cannot be reached or
+ * runs the new image for good.  Works in a fresh session: the hash to look
+ * for comes from img. */
+int smp_client_abort(smp_client *c, const ferry_image_v1 *img, char *detail);
 
 /* Shared by the adapters for their own messages. */
 #define smp_fail ferry_adapter_fail

@@ -53,10 +53,7 @@
 #include "dfu_usb.h"
 #include "ferry/adapter.h"
 
-int ferry_adapter_abi(const int *offered, size_t n);
-const ferry_adapter_v1 *ferry_adapter_table_v1(void);
-
-#define ENTRIES_MAX 8
+#define ENTRIES_MAX 64
 #define TRANSFER_MAX 4096 /* what Linux usbfs takes in one control transfer */
 #define S FERRY_ADAPTER_STR_MAX
 
@@ -106,6 +103,7 @@ typedef struct sess {
 	dfu_xfer x;
 	uint32_t blocks; /* plain DFU blocks sent */
 	bool detached;   /* we put the device in DFU mode */
+	bool activated;  /* manifestation or leave was sent: the new firmware is in for good */
 } sess;
 
 /* the SDK's: a sentence into detail, and the code back */
@@ -134,19 +132,6 @@ static int64_t now_ms(void)
 static const char *cfg(const state *s, const char *key)
 {
 	return s->host->config(s->host->ctx, key);
-}
-
-static long cfg_long(const state *s, const char *key, long def, long min, long max)
-{
-	const char *v = cfg(s, key);
-	char *end;
-	long x;
-
-	if (!v)
-		return def;
-	errno = 0;
-	x = strtol(v, &end, 10);
-	return (*end || errno || x < min || x > max) ? -1 : x;
 }
 
 static bool parse_ids(const char *v, uint16_t *vid, uint16_t *pid)
@@ -245,22 +230,22 @@ static int s_init(const ferry_host_v1 *host, void **st, char *detail)
 	if (!s)
 		return FERRY_ADAPTER_E_ADAPTER_ERROR;
 	s->host = host;
-	s->timeout_ms = cfg_long(s, "timeout_ms", 5000, 100, 60000);
-	s->detach_wait_ms = cfg_long(s, "detach_wait_ms", 5000, 100, 600000);
-	s->return_wait_ms = cfg_long(s, "return_wait_ms", 15000, 100, 600000);
-	s->poll_min_ms = cfg_long(s, "poll_min_ms", 1, 0, 1000);
-	s->poll_max_ms = cfg_long(s, "poll_max_ms", 5000, 1, 600000);
-	s->block_budget_ms = cfg_long(s, "block_budget_ms", 30000, 10, 3600000);
-	s->erase_budget_ms = cfg_long(s, "erase_budget_ms", 60000, 10, 3600000);
-	s->retries = cfg_long(s, "retries", 2, 0, 20);
-	s->transfer_cap = cfg_long(s, "transfer_size", TRANSFER_MAX, 1, TRANSFER_MAX);
-	s->max_image = cfg_long(s, "max_image", 64L * 1024 * 1024, 1, 1024L * 1024 * 1024);
-	if (s->timeout_ms < 0 || s->detach_wait_ms < 0 || s->return_wait_ms < 0 || s->poll_min_ms < 0 ||
-	    s->poll_max_ms < 0 || s->block_budget_ms < 0 || s->erase_budget_ms < 0 || s->retries < 0 ||
-	    s->transfer_cap < 0 || s->max_image < 0) {
+	if ((rc = ferry_adapter_config_long(host, "timeout_ms", 5000, 100, 60000, &s->timeout_ms, detail)) ||
+	    (rc = ferry_adapter_config_long(host, "detach_wait_ms", 5000, 100, 600000, &s->detach_wait_ms, detail)) ||
+	    (rc = ferry_adapter_config_long(host, "return_wait_ms", 15000, 100, 600000, &s->return_wait_ms, detail)) ||
+	    (rc = ferry_adapter_config_long(host, "poll_min_ms", 1, 0, 1000, &s->poll_min_ms, detail)) ||
+	    (rc = ferry_adapter_config_long(host, "poll_max_ms", 5000, 1, 600000, &s->poll_max_ms, detail)) ||
+	    (rc = ferry_adapter_config_long(host, "block_budget_ms", 30000, 10, 3600000, &s->block_budget_ms,
+	                                    detail)) ||
+	    (rc = ferry_adapter_config_long(host, "erase_budget_ms", 60000, 10, 3600000, &s->erase_budget_ms,
+	                                    detail)) ||
+	    (rc = ferry_adapter_config_long(host, "retries", 2, 0, 20, &s->retries, detail)) ||
+	    (rc = ferry_adapter_config_long(host, "transfer_size", TRANSFER_MAX, 1, TRANSFER_MAX, &s->transfer_cap,
+	                                    detail)) ||
+	    (rc = ferry_adapter_config_long(host, "max_image", 64L * 1024 * 1024, 1, 1024L * 1024 * 1024,
+	                                    &s->max_image, detail))) {
 		free(s);
-		return fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR,
-		            "a timing key, retries, transfer_size or max_image is out of range (see the README)");
+		return rc;
 	}
 	for (size_t i = 0; i < ENTRIES_MAX && !(rc = load_entry(s, i, detail)); i++)
 		s->n = i + 1;
@@ -338,21 +323,22 @@ static bool candidate(const entry *e, const dfu_usb *u, const char *serial, cons
 	return true;
 }
 
-/* A device that a session is downloading to, at this port: discovery
- * must not send it requests (string descriptors) in the middle of a
- * download.  Called with s->lock held. */
-static bool in_session(const state *s, const char *port)
+/* A device that another session (not entry `mine`'s) is downloading to,
+ * at this port: nobody else may send it requests (string descriptors) in
+ * the middle of a download.  Called with s->lock held. */
+static bool in_session(const state *s, const char *port, const entry *mine)
 {
 	for (size_t i = 0; i < s->n; i++)
-		if (s->e[i].busy && !strcmp(s->e[i].busy_port, port))
+		if (&s->e[i] != mine && s->e[i].busy && !strcmp(s->e[i].busy_port, port))
 			return true;
 	return false;
 }
 
 /* The first attached device of entry e in the wanted mode.  0 and *out
- * (referenced; release it), or 1 when there is none.  `discovering`: the
- * caller holds s->lock and devices in a session are left alone. */
-static int find(state *s, const entry *e, const char *serial, const char *port, enum want want, bool discovering,
+ * (referenced; release it), or 1 when there is none.  Devices in another
+ * entry's session are left alone.  `locked`: the caller holds s->lock
+ * (discovery, open); otherwise e is in a session of the caller's. */
+static int find(state *s, const entry *e, const char *serial, const char *port, enum want want, bool locked,
                 dfu_usb *out)
 {
 	libusb_device **list;
@@ -362,9 +348,15 @@ static int find(state *s, const entry *e, const char *serial, const char *port, 
 	for (ssize_t i = 0; i < n && rc; i++) {
 		dfu_usb u;
 		libusb_device_handle *h;
+		bool theirs;
 		if (dfu_usb_describe(list[i], &u))
 			continue;
-		if (!candidate(e, &u, serial, port, want) || (discovering && in_session(s, u.port))) {
+		if (!locked)
+			pthread_mutex_lock(&s->lock);
+		theirs = in_session(s, u.port, locked ? NULL : e);
+		if (!locked)
+			pthread_mutex_unlock(&s->lock);
+		if (!candidate(e, &u, serial, port, want) || theirs) {
 			dfu_usb_release(&u);
 			continue;
 		}
@@ -482,9 +474,11 @@ static void describe(const entry *e, const dfu_usb *u, ferry_device_v1 *d)
 	d->n_match = d->n_components = d->n_attributes = 0;
 	kv(d->match, &d->n_match, "usb", "%04x:%04x", u->vid, u->pid);
 	kv(d->match, &d->n_match, "port", "%s", u->port);
-	/* in DFU mode the device runs its bootloader: no firmware version */
-	if (!u->dfu_mode && read_version(e, u, version))
-		kv(d->components, &d->n_components, e->component, "%s", version);
+	/* in DFU mode the device runs its bootloader: no firmware version, but
+	 * it still serves its component */
+	if (u->dfu_mode || !read_version(e, u, version))
+		version[0] = '\0';
+	kv(d->components, &d->n_components, e->component, "%s", version);
 	kv(d->attributes, &d->n_attributes, "mode", "%s", u->dfu_mode ? "dfu" : "runtime");
 	kv(d->attributes, &d->n_attributes, "dfu", "%s",
 	   u->func.bcd_dfu == 0x011A   ? "DfuSe 1.1a"
@@ -921,6 +915,7 @@ static int s_activate(void *session, const ferry_image_v1 *img, char *detail)
 
 	if (!x->h)
 		return fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "no download to activate");
+	x->activated = true;
 	if (!x->f.dfuse) {
 		rc = dfu_manifest_plain(&x->x, (uint16_t)x->blocks, &away);
 	} else {
@@ -973,6 +968,9 @@ static int s_confirm(void *session, const ferry_image_v1 *img, char *version, ch
 	if (!same_version(img->version, version))
 		return fail(detail, FERRY_ADAPTER_E_VERSION_MISMATCH, "%s came back running %.64s, not %.64s", who(x),
 		            version, img->version);
+	/* bcdDevice has no room for a pre-release or build part: the rest
+	 * agrees, so the device runs the manifest's version */
+	snprintf(version, S, "%s", img->version);
 	return 0;
 }
 
@@ -997,7 +995,7 @@ static void leave_dfu(sess *x)
 	reset_and_drop(x);
 }
 
-static int s_abort(void *session, char *detail)
+static int s_abort(void *session, const ferry_image_v1 *img, char *detail)
 {
 	sess *x = session;
 	char version[S];
@@ -1005,7 +1003,11 @@ static int s_abort(void *session, char *detail)
 
 	if (!x->h && !x->detached)
 		return 0; /* it never left its firmware: nothing to undo */
-	logf_(x->s, FERRY_LOG_WARNING, "%s: aborting; resetting the device to leave DFU mode", who(x));
+	/* DFU keeps no old image (no CAP_ROLLBACK, so ferryd never reports a
+	 * rollback for it): what is left to do is to get the device out of
+	 * DFU mode and see what it runs */
+	logf_(x->s, FERRY_LOG_WARNING, "%s: aborting%s; resetting the device to leave DFU mode", who(x),
+	      x->activated ? " after a failed manifestation" : "");
 	if (x->h)
 		leave_dfu(x); /* on a device that has left, this fails harmlessly */
 	/* it may come back in DFU mode (a device that left mid-download, or one
@@ -1017,23 +1019,31 @@ static int s_abort(void *session, char *detail)
 	} else if (u.dev) {
 		dfu_usb_release(&u);
 	}
-	if (wait_for(x, WANT_RUNTIME, x->s->return_wait_ms, false, &u) == FOUND) {
-		if (read_version(x->e, &u, version))
-			logf_(x->s, FERRY_LOG_INFO, "%s: back in run-time mode with firmware %s", who(x), version);
-		dfu_usb_release(&u);
-	} else {
-		logf_(x->s, FERRY_LOG_WARNING, "%s: did not come back in run-time mode", who(x));
-	}
+	/* 0 only for a device seen back in run-time mode: one that stays in
+	 * DFU mode may hold half a download */
+	if (wait_for(x, WANT_RUNTIME, x->s->return_wait_ms, false, &u) != FOUND)
+		return fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s did not come back in run-time mode within %ld ms",
+		            who(x), x->s->return_wait_ms);
+	if (read_version(x->e, &u, version))
+		logf_(x->s, FERRY_LOG_INFO, "%s: back in run-time mode with firmware %s", who(x), version);
+	dfu_usb_release(&u);
+	return 0;
+}
+
+/* DFU keeps no old image: what activate started stays. */
+static int s_commit(void *session, const ferry_image_v1 *img, char *detail)
+{
 	return 0;
 }
 
 static const char *const formats[] = {"dfu", "dfuse", NULL};
 
-static const ferry_adapter_v1 table = {
-    .abi = 1,
+static const ferry_adapter_v2 table = {
+    .abi = 2,
     .name = "usb-dfu",
     .formats = formats,
-    .caps = FERRY_ADAPTER_CAP_NEEDS_RESET,
+    .caps = FERRY_ADAPTER_CAP_NEEDS_RESET, /* no rollback: the download replaces the firmware */
+    .max_sessions = 8,                     /* each session keeps to its own device (find) */
     .init = s_init,
     .fini = s_fini,
     .discover = s_discover,
@@ -1042,19 +1052,20 @@ static const ferry_adapter_v1 table = {
     .write = s_write,
     .activate = s_activate,
     .confirm = s_confirm,
+    .commit = s_commit,
     .abort = s_abort,
     .close = s_close,
 };
 
-int ferry_adapter_abi(const int *offered, size_t n)
+FERRY_ADAPTER_EXPORT int ferry_adapter_abi(const int *offered, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
-		if (offered[i] == 1)
-			return 1;
+		if (offered[i] == 2)
+			return 2;
 	return -1;
 }
 
-const ferry_adapter_v1 *ferry_adapter_table_v1(void)
+FERRY_ADAPTER_EXPORT const ferry_adapter_v2 *ferry_adapter_table_v2(void)
 {
 	return &table;
 }

@@ -8,6 +8,10 @@
  *     `detail` (at most FERRY_ADAPTER_DETAIL_MAX bytes);
  *   - in write(), report progress, stop when cancelled() says so, and keep
  *     *resume_from at the bytes the device has acknowledged;
+ *   - activate runs the new image on trial and keeps the old one; commit
+ *     drops the old one; abort brings it back.  commit and abort must work
+ *     in a fresh session (after a restart of ferryd), so this template keeps
+ *     a marker file, DIR/trial, while an image is on trial;
  *   - never talk to the network, MQTT or ferryd's journal.
  *
  * Config (adapters.template in ferryd.yaml): dir, vendor_id, class_id,
@@ -18,9 +22,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-int ferry_adapter_abi(const int *offered, size_t n);
-const ferry_adapter_v1 *ferry_adapter_table_v1(void);
 
 typedef struct state {
 	const ferry_host_v1 *host;
@@ -92,11 +93,10 @@ static int t_discover(void *st, ferry_device_v1 *devs, size_t max, size_t *n, ch
 	snprintf(devs[0].id, sizeof(devs[0].id), "template-0");
 	snprintf(devs[0].vendor_id, sizeof(devs[0].vendor_id), "%s", s->vendor_id);
 	snprintf(devs[0].class_id, sizeof(devs[0].class_id), "%s", s->class_id);
+	/* the component it serves, with its version ("" before the first install) */
+	snprintf(devs[0].components[0].key, sizeof(devs[0].components[0].key), "%s", s->component);
 	read_version(s, devs[0].components[0].value);
-	if (devs[0].components[0].value[0]) {
-		snprintf(devs[0].components[0].key, sizeof(devs[0].components[0].key), "%s", s->component);
-		devs[0].n_components = 1;
-	}
+	devs[0].n_components = 1;
 	*n = 1;
 	return 0;
 }
@@ -157,42 +157,84 @@ static int t_write(void *sess, const ferry_image_v1 *img, uint64_t *resume_from,
 	return 0;
 }
 
+/* DIR/name into p (600 bytes). */
+static char *in_dir(const state *s, const char *name, char *p)
+{
+	snprintf(p, 600, "%s/%s", s->dir, name);
+	return p;
+}
+
+static bool exists(const char *p)
+{
+	FILE *f = fopen(p, "rb");
+	if (f)
+		fclose(f);
+	return f != NULL;
+}
+
 static int t_activate(void *sess, const ferry_image_v1 *img, char *detail)
 {
 	session *x = sess;
-	char from[600], to[600], ver[600];
+	char from[600], to[600], prev[600], ver[600], prev_ver[600], trial[600];
 	FILE *f;
 
-	snprintf(from, sizeof(from), "%s/image.new", x->s->dir);
-	snprintf(to, sizeof(to), "%s/image", x->s->dir);
-	snprintf(ver, sizeof(ver), "%s/version", x->s->dir);
-	if (rename(from, to) || !(f = fopen(ver, "w"))) {
-		snprintf(detail, FERRY_ADAPTER_DETAIL_MAX, "cannot switch to the new image");
-		return FERRY_ADAPTER_E_INSTALL_FAILED;
+	in_dir(x->s, "image.new", from);
+	in_dir(x->s, "image", to);
+	in_dir(x->s, "image.previous", prev);
+	in_dir(x->s, "version", ver);
+	in_dir(x->s, "version.previous", prev_ver);
+	in_dir(x->s, "trial", trial);
+	if (!exists(trial)) {
+		/* keep the old image and version for abort, then mark the trial */
+		if ((exists(to) && rename(to, prev)) || (exists(ver) && rename(ver, prev_ver)) || !(f = fopen(trial, "w")))
+			return ferry_adapter_fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "cannot keep the old image");
+		fclose(f);
 	}
+	if (rename(from, to) || !(f = fopen(ver, "w")))
+		return ferry_adapter_fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "cannot switch to the new image");
 	fprintf(f, "%s\n", img->version);
 	fclose(f);
 	return 0;
 }
 
+/* Only reads back: ferryd compares the version with the manifest's. */
 static int t_confirm(void *sess, const ferry_image_v1 *img, char *version, char *detail)
 {
 	session *x = sess;
+	(void)img;
+	(void)detail;
 	read_version(x->s, version);
-	if (strcmp(version, img->version)) {
-		snprintf(detail, FERRY_ADAPTER_DETAIL_MAX, "device reports %.64s", version);
-		return FERRY_ADAPTER_E_VERSION_MISMATCH;
-	}
 	return 0;
 }
 
-static int t_abort(void *sess, char *detail)
+static int t_commit(void *sess, const ferry_image_v1 *img, char *detail)
 {
 	session *x = sess;
 	char p[600];
+	(void)img;
 	(void)detail;
-	snprintf(p, sizeof(p), "%s/image.new", x->s->dir);
-	remove(p);
+	remove(in_dir(x->s, "image.previous", p));
+	remove(in_dir(x->s, "version.previous", p));
+	remove(in_dir(x->s, "trial", p));
+	return 0;
+}
+
+static int t_abort(void *sess, const ferry_image_v1 *img, char *detail)
+{
+	session *x = sess;
+	char p[600], q[600];
+	(void)img;
+	remove(in_dir(x->s, "image.new", p));
+	if (!exists(in_dir(x->s, "trial", p)))
+		return 0; /* nothing was switched */
+	if (exists(in_dir(x->s, "image.previous", p)) ? rename(p, in_dir(x->s, "image", q))
+						       : (remove(in_dir(x->s, "image", q)), 0))
+		return ferry_adapter_fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "cannot put the old image back");
+	if (exists(in_dir(x->s, "version.previous", p)))
+		rename(p, in_dir(x->s, "version", q));
+	else
+		remove(in_dir(x->s, "version", q));
+	remove(in_dir(x->s, "trial", p));
 	return 0;
 }
 
@@ -203,11 +245,12 @@ static void t_close(void *sess)
 
 static const char *const formats[] = {"raw", NULL};
 
-static const ferry_adapter_v1 table = {
-	.abi = 1,
+static const ferry_adapter_v2 table = {
+	.abi = 2,
 	.name = "template",
 	.formats = formats,
-	.caps = 0,
+	.caps = FERRY_ADAPTER_CAP_ROLLBACK, /* activate keeps the old image until commit */
+	.max_sessions = 1,                  /* one device */
 	.init = t_init,
 	.fini = t_fini,
 	.discover = t_discover,
@@ -216,19 +259,20 @@ static const ferry_adapter_v1 table = {
 	.write = t_write,
 	.activate = t_activate,
 	.confirm = t_confirm,
+	.commit = t_commit,
 	.abort = t_abort,
 	.close = t_close,
 };
 
-int ferry_adapter_abi(const int *offered, size_t n)
+FERRY_ADAPTER_EXPORT int ferry_adapter_abi(const int *offered, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
-		if (offered[i] == 1)
-			return 1; /* the literal version this file implements */
+		if (offered[i] == 2)
+			return 2; /* the literal version this file implements */
 	return -1;
 }
 
-const ferry_adapter_v1 *ferry_adapter_table_v1(void)
+FERRY_ADAPTER_EXPORT const ferry_adapter_v2 *ferry_adapter_table_v2(void)
 {
 	return &table;
 }

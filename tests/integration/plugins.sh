@@ -10,7 +10,7 @@ cp "$W_BUILD"/tests/integration/plugins/bad_*.so "$W/plugins/"
 echo "not an ELF file" > "$W/plugins/garbage.so"
 start_ferryd
 wait_mqtt "ferry/v1/gw-1/inventory" 10
-grep -q "bad_wrong_abi.so refused: it implements ABI 2, this ferryd offers 1" "$W/ferryd.log" ||
+grep -q "bad_wrong_abi.so refused: it implements ABI 3, this ferryd offers 1 and 2" "$W/ferryd.log" ||
 	fail "wrong ABI not refused"
 grep -q "bad_no_table.so refused: missing symbol ferry_adapter_table_v1" "$W/ferryd.log" || fail "missing table not refused"
 grep -q "bad_half_table.so refused: its table lacks an operation" "$W/ferryd.log" || fail "half table not refused"

@@ -56,6 +56,7 @@ components:
     version: "$2"
     format: mcuboot
     file: www/$1-mcu.bin
+    after: [app-config]   # another device: only \`after\` orders it
 YAML
 	"$W_FERRY" manifest sign "$W/$1.yaml" --key "$W/pki/manifest-signer.key" \
 		--cert "$W/pki/manifest-signer.pem" -o "$W/$1.jws" > /dev/null
@@ -76,7 +77,8 @@ grep -F "ferry/v1/gw-1/inventory " "$W/mqtt.log" | grep -qE '"image0_hash":"[0-9
 deploy u-1 1.1.0
 [ "$(outcome u-1 sensor-mcu)" = installed ] || fail "u-1 did not install"
 [ "$(stages_of u-1 app-config | awk '{print $NF}')" = installed ] || fail "u-1: app-config not installed"
-# in order: the self component was installed before the MCU's push began
+# in order: the self component (named in the MCU's `after`) was installed
+# before the MCU's push began
 a=$(grep -n '"update_id":"u-1","component":"app-config","stage":"installed"' "$W/mqtt.log" | cut -d: -f1)
 b=$(grep -n '"update_id":"u-1","component":"sensor-mcu","stage":"installing"' "$W/mqtt.log" | head -n 1 | cut -d: -f1)
 [ "$a" -lt "$b" ] || fail "components were not installed in order"

@@ -92,6 +92,7 @@ components:
     version: "$5"
     format: $3
     file: $4
+    after: [app-config]
 YAML
 	printf 'rev: %s\n' "$seq_no" > "$W/www/$1-app.conf"
 	"$W_FERRY" manifest sign "$W/$1.yaml" --key "$W/pki/manifest-signer.key" \

@@ -485,7 +485,8 @@ static void slots_client(smp_client *c, fake *f)
 }
 
 /* Zephyr answers os reset and resets 250 ms later: until then the old
- * firmware answers everything, still listing the new image as pending. */
+ * firmware answers everything, still listing the new image as pending.
+ * confirm reads the trial back; only commit makes it permanent. */
 static void test_activate_waits_for_delayed_reset(void **state)
 {
 	fake f = {.reset_after = 3};
@@ -498,6 +499,8 @@ static void test_activate_waits_for_delayed_reset(void **state)
 	assert_int_equal(smp_client_confirm(&c, NULL, version, detail), 0);
 	assert_string_equal(version, "2.0.0");
 	assert_int_equal(f.new_slot, 0);
+	assert_true(f.trial); /* read back, not made permanent */
+	assert_int_equal(smp_client_commit(&c, NULL, detail), 0);
 	assert_false(f.trial);
 	assert_int_equal(f.reset_requests, 1);
 }
@@ -546,12 +549,15 @@ static void test_confirm_finds_image_pending(void **state)
 	assert_string_equal(version, "2.0.0");
 	assert_int_equal(f.resets, 1);
 	assert_int_equal(f.new_slot, 0);
+	assert_true(f.trial);
+	assert_int_equal(smp_client_commit(&c, NULL, detail), 0);
 	assert_false(f.trial);
 }
 
-/* The device confirms, but every answer to confirm is lost: the device
- * lists the new image as active and confirmed, so the install succeeded. */
-static void test_confirm_answer_lost(void **state)
+/* The device commits, but every answer to the confirm request is lost: the
+ * device lists the new image as active and confirmed, so the commit took.
+ * abort then tells the truth: the image is permanent. */
+static void test_commit_answer_lost(void **state)
 {
 	fake f = {.reset_after = 1, .lose_confirm_answers = 1000};
 	smp_client c;
@@ -560,15 +566,17 @@ static void test_confirm_answer_lost(void **state)
 	slots_client(&c, &f);
 	assert_int_equal(smp_client_activate(&c, detail), 0);
 	assert_int_equal(smp_client_confirm(&c, NULL, version, detail), 0);
+	assert_int_equal(smp_client_commit(&c, NULL, detail), 0);
 	assert_string_equal(version, "2.0.0");
-	assert_false(c.tested); /* abort must not reset a permanent image */
-	assert_int_equal(smp_client_abort(&c, detail), 0);
-	assert_int_equal(f.resets, 1);
+	assert_false(c.tested);
+	assert_int_equal(smp_client_abort(&c, NULL, detail), FERRY_ADAPTER_E_INSTALL_FAILED);
+	assert_non_null(strstr(detail, "cannot be reverted"));
+	assert_int_equal(f.resets, 1); /* no reset for a permanent image */
 }
 
-/* The confirm is answered, then the device stops answering: the confirm
- * was accepted, and that is the outcome. */
-static void test_confirm_then_silence(void **state)
+/* The commit is answered, then the device stops answering: the commit was
+ * accepted, and that is the outcome. */
+static void test_commit_then_silence(void **state)
 {
 	fake f = {.reset_after = 1, .lose_reads_after_confirm = 1000};
 	smp_client c;
@@ -577,8 +585,45 @@ static void test_confirm_then_silence(void **state)
 	slots_client(&c, &f);
 	assert_int_equal(smp_client_activate(&c, detail), 0);
 	assert_int_equal(smp_client_confirm(&c, NULL, version, detail), 0);
-	assert_string_equal(version, "2.0.0");
+	assert_int_equal(smp_client_commit(&c, NULL, detail), 0);
 	assert_false(c.tested);
+	assert_false(f.trial);
+}
+
+/* A commit for a device that came back on its old image: refused, naming
+ * what it runs, and nothing is written. */
+static void test_commit_old_image(void **state)
+{
+	fake f = {0};
+	smp_client c;
+	char detail[FERRY_ADAPTER_DETAIL_MAX] = "";
+
+	slots_client(&c, &f);
+	assert_int_equal(smp_client_commit(&c, NULL, detail), FERRY_ADAPTER_E_INSTALL_FAILED);
+	assert_non_null(strstr(detail, "nothing to commit"));
+	assert_int_equal(f.new_slot, 1);
+}
+
+/* After a restart (a fresh client that never marked anything) abort still
+ * finds the image running on trial, and one reset reverts it. */
+static void test_abort_fresh_session_reverts_trial(void **state)
+{
+	fake f = {.reset_after = 1};
+	smp_client c, fresh;
+	char version[FERRY_ADAPTER_STR_MAX], detail[FERRY_ADAPTER_DETAIL_MAX] = "";
+
+	slots_client(&c, &f);
+	assert_int_equal(smp_client_activate(&c, detail), 0);
+	assert_int_equal(smp_client_confirm(&c, NULL, version, detail), 0);
+	assert_true(f.trial);
+	slots_client(&fresh, &f);
+	f.new_slot = 0; /* slots_client resets it; the device runs the new image */
+	f.trial = true;
+	assert_false(fresh.tested);
+	assert_int_equal(smp_client_abort(&fresh, NULL, detail), 0);
+	assert_false(f.trial);
+	assert_int_equal(f.new_slot, 1);
+	assert_int_equal(f.resets, 2);
 }
 
 /* Every answer to the test mark is lost, but the mark was written: abort
@@ -593,7 +638,7 @@ static void test_abort_after_lost_test_mark(void **state)
 	slots_client(&c, &f);
 	assert_int_equal(smp_client_activate(&c, detail), FERRY_ADAPTER_E_ADAPTER_ERROR);
 	assert_true(f.pending);
-	assert_int_equal(smp_client_abort(&c, detail), 0);
+	assert_int_equal(smp_client_abort(&c, NULL, detail), 0);
 	assert_int_equal(f.resets, 2);
 	assert_int_equal(f.new_slot, 1);
 	assert_false(f.pending);
@@ -610,7 +655,7 @@ static void test_abort_nothing_left(void **state)
 
 	slots_client(&c, &f);
 	c.tested = true;
-	assert_int_equal(smp_client_abort(&c, detail), 0);
+	assert_int_equal(smp_client_abort(&c, NULL, detail), 0);
 	assert_int_equal(f.reset_requests, 0);
 }
 
@@ -629,8 +674,10 @@ int main(void)
 	    cmocka_unit_test(test_activate_resends_lost_reset),
 	    cmocka_unit_test(test_activate_device_never_resets),
 	    cmocka_unit_test(test_confirm_finds_image_pending),
-	    cmocka_unit_test(test_confirm_answer_lost),
-	    cmocka_unit_test(test_confirm_then_silence),
+	    cmocka_unit_test(test_commit_answer_lost),
+	    cmocka_unit_test(test_commit_then_silence),
+	    cmocka_unit_test(test_commit_old_image),
+	    cmocka_unit_test(test_abort_fresh_session_reverts_trial),
 	    cmocka_unit_test(test_abort_after_lost_test_mark),
 	    cmocka_unit_test(test_abort_nothing_left),
 	};

@@ -63,6 +63,7 @@ typedef struct ferry_manifest {
 	int64_t created;
 	int64_t expires; /* 0 when absent */
 	bool allow_downgrade;
+	bool atomic; /* all or nothing: every device gets the update, or none keeps it */
 	ferry_component *c;
 	size_t n;
 	size_t order[FERRY_COMPONENTS_MAX]; /* install order: listed order, moved by `after` */
