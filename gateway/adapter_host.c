@@ -102,6 +102,8 @@ static void flatten(const json_t *v, const char *prefix, json_t *out)
 	json_t *child;
 	size_t i;
 
+	if (!v)
+		return; /* an adapter without a section of its own */
 	switch (json_typeof(v)) {
 	case JSON_OBJECT:
 		json_object_foreach((json_t *)v, k, child) {
@@ -532,7 +534,7 @@ const char *ferry_device_version(const ferry_device_v1 *d, const char *component
 	return NULL;
 }
 
-bool ferry_device_matches(const ferry_device_v1 *d, const ferry_component *c)
+bool ferry_device_matches(const ferry_adapter *ad, const ferry_device_v1 *d, const ferry_component *c)
 {
 	if (strcmp(d->vendor_id, c->vendor_id) || strcmp(d->class_id, c->class_id))
 		return false;
@@ -543,7 +545,7 @@ bool ferry_device_matches(const ferry_device_v1 *d, const ferry_component *c)
 		if (!found)
 			return false;
 	}
-	return ferry_device_version(d, c->name) != NULL;
+	return ferry_device_version(d, c->name) != NULL || (ad->abi == 1 && d->n_components == 0);
 }
 
 static json_t *kv_object(const ferry_kv_v1 *kv, size_t n)

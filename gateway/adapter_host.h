@@ -65,8 +65,10 @@ bool ferry_adapters_present(ferry_adapters *a, const ferry_adapter *ad, const ch
 
 /* Does the device take this manifest component: vendor and class ids equal,
  * every `match` entry present with the same value, and the component's
- * name among those it serves. */
-bool ferry_device_matches(const ferry_device_v1 *d, const ferry_component *c);
+ * name among those it serves.  A device of an ABI 1 adapter that lists no
+ * component at all is taken to serve any (ABI 1 plugins listed a component
+ * only once it had a version). */
+bool ferry_device_matches(const ferry_adapter *ad, const ferry_device_v1 *d, const ferry_component *c);
 /* The version the device reports for a component: NULL when it does not
  * serve it, "" when it serves it but cannot tell. */
 const char *ferry_device_version(const ferry_device_v1 *d, const char *component);

@@ -175,7 +175,7 @@ static ferry_err bind_component(ferry_engine *e, const ferry_manifest *m, size_t
 		char buf[65];
 		const char *running;
 		ferry_semver cur;
-		if (d->ad != ad || !ferry_device_matches(&d->dev, c))
+		if (d->ad != ad || !ferry_device_matches(ad, &d->dev, c))
 			continue;
 		if (p->n == FERRY_STEPS_MAX)
 			return ferry_fail(st, FERRY_E_UNSUPPORTED, "the update would have more than %d steps (components "

@@ -71,20 +71,30 @@ void run_note_failure(eng_run *r, const ferry_jstep *s, const ferry_status *why)
 	pthread_mutex_unlock(&r->why_lock);
 }
 
-static bool comp_report(eng_run *r, ferry_jcomponent *c, ferry_stage stage, const ferry_status *why, int64_t done,
-			int64_t total)
+/* A component's report; with `to` other than the current state, the update
+ * moves there in the same transaction. */
+static bool comp_report_moving(eng_run *r, ferry_jcomponent *c, ferry_stage stage, const ferry_status *why,
+			       int64_t done, int64_t total, ferry_ustate to)
 {
 	ferry_status st = {0};
 	ferry_transition t = {.update_id = r->u.id, .component = c->name, .stage = stage,
 			      .reason = why ? ferry_err_code(why->code) : NULL, .detail = why ? why->detail : NULL,
-			      .done = done, .total = total, .ts = eng_now()};
+			      .done = done, .total = total, .ts = eng_now(), .moves = to != r->u.state,
+			      .from = r->u.state, .to = to};
 
 	if (eng_report(r->e, &t, &st)) {
 		ferry_log(LOG_ERR, "%s/%s: %s not recorded: %s", r->u.id, c->name, ferry_stage_name(stage), st.detail);
 		return false;
 	}
 	c->stage = stage;
+	r->u.state = to;
 	return true;
+}
+
+static bool comp_report(eng_run *r, ferry_jcomponent *c, ferry_stage stage, const ferry_status *why, int64_t done,
+			int64_t total)
+{
+	return comp_report_moving(r, c, stage, why, done, total, r->u.state);
 }
 
 static void forget_links(eng_run *r)
@@ -328,7 +338,12 @@ static bool phase_download(eng_run *r)
 		free(tasks);
 		return false;
 	}
-	/* each image is in the store: every component that takes it is downloaded */
+	/* each image is in the store: every component that takes it is
+	 * downloaded, and with the last report the update is (so that a
+	 * cloud that answers it with update.check finds it there) */
+	size_t left = 0;
+	for (size_t i = 0; i < n; i++)
+		left += tasks[i].n_members;
 	for (size_t i = 0; i < n; i++)
 		for (size_t k = 0; k < tasks[i].n_members; k++) {
 			ferry_jcomponent *c = &r->cs[tasks[i].members[k]];
@@ -337,7 +352,11 @@ static bool phase_download(eng_run *r)
 				ferry_log(LOG_ERR, "journal: cannot forget the link of %s/%s", r->u.id, c->name);
 			free(c->link);
 			c->link = NULL;
-			comp_report(r, c, FERRY_S_DOWNLOADED, NULL, mc->size, mc->size);
+			if (!comp_report_moving(r, c, FERRY_S_DOWNLOADED, NULL, mc->size, mc->size,
+						--left ? r->u.state : FERRY_U_DOWNLOADED)) {
+				free(tasks);
+				return false;
+			}
 		}
 	free(tasks);
 	if (!move(r, FERRY_U_DOWNLOADED))
@@ -453,8 +472,13 @@ static bool phase_check(eng_run *r)
 		end_update(r, FERRY_U_CANCELLED, "cancelled by command");
 		return false;
 	}
+	size_t last = r->n_cs;
 	for (size_t i = 0; i < r->n_cs; i++)
-		if (verifying(&r->cs[i]) && !comp_report(r, &r->cs[i], FERRY_S_VERIFIED, NULL, -1, -1))
+		if (verifying(&r->cs[i]))
+			last = i;
+	for (size_t i = 0; i < r->n_cs; i++)
+		if (verifying(&r->cs[i]) && !comp_report_moving(r, &r->cs[i], FERRY_S_VERIFIED, NULL, -1, -1,
+								i == last ? FERRY_U_VERIFIED : r->u.state))
 			return false;
 	if (!move(r, FERRY_U_VERIFIED))
 		return false;

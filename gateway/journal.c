@@ -694,6 +694,13 @@ ferry_err ferry_journal_transition(ferry_journal *j, const ferry_transition *t, 
 		e = ferry_fail(st, FERRY_E_WRONG_STAGE, "%s%s%s is %s: it cannot become %s", t->component,
 			       t->device ? " on " : "", t->device ? t->device : "",
 			       cur == FERRY_S_NONE ? "new" : ferry_stage_name(cur), ferry_stage_name(t->stage));
+	if (!e && t->moves && (state != (int64_t)t->from || !ustate_move(t->from, t->to)))
+		e = ferry_fail(st, FERRY_E_WRONG_STAGE, "update %s is %s, not %s: it cannot become %s", t->update_id,
+			       ferry_ustate_name((ferry_ustate)state), ferry_ustate_name(t->from),
+			       ferry_ustate_name(t->to));
+	if (!e && t->moves && run(prep(j, "UPDATE updates SET state = ? WHERE id = ?", "is", (int64_t)t->to,
+				       t->update_id)))
+		e = dberr(j, st, "update state");
 	if (!e && scalar(j, seq, "SELECT next_seq FROM updates WHERE id = ?", "s", t->update_id) != 1)
 		e = dberr(j, st, "reading the report sequence");
 	if (!e && !(body = report_body(t, *seq)))

@@ -161,6 +161,11 @@ typedef struct ferry_transition {
 	const json_t *devices;     /* on `allowed`: the device ids it goes to */
 	int64_t done, total;       /* progress; total < 0: none */
 	int64_t ts;
+	/* when set, the update moves from `from` to `to` in the same
+	 * transaction (compare and set): the report that ends a phase and the
+	 * state the next command needs arrive together */
+	bool moves;
+	ferry_ustate from, to;
 } ferry_transition;
 ferry_err ferry_journal_transition(ferry_journal *j, const ferry_transition *t, char **report, int64_t *seq,
 				   ferry_status *st) FERRY_WUR;
