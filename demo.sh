@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The main job: an end-to-end deployment on this machine.  It builds ferry,
 # makes a PKI, starts mosquitto (TLS, client certificates, per-gateway ACLs)
-# and nginx (HTTPS) on 127.0.0.1 and three simulated MCUs (MCUboot + mcumgr
-# on a pseudo-terminal; the same behind a simulated BlueZ on a private
-# D-Bus; a USB DFU device behind libusb through umockdev), starts ferryd for
-# gateway gw-1, signs an update with five components -- two files of the
-# gateway's own and each MCU's firmware -- and sends it as one update.deploy
-# command, then prints every stage report live until all
-# are installed, prints the inventory, and stops everything it started.
+# and nginx (HTTPS) on 127.0.0.1 and five simulated MCUs (three identical
+# sensor boards running MCUboot + mcumgr, each on a pseudo-terminal; the
+# same behind a simulated BlueZ on a private D-Bus; a USB DFU device behind
+# libusb through umockdev), starts ferryd for gateway gw-1, signs an
+# all-or-nothing update with five components -- two files of the gateway's
+# own, the sensor firmware (for all three boards), the BLE node's and the
+# radio's -- and sends it as one update.deploy command, then prints every
+# stage report live, per device, until all seven devices steps are
+# installed, prints the inventory, and stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")"
 . scripts/deps.sh
@@ -22,7 +24,15 @@ cmake --build build-demo -j"${FERRY_JOBS:-2}" >/dev/null
 W_SLOW_RATE=${FERRY_DEMO_RATE:-200k}
 W_EXTRA_ADAPTERS="  serial-smp:
     ports:
-      - path: /tmp/PLACEHOLDER/ttyMCU
+      - path: /tmp/PLACEHOLDER/ttyMCU0
+        vendor_id: acme
+        class_id: sensor-v2
+        component: sensor-mcu
+      - path: /tmp/PLACEHOLDER/ttyMCU1
+        vendor_id: acme
+        class_id: sensor-v2
+        component: sensor-mcu
+      - path: /tmp/PLACEHOLDER/ttyMCU2
         vendor_id: acme
         class_id: sensor-v2
         component: sensor-mcu
@@ -49,14 +59,21 @@ start_bus
 build-demo/tests/sim/bluez_sim --bus "unix:path=$W/bus" --address C0:FF:EE:00:00:07 --name node-7 --version 3.0.0 \
 	--stats "$W/ble.stats" > "$W/ble-sim.log" 2>&1 &
 BLE_PID=$!
-build-demo/tests/sim/smp_device --link "$W/ttyMCU" --version 1.4.0 --rate 11520 > "$W/sim.log" 2>&1 &
-SIM_PID=$!
+SIM_PIDS=
+for i in 0 1 2; do
+	build-demo/tests/sim/smp_device --link "$W/ttyMCU$i" --version 1.4.0 --rate 11520 > "$W/sim$i.log" 2>&1 &
+	SIM_PIDS="$SIM_PIDS $!"
+done
 build-demo/tests/sim/dfu_device --root-file "$W/usb.root" --serial ACME-RADIO-7 --version 2.0.0 --poll-ms 15 \
 	> "$W/usb-sim.log" 2>&1 &
 USB_PID=$!
-trap 'kill $SIM_PID $USB_PID $BLE_PID 2>/dev/null; world_down' EXIT
-for _ in $(seq 1 50); do [ -e "$W/ttyMCU" ] && [ -s "$W/usb.root" ] && [ -s "$W/ble.stats" ] && break; sleep 0.1; done
-echo "== simulated MCU on $W/ttyMCU (a pty at 115200 baud), running firmware 1.4.0"
+trap 'kill $SIM_PIDS $USB_PID $BLE_PID 2>/dev/null; world_down' EXIT
+for _ in $(seq 1 50); do
+	[ -e "$W/ttyMCU0" ] && [ -e "$W/ttyMCU1" ] && [ -e "$W/ttyMCU2" ] && [ -s "$W/usb.root" ] && [ -s "$W/ble.stats" ] &&
+		break
+	sleep 0.1
+done
+echo "== three identical simulated sensor MCUs on $W/ttyMCU0..2 (ptys at 115200 baud), running firmware 1.4.0"
 echo "== simulated USB DFU radio ACME-RADIO-7 (1209:0001, DFU mode 1209:0002), running firmware 2.0.0"
 echo "== simulated BLE node C0:FF:EE:00:00:07 (bonded, behind a simulated BlueZ), running firmware 3.0.0"
 # ferryd's libusb sees the simulated USB bus through umockdev's preload
@@ -70,8 +87,9 @@ build-demo/tests/sim/smp_device --make-image 1.5.0 60000 "$W/www/demo-mcu.bin"
 build-demo/tests/sim/smp_device --make-image 3.1.0 30000 "$W/www/demo-node.bin"
 build-demo/tests/sim/dfu_device --make-image 2.1.0 60000 "$W/www/demo-radio.dfu"
 dfu-suffix -v 1209 -p 0001 -d 0210 -a "$W/www/demo-radio.dfu" > /dev/null
+sed -i 's/^sequence: 1$/sequence: 1\natomic: true   # all or nothing: every device runs the update, or none keeps it/' "$W/demo.yaml"
 cat >> "$W/demo.yaml" <<YAML
-  - name: sensor-mcu
+  - name: sensor-mcu          # no match: it goes to every sensor-v2 board
     type: firmware
     adapter: serial-smp
     target: {vendor_id: acme, class_id: sensor-v2}
@@ -95,7 +113,8 @@ cat >> "$W/demo.yaml" <<YAML
 YAML
 "$W_FERRY" manifest sign "$W/demo.yaml" --key "$W/pki/manifest-signer.key" --cert "$W/pki/manifest-signer.pem" \
 	-o "$W/demo.jws" > /dev/null
-echo "== signed manifest: app-config 1.0.0, app-bin 1.0.0 (2 MB), sensor-mcu 1.5.0 and node-mcu 3.1.0 (MCUboot images), radio-fw 2.1.0 (DFU file)"
+echo "== signed an all-or-nothing manifest: app-config 1.0.0, app-bin 1.0.0 (2 MB), sensor-mcu 1.5.0 for the three"
+echo "   sensor boards and node-mcu 3.1.0 (MCUboot images), radio-fw 2.1.0 (DFU file; it cannot revert, so it goes last)"
 # shellcheck disable=SC2046
 cmd update.deploy u-demo --manifest "$W/demo.jws" $(links_for demo slow/) \
 	--link "sensor-mcu=https://127.0.0.1:$W_HTTPS_PORT/demo-mcu.bin" \
@@ -103,7 +122,7 @@ cmd update.deploy u-demo --manifest "$W/demo.jws" $(links_for demo slow/) \
 	--link "radio-fw=https://127.0.0.1:$W_HTTPS_PORT/demo-radio.dfu"
 echo "== sent update.deploy u-demo; stage reports as they arrive:"
 
-# One line per report: seq, component, stage, progress or outcome.
+# One line per report: seq, component, device, stage, progress or outcome.
 show() {
 	sed -nE 's#^ferry/v1/[^/]*/(stage|reply) ##p' | while IFS= read -r m; do
 		case "$m" in
@@ -112,12 +131,15 @@ show() {
 		*)
 			seq=$(echo "$m" | sed 's/.*"seq":\([0-9]*\).*/\1/')
 			comp=$(echo "$m" | sed 's/.*"component":"\([^"]*\)".*/\1/')
+			dev=""
+			case "$m" in *'"device"'*) dev=$(echo "$m" | sed 's/.*"device":"\([^"]*\)".*/\1/') ;; esac
 			stage=$(echo "$m" | sed 's/.*"stage":"\([^"]*\)".*/\1/')
 			extra=""
 			case "$m" in *'"progress"'*) extra=$(echo "$m" | sed 's/.*"done":\([0-9]*\),"total":\([0-9]*\).*/\1 of \2 bytes/') ;; esac
 			case "$m" in *'"version"'*) extra="version $(echo "$m" | sed 's/.*"version":"\([^"]*\)".*/\1/')" ;; esac
 			case "$m" in *'"reason"'*) extra=$(echo "$m" | sed 's/.*"reason":"\([^"]*\)","detail":"\([^"]*\)".*/\1: \2/') ;; esac
-			printf '  #%-3s %-11s %-12s %s\n' "$seq" "$comp" "$stage" "$extra" ;;
+			case "$m" in *'"devices"'*) extra="to $(echo "$m" | sed 's/.*"devices":\[\([^]]*\)\].*/\1/' | tr -d '"' | sed 's/,/, /g')" ;; esac
+			printf '  #%-3s %-11s %-17s %-12s %s\n' "$seq" "$comp" "$dev" "$stage" "$extra" ;;
 		esac
 	done
 }
@@ -130,7 +152,7 @@ for _ in $(seq 1 1200); do
 	fi
 	n=$(grep -F '"update_id":"u-demo"' "$W/mqtt.log" | grep -cE '"stage":"(installed|failed|rolled_back|cancelled)"' || true)
 	grep -qF '"update_id":"u-demo","result":"refused"' "$W/mqtt.log" && break
-	[ "$n" -ge 5 ] && [ "$shown" -eq "$(wc -l < "$W/mqtt.log")" ] && break
+	[ "$n" -ge 7 ] && [ "$shown" -eq "$(wc -l < "$W/mqtt.log")" ] && break
 	sleep 0.2
 done
 if grep -qF '"update_id":"u-demo","result":"refused"' "$W/mqtt.log"; then
@@ -141,14 +163,18 @@ if grep -F '"update_id":"u-demo"' "$W/mqtt.log" | grep -qE '"stage":"(failed|rol
 	echo "demo: the update did not install; see $W/ferryd.log" >&2
 	exit 1
 fi
-[ "$(grep -F '"update_id":"u-demo"' "$W/mqtt.log" | grep -cF '"stage":"installed"')" -eq 5 ] ||
+[ "$(grep -F '"update_id":"u-demo"' "$W/mqtt.log" | grep -cF '"stage":"installed"')" -eq 7 ] ||
 	{ echo "demo: timed out waiting for the update" >&2; exit 1; }
 cmp -s "$W/www/demo-app.bin" "$W/target/app.bin" || { echo "demo: app.bin on disk differs" >&2; exit 1; }
 
-wait_mqtt '{"name":"sensor-mcu","version":"1.5.0"}' 10
+for _ in $(seq 1 100); do
+	[ "$(grep -F "ferry/v1/$W_GW/inventory " "$W/mqtt.log" | tail -n 1 |
+		grep -oF '{"name":"sensor-mcu","version":"1.5.0"}' | wc -l)" -eq 3 ] && break
+	sleep 0.1
+done
 wait_mqtt '{"name":"radio-fw","version":"2.1.0"}' 10
 wait_mqtt '{"name":"node-mcu","version":"3.1.0"}' 10
 echo "== inventory (retained on ferry/v1/$W_GW/inventory):"
 grep -F "ferry/v1/$W_GW/inventory " "$W/mqtt.log" | tail -n 1 | sed 's|^[^ ]* ||' |
 	sed 's/,"devices"/\n  "devices"/; s/},{/},\n   {/g' | sed 's/^/  /'
-echo "== done: all five components installed; stopping ferryd, the MCUs, D-Bus, nginx and mosquitto"
+echo "== done: five components on seven devices, all or nothing; stopping ferryd, the MCUs, D-Bus, nginx and mosquitto"

@@ -73,7 +73,7 @@ static bool cancelled(void *ctx)
 static int push(const char *plugin, const char *image)
 {
 	void *dl = dlopen(plugin, RTLD_NOW);
-	const ferry_adapter_v1 *(*table)(void);
+	const ferry_adapter_v2 *(*table)(void);
 	ferry_host_v1 host = {.size = sizeof(host), .log = host_log, .config = host_config, .now_ms = now_ms};
 	ferry_session_host_v1 sh = {.size = sizeof(sh), .progress = progress, .cancelled = cancelled};
 	char detail[FERRY_ADAPTER_DETAIL_MAX] = "";
@@ -84,9 +84,9 @@ static int push(const char *plugin, const char *image)
 	struct stat sb;
 	int rc = 1;
 
-	if (!dl || !(*(void **)&table = dlsym(dl, "ferry_adapter_table_v1")) || stat(image, &sb))
+	if (!dl || !(*(void **)&table = dlsym(dl, "ferry_adapter_table_v2")) || stat(image, &sb))
 		return 1;
-	const ferry_adapter_v1 *t = table();
+	const ferry_adapter_v2 *t = table();
 	memset(dev, 0, sizeof(dev));
 	ferry_image_v1 img = {.size = sizeof(img),
 	                      .component = "mcu",
@@ -96,7 +96,7 @@ static int push(const char *plugin, const char *image)
 	                      .version = "1.1.0"};
 	if (t->init(&host, &state, detail) == 0 && t->discover(state, dev, 2, &n, detail) == 0 && n == 1 &&
 	    t->open(state, &dev[0], &sh, &sess, detail) == 0 && t->check(sess, &img, detail) == 0 &&
-	    t->write(sess, &img, &off, detail) == 0 && t->abort(sess, detail) == 0 && g_last_ms > g_first_ms) {
+	    t->write(sess, &img, &off, detail) == 0 && t->abort(sess, &img, detail) == 0 && g_last_ms > g_first_ms) {
 		printf("%.1f\n", (double)(g_last_done - g_first_done) * 1000.0 / (double)(g_last_ms - g_first_ms));
 		rc = 0;
 	}

@@ -57,7 +57,7 @@ static bool cancelled(void *ctx)
 	return false;
 }
 
-static double run(const ferry_adapter_v1 *t, const char *sim, long baud, long size, const char *dir)
+static double run(const ferry_adapter_v2 *t, const char *sim, long baud, long size, const char *dir)
 {
 	char rate[32], image[300], detail[FERRY_ADAPTER_DETAIL_MAX] = "";
 	pid_t pid;
@@ -109,13 +109,13 @@ int main(int argc, char **argv)
 	char dir[] = "/tmp/ferry-bench-XXXXXX";
 	long size = argc > 3 ? atol(argv[3]) : 65536;
 	void *dl;
-	const ferry_adapter_v1 *(*table)(void);
+	const ferry_adapter_v2 *(*table)(void);
 
 	if (argc < 3) {
 		fprintf(stderr, "usage: smp_goodput PLUGIN SIMULATOR [IMAGE_BYTES]\n");
 		return 2;
 	}
-	if (!(dl = dlopen(argv[1], RTLD_NOW)) || !(*(void **)&table = dlsym(dl, "ferry_adapter_table_v1")) ||
+	if (!(dl = dlopen(argv[1], RTLD_NOW)) || !(*(void **)&table = dlsym(dl, "ferry_adapter_table_v2")) ||
 	    !mkdtemp(dir)) {
 		fprintf(stderr, "cannot load %s\n", argv[1]);
 		return 1;

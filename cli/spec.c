@@ -45,6 +45,65 @@ static ferry_err hash_file(const char *path, int64_t *size, char hex[65], ferry_
 	return FERRY_OK;
 }
 
+/* What a person may write in a spec.  The gateway ignores members of a
+ * signed manifest it does not know (the protocol grows that way), so a
+ * misspelt key here would be signed and then silently ignored: it is
+ * refused with the file, the line and the key instead. */
+static const char *const top_keys[] = {"sequence", "created", "expires", "allow_downgrade", "atomic", "components",
+				       NULL};
+static const char *const component_keys[] = {"name", "type",  "adapter", "target",     "version", "format",
+					      "file", "after", "delta",   "encryption", NULL};
+static const char *const target_keys[] = {"vendor_id", "class_id", "match", NULL};
+static const char *const delta_keys[] = {"from_sha256", "sha256", "size", "format", NULL};
+
+static bool listed(const char *const *keys, const char *k)
+{
+	for (; *keys; keys++)
+		if (!strcmp(*keys, k))
+			return true;
+	return false;
+}
+
+static ferry_err known_keys(const char *file, const json_t *lines, const json_t *o, const char *path,
+			    const char *const *keys, ferry_status *st)
+{
+	const char *k;
+	json_t *v;
+
+	json_object_foreach((json_t *)o, k, v) {
+		char full[512];
+		snprintf(full, sizeof(full), "%s%s%s", path, *path ? "." : "", k);
+		if (!listed(keys, k))
+			return ferry_fail(st, FERRY_E_MALFORMED, "%s:%lld: %s: not a key of a manifest spec", file,
+					  (long long)json_integer_value(json_object_get(lines, full)), full);
+	}
+	return FERRY_OK;
+}
+
+static ferry_err check_keys(const char *file, const json_t *spec, const json_t *lines, ferry_status *st)
+{
+	const json_t *comps = json_object_get(spec, "components"), *c;
+	size_t i;
+	ferry_err e;
+
+	if ((e = known_keys(file, lines, spec, "", top_keys, st)))
+		return e;
+	json_array_foreach(comps, i, c) {
+		char path[64], sub[96];
+		const json_t *t = json_object_get(c, "target"), *d = json_object_get(c, "delta");
+		snprintf(path, sizeof(path), "components[%zu]", i);
+		if (json_is_object(c) && (e = known_keys(file, lines, c, path, component_keys, st)))
+			return e;
+		snprintf(sub, sizeof(sub), "%s.target", path);
+		if (json_is_object(t) && (e = known_keys(file, lines, t, sub, target_keys, st)))
+			return e;
+		snprintf(sub, sizeof(sub), "%s.delta", path);
+		if (json_is_object(d) && (e = known_keys(file, lines, d, sub, delta_keys, st)))
+			return e;
+	}
+	return FERRY_OK;
+}
+
 static ferry_err fill_component(json_t *c, size_t i, const char *dir, ferry_status *st)
 {
 	const json_t *file = json_object_get(c, "file");
@@ -72,19 +131,26 @@ static ferry_err fill_component(json_t *c, size_t i, const char *dir, ferry_stat
 ferry_err ferry_spec_load(const char *spec_path, time_t now, json_t **payload, ferry_status *st)
 {
 	char dirbuf[4096];
-	json_t *spec, *comps, *c;
+	json_t *spec, *comps, *c, *lines = NULL;
 	ferry_manifest m;
 	size_t i;
 	ferry_err e;
 
-	if ((e = ferry_yaml_to_json(spec_path, &spec, NULL, st)))
+	if ((e = ferry_yaml_to_json(spec_path, &spec, &lines, st)))
 		return e;
 	snprintf(dirbuf, sizeof(dirbuf), "%s", spec_path);
 	const char *dir = dirname(dirbuf);
 	comps = json_object_get(spec, "components");
 	if (!json_is_object(spec) || !json_is_array(comps)) {
 		json_decref(spec);
+		json_decref(lines);
 		return ferry_fail(st, FERRY_E_MALFORMED, "%s: needs a \"components\" list", spec_path);
+	}
+	e = check_keys(spec_path, spec, lines, st);
+	json_decref(lines);
+	if (e) {
+		json_decref(spec);
+		return e;
 	}
 	json_array_foreach(comps, i, c) {
 		if ((e = fill_component(c, i, dir, st))) {

@@ -73,6 +73,16 @@ expect 1 "nowhere.bin" "$FERRY" manifest sign "$T/bad.yaml" --key "$T/pki/manife
 sed 's/version: 1.5.2/version: 1.5/' "$T/spec.yaml" > "$T/bad.yaml"
 expect 1 "components\[0\]: version \"1.5\"" "$FERRY" manifest sign "$T/bad.yaml" \
 	--key "$T/pki/manifest-signer.key" --cert "$T/pki/manifest-signer.pem" -o "$T/x.jws"
+# a misspelt key is refused with file, line and key, never signed
+sed 's/^allow_downgrade: false/atomc: true/' "$T/spec.yaml" > "$T/bad.yaml"
+expect 1 "bad.yaml:2: atomc: not a key" "$FERRY" manifest sign "$T/bad.yaml" \
+	--key "$T/pki/manifest-signer.key" --cert "$T/pki/manifest-signer.pem" -o "$T/x.jws"
+sed 's/    version: 1.5.2/    versoin: 1.5.2/' "$T/spec.yaml" > "$T/bad.yaml"
+expect 1 "bad.yaml:8: components\[0\].versoin: not a key" "$FERRY" manifest sign "$T/bad.yaml" \
+	--key "$T/pki/manifest-signer.key" --cert "$T/pki/manifest-signer.pem" -o "$T/x.jws"
+sed 's/class_id: sensor-v2, match/class_id: sensor-v2, mtch/' "$T/spec.yaml" > "$T/bad.yaml"
+expect 1 "components\[0\].target.mtch: not a key" "$FERRY" manifest sign "$T/bad.yaml" \
+	--key "$T/pki/manifest-signer.key" --cert "$T/pki/manifest-signer.pem" -o "$T/x.jws"
 [ ! -e "$T/x.jws" ] || fail "a refused spec left an output file"
 expect 1 "^ferry: malformed: .*3 parts" "$FERRY" manifest verify "$T/spec.yaml" --ca "$T/pki/ca.pem"
 "$FERRY" pki init "$T/other" >/dev/null
