@@ -8,7 +8,7 @@
 # all-or-nothing update with five components -- two files of the gateway's
 # own, the sensor firmware (for all three boards), the BLE node's and the
 # radio's -- and sends it as one update.deploy command, then prints every
-# stage report live, per device, until all seven devices steps are
+# stage report live, per device, until all seven device steps are
 # installed, prints the inventory, and stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -117,6 +117,8 @@ typedef struct fdev {
 	bool reverts_itself; /* activate "boots" the image, but it falls back at once */
 	bool abort_fails;
 	bool hold_write; /* write waits until cancelled */
+	int bad_code;    /* write returns this number, not a reason code */
+	bool junk_detail; /* write fills detail to the brim, no NUL, with control bytes */
 } fdev;
 
 static struct {
@@ -228,6 +230,14 @@ static int f_write(void *s, const ferry_image_v1 *img, uint64_t *off, char *deta
 
 	if (rc)
 		return rc;
+	if (x->d->bad_code)
+		return x->d->bad_code;
+	if (x->d->junk_detail) {
+		memset(detail, 'A', FERRY_ADAPTER_DETAIL_MAX);
+		detail[3] = '\n';
+		detail[4] = (char)0xff;
+		return FERRY_ADAPTER_E_INSTALL_FAILED;
+	}
 	if (x->d->hold_write) {
 		pthread_mutex_lock(&F.lock);
 		F.holding++;
@@ -504,6 +514,8 @@ static void image(const char *name, int64_t size, char sha[65])
 }
 
 /* A component for the manifest: NAME ADAPTER CLASS VERSION [after...]. */
+static const char *next_format = "raw";
+
 static json_t *component(const char *name, const char *adapter, const char *cls, const char *version,
 			 const char *match_slot, const char *after)
 {
@@ -514,7 +526,8 @@ static json_t *component(const char *name, const char *adapter, const char *cls,
 		json_object_set_new(target, "match", json_pack("{s:s}", "slot", match_slot));
 	json_t *c = json_pack("{s:s,s:s,s:s,s:o,s:s,s:I,s:s,s:s}", "name", name, "type", "firmware", "adapter", adapter,
 			      "target", target, "version", version, "size", (json_int_t)1000, "sha256", sha, "format",
-			      "raw");
+			      next_format);
+	next_format = "raw";
 	if (after)
 		json_object_set_new(c, "after", json_pack("[s]", after));
 	return c;
@@ -1155,6 +1168,85 @@ static void test_abi1_plugin(void **state)
 	json_decref(comps);
 }
 
+/* What a plugin hands back is checked: a number that is no reason code is
+ * adapter_error naming it; a detail without a NUL or with control bytes is
+ * cut and cleaned. */
+static void test_plugin_output_checked(void **state)
+{
+	add_dev("w1", "fw", "widget", "1.0.0", true);
+	add_dev("w2", "fw", "widget", "1.0.0", true);
+	dev("w1")->bad_code = 99;
+	dev("w2")->junk_detail = true;
+	start_engine(NULL);
+	json_t *comps = json_pack("[o]", component("fw", "fake", "widget", "2.0.0", NULL, NULL));
+	char *m = manifest(comps, false);
+	command("update.deploy", "u17", m, comps);
+	assert_string_equal(outcome("u17", "fw", "w1"), "failed");
+	assert_string_equal(outcome("u17", "fw", "w2"), "failed");
+	const json_t *r1 = report_at(wait_report("u17", "fw", "w1", "failed"));
+	assert_string_equal(json_string_value(json_object_get(r1, "reason")), "adapter_error");
+	assert_non_null(strstr(json_string_value(json_object_get(r1, "detail")), "write returned 99"));
+	const json_t *r2 = report_at(wait_report("u17", "fw", "w2", "failed"));
+	const char *d = json_string_value(json_object_get(r2, "detail"));
+	assert_string_equal(json_string_value(json_object_get(r2, "reason")), "install_failed");
+	assert_true(strlen(d) < FERRY_ADAPTER_DETAIL_MAX);
+	assert_true(strlen(d) > 200);
+	assert_null(strchr(d, '\n'));
+	for (const char *p = d; *p; p++)
+		assert_true(*p >= 0x20 && *p < 0x7f);
+	free(m);
+	json_decref(comps);
+}
+
+/* self in an all-or-nothing update: the new file runs on trial and is put
+ * back, with its version, when another device fails; kept when all came up. */
+static void test_self_trial(void **state)
+{
+	char extra[512], path[256], cmd[600], buf[64] = "";
+	FILE *f;
+
+	snprintf(cmd, sizeof(cmd), "mkdir -p %s/target && printf old > %s/target/app.conf", dir, dir);
+	assert_int_equal(system(cmd), 0);
+	snprintf(path, sizeof(path), "%s/target/app.conf", dir);
+	snprintf(extra, sizeof(extra),
+		 "adapters: {self: {vendor_id: acme, class_id: gateway, files: [{name: cfg, path: %s}]}}\n", path);
+	add_dev("w1", "fw", "widget", "1.0.0", true);
+	dev("w1")->reverts_itself = true;
+	start_engine(extra);
+	next_format = "file";
+	json_t *cfg_c = component("cfg", "self", "gateway", "1.0.0", NULL, NULL); /* in this order */
+	/* after: the file runs on trial before the widget fails */
+	json_t *comps = json_pack("[oo]", cfg_c, component("fw", "fake", "widget", "2.0.0", NULL, "cfg"));
+	char *m = manifest(comps, true);
+	command("update.deploy", "u18", m, comps);
+	assert_int_equal(wait_end("u18"), FERRY_U_FAILED);
+	assert_string_equal(outcome("u18", "cfg", "self"), "rolled_back");
+	assert_string_equal(outcome("u18", "fw", "w1"), "rolled_back");
+	assert_non_null(f = fopen(path, "r"));
+	assert_non_null(fgets(buf, sizeof(buf), f));
+	fclose(f);
+	assert_string_equal(buf, "old");
+	snprintf(cmd, sizeof(cmd), "test ! -e %s.ferry-trial && test ! -e %s.ferry-previous && test ! -e %s.ferry-version",
+		 path, path, path);
+	assert_int_equal(system(cmd), 0);
+	free(m);
+	json_decref(comps);
+
+	dev("w1")->reverts_itself = false;
+	next_format = "file";
+	cfg_c = component("cfg", "self", "gateway", "1.0.0", NULL, NULL);
+	comps = json_pack("[oo]", cfg_c, component("fw", "fake", "widget", "2.0.0", NULL, NULL));
+	m = manifest(comps, true);
+	command("update.deploy", "u19", m, comps);
+	assert_int_equal(wait_end("u19"), FERRY_U_DONE);
+	assert_string_equal(outcome("u19", "cfg", "self"), "installed");
+	snprintf(cmd, sizeof(cmd), "test ! -e %s.ferry-trial && test ! -e %s.ferry-previous && grep -qx 1.0.0 %s.ferry-version",
+		 path, path, path);
+	assert_int_equal(system(cmd), 0);
+	free(m);
+	json_decref(comps);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1170,6 +1262,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_atomic_refused, per_test_setup, per_test_teardown),
 		cmocka_unit_test_setup_teardown(test_order, per_test_setup, per_test_teardown),
 		cmocka_unit_test_setup_teardown(test_abi1_plugin, per_test_setup, per_test_teardown),
+		cmocka_unit_test_setup_teardown(test_plugin_output_checked, per_test_setup, per_test_teardown),
+		cmocka_unit_test_setup_teardown(test_self_trial, per_test_setup, per_test_teardown),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
