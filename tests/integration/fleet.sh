@@ -10,8 +10,8 @@
 #   - all-or-nothing with one MCU whose new image never boots: every device
 #     back on its old image;
 #   - ferryd killed (SIGKILL) mid-push, mid-trial and mid-commit, and once
-#     mid-push without atomic: each resumes and ends all installed, with no
-#     device reported installed twice;
+#     mid-push without atomic (with the radio's download cut): each resumes
+#     and ends all installed, with no device reported installed twice;
 #   - two MCUs of one class on different versions; one of them picked by
 #     `match`; a match no device has refused; an unplugged MCU waited for.
 cd "$(dirname "$0")"
@@ -268,11 +268,12 @@ kill_at() { # kill_at UPDATE STAGE N [FIXED]: SIGKILL once N such reports are in
 	start_ferryd
 }
 cat "$W"/mcu*.log > "$W/before-u4.log"
-deploy u-4 1.4.0 3.4.0 - true
+deploy u-4 1.4.0 3.4.0 2.4.0 true
 kill_at u-4 installing 12 '"sensor-fw"'
 kill_at u-4 trial 4
 all_outcomes u-4 installed
 [ "$(step_outcome u-4 node-mcu ble-C0FFEE000007)" = installed ] || fail "u-4: the node did not install"
+[ "$(step_outcome u-4 radio-fw dfu-ACME-RADIO-7)" = installed ] || fail "u-4: the radio did not install"
 one_each u-4 installed
 one_each u-4 trial
 [ "$(cat "$W"/mcu*.log | grep -c "upload resumed at")" -gt "$(grep -c "upload resumed at" "$W/before-u4.log")" ] ||
@@ -281,11 +282,14 @@ deploy u-5 1.5.0 - - true
 kill_at u-5 installed 2 '"sensor-fw"'
 all_outcomes u-5 installed
 one_each u-5 installed
-deploy u-6 1.6.0 - -
-kill_at u-6 installing 12 '"sensor-fw"'
+deploy u-6 1.6.0 3.6.0 2.6.0
+kill_at u-6 installing 3 '"radio-fw"'
 all_outcomes u-6 installed
+[ "$(step_outcome u-6 node-mcu ble-C0FFEE000007)" = installed ] || fail "u-6: the node did not install"
+[ "$(step_outcome u-6 radio-fw dfu-ACME-RADIO-7)" = installed ] || fail "u-6: the radio did not install"
 one_each u-6 installed
 [ "$(versions)" = "1.6.0 1.6.0 1.6.0 1.6.0 1.6.0 1.6.0 1.6.0 1.6.0 " ] || fail "after the kills the MCUs run $(versions)"
+fresh_inventory | grep -qF '{"name":"radio-fw","version":"2.6.0"}' || fail "after the kills the radio is not on 2.6.0"
 echo "ok: SIGKILL mid-push, mid-trial and mid-commit: resumed, every device installed once"
 
 # --- two MCUs of one class on different versions; one picked by match
