@@ -63,6 +63,7 @@ W_EXTRA_ADAPTERS="  serial-smp:
         serial: ACME-RADIO-7
         usb: \"1209:0001\"
         dfu_usb: \"1209:0002\""
+W_SLOW_RATE=8k # the throttled path: a download lasts seconds, so two overlap for sure
 world_up "$BUILD"
 sed -i "s|/tmp/PLACEHOLDER|$W|" "$W/ferryd.yaml"
 cp "$BUILD/adapters/serial-smp.so" "$BUILD/adapters/ble-smp.so" "$BUILD/adapters/usb-dfu.so" "$W/plugins/"
@@ -111,11 +112,13 @@ wait_mqtt '"id":"serial-ttyS7"' 20
 seq_no=0
 # deploy UPDATE SENSOR_V NODE_V RADIO_V [atomic] [MATCH_PORT]: one manifest for the ten devices
 # (NODE_V/RADIO_V "-" leaves that component out)
+# (with SLOW=slow/ the images come through the file host's throttled path)
 deploy() {
-	local u=$1 sv=$2 nv=$3 rv=$4 atomic=${5:-false} match=${6:-} links
+	local u=$1 sv=$2 nv=$3 rv=$4 atomic=${5:-false} match=${6:-} links base
+	base="https://127.0.0.1:$W_HTTPS_PORT/${SLOW:-}"
 	seq_no=$((seq_no + 1))
 	"$SMP_SIM" --make-image "$sv" 16000 "$W/www/$u-sensor.bin"
-	links="--link sensor-fw=https://127.0.0.1:$W_HTTPS_PORT/$u-sensor.bin"
+	links="--link sensor-fw=$base$u-sensor.bin"
 	{
 		echo "sequence: $seq_no"
 		echo "atomic: $atomic"
@@ -133,7 +136,7 @@ deploy() {
 		echo "    file: www/$u-sensor.bin"
 		if [ "$nv" != - ]; then
 			"$SMP_SIM" --make-image "$nv" 12000 "$W/www/$u-node.bin"
-			links="$links --link node-mcu=https://127.0.0.1:$W_HTTPS_PORT/$u-node.bin"
+			links="$links --link node-mcu=$base$u-node.bin"
 			printf '  - name: node-mcu\n    type: firmware\n    adapter: ble-smp\n'
 			printf '    target: {vendor_id: acme, class_id: ble-node}\n    version: %s\n' "$nv"
 			printf '    format: mcuboot\n    file: www/%s-node.bin\n' "$u"
@@ -142,7 +145,7 @@ deploy() {
 			"$DFU_SIM" --make-image "$rv" 20000 "$W/www/$u-radio.dfu"
 			dfu-suffix -v 1209 -p 0001 -d "$(echo "$rv" | awk -F. '{printf "%02d%d%d", $1, $2, $3}')" \
 				-a "$W/www/$u-radio.dfu" > /dev/null
-			links="$links --link radio-fw=https://127.0.0.1:$W_HTTPS_PORT/$u-radio.dfu"
+			links="$links --link radio-fw=$base$u-radio.dfu"
 			printf '  - name: radio-fw\n    type: firmware\n    adapter: usb-dfu\n'
 			printf '    target: {vendor_id: acme, class_id: radio-v1}\n    version: %s\n' "$rv"
 			printf '    format: dfu\n    file: www/%s-radio.dfu\n' "$u"
@@ -203,7 +206,7 @@ one_each() { # one_each UPDATE STAGE: no device got STAGE twice
 }
 
 # --- one deploy, ten devices, not atomic
-deploy u-1 1.1.0 3.1.0 2.1.0
+SLOW=slow/ deploy u-1 1.1.0 3.1.0 2.1.0
 all_outcomes u-1 installed
 [ "$(step_outcome u-1 node-mcu ble-C0FFEE000007)" = installed ] || fail "u-1: the BLE node did not install"
 [ "$(step_outcome u-1 radio-fw dfu-ACME-RADIO-7)" = installed ] || fail "u-1: the radio did not install"
@@ -212,7 +215,14 @@ allowed=$(grep -F '"update_id":"u-1","component":"sensor-fw","stage":"allowed"' 
 [ "$(count u-1 downloaded '"component":"sensor-fw"')" = 1 ] || fail "u-1: sensor-fw downloaded more than once"
 grep -F "\"update_id\":\"u-1\",\"component\":\"sensor-fw\",\"stage\":\"downloaded\"" "$W/mqtt.log" | grep -qF '"device"' &&
 	fail "u-1: a download report names a device"
-[ "$(grep -c 'GET /u-1-sensor.bin' "$W/nginx/access.log")" = 1 ] || fail "u-1: the sensor image was fetched more than once"
+[ "$(grep -c 'GET /slow/u-1-sensor.bin' "$W/nginx/access.log")" = 1 ] ||
+	fail "u-1: the sensor image was fetched more than once"
+# two images at once (download.parallel 2), the third once one of them is in
+s_in=$(last_line u-1 downloading '"sensor-fw"') n_in=$(last_line u-1 downloading '"node-mcu"')
+[ "$(first_line u-1 downloading '"node-mcu"')" -lt "$s_in" ] &&
+	[ "$(first_line u-1 downloading '"sensor-fw"')" -lt "$n_in" ] || fail "u-1: two images were not fetched at once"
+[ "$(first_line u-1 downloading '"radio-fw"')" -gt "$(( s_in < n_in ? s_in : n_in ))" ] ||
+	fail "u-1: three images were fetched at once"
 for i in $(seq 0 $((N - 1))); do
 	for st in installing activating installed; do
 		[ "$(count u-1 "$st" "\"device\":\"serial-ttyS$i\"")" -ge 1 ] || fail "u-1: no $st report names serial-ttyS$i"
