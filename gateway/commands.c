@@ -202,9 +202,18 @@ static ferry_err bind_component(ferry_engine *e, const ferry_manifest *m, size_t
 	return FERRY_OK;
 }
 
+/* Does component a come after component b, directly or through others? */
+static bool comes_after(const ferry_manifest *m, size_t a, size_t b, int depth)
+{
+	for (size_t k = 0; k < m->c[a].n_after && depth < FERRY_COMPONENTS_MAX; k++)
+		if (m->c[a].after[k] == b || comes_after(m, m->c[a].after[k], b, depth + 1))
+			return true;
+	return false;
+}
+
 /* All or nothing holds only if at most one device cannot be reverted, and
- * that one goes last. */
-static ferry_err check_atomic(ferry_engine *e, const plan *p, ferry_status *st)
+ * that one goes last: no revertible component may come after it. */
+static ferry_err check_atomic(ferry_engine *e, const ferry_manifest *m, const plan *p, ferry_status *st)
 {
 	const ferry_jstep_new *one = NULL;
 	size_t count = 0;
@@ -221,6 +230,17 @@ static ferry_err check_atomic(ferry_engine *e, const plan *p, ferry_status *st)
 				  "atomic: %zu devices cannot be reverted (%s on %s, through %s, is one): an all-or-nothing "
 				  "update can hold at most one such device, activated last",
 				  count, one->component, one->device, one->adapter);
+	if (!one)
+		return FERRY_OK;
+	size_t last = 0;
+	while (last < m->n && strcmp(m->c[last].name, one->component))
+		last++;
+	for (size_t i = 0; i < m->n; i++)
+		if (i != last && comes_after(m, i, last, 0))
+			return ferry_fail(st, FERRY_E_UNSUPPORTED,
+					  "atomic: %s comes after %s, whose device cannot be reverted and so must be "
+					  "activated last",
+					  m->c[i].name, one->component);
 	return FERRY_OK;
 }
 
@@ -304,7 +324,7 @@ static ferry_err admit(ferry_engine *e, const ferry_command *cmd, bool deploy, f
 	for (size_t i = 0; i < m.n && !err; i++)
 		err = bind_component(e, &m, m.order[i], &k, p, st);
 	if (!err && m.atomic)
-		err = check_atomic(e, p, st);
+		err = check_atomic(e, &m, p, st);
 	for (size_t i = 0; i < m.n && !err && deploy; i++) {
 		bool linked = p->settled[i];
 		for (size_t l = 0; l < cmd->n_links && !linked; l++)
@@ -449,34 +469,41 @@ static ferry_err deploy(ferry_engine *e, const ferry_command *cmd, ferry_status 
 								   : ferry_fail(st, FERRY_E_INTERNAL, "out of memory");
 }
 
-/* An update with a job (queued or running) is flagged, and the runner ends
- * it at its next safe point: it alone may touch devices.  An idle one
- * (waiting for the cloud's next command: nothing of it is on a device yet)
- * is ended here.  Once an all-or-nothing update commits, there is no way
- * back. */
+/* The cancel is recorded in the journal first (it survives a restart, and
+ * an all-or-nothing update can no longer decide to commit once it is
+ * there; one that began to commit refuses it).  An update with a job
+ * (queued or running) is then flagged, and the runner ends it at its next
+ * safe point: it alone may touch devices.  So does an update with a device
+ * in the middle of its activation.  An idle one (waiting for the cloud's
+ * next command: nothing of it is on a device) is ended here. */
 static ferry_err cancel(ferry_engine *e, const ferry_command *cmd, ferry_status *st)
 {
 	ferry_jupdate u;
 	ferry_jstep *steps = NULL;
 	size_t n = 0;
+	bool activated = false;
 	ferry_err err;
 
 	if ((err = ferry_journal_update_get(e->journal, cmd->update_id, &u, st)))
 		return err == FERRY_E_UNKNOWN_UPDATE ? ferry_fail(st, FERRY_E_UNKNOWN_UPDATE, "no update %s", cmd->update_id)
 						     : err;
-	bool final = ferry_ustate_final(u.state), committing = u.atomic && u.phase == FERRY_P_COMMITTING;
 	ferry_ustate state = u.state;
 	ferry_jupdate_free(&u);
-	if (final)
-		return ferry_fail(st, FERRY_E_WRONG_STAGE, "update %s has ended", cmd->update_id);
-	if (committing)
-		return ferry_fail(st, FERRY_E_WRONG_STAGE,
-				  "update %s is committing every device to the new version: past the point of no return",
-				  cmd->update_id);
+	if ((err = ferry_journal_cancel_request(e->journal, cmd->update_id, st)))
+		return err;
 	if (ferry_jobq_cancel(e->jobs, cmd->update_id) != FERRY_JOBQ_IDLE)
 		return FERRY_OK;
 	if ((err = ferry_journal_steps(e->journal, cmd->update_id, &steps, &n, st)))
 		return err;
+	for (size_t i = 0; i < n; i++)
+		activated |= steps[i].stage == FERRY_S_ACTIVATING || steps[i].stage == FERRY_S_TRIAL;
+	if (activated) {
+		free(steps);
+		if (!eng_enqueue(e, FERRY_JOB_INSTALL, cmd->update_id))
+			return ferry_fail(st, FERRY_E_INTERNAL, "out of memory");
+		ferry_jobq_cancel(e->jobs, cmd->update_id);
+		return FERRY_OK;
+	}
 	for (size_t i = 0; i < n && !err; i++) {
 		if (ferry_stage_final(steps[i].stage))
 			continue;

@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 
 #include "cloud.h"
@@ -65,6 +66,7 @@ int main(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	umask(077); /* the journal, the store and temp files are ferryd's alone */
 	if (ferry_download_global_init(&st) || ferry_engine_new(&cfg, &engine, &st)) {
 		ferry_log(LOG_ERR, "cannot start: %s: %s", ferry_err_code(st.code), st.detail);
 		ferry_config_free(&cfg);

@@ -85,12 +85,20 @@ ferry_job *ferry_jobq_pop(ferry_jobq *q)
 	return j;
 }
 
-void ferry_jobq_done(ferry_jobq *q, ferry_job *j)
+bool ferry_jobq_finish(ferry_jobq *q, ferry_job *j)
 {
+	bool cancelled;
+
 	pthread_mutex_lock(&q->lock);
 	if (q->running == j)
 		q->running = NULL;
+	cancelled = atomic_load(&j->cancel);
 	pthread_mutex_unlock(&q->lock);
+	return cancelled;
+}
+
+void ferry_job_free(ferry_job *j)
+{
 	free(j);
 }
 

@@ -17,9 +17,14 @@ void ferry_jobq_free(ferry_jobq *q);
 /* Queue a job; false when out of memory. */
 bool ferry_jobq_push(ferry_jobq *q, ferry_job_kind kind, const char *update_id);
 /* Wait for the next job; NULL once the queue is stopped.  The job is the
- * running one until ferry_jobq_done. */
+ * running one until ferry_jobq_finish. */
 ferry_job *ferry_jobq_pop(ferry_jobq *q);
-void ferry_jobq_done(ferry_jobq *q, ferry_job *j);
+/* The runner is done with the job: from now on a cancel for its update
+ * finds no job.  Returns whether the job was cancelled, read under the same
+ * lock, so that a cancel that came after the runner last looked is seen
+ * here.  Free the job with ferry_job_free. */
+bool ferry_jobq_finish(ferry_jobq *q, ferry_job *j);
+void ferry_job_free(ferry_job *j);
 
 ferry_job_kind ferry_job_kind_of(const ferry_job *j);
 const char *ferry_job_update(const ferry_job *j);

@@ -31,9 +31,14 @@
 
 #define PROGRESS_EVERY_MS 250
 
+bool run_cancelled(eng_run *r)
+{
+	return ferry_job_cancelled(r->job) || r->u.cancel_requested;
+}
+
 bool run_interrupted(eng_run *r)
 {
-	return ferry_job_interrupted(r->job) || atomic_load(&r->abandon);
+	return ferry_job_interrupted(r->job) || r->u.cancel_requested || atomic_load(&r->abandon);
 }
 
 const ferry_component *run_component(eng_run *r, const char *name)
@@ -91,10 +96,22 @@ static bool comp_report_moving(eng_run *r, ferry_jcomponent *c, ferry_stage stag
 	return true;
 }
 
+/* A component's report that moves nothing (download threads call it at
+ * once: it touches no shared field but the component's own). */
 static bool comp_report(eng_run *r, ferry_jcomponent *c, ferry_stage stage, const ferry_status *why, int64_t done,
 			int64_t total)
 {
-	return comp_report_moving(r, c, stage, why, done, total, r->u.state);
+	ferry_status st = {0};
+	ferry_transition t = {.update_id = r->u.id, .component = c->name, .stage = stage,
+			      .reason = why ? ferry_err_code(why->code) : NULL, .detail = why ? why->detail : NULL,
+			      .done = done, .total = total, .ts = eng_now()};
+
+	if (eng_report(r->e, &t, &st)) {
+		ferry_log(LOG_ERR, "%s/%s: %s not recorded: %s", r->u.id, c->name, ferry_stage_name(stage), st.detail);
+		return false;
+	}
+	c->stage = stage;
+	return true;
 }
 
 static void forget_links(eng_run *r)
@@ -192,6 +209,22 @@ static bool dl_progress(void *ctx, int64_t done, int64_t total)
 	return !run_interrupted(d->r);
 }
 
+/* The component's link in the journal now, when it differs from `used`. */
+static char *fresh_link(eng_run *r, const char *component, const char *used)
+{
+	ferry_jcomponent *cs;
+	size_t n;
+	char *out = NULL;
+
+	if (ferry_journal_components(r->e->journal, r->u.id, &cs, &n, NULL))
+		return NULL;
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(cs[i].name, component) && cs[i].link && strcmp(cs[i].link, used))
+			out = strdup(cs[i].link);
+	ferry_jcomponents_free(cs, n);
+	return out;
+}
+
 static ferry_err download_image(dl_task *d, ferry_status *st)
 {
 	eng_run *r = d->r;
@@ -218,9 +251,20 @@ static ferry_err download_image(dl_task *d, ferry_status *st)
 		.durable = dl_durable, .progress = dl_progress, .ctx = d};
 	memcpy(req.sha256, mc->sha256, 32);
 	dl_progress(d, c->dl_offset, mc->size);
-	if ((err = ferry_download(&req, st)) || (err = ferry_store_commit(r->e->store, mc->sha256, st)))
-		return err;
-	return FERRY_OK;
+	for (int fresh = 0;; fresh++) {
+		char *newer = NULL;
+		if (!(err = ferry_download(&req, st)))
+			break;
+		/* a link that stopped working may have been replaced meanwhile
+		 * (update.download with fresh links): go on with the new one */
+		if (err == FERRY_E_CANCELLED || fresh == 3 || !(newer = fresh_link(r, c->name, req.url)))
+			return err;
+		ferry_log(LOG_INFO, "%s/%s: %s; trying the fresh link", r->u.id, c->name, st->detail);
+		free(c->link);
+		c->link = newer;
+		req.url = c->link;
+	}
+	return ferry_store_commit(r->e->store, mc->sha256, st);
 }
 
 typedef struct dl_arg {
@@ -323,7 +367,7 @@ static bool phase_download(eng_run *r)
 		free(tasks);
 		return false;
 	}
-	if (!failed && ferry_job_cancelled(r->job)) {
+	if (!failed && run_cancelled(r)) {
 		end_update(r, FERRY_U_CANCELLED, "cancelled by command");
 		free(tasks);
 		return false;
@@ -461,14 +505,14 @@ static bool phase_check(eng_run *r)
 		eng_discover(r->e, NULL);
 		o.atomic = false;
 		res = sched_run(r, &o);
-		if (res.failed) {
+		if (res.failed && !run_cancelled(r) && !stopping(r)) {
 			end_update(r, FERRY_U_FAILED, "not installed: a device's check failed");
 			return false;
 		}
 	}
 	if (stopping(r))
 		return false;
-	if (ferry_job_cancelled(r->job)) {
+	if (run_cancelled(r)) {
 		end_update(r, FERRY_U_CANCELLED, "cancelled by command");
 		return false;
 	}
@@ -519,13 +563,22 @@ static step_fn revert_fn(eng_run *r, const ferry_jstep *s)
 	return step_revert;
 }
 
-/* DONE when every step installed (or had it already), else FAILED. */
+static bool up(const ferry_jstep *s)
+{
+	return s->stage == FERRY_S_INSTALLED || s->stage == FERRY_S_ALREADY_INSTALLED;
+}
+
+/* DONE when every step installed (or had it already), else FAILED, every
+ * step without an outcome getting one. */
 static void settle(eng_run *r)
 {
 	bool all = true;
 	for (size_t i = 0; i < r->n_steps; i++)
-		all &= r->steps[i].stage == FERRY_S_INSTALLED || r->steps[i].stage == FERRY_S_ALREADY_INSTALLED;
-	move(r, all ? FERRY_U_DONE : FERRY_U_FAILED);
+		all &= up(&r->steps[i]);
+	if (all)
+		move(r, FERRY_U_DONE);
+	else
+		end_update(r, FERRY_U_FAILED, "not installed: the update failed before this step ran");
 }
 
 static void revert_all(eng_run *r)
@@ -537,7 +590,7 @@ static void revert_all(eng_run *r)
 	if (stopping(r))
 		return;
 	atomic_store(&r->finishing, false);
-	end_update(r, ferry_job_cancelled(r->job) ? FERRY_U_CANCELLED : FERRY_U_FAILED, "not installed");
+	end_update(r, run_cancelled(r) ? FERRY_U_CANCELLED : FERRY_U_FAILED, "not installed");
 }
 
 static void commit_all(eng_run *r)
@@ -551,27 +604,73 @@ static void commit_all(eng_run *r)
 	settle(r);
 }
 
-static bool phase_install_atomic(eng_run *r)
+/* Is every step on the new version (on trial, or installed, or had it)? */
+static bool all_up(eng_run *r)
+{
+	for (size_t i = 0; i < r->n_steps; i++)
+		if (!up(&r->steps[i]) && r->steps[i].stage != FERRY_S_TRIAL)
+			return false;
+	return true;
+}
+
+/* Has a step ended without the new version (failed, rolled back,
+ * cancelled)?  Then the update goes back, whatever else happens. */
+static bool any_lost(eng_run *r)
+{
+	for (size_t i = 0; i < r->n_steps; i++)
+		if (ferry_stage_final(r->steps[i].stage) && !up(&r->steps[i]))
+			return true;
+	return false;
+}
+
+static bool set_phase(eng_run *r, ferry_phase to)
 {
 	ferry_status st = {0};
 
-	if (r->u.phase == FERRY_P_FORWARD) {
-		sched_opts o = {.eligible = not_final, .fn_for = atomic_fn, .ordered = true, .atomic = true,
-				.wait_absent = true};
-		sched_result res = sched_run(r, &o);
-		if (stopping(r))
-			return false;
-		bool back = res.failed || res.skipped || res.left || ferry_job_cancelled(r->job) || r->no_new_pushes;
-		if (back && !r->why[0] && ferry_job_cancelled(r->job))
-			snprintf(r->why, sizeof(r->why), "cancelled by command");
-		if (ferry_journal_phase_move(r->e->journal, r->u.id, FERRY_P_FORWARD,
-					     back ? FERRY_P_REVERTING : FERRY_P_COMMITTING, &st)) {
+	if (ferry_journal_phase_move(r->e->journal, r->u.id, r->u.phase, to, &st)) {
+		if (st.code != FERRY_E_CANCELLED || to == FERRY_P_REVERTING) {
 			ferry_log(LOG_ERR, "journal: %s", st.detail);
 			return false;
 		}
-		r->u.phase = back ? FERRY_P_REVERTING : FERRY_P_COMMITTING;
+		/* a cancel got in first: go back instead */
+		r->u.cancel_requested = true;
+		if (!r->why[0])
+			snprintf(r->why, sizeof(r->why), "cancelled by command");
+		return set_phase(r, FERRY_P_REVERTING);
+	}
+	r->u.phase = to;
+	return true;
+}
+
+bool run_last(eng_run *r)
+{
+	return r->u.phase == FERRY_P_LAST || set_phase(r, FERRY_P_LAST);
+}
+
+/* All or nothing.  Forward (and last, while the device that cannot revert
+ * is activated) until every device runs the new version; then commit, or
+ * go back.  The decision is the journal's: a step that failed before a
+ * restart sends the update back even if every other device came up. */
+static bool phase_install_atomic(eng_run *r)
+{
+	if (r->u.phase == FERRY_P_FORWARD || r->u.phase == FERRY_P_LAST) {
+		if (!any_lost(r)) {
+			sched_opts o = {.eligible = not_final, .fn_for = atomic_fn, .ordered = true, .atomic = true,
+					.wait_absent = true};
+			sched_run(r, &o);
+			if (stopping(r))
+				return false;
+		}
+		/* once the device that cannot revert is being activated, a cancel
+		 * is refused; before, it sends every device back */
+		bool back = !all_up(r) || (r->u.phase == FERRY_P_FORWARD && run_cancelled(r));
+		if (back && !r->why[0] && run_cancelled(r))
+			snprintf(r->why, sizeof(r->why), "cancelled by command");
+		if (!set_phase(r, back ? FERRY_P_REVERTING : FERRY_P_COMMITTING))
+			return false;
 		ferry_log(LOG_INFO, "%s: every device %s", r->u.id,
-			  back ? "goes back to its old image" : "came up on the new version: committing");
+			  r->u.phase == FERRY_P_REVERTING ? "goes back to its old image"
+							  : "came up on the new version: committing");
 	}
 	if (r->u.phase == FERRY_P_COMMITTING)
 		commit_all(r);
@@ -592,7 +691,7 @@ static bool phase_install(eng_run *r)
 		sched_run(r, &o);
 		if (stopping(r))
 			return false;
-		if (ferry_job_cancelled(r->job))
+		if (run_cancelled(r))
 			end_update(r, FERRY_U_CANCELLED, "cancelled by command");
 		else
 			settle(r);
@@ -640,6 +739,51 @@ static void manifest_gone(eng_run *r, const ferry_status *why)
 	end_update(r, FERRY_U_FAILED, why->detail);
 }
 
+/* A cancel for an update that is not in the middle of a phase: devices
+ * activated earlier go back (an all-or-nothing update past its point of no
+ * return finishes instead), the rest end cancelled. */
+static void cancel_now(eng_run *r)
+{
+	bool activated = false;
+
+	for (size_t i = 0; i < r->n_steps; i++)
+		activated |= r->steps[i].stage == FERRY_S_ACTIVATING || r->steps[i].stage == FERRY_S_TRIAL;
+	if (r->u.atomic && r->u.phase != FERRY_P_FORWARD) {
+		phase_install_atomic(r);
+	} else if (activated) {
+		if (r->u.atomic && !set_phase(r, FERRY_P_REVERTING))
+			return;
+		snprintf(r->why, sizeof(r->why), "cancelled by command");
+		revert_all(r);
+	} else {
+		end_update(r, FERRY_U_CANCELLED, "cancelled by command");
+	}
+}
+
+/* The job's phase, when the update is at it: a job left over (a second
+ * update.download, say) finds the update past it and does nothing. */
+static void run_phase(eng_run *r)
+{
+	ferry_ustate s = r->u.state;
+
+	switch (ferry_job_kind_of(r->job)) {
+	case FERRY_JOB_DOWNLOAD:
+		if (s == FERRY_U_DOWNLOADING)
+			phase_download(r);
+		break;
+	case FERRY_JOB_CHECK:
+		if (s == FERRY_U_DOWNLOADED && !move(r, FERRY_U_VERIFYING))
+			break;
+		if (r->u.state == FERRY_U_VERIFYING)
+			phase_check(r);
+		break;
+	case FERRY_JOB_INSTALL:
+		if (s == FERRY_U_VERIFIED || s == FERRY_U_INSTALLING)
+			phase_install(r);
+		break;
+	}
+}
+
 static void run_job(ferry_engine *e, ferry_job *job)
 {
 	ferry_status st = {0};
@@ -659,26 +803,10 @@ static void run_job(ferry_engine *e, ferry_job *job)
 		manifest_gone(r, &st);
 		goto out;
 	}
-	switch (r->u.state) {
-	case FERRY_U_DOWNLOADING:
-		phase_download(r);
-		break;
-	case FERRY_U_DOWNLOADED:
-	case FERRY_U_VERIFYING:
-		if (r->u.state == FERRY_U_DOWNLOADED && !move(r, FERRY_U_VERIFYING))
-			break;
-		phase_check(r);
-		break;
-	case FERRY_U_VERIFIED:
-	case FERRY_U_INSTALLING:
-		phase_install(r);
-		break;
-	default:
-		/* nothing runs at this state: only a cancel brings it here */
-		if (ferry_job_cancelled(job))
-			end_update(r, FERRY_U_CANCELLED, "cancelled by command");
-		break;
-	}
+	if (run_cancelled(r) && !ferry_job_stopping(job))
+		cancel_now(r);
+	else
+		run_phase(r);
 	ferry_manifest_free(&r->m);
 out:
 	ferry_jcomponents_free(r->cs, r->n_cs);
@@ -695,7 +823,11 @@ void *eng_runner(void *arg)
 
 	while ((job = ferry_jobq_pop(e->jobs))) {
 		run_job(e, job);
-		ferry_jobq_done(e->jobs, job);
+		/* a cancel that came after the job last looked: end the update now
+		 * (run_job does nothing to one that has ended) */
+		if (ferry_jobq_finish(e->jobs, job) && !ferry_job_stopping(job))
+			run_job(e, job);
+		ferry_job_free(job);
 	}
 	return NULL;
 }
@@ -715,6 +847,13 @@ void eng_resume(ferry_engine *e)
 		if (ferry_journal_update_get(e->journal, json_string_value(id), &u, NULL))
 			continue;
 		ferry_log(LOG_INFO, "resuming update %s (%s)", u.id, ferry_ustate_name(u.state));
+		if (u.cancel_requested) {
+			/* accepted before the restart: the runner ends it */
+			if (eng_enqueue(e, FERRY_JOB_INSTALL, u.id))
+				ferry_jobq_cancel(e->jobs, u.id);
+			ferry_jupdate_free(&u);
+			continue;
+		}
 		switch (u.state) {
 		case FERRY_U_DOWNLOADING: eng_enqueue(e, FERRY_JOB_DOWNLOAD, u.id); break;
 		case FERRY_U_VERIFYING: eng_enqueue(e, FERRY_JOB_CHECK, u.id); break;

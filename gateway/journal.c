@@ -5,12 +5,17 @@
  * the handle safe to share between the engine's threads. */
 #include "journal.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #define SCHEMA_VERSION 2
 
@@ -45,6 +50,16 @@ static bool ustate_move(ferry_ustate from, ferry_ustate to)
 	return from < FERRY_U_INSTALLING ? to == from + 1 : to == FERRY_U_DONE;
 }
 
+/* forward, then (last,) then committing or reverting */
+static bool phase_move(ferry_phase from, ferry_phase to)
+{
+	if (from == FERRY_P_FORWARD)
+		return to == FERRY_P_LAST || to == FERRY_P_COMMITTING || to == FERRY_P_REVERTING;
+	if (from == FERRY_P_LAST)
+		return to == FERRY_P_COMMITTING || to == FERRY_P_REVERTING;
+	return false;
+}
+
 #define STEPS_TABLE                                                                                                \
 	"CREATE TABLE steps(update_id TEXT NOT NULL REFERENCES updates(id), component TEXT NOT NULL,"              \
 	" device TEXT NOT NULL, adapter TEXT NOT NULL, idx INTEGER NOT NULL, stage TEXT NOT NULL DEFAULT '',"      \
@@ -63,7 +78,7 @@ static const char schema[] =
 	"CREATE TABLE updates(id TEXT PRIMARY KEY, state INTEGER NOT NULL, manifest TEXT NOT NULL,"
 	" sequence INTEGER NOT NULL, expires INTEGER NOT NULL, deploy INTEGER NOT NULL,"
 	" created INTEGER NOT NULL, next_seq INTEGER NOT NULL DEFAULT 1, atomic INTEGER NOT NULL DEFAULT 0,"
-	" phase INTEGER NOT NULL DEFAULT 0);"
+	" phase INTEGER NOT NULL DEFAULT 0, cancel INTEGER NOT NULL DEFAULT 0);"
 	"CREATE TABLE components(update_id TEXT NOT NULL REFERENCES updates(id), name TEXT NOT NULL,"
 	" idx INTEGER NOT NULL, stage TEXT NOT NULL DEFAULT '', reason TEXT NOT NULL DEFAULT '',"
 	" dl_offset INTEGER NOT NULL DEFAULT 0, link TEXT, PRIMARY KEY(update_id, name));"
@@ -80,6 +95,7 @@ static const char schema[] =
 static const char migrate_1_2[] =
 	"ALTER TABLE updates ADD COLUMN atomic INTEGER NOT NULL DEFAULT 0;"
 	"ALTER TABLE updates ADD COLUMN phase INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE updates ADD COLUMN cancel INTEGER NOT NULL DEFAULT 0;"
 	STEPS_TABLE
 	DEVICES_TABLE
 	INSTALLED_TABLE("installed2")
@@ -312,6 +328,18 @@ ferry_err ferry_journal_open(const char *path, ferry_journal **out, ferry_status
 		return ferry_fail(st, FERRY_E_INTERNAL, "out of memory");
 	snprintf(j->path, sizeof(j->path), "%s", path);
 	pthread_mutex_init(&j->lock, NULL);
+	/* the journal holds download links until used: only ferryd reads it,
+	 * whatever the umask (SQLite gives its -wal and -shm files the mode of
+	 * the database file) */
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0 || fchmod(fd, 0600)) {
+		e = ferry_fail(st, FERRY_E_INTERNAL, "journal %s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		ferry_journal_close(j);
+		return e;
+	}
+	close(fd);
 	if (sqlite3_open_v2(path, &j->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
 			    NULL) != SQLITE_OK) {
 		e = dberr(j, st, "open");
@@ -320,8 +348,8 @@ ferry_err ferry_journal_open(const char *path, ferry_journal **out, ferry_status
 	}
 	sqlite3_busy_timeout(j->db, 5000);
 	if ((e = check_and_migrate(j, st)) ||
-	    sqlite3_exec(j->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;", NULL,
-			 NULL, NULL) != SQLITE_OK) {
+	    sqlite3_exec(j->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"
+				" PRAGMA secure_delete=ON;", NULL, NULL, NULL) != SQLITE_OK) {
 		if (!e)
 			e = dberr(j, st, "settings");
 		ferry_journal_close(j);
@@ -411,8 +439,8 @@ ferry_err ferry_journal_update_get(ferry_journal *j, const char *id, ferry_jupda
 
 	memset(out, 0, sizeof(*out));
 	pthread_mutex_lock(&j->lock);
-	s = prep(j, "SELECT state, manifest, sequence, expires, deploy, created, atomic, phase FROM updates WHERE id = ?",
-		 "s", id);
+	s = prep(j, "SELECT state, manifest, sequence, expires, deploy, created, atomic, phase, cancel FROM updates"
+		    " WHERE id = ?", "s", id);
 	if (!s) {
 		e = dberr(j, st, "reading an update");
 	} else if (sqlite3_step(s) != SQLITE_ROW) {
@@ -427,6 +455,7 @@ ferry_err ferry_journal_update_get(ferry_journal *j, const char *id, ferry_jupda
 		out->created = sqlite3_column_int64(s, 5);
 		out->atomic = sqlite3_column_int(s, 6) != 0;
 		out->phase = (ferry_phase)sqlite3_column_int(s, 7);
+		out->cancel_requested = sqlite3_column_int(s, 8) != 0;
 		if (!out->manifest)
 			e = ferry_fail(st, FERRY_E_INTERNAL, "out of memory");
 	}
@@ -469,14 +498,43 @@ ferry_err ferry_journal_phase_move(ferry_journal *j, const char *id, ferry_phase
 
 	if (begin(j))
 		return dberr(j, st, "begin");
-	if ((rc = scalar(j, &now, "SELECT phase FROM updates WHERE id = ?", "s", id)) != 1)
+	int64_t cancel = 0;
+
+	if ((rc = scalar(j, &now, "SELECT phase FROM updates WHERE id = ?", "s", id)) != 1 ||
+	    scalar(j, &cancel, "SELECT cancel FROM updates WHERE id = ?", "s", id) != 1)
 		e = rc < 0 ? dberr(j, st, "reading an update") : ferry_fail(st, FERRY_E_UNKNOWN_UPDATE, "no update %s", id);
-	else if (now != (int64_t)from || from != FERRY_P_FORWARD || to == FERRY_P_FORWARD)
+	else if (now != (int64_t)from || !phase_move(from, to))
 		e = ferry_fail(st, FERRY_E_WRONG_STAGE, "update %s: phase %lld cannot become %d", id, (long long)now,
 			       (int)to);
+	else if (from == FERRY_P_FORWARD && to != FERRY_P_REVERTING && cancel)
+		e = ferry_fail(st, FERRY_E_CANCELLED, "update %s was cancelled before it could commit", id);
 	else if (run(prep(j, "UPDATE updates SET phase = ? WHERE id = ?", "is", (int64_t)to, id)))
 		e = dberr(j, st, "phase");
 	return end(j, e, st, "phase");
+}
+
+ferry_err ferry_journal_cancel_request(ferry_journal *j, const char *id, ferry_status *st)
+{
+	ferry_err e = FERRY_OK;
+	int64_t state = 0, atomic = 0, phase = 0;
+	int rc;
+
+	if (begin(j))
+		return dberr(j, st, "begin");
+	if ((rc = scalar(j, &state, "SELECT state FROM updates WHERE id = ?", "s", id)) != 1 ||
+	    scalar(j, &atomic, "SELECT atomic FROM updates WHERE id = ?", "s", id) != 1 ||
+	    scalar(j, &phase, "SELECT phase FROM updates WHERE id = ?", "s", id) != 1)
+		e = rc < 0 ? dberr(j, st, "reading an update") : ferry_fail(st, FERRY_E_UNKNOWN_UPDATE, "no update %s", id);
+	else if (ferry_ustate_final((ferry_ustate)state))
+		e = ferry_fail(st, FERRY_E_WRONG_STAGE, "update %s has ended", id);
+	else if (atomic && (phase == FERRY_P_COMMITTING || phase == FERRY_P_LAST))
+		e = ferry_fail(st, FERRY_E_WRONG_STAGE,
+			       "update %s is %s: past the point of no return", id,
+			       phase == FERRY_P_LAST ? "activating the device that cannot revert"
+						     : "committing every device to the new version");
+	else if (run(prep(j, "UPDATE updates SET cancel = 1 WHERE id = ?", "s", id)))
+		e = dberr(j, st, "recording a cancel");
+	return end(j, e, st, "recording a cancel");
 }
 
 /* One UPDATE statement in its own transaction, on a row that must exist. */
@@ -502,8 +560,24 @@ static ferry_err change(ferry_journal *j, ferry_status *st, const char *what, sq
 ferry_err ferry_journal_set_link(ferry_journal *j, const char *update_id, const char *component, const char *url,
 				 ferry_status *st)
 {
-	CHANGE("link", "UPDATE components SET link = ? WHERE update_id = ? AND name = ?", "nss", url, update_id,
-	       component);
+	ferry_err e;
+
+	if (begin(j))
+		return dberr(j, st, "begin");
+	e = change(j, st, "link", prep(j, "UPDATE components SET link = ? WHERE update_id = ? AND name = ?", "nss", url,
+				       update_id, component));
+	e = end(j, e, st, "link");
+	if (!e && !url) {
+		/* a used link leaves no copy behind: secure_delete zeroed it in
+		 * the database pages, and the write-ahead log, which still holds
+		 * the page as it was, is checkpointed and truncated */
+		pthread_mutex_lock(&j->lock);
+		/* best effort: a reader of our own would only delay it to the
+		 * next link forgotten, or to the close */
+		sqlite3_wal_checkpoint_v2(j->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+		pthread_mutex_unlock(&j->lock);
+	}
+	return e;
 }
 
 ferry_err ferry_journal_set_dl_offset(ferry_journal *j, const char *update_id, const char *component, int64_t off,

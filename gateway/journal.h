@@ -50,6 +50,8 @@ typedef enum ferry_phase {
 	FERRY_P_FORWARD,    /* pushing, activating on trial: all can still be reverted */
 	FERRY_P_COMMITTING, /* every device came up: making them permanent (no way back) */
 	FERRY_P_REVERTING,  /* something failed: every device goes back */
+	FERRY_P_LAST,       /* every revertible device runs on trial; the one that cannot revert is
+			     * being activated: no cancel is taken from here on */
 } ferry_phase;
 
 typedef struct ferry_jupdate {
@@ -61,6 +63,7 @@ typedef struct ferry_jupdate {
 	bool deploy;      /* update.deploy: go on through install by itself */
 	bool atomic;      /* the manifest asks for all or nothing */
 	ferry_phase phase;
+	bool cancel_requested; /* update.cancel was accepted: the runner ends it */
 	int64_t created;
 } ferry_jupdate;
 
@@ -118,9 +121,15 @@ void ferry_jupdate_free(ferry_jupdate *u);
  * it is in), also for a move the update states do not allow. */
 ferry_err ferry_journal_update_move(ferry_journal *j, const char *id, ferry_ustate from, ferry_ustate to,
 				    ferry_status *st) FERRY_WUR;
-/* The same for an all-or-nothing update's phase. */
+/* The same for an all-or-nothing update's phase; the move to committing is
+ * refused (cancelled) once a cancel was recorded, so that a cancel and the
+ * commit decision can never both win. */
 ferry_err ferry_journal_phase_move(ferry_journal *j, const char *id, ferry_phase from, ferry_phase to,
 				   ferry_status *st) FERRY_WUR;
+/* Record that update.cancel was accepted (it survives a restart): refused
+ * with wrong_stage when the update has ended, or when an all-or-nothing
+ * update has begun to commit. */
+ferry_err ferry_journal_cancel_request(ferry_journal *j, const char *id, ferry_status *st) FERRY_WUR;
 /* Ids of updates not in a final state, oldest first (json array of strings). */
 ferry_err ferry_journal_unfinished(ferry_journal *j, json_t **ids, ferry_status *st) FERRY_WUR;
 

@@ -34,6 +34,8 @@ typedef struct eng_run {
 	pthread_mutex_t why_lock;
 } eng_run;
 
+/* Cancelled by command (now, or before a restart). */
+bool run_cancelled(eng_run *r);
 /* Stopped by a cancel, a stop of ferryd or an abandon, as sessions see it. */
 bool run_interrupted(eng_run *r);
 
@@ -41,6 +43,10 @@ bool run_interrupted(eng_run *r);
  * journal refused it. */
 bool run_step_report(eng_run *r, ferry_jstep *s, ferry_stage stage, const char *reason, const char *detail,
 		     const char *version, int64_t done, int64_t total);
+/* All or nothing: the device that cannot revert is about to be activated.
+ * Moves the update to its last phase (no cancel is taken from there on);
+ * false when a cancel was recorded first: then it must not be activated. */
+bool run_last(eng_run *r);
 /* Remember the first failure of an all-or-nothing update, for the devices
  * it reverts. */
 void run_note_failure(eng_run *r, const ferry_jstep *s, const ferry_status *why);

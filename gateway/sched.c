@@ -263,8 +263,9 @@ static void look_again(sched *sc)
 	}
 	for (size_t i = 0; i < sc->n; i++) {
 		task *t = &sc->t[i];
-		if (t->st != T_PENDING || !t->waiting ||
-		    ferry_adapters_present(sc->r->e->adapters, t->ad, t->s->device, NULL))
+		/* still waiting once the update has expired: whether discovery
+		 * lists the device or not, it did not become usable in time */
+		if (t->st != T_PENDING || !(t->waiting || t->need_look))
 			continue;
 		ferry_status why = {.code = FERRY_E_EXPIRED};
 		snprintf(why.detail, sizeof(why.detail), "%s did not come back before the update expired",
@@ -306,7 +307,17 @@ static void build(sched *sc)
 		for (size_t k = 0; k < r->m.n; k++)
 			if (r->m.order[k] == ci)
 				t->pos = k;
-		t->in = t->ad && ci < r->m.n && sc->o->eligible(r, s);
+		t->in = ci < r->m.n && sc->o->eligible(r, s);
+		if (t->in && !t->ad) {
+			/* its adapter did not load (a plugin gone, an init that failed) */
+			char why[FERRY_DETAIL_MAX];
+			snprintf(why, sizeof(why), "no adapter %s is loaded on this gateway", s->adapter);
+			run_step_report(r, s, FERRY_S_FAILED, "unsupported", why, NULL, -1, -1);
+			t->st = T_FAILED;
+			if (sc->o->atomic)
+				atomic_store(&r->abandon, true);
+			continue;
+		}
 		if (t->in) {
 			t->st = T_PENDING;
 			t->fn = sc->o->fn_for(r, s);

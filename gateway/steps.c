@@ -21,6 +21,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
 #include "run.h"
@@ -210,11 +211,14 @@ static ferry_err push_and_activate(eng_run *r, ferry_jstep *s, ferry_session *se
 
 	*activated = false;
 	if (s->stage == FERRY_S_ACTIVATING || s->stage == FERRY_S_TRIAL) {
-		/* we stopped while the device applied it: ask before pushing again */
+		/* we stopped while the device applied it: ask before pushing again,
+		 * and push again only when the device answered that it does not run
+		 * the new image (a device that cannot be reached may run it) */
 		*activated = true;
 		if (!(err = ferry_session_confirm(sess, img, version, st)))
 			return FERRY_OK;
-		if (r->no_new_pushes || s->stage == FERRY_S_TRIAL)
+		if (r->no_new_pushes || s->stage == FERRY_S_TRIAL ||
+		    (err != FERRY_E_VERSION_MISMATCH && err != FERRY_E_INSTALL_FAILED))
 			return err;
 		ferry_log(LOG_INFO, "%s/%s on %s: it does not run the new image (%s); pushing again", r->u.id,
 			  s->component, s->device, st->detail);
@@ -228,6 +232,11 @@ static ferry_err push_and_activate(eng_run *r, ferry_jstep *s, ferry_session *se
 		return err;
 	if (run_interrupted(r))
 		return ferry_fail(st, FERRY_E_CANCELLED, "cancelled before activation");
+	/* all or nothing: the device that cannot revert is the point of no
+	 * return; a cancel recorded before it sends every device back */
+	if (r->u.atomic && !ferry_adapter_revertible(ad) && !run_last(r))
+		return ferry_fail(st, FERRY_E_CANCELLED, "cancelled before %s, which cannot revert, was activated",
+				  s->device);
 	if (!run_step_report(r, s, FERRY_S_ACTIVATING, NULL, NULL, NULL, -1, -1))
 		return ferry_fail(st, FERRY_E_INTERNAL, "the journal refused the activating stage");
 	*activated = true;
@@ -285,8 +294,11 @@ static step_result reach(eng_run *r, ferry_jstep *s, sctx *x, ferry_session **se
 	step_result res = STEP_ABSENT;
 
 	for (int i = 0; i < 3 && res == STEP_ABSENT; i++) {
-		if (i)
+		if (i) {
+			struct timespec pause = {1, 0}; /* a device rebooting into its new image */
+			nanosleep(&pause, NULL);
 			eng_discover(r->e, ferry_adapters_find(r->e->adapters, s->adapter));
+		}
 		res = open_on(r, s, x, sess, st);
 	}
 	return res;

@@ -40,39 +40,32 @@ wait_port() {
 	fail "nothing listens on 127.0.0.1:$1"
 }
 
+# The broker runs the shipped listener config (config/mosquitto-ferry.conf
+# and its ACL), with the test's paths and a port on 127.0.0.1, so that what
+# the tests show about the broker holds for what users install.
 start_broker() {
+	local root
+	root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 	W_MQTT_PORT=$(free_port)
-	cat > "$W/acl" <<ACL
-# The cloud's test client may do anything under ferry/v1/.
-user cloud
-topic readwrite ferry/v1/#
-# Each gateway (username = certificate CN) only its own topics.
-pattern read ferry/v1/%u/cmd
-pattern write ferry/v1/%u/reply
-pattern write ferry/v1/%u/stage
-pattern write ferry/v1/%u/inventory
-pattern write ferry/v1/%u/state
-ACL
-	cat > "$W/mosquitto.conf" <<CONF
-per_listener_settings false
-user $(id -un)
-allow_anonymous false
-persistence ${W_MQTT_PERSIST:-false}
-persistence_location $W/
-log_dest file $W/mosquitto.log
-log_type error
-log_type warning
-log_type notice
-max_packet_size 2000000
-acl_file $W/acl
-listener $W_MQTT_PORT 127.0.0.1
-cafile $W/pki/ca.pem
-certfile $W/pki/broker.pem
-keyfile $W/pki/broker.key
-require_certificate true
-use_identity_as_username true
-tls_version tlsv1.2
-CONF
+	# the shipped ACL, plus the test's other cloud identities: with
+	# use_username_as_clientid, two clients of one certificate would take
+	# each other's place, so the watcher, the command sender and an extra
+	# subscriber each have their own
+	cp "$root/config/mosquitto-ferry.acl" "$W/acl"
+	printf '\nuser cloud-cmd\ntopic readwrite ferry/v1/#\nuser cloud-2\ntopic readwrite ferry/v1/#\n' >> "$W/acl"
+	{
+		echo "user $(id -un)"
+		echo "persistence ${W_MQTT_PERSIST:-false}"
+		echo "persistence_location $W/"
+		echo "log_dest file $W/mosquitto.log"
+		echo "log_type error"
+		echo "log_type warning"
+		echo "log_type notice"
+		sed -e "s|^acl_file .*|acl_file $W/acl|" -e "s|^listener 8883$|listener $W_MQTT_PORT 127.0.0.1|" \
+			-e "s|^cafile .*|cafile $W/pki/ca.pem|" -e "s|^certfile .*|certfile $W/pki/broker.pem|" \
+			-e "s|^keyfile .*|keyfile $W/pki/broker.key|" "$root/config/mosquitto-ferry.conf"
+	} > "$W/mosquitto.conf"
+	grep -q "^listener $W_MQTT_PORT 127.0.0.1$" "$W/mosquitto.conf" || fail "the shipped broker config has no listener 8883"
 	mosquitto -c "$W/mosquitto.conf" > "$W/mosquitto.out" 2>&1 &
 	W_MQTT_PID=$!
 	wait_port "$W_MQTT_PORT"
@@ -230,13 +223,13 @@ cmd() {
 	"$W_FERRY" cmd sign --op "$op" --gateway "${W_TO:-$W_GW}" --update "$upd" --key "$W/pki/cmd-signer.key" \
 		--cert "$W/pki/cmd-signer.pem" --ttl 600 "$@" > "$W/last.jws"
 	# shellcheck disable=SC2046
-	mosquitto_pub $(mqtt_opts cloud) -t "ferry/v1/${W_TO:-$W_GW}/cmd" -q 1 -f "$W/last.jws"
+	mosquitto_pub $(mqtt_opts cloud-cmd) -t "ferry/v1/${W_TO:-$W_GW}/cmd" -q 1 -f "$W/last.jws"
 }
 
 # publish a raw payload as a command
 cmd_raw() {
 	# shellcheck disable=SC2046
-	mosquitto_pub $(mqtt_opts cloud) -t "ferry/v1/$W_GW/cmd" -q 1 -f "$1"
+	mosquitto_pub $(mqtt_opts cloud-cmd) -t "ferry/v1/$W_GW/cmd" -q 1 -f "$1"
 }
 
 # Stage reports of one update/component, in order: "stage stage ..."
@@ -327,7 +320,8 @@ world_up() {
 	W_FERRY=$W_BUILD/cli/ferry
 	W=$(mktemp -d /tmp/ferry-it.XXXXXX)
 	trap world_down EXIT
-	"$W_FERRY" pki init "$W/pki" --gateway "$W_GW" --gateway gw-2 --gateway cloud > /dev/null
+	"$W_FERRY" pki init "$W/pki" --gateway "$W_GW" --gateway gw-2 --gateway cloud --gateway cloud-cmd \
+		--gateway cloud-2 > /dev/null
 	start_broker
 	start_nginx
 	write_config

@@ -334,17 +334,20 @@ static int run_reload(const self_file *f)
 	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
 }
 
-/* The trial file: "OLD_VERSION\nfile|none\n".  Present from before the
- * switch until commit or abort. */
+/* The trial file: "OLD_VERSION\nfile|none\nNEW_VERSION\n": how to go back,
+ * and to which update it belongs.  Present from before the switch until
+ * commit or abort. */
 typedef struct trial {
 	bool on; /* the file exists */
 	bool had_file;
 	char old_version[FERRY_ADAPTER_STR_MAX];
+	char new_version[FERRY_ADAPTER_STR_MAX];
 } trial;
 
 static void read_trial(const self_file *f, trial *t)
 {
-	char p[PATH_LEN], buf[FERRY_ADAPTER_STR_MAX + 16];
+	char p[PATH_LEN], buf[3 * FERRY_ADAPTER_STR_MAX + 16];
+	char *line[3] = {NULL, NULL, NULL};
 	int fd;
 	ssize_t n;
 
@@ -355,17 +358,31 @@ static void read_trial(const self_file *f, trial *t)
 	n = read(fd, buf, sizeof(buf) - 1);
 	close(fd);
 	buf[n > 0 ? n : 0] = '\0';
-	char *nl = strchr(buf, '\n');
 	t->on = true;
-	if (nl) {
-		*nl = '\0';
-		t->had_file = !strncmp(nl + 1, "file", 4);
-	}
-	snprintf(t->old_version, sizeof(t->old_version), "%s", buf);
+	line[0] = buf;
+	for (int i = 1; i < 3 && line[i - 1]; i++)
+		if ((line[i] = strchr(line[i - 1], '\n')))
+			*line[i]++ = '\0';
+	snprintf(t->old_version, sizeof(t->old_version), "%s", line[0]);
+	t->had_file = line[1] && !strncmp(line[1], "file", 4);
+	if (line[2])
+		snprintf(t->new_version, sizeof(t->new_version), "%.*s", (int)strcspn(line[2], "\n"), line[2]);
+}
+
+static void drop_trial(const self_file *f)
+{
+	char p[PATH_LEN];
+	sidecar(f, "previous", p);
+	unlink(p);
+	sidecar(f, "trial", p);
+	unlink(p);
+	fsync_dir_of(f->path);
 }
 
 /* Put the previous file and version back, run the reload command again,
- * and end the trial.  0 when the old file is in place. */
+ * and end the trial.  0 when the old file is in place.  The version goes
+ * back first: a version file that names the new version always means the
+ * new file is in place, so a crash here never reads as installed. */
 static int restore(const self_file *f, const trial *t)
 {
 	char prev[PATH_LEN], tp[PATH_LEN];
@@ -373,6 +390,8 @@ static int restore(const self_file *f, const trial *t)
 
 	sidecar(f, "previous", prev);
 	sidecar(f, "trial", tp);
+	if (write_version(f, t->old_version))
+		return -1;
 	if (t->had_file) {
 		if (access(prev, F_OK) == 0)
 			rc = rename(prev, f->path);
@@ -380,7 +399,7 @@ static int restore(const self_file *f, const trial *t)
 	} else if (unlink(f->path) && errno != ENOENT) {
 		rc = -1;
 	}
-	if (rc || fsync_dir_of(f->path) || write_version(f, t->old_version))
+	if (rc || fsync_dir_of(f->path))
 		return -1;
 	if (unlink(tp) && errno != ENOENT)
 		return -1;
@@ -392,7 +411,7 @@ static int restore(const self_file *f, const trial *t)
 static int self_activate(void *session, const ferry_image_v1 *img, char *detail)
 {
 	self_session *ss = session;
-	char tmp[PATH_LEN], prev[PATH_LEN], tp[PATH_LEN], text[FERRY_ADAPTER_STR_MAX + 16];
+	char tmp[PATH_LEN], prev[PATH_LEN], tp[PATH_LEN], text[3 * FERRY_ADAPTER_STR_MAX + 16];
 	trial t;
 	int rc;
 
@@ -402,25 +421,34 @@ static int self_activate(void *session, const ferry_image_v1 *img, char *detail)
 	sidecar(ss->f, "previous", prev);
 	sidecar(ss->f, "trial", tp);
 	read_trial(ss->f, &t);
+	if (t.on && strcmp(t.new_version, img->version)) {
+		/* left by an earlier update that ended without knowing what ran:
+		 * what is there now is what this update goes back to */
+		drop_trial(ss->f);
+		t.on = false;
+	}
 	if (!t.on) {
 		/* say how to go back before anything changes */
 		t.on = true;
 		t.had_file = access(ss->f->path, F_OK) == 0;
 		read_version(ss->f, t.old_version);
-		snprintf(text, sizeof(text), "%s\n%s\n", t.old_version, t.had_file ? "file" : "none");
+		snprintf(t.new_version, sizeof(t.new_version), "%s", img->version);
+		snprintf(text, sizeof(text), "%s\n%s\n%s\n", t.old_version, t.had_file ? "file" : "none", img->version);
 		if (unlink(prev) && errno != ENOENT)
 			return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "%s: %s", prev, strerror(errno));
 		if (write_small(tp, text))
 			return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "cannot write %s: %s", tp, strerror(errno));
-		if (t.had_file && link(ss->f->path, prev)) {
-			int e = errno;
-			unlink(tp);
-			return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "cannot keep %s for rollback: %s", ss->f->path,
-				    strerror(e));
-		}
 	}
-	/* else an activation was interrupted: the trial file and the previous
-	 * file already hold the old state; PATH may be either */
+	/* keep the old file (also when an activation was cut between the trial
+	 * file and this link: PATH is still the old file then, since the
+	 * switch comes after the link) */
+	if (t.had_file && access(prev, F_OK) && link(ss->f->path, prev)) {
+		int e = errno;
+		if (access(tmp, F_OK) == 0) /* not switched yet: nothing changed */
+			drop_trial(ss->f);
+		return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "cannot keep %s for rollback: %s", ss->f->path,
+			    strerror(e));
+	}
 	if (rename(tmp, ss->f->path) || fsync_dir_of(ss->f->path)) {
 		int e = errno;
 		restore(ss->f, &t);
@@ -463,8 +491,8 @@ static int self_commit(void *session, const ferry_image_v1 *img, char *detail)
 		return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "%s runs version \"%s\", not %s: nothing to commit",
 			    ss->f->name, v, img->version);
 	read_trial(ss->f, &t);
-	if (!t.on)
-		return 0; /* committed already */
+	if (!t.on || strcmp(t.new_version, img->version))
+		return 0; /* committed already (a trial of another update is not ours to end) */
 	sidecar(ss->f, "previous", prev);
 	sidecar(ss->f, "trial", tp);
 	if ((unlink(prev) && errno != ENOENT) || (unlink(tp) && errno != ENOENT) || fsync_dir_of(ss->f->path))
@@ -484,7 +512,7 @@ static int self_abort(void *session, const ferry_image_v1 *img, char *detail)
 	sidecar(ss->f, "new", tmp);
 	unlink(tmp);
 	read_trial(ss->f, &t);
-	if (t.on)
+	if (t.on && !strcmp(t.new_version, img->version))
 		return restore(ss->f, &t) ? fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED,
 						 "cannot put the previous %s back: %s", ss->f->path, strerror(errno))
 					  : 0;

@@ -198,10 +198,10 @@ all_outcomes() { # all_outcomes UPDATE WANT [radio WANT] [node WANT]: every MCU 
 versions() { # the MCUs' versions, as a fresh inventory lists them, one line
 	fresh_inventory | grep -oE '"name":"sensor-fw","version":"[^"]*"' | cut -d'"' -f8 | tr '\n' ' '
 }
-one_each() { # one_each UPDATE STAGE: no device got STAGE twice
+one_each() { # one_each UPDATE STAGE: no device got STAGE twice (a re-send of the same seq is not another)
 	local dup
-	dup=$(grep -F "\"update_id\":\"$1\"" "$W/mqtt.log" | grep -F "\"stage\":\"$2\"" | grep -oE '"device":"[^"]*"' |
-		sort | uniq -d)
+	dup=$(grep -F "\"update_id\":\"$1\"" "$W/mqtt.log" | grep -F "\"stage\":\"$2\"" |
+		sed -E 's/.*"device":"([^"]*)","seq":([0-9]*).*/\1 \2/' | sort -u | cut -d' ' -f1 | uniq -d)
 	[ -z "$dup" ] || fail "$1: $2 reported twice for $dup"
 }
 

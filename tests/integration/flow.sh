@@ -13,8 +13,10 @@ grep -F "ferry/v1/gw-1/inventory" "$W/mqtt.log" | grep -qF '"site":"hall-2"' || 
 make_update u1 1 1.0.0 1.0.0
 cmd update.request u-1 --manifest "$W/u1.jws"
 wait_mqtt '"op":"update.request","update_id":"u-1","result":"accepted"' 10
-# shellcheck disable=SC2046
-cmd update.download u-1 $(links_for u1)
+# links are secrets: one with a password, one with a token
+u="https://127.0.0.1:$W_HTTPS_PORT"
+cmd update.download u-1 --link "app-config=${u/https:\/\//https://ops:secretpw-4471@}/u1-app.conf" \
+	--link "app-bin=$u/u1-app.bin?token=ferry-secret-9d2e"
 wait_mqtt '"op":"update.download","update_id":"u-1","result":"accepted"' 10
 wait_mqtt '"component":"app-bin","stage":"downloaded"' 30
 cmd update.check u-1
@@ -38,6 +40,14 @@ cmp "$W/www/u1-app.bin" "$W/target/app.bin" || fail "app.bin not installed"
 cmp "$W/www/u1-app.conf" "$W/target/app.conf" || fail "app.conf not installed"
 wait_mqtt '{"name":"app-bin","version":"1.0.0"}' 10
 echo "ok: staged flow"
+# used links leave no copy in the state dir (the journal, its log, the
+# store), nor in the log; the journal's files are ferryd's alone
+! grep -rlaE "secretpw-4471|ferry-secret-9d2e" "$W/state" "$W/ferryd.log" ||
+	fail "a used download link is still on disk: $(grep -rlaE "secretpw-4471|ferry-secret-9d2e" "$W/state" "$W/ferryd.log")"
+for f in "$W"/state/journal.db*; do
+	[ "$(stat -c %a "$f")" = 600 ] || fail "$f has mode $(stat -c %a "$f")"
+done
+echo "ok: no used link left on disk; the journal is 0600"
 
 # A stage asked for out of turn is refused.
 make_update u2 2 1.1.0 1.1.0

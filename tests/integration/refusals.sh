@@ -93,3 +93,28 @@ sleep 1
 ! grep -qF "u-spoof" "$W/mqtt.log" || fail "gw-2's message reached gw-1"
 ! grep -qF "forged" "$W/mqtt.log" || fail "gw-2 published on gw-1's stage topic"
 echo "ok: ACLs confine gateways to their own topics"
+
+# A client with gw-2's certificate that asks for client id "gw-1" cannot take
+# gw-1's session: the shipped broker config makes the client id the user name
+# (the certificate's CN).  Once the impostor is connected and subscribed (it
+# receives a message on its own topic), ferryd still answers, and the broker
+# never closed gw-1's connection.
+# shellcheck disable=SC2046
+mosquitto_sub $(mqtt_opts gw-2) -i gw-1 -t "ferry/v1/gw-2/cmd" -q 1 -C 1 > "$W/impostor.out" 2>&1 &
+IMP=$!
+for _ in $(seq 1 100); do
+	# shellcheck disable=SC2046
+	mosquitto_pub $(mqtt_opts cloud-cmd) -t "ferry/v1/gw-2/cmd" -q 1 -m ping
+	[ -s "$W/impostor.out" ] && break
+	sleep 0.1
+done
+wait "$IMP" 2>/dev/null || true
+grep -qx ping "$W/impostor.out" || fail "the impostor never connected: $(cat "$W/impostor.out")"
+grep -q "as gw-2 " "$W/mosquitto.log" || fail "the broker did not name the impostor by its certificate"
+n=$(grep -cF '"op":"inventory.refresh"' "$W/mqtt.log" || true)
+cmd inventory.refresh u-imp
+wait_mqtt '"op":"inventory.refresh","result":"accepted"' 10 $((n + 1))
+! grep -q "Client gw-1 already connected, closing old connection" "$W/mosquitto.log" ||
+	fail "a client with gw-2's certificate knocked gw-1 off the broker"
+! grep -qF 'ferry/v1/gw-1/state {"state":"offline"}' "$W/mqtt.log" || fail "gw-1 went offline"
+echo "ok: another gateway's certificate cannot take gw-1's client id"

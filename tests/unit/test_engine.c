@@ -503,6 +503,8 @@ static void image(const char *name, int64_t size, char sha[65])
 
 	for (int64_t i = 0; i < size; i++)
 		buf[i] = (unsigned char)(i * 7 + name[0]);
+	snprintf(path, sizeof(path), "%s/state/store", dir);
+	mkdir(path, 0700);
 	EVP_Digest(buf, (size_t)size, dig, NULL, EVP_sha256(), NULL);
 	ferry_hex32_fmt(dig, sha);
 	snprintf(path, sizeof(path), "%s/state/store/%s", dir, sha);
@@ -1205,7 +1207,12 @@ static void test_self_trial(void **state)
 	char extra[512], path[256], cmd[600], buf[64] = "";
 	FILE *f;
 
-	snprintf(cmd, sizeof(cmd), "mkdir -p %s/target && printf old > %s/target/app.conf", dir, dir);
+	/* as an activation cut between its trial file and keeping the old file
+	 * left it: the old file in place, no copy of it yet */
+	snprintf(cmd, sizeof(cmd),
+		 "mkdir -p %s/target && printf old > %s/target/app.conf && printf '\\nfile\\n1.0.0\\n' > "
+		 "%s/target/app.conf.ferry-trial",
+		 dir, dir, dir);
 	assert_int_equal(system(cmd), 0);
 	snprintf(path, sizeof(path), "%s/target/app.conf", dir);
 	snprintf(extra, sizeof(extra),
@@ -1247,6 +1254,158 @@ static void test_self_trial(void **state)
 	json_decref(comps);
 }
 
+/* The journal as a crash left it: update `id`, all or nothing, installing,
+ * with component fw verified and its steps at the given stages (NULL: not
+ * started).  The manifest is signed as the cloud would. */
+static void crafted(const char *id, const char *m, const char *const *devs, const ferry_stage *stages, size_t n,
+		    bool cancel)
+{
+	static const char *const names[] = {"fw"};
+	char path[256];
+	ferry_journal *j;
+	ferry_status st = {0};
+	ferry_jstep_new steps[DEVS_MAX];
+	ferry_jupdate u = {.state = FERRY_U_ALLOWED, .sequence = seq_no, .created = time(NULL), .deploy = true,
+			   .atomic = true, .manifest = (char *)m};
+	char *body;
+	int64_t seq;
+
+	snprintf(u.id, sizeof(u.id), "%s", id);
+	for (size_t i = 0; i < n; i++)
+		steps[i] = (ferry_jstep_new){.component = "fw", .device = devs[i], .adapter = "fake"};
+	snprintf(path, sizeof(path), "%s/state/journal.db", dir);
+	assert_int_equal(ferry_journal_open(path, &j, &st), FERRY_OK);
+	assert_int_equal(ferry_journal_update_add(j, &u, names, NULL, 1, steps, n, &st), FERRY_OK);
+	static const ferry_stage comp[] = {FERRY_S_ALLOWED, FERRY_S_DOWNLOADED, FERRY_S_VERIFYING, FERRY_S_VERIFIED};
+	for (size_t k = 0; k < 4; k++) {
+		ferry_transition t = {.update_id = id, .component = "fw", .stage = comp[k], .total = -1, .ts = 1};
+		assert_int_equal(ferry_journal_transition(j, &t, &body, &seq, &st), FERRY_OK);
+		free(body);
+	}
+	for (ferry_ustate s2 = FERRY_U_ALLOWED; s2 < FERRY_U_INSTALLING; s2++)
+		assert_int_equal(ferry_journal_update_move(j, id, s2, s2 + 1, &st), FERRY_OK);
+	for (size_t i = 0; i < n; i++) {
+		if (stages[i] == FERRY_S_NONE)
+			continue;
+		ferry_transition t = {.update_id = id, .component = "fw", .device = devs[i], .stage = FERRY_S_INSTALLING,
+				      .total = -1, .ts = 1};
+		assert_int_equal(ferry_journal_transition(j, &t, &body, &seq, &st), FERRY_OK);
+		free(body);
+		if (stages[i] != FERRY_S_INSTALLING) {
+			t.stage = stages[i];
+			t.reason = "install_failed";
+			t.detail = "crafted";
+			assert_int_equal(ferry_journal_transition(j, &t, &body, &seq, &st), FERRY_OK);
+			free(body);
+		}
+	}
+	if (cancel)
+		assert_int_equal(ferry_journal_cancel_request(j, id, &st), FERRY_OK);
+	ferry_journal_close(j);
+}
+
+/* A step of an all-or-nothing update failed, and ferryd stopped before the
+ * update went back: after the restart it goes back, whatever the other
+ * devices could still do -- it never commits. */
+static void test_atomic_resume_after_failure(void **state)
+{
+	static const char *const devs[] = {"w1", "w2", "w3"};
+	static const ferry_stage stages[] = {FERRY_S_FAILED, FERRY_S_INSTALLING, FERRY_S_NONE};
+	add_dev("w1", "fw", "widget", "1.0.0", true);
+	add_dev("w2", "fw", "widget", "1.0.0", true);
+	add_dev("w3", "fw", "widget", "1.0.0", true);
+	json_t *comps = json_pack("[o]", component("fw", "fake", "widget", "2.0.0", NULL, NULL));
+	char *m = manifest(comps, true);
+	crafted("u20", m, devs, stages, 3, false);
+	start_engine(NULL);
+	assert_int_equal(wait_end("u20"), FERRY_U_FAILED);
+	assert_string_equal(outcome("u20", "fw", "w2"), "cancelled");
+	assert_string_equal(outcome("u20", "fw", "w3"), "cancelled");
+	assert_null(strstr(F.log, ":write"));
+	assert_null(strstr(F.log, ":commit"));
+	free(m);
+	json_decref(comps);
+}
+
+/* A cancel accepted before a restart is carried out after it. */
+static void test_cancel_survives_restart(void **state)
+{
+	static const char *const devs[] = {"w1", "w2"};
+	static const ferry_stage stages[] = {FERRY_S_INSTALLING, FERRY_S_NONE};
+	add_dev("w1", "fw", "widget", "1.0.0", true);
+	add_dev("w2", "fw", "widget", "1.0.0", true);
+	json_t *comps = json_pack("[o]", component("fw", "fake", "widget", "2.0.0", NULL, NULL));
+	char *m = manifest(comps, true);
+	crafted("u21", m, devs, stages, 2, true);
+	start_engine(NULL);
+	assert_int_equal(wait_end("u21"), FERRY_U_CANCELLED);
+	assert_string_equal(outcome("u21", "fw", "w1"), "cancelled");
+	assert_string_equal(outcome("u21", "fw", "w2"), "cancelled");
+	assert_null(strstr(F.log, ":write"));
+	free(m);
+	json_decref(comps);
+}
+
+/* A second update.download (fresh links) leaves a job behind: it must not
+ * run a later phase by itself -- nothing is installed without
+ * update.install. */
+static void test_leftover_job_runs_nothing(void **state)
+{
+	add_dev("w1", "fw", "widget", "1.0.0", true);
+	add_dev("g1", "gfw", "gadget", "1.0.0", true);
+	dev("g1")->hold_write = true;
+	start_engine(NULL);
+	/* the runner is busy with another update, so both downloads queue */
+	json_t *busy = json_pack("[o]", component("gfw", "fake", "gadget", "2.0.0", NULL, NULL));
+	char *mb = manifest(busy, false);
+	command("update.deploy", "u-busy", mb, busy);
+	pthread_mutex_lock(&F.lock);
+	while (F.holding < 1)
+		pthread_cond_wait(&F.cond, &F.lock);
+	pthread_mutex_unlock(&F.lock);
+	json_t *comps = json_pack("[o]", component("fw", "fake", "widget", "2.0.0", NULL, NULL));
+	char *m = manifest(comps, false);
+	command("update.request", "u22", m, NULL);
+	assert_string_equal(wait_reply("u22", "update.request"), "accepted");
+	command("update.download", "u22", NULL, comps);
+	assert_string_equal(wait_reply("u22", "update.download"), "accepted");
+	command("update.download", "u22", NULL, comps); /* fresh links: a second job */
+	assert_string_equal(wait_reply("u22", "update.download"), "accepted");
+	command("update.cancel", "u-busy", NULL, NULL);
+	wait_report("u22", "fw", NULL, "downloaded");
+	/* the leftover download job finds the update downloaded and does
+	 * nothing: the check is the cloud's to ask for */
+	command("update.check", "u22", NULL, NULL);
+	assert_string_equal(wait_reply("u22", "update.check"), "accepted");
+	wait_report("u22", "fw", NULL, "verified");
+	command("update.check", "u22", NULL, NULL);
+	assert_string_equal(wait_reply("u22", "update.check"), "wrong_stage");
+	assert_int_equal(state_of("u22"), FERRY_U_VERIFIED);
+	assert_int_equal(count("u22", "fw", "w1", "installing"), 0);
+	assert_null(strstr(F.log, "w1:write"));
+	free(m);
+	free(mb);
+	json_decref(comps);
+	json_decref(busy);
+}
+
+/* The device that cannot revert goes last: a revertible component that
+ * comes after it cannot be all or nothing. */
+static void test_atomic_after_refused(void **state)
+{
+	add_dev("r1", "rfw", "radio", "1.0.0", false);
+	add_dev("w1", "fw", "widget", "1.0.0", true);
+	start_engine(NULL);
+	json_t *comps = json_pack("[oo]", component("rfw", "fake-nr", "radio", "3.0.0", NULL, NULL),
+				  component("fw", "fake", "widget", "2.0.0", NULL, "rfw"));
+	char *m = manifest(comps, true);
+	command("update.deploy", "u23", m, comps);
+	assert_string_equal(wait_reply("u23", "update.deploy"), "unsupported");
+	assert_non_null(strstr(reply_detail("u23", "update.deploy"), "must be activated last"));
+	free(m);
+	json_decref(comps);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1264,6 +1423,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_abi1_plugin, per_test_setup, per_test_teardown),
 		cmocka_unit_test_setup_teardown(test_plugin_output_checked, per_test_setup, per_test_teardown),
 		cmocka_unit_test_setup_teardown(test_self_trial, per_test_setup, per_test_teardown),
+		cmocka_unit_test_setup_teardown(test_atomic_resume_after_failure, per_test_setup, per_test_teardown),
+		cmocka_unit_test_setup_teardown(test_cancel_survives_restart, per_test_setup, per_test_teardown),
+		cmocka_unit_test_setup_teardown(test_leftover_job_runs_nothing, per_test_setup, per_test_teardown),
+		cmocka_unit_test_setup_teardown(test_atomic_after_refused, per_test_setup, per_test_teardown),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
