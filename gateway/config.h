@@ -43,6 +43,7 @@ typedef struct ferry_config {
 		int retries;
 		int retry_delay_ms;
 		int parallel; /* images downloaded at once */
+		int deadline_s; /* the longest one update's downloads may take; 0: none */
 	} download;
 	struct {
 		int parallel; /* device sessions at once */

@@ -174,7 +174,21 @@ static CURL *make_handle(dl *d, char *errbuf)
 		snprintf(range, sizeof(range), "%lld-", (long long)d->have);
 		curl_easy_setopt(c, CURLOPT_RANGE, range);
 	}
+	if (r->deadline) /* the attempt ends at the deadline, even on a trickle */
+		curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)((r->deadline - (int64_t)time(NULL)) * 1000));
 	return c;
+}
+
+static bool past_deadline(const ferry_dl_req *r)
+{
+	return r->deadline && (int64_t)time(NULL) >= r->deadline;
+}
+
+static ferry_err deadline_passed(const dl *d, ferry_status *st)
+{
+	return ferry_fail(st, d->req->deadline_code ? d->req->deadline_code : FERRY_E_DOWNLOAD_FAILED,
+			  "stopped at %lld of %lld bytes: %s", (long long)d->have, (long long)d->req->size,
+			  d->req->deadline_what ? d->req->deadline_what : "the download's deadline passed");
 }
 
 /* One attempt.  CURLcode and HTTP status become ferry codes here. */
@@ -191,6 +205,8 @@ static ferry_err attempt(dl *d, bool *retry, ferry_status *st)
 	d->skip = 0;
 	rc = curl_easy_perform(c);
 	curl_easy_cleanup(c);
+	if (rc == CURLE_OPERATION_TIMEDOUT && past_deadline(d->req))
+		return deadline_passed(d, st);
 	if (d->too_big)
 		return ferry_fail(st, FERRY_E_SIZE_MISMATCH, "the server sent more than the manifest's %lld bytes",
 				  (long long)d->req->size);
@@ -258,6 +274,10 @@ ferry_err ferry_download(const ferry_dl_req *req, ferry_status *st)
 	for (int i = 0;; i++) {
 		if (d.have == req->size) {
 			e = FERRY_OK;
+			break;
+		}
+		if (past_deadline(req)) {
+			e = deadline_passed(&d, st);
 			break;
 		}
 		e = attempt(&d, &retry, st);

@@ -30,6 +30,12 @@ typedef struct ferry_dl_req {
 	/* Called as bytes arrive; return false to cancel (FERRY_E_CANCELLED). */
 	bool (*progress)(void *ctx, int64_t done, int64_t total);
 	void *ctx;
+	/* Wall-clock second (0: none) by which the download ends, done or not:
+	 * then it fails with deadline_code and a detail naming deadline_what
+	 * ("the update expires", say). */
+	int64_t deadline;
+	ferry_err deadline_code;
+	const char *deadline_what;
 } ferry_dl_req;
 
 /* Download (or finish downloading) req->url into req->part_path.  Bytes

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "state.h"
 
 int64_t eng_now(void)
 {
@@ -214,11 +215,9 @@ bool eng_enqueue(ferry_engine *e, ferry_job_kind kind, const char *update_id)
 
 static ferry_err open_parts(ferry_engine *e, const ferry_config *cfg, ferry_status *st)
 {
-	char path[FERRY_CFG_PATH_MAX + 32];
 	ferry_err err;
 
-	snprintf(path, sizeof(path), "%s/journal.db", cfg->state_dir);
-	if ((err = ferry_journal_open(path, &e->journal, st)) ||
+	if ((err = ferry_state_open(cfg->state_dir, &e->journal, st)) ||
 	    (err = ferry_store_open(cfg->store.dir, cfg->store.cap_bytes, &e->store, st)) ||
 	    (err = ferry_trust_load(cfg->trust.command_ca, &e->cmd_trust, st)) ||
 	    (err = ferry_trust_load(cfg->trust.manifest_ca, &e->manifest_trust, st)) ||
@@ -284,6 +283,7 @@ void ferry_engine_run(ferry_engine *e, volatile sig_atomic_t *stop)
 		return;
 	}
 	e->runner_started = true;
+	eng_prune_store(e); /* what earlier runs left */
 	eng_resume(e);
 	while (!*stop) {
 		if (!(ev = pop_event(e, stop)))

@@ -86,6 +86,8 @@ ferry_err eng_load_manifest(ferry_engine *e, const ferry_jupdate *u, int64_t at,
 /* jobs.c */
 void *eng_runner(void *arg);
 void eng_resume(ferry_engine *e);
+/* Remove from the store what no unfinished update needs. */
+void eng_prune_store(ferry_engine *e);
 
 /* inventory.c */
 char *eng_inventory_json(ferry_engine *e);

@@ -13,6 +13,7 @@
 #include "download.h"
 #include "engine.h"
 #include "log.h"
+#include "state.h"
 
 static volatile sig_atomic_t stop;
 
@@ -21,7 +22,7 @@ static void on_signal(int sig)
 	stop = 1;
 }
 
-static const char usage[] = "usage: ferryd --config FILE [--check] [--verbose]\n";
+static const char usage[] = "usage: ferryd --config FILE [--check | --reset-journal] [--verbose]\n";
 
 int main(int argc, char **argv)
 {
@@ -30,9 +31,10 @@ int main(int argc, char **argv)
 					     {"help", no_argument, NULL, 'h'},
 					     {"version", no_argument, NULL, 'V'},
 					     {"check", no_argument, NULL, 'k'},
+					     {"reset-journal", no_argument, NULL, 'r'},
 					     {NULL, 0, NULL, 0}};
 	const char *path = NULL;
-	int check_only = 0;
+	int check_only = 0, reset = 0;
 	ferry_config cfg;
 	ferry_status st = {0};
 	ferry_engine *engine = NULL;
@@ -46,6 +48,7 @@ int main(int argc, char **argv)
 		case 'v': ferry_log_init(LOG_DEBUG); break;
 		case 'V': printf("ferryd %s\n", FERRY_VERSION); return 0;
 		case 'k': check_only = 1; break;
+		case 'r': reset = 1; break;
 		case 'h': fputs(usage, stdout); return 0;
 		default: fputs(usage, stderr); return 2;
 		}
@@ -62,6 +65,14 @@ int main(int argc, char **argv)
 		printf("%s: configuration is valid\n", path);
 		ferry_config_free(&cfg);
 		return 0;
+	}
+	if (reset) {
+		/* stop ferryd first: the journal must not be in use */
+		int rc = ferry_state_reset(cfg.state_dir, stdout, &st) ? 1 : 0;
+		if (rc)
+			fprintf(stderr, "ferryd: %s\n", st.detail);
+		ferry_config_free(&cfg);
+		return rc;
 	}
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);

@@ -249,6 +249,17 @@ static ferry_err download_image(dl_task *d, ferry_status *st)
 			   .low_speed_time_s = cfg->download.low_speed_time_s, .retries = cfg->download.retries,
 			   .retry_delay_ms = cfg->download.retry_delay_ms},
 		.durable = dl_durable, .progress = dl_progress, .ctx = d};
+	/* whichever comes first: the update's expiry, the configured deadline */
+	int64_t by = cfg->download.deadline_s ? r->dl_started + cfg->download.deadline_s : 0;
+	if (r->u.expires && (!by || r->u.expires <= by)) {
+		req.deadline = r->u.expires;
+		req.deadline_code = FERRY_E_EXPIRED;
+		req.deadline_what = "the update expired before the download ended";
+	} else if (by) {
+		req.deadline = by;
+		req.deadline_code = FERRY_E_DOWNLOAD_FAILED;
+		req.deadline_what = "the downloads took longer than download.deadline allows";
+	}
 	memcpy(req.sha256, mc->sha256, 32);
 	dl_progress(d, c->dl_offset, mc->size);
 	for (int fresh = 0;; fresh++) {
@@ -331,6 +342,7 @@ static bool phase_download(eng_run *r)
 	}
 	pthread_mutex_init(&pool.lock, NULL);
 	pthread_cond_init(&pool.cond, NULL);
+	r->dl_started = eng_now();
 	n = plan_downloads(r, tasks);
 	pthread_mutex_lock(&pool.lock);
 	for (size_t i = 0; i < n; i++) {
@@ -816,6 +828,73 @@ out:
 	free(r);
 }
 
+/* The sha256 of every image an update's manifest names (at most
+ * FERRY_COMPONENTS_MAX), read as it verified when it was accepted. */
+static ferry_err images_of(ferry_engine *e, const char *id, uint8_t (*out)[32], size_t *n, ferry_status *st)
+{
+	ferry_jupdate u;
+	ferry_manifest m;
+	ferry_err err;
+
+	*n = 0;
+	if ((err = ferry_journal_update_get(e->journal, id, &u, st)))
+		return err;
+	if (!(err = eng_load_manifest(e, &u, u.created, &m, st))) {
+		for (size_t k = 0; k < m.n && k < FERRY_COMPONENTS_MAX; k++)
+			memcpy(out[(*n)++], m.c[k].sha256, 32);
+		ferry_manifest_free(&m);
+	}
+	ferry_jupdate_free(&u);
+	return err;
+}
+
+/* The store lets go of the images (complete or partial) of updates that have
+ * ended, unless an unfinished update needs them too.  Files no update names
+ * are left alone.  When an unfinished update's manifest cannot be read,
+ * nothing is removed. */
+void eng_prune_store(ferry_engine *e)
+{
+	ferry_status st = {0};
+	json_t *open_ids = NULL, *ended = NULL, *id;
+	uint8_t(*keep)[32] = NULL, imgs[FERRY_COMPONENTS_MAX][32];
+	size_t n_keep = 0, n, i;
+
+	if (ferry_journal_unfinished(e->journal, &open_ids, &st) || ferry_journal_ended_unpruned(e->journal, &ended, &st))
+		goto out;
+	if (!json_array_size(ended))
+		goto out;
+	if (!(keep = calloc(json_array_size(open_ids) * FERRY_COMPONENTS_MAX + 1, sizeof(*keep)))) {
+		ferry_fail(&st, FERRY_E_INTERNAL, "out of memory");
+		goto out;
+	}
+	json_array_foreach(open_ids, i, id) {
+		if (images_of(e, json_string_value(id), imgs, &n, &st))
+			goto out;
+		memcpy(keep + n_keep, imgs, n * sizeof(imgs[0]));
+		n_keep += n;
+	}
+	json_array_foreach(ended, i, id) {
+		if (images_of(e, json_string_value(id), imgs, &n, &st) && st.code == FERRY_E_INTERNAL)
+			goto out;
+		for (size_t k = 0; k < n; k++) {
+			bool needed = false;
+			for (size_t q = 0; q < n_keep && !needed; q++)
+				needed = !memcmp(keep[q], imgs[k], 32);
+			if (!needed)
+				ferry_store_remove(e->store, imgs[k]);
+		}
+		if (ferry_journal_set_pruned(e->journal, json_string_value(id), &st))
+			goto out;
+	}
+	st.code = FERRY_OK;
+out:
+	if (st.code)
+		ferry_log(LOG_WARNING, "store not pruned: %s", st.detail);
+	free(keep);
+	json_decref(open_ids);
+	json_decref(ended);
+}
+
 void *eng_runner(void *arg)
 {
 	ferry_engine *e = arg;
@@ -828,6 +907,7 @@ void *eng_runner(void *arg)
 		if (ferry_jobq_finish(e->jobs, job) && !ferry_job_stopping(job))
 			run_job(e, job);
 		ferry_job_free(job);
+		eng_prune_store(e);
 	}
 	return NULL;
 }

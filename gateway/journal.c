@@ -78,7 +78,7 @@ static const char schema[] =
 	"CREATE TABLE updates(id TEXT PRIMARY KEY, state INTEGER NOT NULL, manifest TEXT NOT NULL,"
 	" sequence INTEGER NOT NULL, expires INTEGER NOT NULL, deploy INTEGER NOT NULL,"
 	" created INTEGER NOT NULL, next_seq INTEGER NOT NULL DEFAULT 1, atomic INTEGER NOT NULL DEFAULT 0,"
-	" phase INTEGER NOT NULL DEFAULT 0, cancel INTEGER NOT NULL DEFAULT 0);"
+	" phase INTEGER NOT NULL DEFAULT 0, cancel INTEGER NOT NULL DEFAULT 0, pruned INTEGER NOT NULL DEFAULT 0);"
 	"CREATE TABLE components(update_id TEXT NOT NULL REFERENCES updates(id), name TEXT NOT NULL,"
 	" idx INTEGER NOT NULL, stage TEXT NOT NULL DEFAULT '', reason TEXT NOT NULL DEFAULT '',"
 	" dl_offset INTEGER NOT NULL DEFAULT 0, link TEXT, PRIMARY KEY(update_id, name));"
@@ -88,6 +88,7 @@ static const char schema[] =
 	"CREATE TABLE replay(jti TEXT PRIMARY KEY, exp INTEGER NOT NULL);"
 	INSTALLED_TABLE("installed")
 	DEVICES_TABLE
+	"CREATE TABLE identity(id TEXT NOT NULL);"
 	"PRAGMA user_version = 2;";
 
 /* Schema 1 knew one device per component: steps, devices and the update's
@@ -96,12 +97,14 @@ static const char migrate_1_2[] =
 	"ALTER TABLE updates ADD COLUMN atomic INTEGER NOT NULL DEFAULT 0;"
 	"ALTER TABLE updates ADD COLUMN phase INTEGER NOT NULL DEFAULT 0;"
 	"ALTER TABLE updates ADD COLUMN cancel INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE updates ADD COLUMN pruned INTEGER NOT NULL DEFAULT 0;"
 	STEPS_TABLE
 	DEVICES_TABLE
 	INSTALLED_TABLE("installed2")
 	"INSERT INTO installed2 SELECT component, '', version, ts FROM installed;"
 	"DROP TABLE installed;"
 	"ALTER TABLE installed2 RENAME TO installed;"
+	"CREATE TABLE identity(id TEXT NOT NULL);"
 	"PRAGMA user_version = 2;";
 
 static ferry_err dberr(ferry_journal *j, ferry_status *st, const char *what)
@@ -359,6 +362,61 @@ ferry_err ferry_journal_open(const char *path, ferry_journal **out, ferry_status
 	return FERRY_OK;
 }
 
+ferry_err ferry_journal_identity(ferry_journal *j, char id[65], ferry_status *st)
+{
+	sqlite3_stmt *s;
+	int rc = SQLITE_ERROR;
+
+	id[0] = '\0';
+	pthread_mutex_lock(&j->lock);
+	s = prep(j, "SELECT id FROM identity LIMIT 1", "");
+	if (s && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		copy_col(s, 0, id, 65);
+		rc = SQLITE_DONE;
+	}
+	sqlite3_finalize(s);
+	pthread_mutex_unlock(&j->lock);
+	return rc == SQLITE_DONE ? FERRY_OK : dberr(j, st, "reading the journal's identity");
+}
+
+ferry_err ferry_journal_set_identity(ferry_journal *j, const char *id, ferry_status *st)
+{
+	ferry_err e = FERRY_OK;
+	int64_t n = 0;
+
+	if (begin(j))
+		return dberr(j, st, "begin");
+	if (scalar(j, &n, "SELECT count(*) FROM identity", "") != 1)
+		e = dberr(j, st, "reading the journal's identity");
+	else if (n)
+		e = ferry_fail(st, FERRY_E_INTERNAL, "journal %s has an identity already", j->path);
+	else if (run(prep(j, "INSERT INTO identity VALUES(?)", "s", id)))
+		e = dberr(j, st, "recording the journal's identity");
+	return end(j, e, st, "recording the journal's identity");
+}
+
+ferry_err ferry_journal_summary(ferry_journal *j, json_t **out, ferry_status *st)
+{
+	int64_t last = 0, open_updates = 0, installed = 0, replay = 0, outbox = 0;
+	ferry_err e = FERRY_OK;
+
+	pthread_mutex_lock(&j->lock);
+	if (scalar(j, &last, "SELECT value FROM meta WHERE key = 'last_sequence'", "") != 1 ||
+	    scalar(j, &open_updates, "SELECT count(*) FROM updates WHERE state NOT IN (?, ?, ?, ?)", "iiii",
+		   (int64_t)FERRY_U_DONE, (int64_t)FERRY_U_FAILED, (int64_t)FERRY_U_CANCELLED,
+		   (int64_t)FERRY_U_REFUSED) != 1 ||
+	    scalar(j, &installed, "SELECT count(*) FROM installed", "") != 1 ||
+	    scalar(j, &replay, "SELECT count(*) FROM replay", "") != 1 ||
+	    scalar(j, &outbox, "SELECT count(*) FROM outbox", "") != 1)
+		e = dberr(j, st, "summarising");
+	pthread_mutex_unlock(&j->lock);
+	if (!e)
+		*out = json_pack("{s:I,s:I,s:I,s:I,s:I}", "last_sequence", (json_int_t)last, "unfinished_updates",
+				 (json_int_t)open_updates, "installed_versions", (json_int_t)installed, "command_ids",
+				 (json_int_t)replay, "unsent_reports", (json_int_t)outbox);
+	return e;
+}
+
 void ferry_journal_close(ferry_journal *j)
 {
 	if (!j)
@@ -608,6 +666,27 @@ ferry_err ferry_journal_unfinished(ferry_journal *j, json_t **ids, ferry_status 
 	sqlite3_finalize(s);
 	pthread_mutex_unlock(&j->lock);
 	return rc == SQLITE_DONE ? FERRY_OK : dberr(j, st, "listing updates");
+}
+
+ferry_err ferry_journal_ended_unpruned(ferry_journal *j, json_t **ids, ferry_status *st)
+{
+	sqlite3_stmt *s;
+	int rc = SQLITE_ERROR;
+
+	pthread_mutex_lock(&j->lock);
+	s = prep(j, "SELECT id FROM updates WHERE state IN (?, ?, ?, ?) AND pruned = 0 ORDER BY created, rowid", "iiii",
+		 (int64_t)FERRY_U_DONE, (int64_t)FERRY_U_FAILED, (int64_t)FERRY_U_CANCELLED, (int64_t)FERRY_U_REFUSED);
+	*ids = json_array();
+	while (s && (rc = sqlite3_step(s)) == SQLITE_ROW)
+		json_array_append_new(*ids, json_string((const char *)sqlite3_column_text(s, 0)));
+	sqlite3_finalize(s);
+	pthread_mutex_unlock(&j->lock);
+	return rc == SQLITE_DONE ? FERRY_OK : dberr(j, st, "listing updates");
+}
+
+ferry_err ferry_journal_set_pruned(ferry_journal *j, const char *id, ferry_status *st)
+{
+	CHANGE("pruned", "UPDATE updates SET pruned = 1 WHERE id = ?", "s", id);
 }
 
 static ferry_stage stage_of(sqlite3_stmt *s, int col)

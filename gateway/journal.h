@@ -97,6 +97,15 @@ typedef struct ferry_jstep_new {
 ferry_err ferry_journal_open(const char *path, ferry_journal **out, ferry_status *st) FERRY_WUR;
 void ferry_journal_close(ferry_journal *j);
 
+/* The journal's identity: a random id given once, kept beside it in the
+ * state dir too, so that an emptied or replaced journal is never taken for
+ * a new gateway.  "" when it has none yet. */
+ferry_err ferry_journal_identity(ferry_journal *j, char id[65], ferry_status *st) FERRY_WUR;
+ferry_err ferry_journal_set_identity(ferry_journal *j, const char *id, ferry_status *st) FERRY_WUR;
+/* What the journal holds, for a person deciding to reset it:
+ * {last_sequence, unfinished_updates, installed_versions, command_ids, unsent_reports}. */
+ferry_err ferry_journal_summary(ferry_journal *j, json_t **out, ferry_status *st) FERRY_WUR;
+
 /* Replay store: FERRY_E_REPLAYED if jti was seen and has not expired,
  * otherwise records it until exp.  Entries older than now are pruned. */
 ferry_err ferry_journal_jti_use(ferry_journal *j, const char *jti, int64_t exp, int64_t now,
@@ -132,6 +141,11 @@ ferry_err ferry_journal_phase_move(ferry_journal *j, const char *id, ferry_phase
 ferry_err ferry_journal_cancel_request(ferry_journal *j, const char *id, ferry_status *st) FERRY_WUR;
 /* Ids of updates not in a final state, oldest first (json array of strings). */
 ferry_err ferry_journal_unfinished(ferry_journal *j, json_t **ids, ferry_status *st) FERRY_WUR;
+
+/* Updates that have ended and whose images the store still has to let go
+ * of (json array of ids), and marking one done. */
+ferry_err ferry_journal_ended_unpruned(ferry_journal *j, json_t **ids, ferry_status *st) FERRY_WUR;
+ferry_err ferry_journal_set_pruned(ferry_journal *j, const char *id, ferry_status *st) FERRY_WUR;
 
 /* Components of an update in install order; free with ferry_jcomponents_free. */
 ferry_err ferry_journal_components(ferry_journal *j, const char *update_id, ferry_jcomponent **out, size_t *n,

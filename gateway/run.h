@@ -27,6 +27,7 @@ typedef struct eng_run {
 	/* the manifest no longer verifies now (it expired): finish what is on
 	 * the devices, push nothing new */
 	bool no_new_pushes;
+	int64_t dl_started; /* when this run's downloads began (download.deadline) */
 	/* why an all-or-nothing update is going back: the reason code and a
 	 * sentence for every device it reverts */
 	char why_reason[32];

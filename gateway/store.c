@@ -132,38 +132,12 @@ ferry_err ferry_store_commit(ferry_store *s, const uint8_t sha256[32], ferry_sta
 	return FERRY_OK;
 }
 
-static bool kept(const char *name, const uint8_t (*keep)[32], size_t n)
+void ferry_store_remove(ferry_store *s, const uint8_t sha256[32])
 {
-	char hex[65];
-	for (size_t i = 0; i < n; i++) {
-		ferry_hex32_fmt(keep[i], hex);
-		if (!strcmp(hex, name))
-			return true;
-	}
-	return false;
-}
+	char p[FERRY_PATH_MAX];
 
-static void prune_dir(const char *dir, const uint8_t (*keep)[32], size_t n)
-{
-	DIR *d = opendir(dir);
-	struct dirent *e;
-
-	if (!d)
-		return;
-	while ((e = readdir(d))) {
-		char p[FERRY_PATH_MAX];
-		if (strlen(e->d_name) != 64 || kept(e->d_name, keep, n))
-			continue;
-		snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+	if (ferry_store_has(s, sha256, p))
 		unlink(p);
-	}
-	closedir(d);
-}
-
-void ferry_store_prune(ferry_store *s, const uint8_t (*keep)[32], size_t n)
-{
-	char part[FERRY_PATH_MAX];
-	snprintf(part, sizeof(part), "%s/partial", s->dir);
-	prune_dir(s->dir, keep, n);
-	prune_dir(part, keep, n);
+	ferry_store_partial(s, sha256, p);
+	unlink(p);
 }

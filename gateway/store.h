@@ -34,7 +34,7 @@ int64_t ferry_store_free(ferry_store *s);
 /* Move a finished partial file into the store (fsync, rename, fsync dir).
  * The caller has checked its size and digest. */
 ferry_err ferry_store_commit(ferry_store *s, const uint8_t sha256[32], ferry_status *st) FERRY_WUR;
-/* Delete complete and partial images whose digest is not in keep[0..n). */
-void ferry_store_prune(ferry_store *s, const uint8_t (*keep)[32], size_t n);
+/* Delete the complete and the partial image with this digest. */
+void ferry_store_remove(ferry_store *s, const uint8_t sha256[32]);
 
 #endif

@@ -96,3 +96,26 @@ echo "ok: cancel during download"
 	fail "a download link stayed in the journal"
 ! grep -q "https://" "$W/ferryd.log" || fail "a download link was logged"
 echo "ok: links forgotten and never logged"
+
+# A download that trickles stops when the update expires, with that reason,
+# and the update ends; then one that outlasts download.deadline.
+make_update u5 5 1.4.0 1.4.0 2000000
+sed -i "s/^sequence: 5$/sequence: 5\nexpires: $(($(date +%s) + 10))/" "$W/u5.yaml"
+"$W_FERRY" manifest sign "$W/u5.yaml" --key "$W/pki/manifest-signer.key" --cert "$W/pki/manifest-signer.pem" \
+	-o "$W/u5.jws" > /dev/null
+# shellcheck disable=SC2046
+cmd update.deploy u-5 --manifest "$W/u5.jws" $(links_for u5 slow/)
+wait_mqtt '"update_id":"u-5","component":"app-bin","stage":"failed"' 60
+grep -F '"update_id":"u-5","component":"app-bin","stage":"failed"' "$W/mqtt.log" |
+	grep -qF '"reason":"expired","detail":"stopped at' || fail "u-5: the download did not stop for the expiry"
+wait_mqtt '"update_id":"u-5","component":"app-bin","stage":"cancelled","device":"self"' 10
+stop_ferryd
+sed -i 's/^download:$/download:\n  deadline: 3/' "$W/ferryd.yaml"
+start_ferryd
+make_update u6 6 1.5.0 1.5.0 2000000
+# shellcheck disable=SC2046
+cmd update.deploy u-6 --manifest "$W/u6.jws" $(links_for u6 slow/)
+wait_mqtt '"update_id":"u-6","component":"app-bin","stage":"failed"' 60
+grep -F '"update_id":"u-6","component":"app-bin","stage":"failed"' "$W/mqtt.log" |
+	grep -qF 'longer than download.deadline' || fail "u-6: the download did not stop at download.deadline"
+echo "ok: downloads stop when the update expires, or at download.deadline"

@@ -501,8 +501,13 @@ static void image(const char *name, int64_t size, char sha[65])
 	unsigned char *buf = malloc((size_t)size);
 	int fd;
 
+	/* every name gives other bytes: images of different updates never share
+	 * a digest (the store lets go of an ended update's images) */
+	unsigned seed = 0;
+	for (const char *c = name; *c; c++)
+		seed = seed * 31 + (unsigned char)*c;
 	for (int64_t i = 0; i < size; i++)
-		buf[i] = (unsigned char)(i * 7 + name[0]);
+		buf[i] = (unsigned char)(i * 7 + seed + (seed >> 8) * (uint64_t)i);
 	snprintf(path, sizeof(path), "%s/state/store", dir);
 	mkdir(path, 0700);
 	EVP_Digest(buf, (size_t)size, dig, NULL, EVP_sha256(), NULL);
@@ -521,8 +526,9 @@ static const char *next_format = "raw";
 static json_t *component(const char *name, const char *adapter, const char *cls, const char *version,
 			 const char *match_slot, const char *after)
 {
-	char sha[65];
-	image(name, 1000, sha);
+	char sha[65], seed[160];
+	snprintf(seed, sizeof(seed), "%s-%s-%s", name, adapter, version);
+	image(seed, 1000, sha);
 	json_t *target = json_pack("{s:s,s:s}", "vendor_id", "acme", "class_id", cls);
 	if (match_slot)
 		json_object_set_new(target, "match", json_pack("{s:s}", "slot", match_slot));
@@ -1406,6 +1412,64 @@ static void test_atomic_after_refused(void **state)
 	json_decref(comps);
 }
 
+/* Bytes and files under DIR/state/store (partial/ included). */
+static long long store_bytes(int *files)
+{
+	char cmd[300];
+	long long bytes = 0;
+	FILE *p;
+	snprintf(cmd, sizeof(cmd), "find %s/state/store -type f -printf '%%s\\n'", dir);
+	assert_non_null(p = popen(cmd, "r"));
+	*files = 0;
+	for (long long b; fscanf(p, "%lld", &b) == 1; (*files)++)
+		bytes += b;
+	pclose(p);
+	return bytes;
+}
+
+/* The store lets go of what ended updates used: through a hundred updates
+ * it never holds more than the running one's image, stays under its cap,
+ * and a partial download of an ended update is gone too.  The runner prunes
+ * after each update, before it takes the next: so the next update's first
+ * report from the runner (downloaded) says the prune is done. */
+static void test_store_bounded(void **state)
+{
+	add_dev("w1", "fw", "widget", "1.0.0", true);
+	start_engine("store: {cap: 4000}\n");
+	for (int i = 1; i <= 100; i++) {
+		char v[16], uid[16], junk[300];
+		int files;
+		snprintf(v, sizeof(v), "1.%d.0", i);
+		snprintf(uid, sizeof(uid), "s%d", i);
+		json_t *c = component("fw", "fake", "widget", v, NULL, NULL);
+		if (i % 10 == 0) { /* and a partial download of it, left by a crash */
+			snprintf(junk, sizeof(junk), "%s/state/store/partial/%s", dir,
+				 json_string_value(json_object_get(c, "sha256")));
+			write_file(junk, "half an image");
+		}
+		json_t *comps = json_pack("[o]", c);
+		char *m = manifest(comps, false);
+		command("update.deploy", uid, m, comps);
+		wait_report(uid, "fw", NULL, "downloaded");
+		long long bytes = store_bytes(&files);
+		assert_true(bytes <= 4000);
+		assert_int_equal(files, i % 10 == 0 ? 2 : 1); /* this update's image only */
+		assert_int_equal(wait_end(uid), FERRY_U_DONE);
+		free(m);
+		json_decref(comps);
+	}
+	assert_string_equal(dev("w1")->running, "1.100.0");
+	/* the last one's goes once the runner is done with it: the next
+	 * command is answered after the prune at the latest, when it restarts */
+	stop_engine();
+	start_engine("store: {cap: 4000}\n");
+	command("inventory.refresh", NULL, NULL, NULL);
+	wait_reply("", "inventory.refresh");
+	int files;
+	assert_int_equal(store_bytes(&files), 0);
+	assert_int_equal(files, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1427,6 +1491,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_cancel_survives_restart, per_test_setup, per_test_teardown),
 		cmocka_unit_test_setup_teardown(test_leftover_job_runs_nothing, per_test_setup, per_test_teardown),
 		cmocka_unit_test_setup_teardown(test_atomic_after_refused, per_test_setup, per_test_teardown),
+		cmocka_unit_test_setup_teardown(test_store_bounded, per_test_setup, per_test_teardown),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
