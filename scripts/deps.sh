@@ -9,9 +9,10 @@ FERRY_BUILD_PKGS="cmake make pkg-config gcc libc6-dev libjose-dev libjansson-dev
 # its sanitizer and libFuzzer runtimes for the fuzz run, and the real servers
 # the integration scenarios run ferryd against, dfu-util's file tools,
 # umockdev, which puts the simulated USB DFU device behind the real libusb,
-# and dbus-daemon, which carries the private bus of the BLE scenario.
+# dbus-daemon, which carries the private bus of the BLE scenario, and
+# systemd for systemd-analyze, which checks the shipped unit.
 FERRY_TEST_PKGS="libcmocka-dev jose openssl clang libclang-rt-14-dev mosquitto mosquitto-clients nginx-light sqlite3 dfu-util
-	libumockdev-dev umockdev dbus"
+	libumockdev-dev umockdev dbus systemd"
 
 ferry_missing_pkgs() {
 	local p missing=""
