@@ -79,7 +79,10 @@ static void on_message(struct mosquitto *m, void *obj, const struct mosquitto_me
 	ferry_cloud *c = obj;
 
 	if (msg->payloadlen < 0 || msg->payloadlen > FERRY_JWS_MAX) {
-		ferry_log(LOG_WARNING, "dropped a command of %d bytes (limit %d)", msg->payloadlen, FERRY_JWS_MAX);
+		/* too big to look at: the engine answers it without its bytes */
+		ferry_log(LOG_WARNING, "a command of %d bytes is over the limit of %d", msg->payloadlen, FERRY_JWS_MAX);
+		if (c->ev.command)
+			c->ev.command(c->ev.ctx, NULL, msg->payloadlen < 0 ? 0 : (size_t)msg->payloadlen);
 		return;
 	}
 	if (c->ev.command)

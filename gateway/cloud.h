@@ -13,9 +13,9 @@ typedef struct ferry_cloud ferry_cloud;
 
 typedef struct ferry_cloud_events {
 	void *ctx;
-	/* A message on P/cmd (at most FERRY_JWS_MAX bytes; larger ones are
-	 * dropped with a log line).  Called on the session's thread: copy and
-	 * hand over, do not block. */
+	/* A message on P/cmd.  One larger than FERRY_JWS_MAX comes without its
+	 * bytes: payload NULL, len its size.  Called on the session's thread:
+	 * copy and hand over, do not block. */
 	void (*command)(void *ctx, const char *payload, size_t len);
 	/* Connected (again): subscriptions are in place, state is online. */
 	void (*connected)(void *ctx);

@@ -552,6 +552,12 @@ void eng_handle_command(ferry_engine *e, const char *payload, size_t len)
 	ferry_command cmd;
 	int64_t now = eng_now();
 
+	if (!payload) {
+		ferry_fail(&st, FERRY_E_MALFORMED, "a command of %zu bytes is over the limit of %d bytes", len,
+			   FERRY_JWS_MAX);
+		refuse(e, NULL, &st);
+		return;
+	}
 	len = len && payload[len - 1] == '\n' ? len - 1 : len;
 	if (now < e->cfg->trust.min_time) {
 		ferry_fail(&st, FERRY_E_CLOCK_UNSYNCED, "the clock reads %lld, before %lld", (long long)now,

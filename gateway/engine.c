@@ -47,13 +47,15 @@ static void push_event(ferry_engine *e, event *ev)
 static void on_command(void *ctx, const char *payload, size_t len)
 {
 	event *ev = calloc(1, sizeof(*ev));
-	if (!ev || !(ev->payload = malloc(len + 1))) {
+	if (!ev || (payload && !(ev->payload = malloc(len + 1)))) {
 		free(ev);
 		ferry_log(LOG_ERR, "out of memory: a command was dropped");
 		return;
 	}
-	memcpy(ev->payload, payload, len);
-	ev->payload[len] = '\0';
+	if (payload) { /* NULL: over the size limit, answered without its bytes */
+		memcpy(ev->payload, payload, len);
+		ev->payload[len] = '\0';
+	}
 	ev->len = len;
 	ev->kind = EV_COMMAND;
 	push_event(ctx, ev);

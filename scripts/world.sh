@@ -61,6 +61,7 @@ start_broker() {
 		echo "log_type error"
 		echo "log_type warning"
 		echo "log_type notice"
+		echo "max_queued_messages 20000" # the test's watcher must miss nothing of a burst
 		sed -e "s|^acl_file .*|acl_file $W/acl|" -e "s|^listener 8883$|listener $W_MQTT_PORT 127.0.0.1|" \
 			-e "s|^cafile .*|cafile $W/pki/ca.pem|" -e "s|^certfile .*|certfile $W/pki/broker.pem|" \
 			-e "s|^keyfile .*|keyfile $W/pki/broker.key|" "$root/config/mosquitto-ferry.conf"
