@@ -2,6 +2,10 @@
 # Runs every test through ctest: first the normal build (warnings are errors),
 # then an ASan+UBSan build with clang that runs the same tests again plus a
 # short libFuzzer run over the command and manifest parsers.
+#
+#   ./test.sh               everything, as CI runs it
+#   ./test.sh --fuzz-long   only the fuzz targets (ASan+UBSan), ten minutes each,
+#                           printing each one's execution count
 set -euo pipefail
 cd "$(dirname "$0")"
 . scripts/deps.sh
@@ -10,6 +14,19 @@ ferry_ensure_pkgs $FERRY_BUILD_PKGS $FERRY_TEST_PKGS
 
 jobs=${FERRY_JOBS:-2}
 fuzz_seconds=${FERRY_FUZZ_SECONDS:-30}
+
+if [ "${1:-}" = --fuzz-long ]; then
+	CC=clang cmake -S . -B build-asan -DBUILD_TESTING=ON -DFERRY_WERROR=ON -DFERRY_SANITIZE=ON -DFERRY_FUZZ=ON \
+		-DFERRY_FUZZ_SECONDS=600 -DCMAKE_BUILD_TYPE=Debug >/dev/null
+	cmake --build build-asan -j"$jobs"
+	for t in fuzz_fields fuzz_formats fuzz_smp fuzz_dfu; do
+		echo "== $t, 600 s"
+		ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+			ctest --test-dir build-asan -R "^$t\$" --output-on-failure -V 2>&1 |
+			grep -E "stat::number_of_executed_units|stat::average_exec_per_sec|Passed|Failed|ERROR" || true
+	done
+	exit 0
+fi
 
 echo "== build (gcc, -Werror)"
 cmake -S . -B build -DFERRY_WERROR=ON -DBUILD_TESTING=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
