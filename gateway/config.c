@@ -5,10 +5,15 @@
  * daemon that will not start and says why. */
 #include "config.h"
 
+#include <errno.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "ferry/jsonfield.h"
 #include "ferry/yaml.h"
@@ -254,10 +259,11 @@ ferry_err ferry_config_load(const char *path, ferry_config *c, ferry_status *st)
 	memset(c, 0, sizeof(*c));
 	if ((e = ferry_yaml_to_json(path, &root, &lines, st)))
 		return e;
+	snprintf(c->file, sizeof(c->file), "%s", path);
+	c->lines = lines;
 	if ((e = load(path, root, lines, c, st)))
 		ferry_config_free(c);
 	json_decref(root);
-	json_decref(lines);
 	return e;
 }
 
@@ -265,5 +271,103 @@ void ferry_config_free(ferry_config *c)
 {
 	json_decref(c->adapters);
 	json_decref(c->attributes);
-	c->adapters = c->attributes = NULL;
+	json_decref(c->lines);
+	c->adapters = c->attributes = c->lines = NULL;
+}
+
+/* The certificates in a PEM file; how many, -1 when it cannot be read. */
+static int pem_certs(const char *path, X509 **first)
+{
+	FILE *f = fopen(path, "r");
+	X509 *x;
+	int n = 0;
+
+	if (first)
+		*first = NULL;
+	if (!f)
+		return -1;
+	while ((x = PEM_read_X509(f, NULL, NULL, NULL))) {
+		if (first && !*first)
+			*first = x;
+		else
+			X509_free(x);
+		n++;
+	}
+	fclose(f);
+	return n;
+}
+
+static ferry_err bad_file(const ferry_config *c, const char *key, const char *path, const char *what,
+			  ferry_status *st)
+{
+	char msg[FERRY_CFG_PATH_MAX + 160];
+	snprintf(msg, sizeof(msg), "%s: %s", path, what);
+	return bad(st, c->file, c->lines, key, msg);
+}
+
+static ferry_err check_certs(const ferry_config *c, const char *key, const char *path, ferry_status *st)
+{
+	int n = pem_certs(path, NULL);
+	if (n < 0)
+		return bad_file(c, key, path, strerror(errno), st);
+	return n ? FERRY_OK : bad_file(c, key, path, "holds no PEM certificate", st);
+}
+
+/* A directory ferryd can write, or one it can make: the nearest existing
+ * ancestor is a writable directory. */
+static ferry_err check_dir(const ferry_config *c, const char *key, const char *path, ferry_status *st)
+{
+	char p[FERRY_CFG_PATH_MAX];
+	struct stat sb;
+
+	snprintf(p, sizeof(p), "%s", path);
+	for (;;) {
+		if (stat(p, &sb) == 0) {
+			if (!S_ISDIR(sb.st_mode))
+				return bad_file(c, key, p, "is not a directory", st);
+			if (access(p, W_OK | X_OK))
+				return bad_file(c, key, p,
+						strcmp(p, path) ? "cannot be written, so the directory cannot be made in it"
+								: "cannot be written",
+						st);
+			return FERRY_OK;
+		}
+		char *slash = strrchr(p, '/');
+		if (!slash || slash == p)
+			return bad_file(c, key, path, "no part of the path exists", st);
+		*slash = '\0';
+	}
+}
+
+ferry_err ferry_config_check_files(const ferry_config *c, ferry_status *st)
+{
+	ferry_err e;
+	X509 *cert = NULL;
+	EVP_PKEY *key = NULL;
+	FILE *f;
+	int n;
+
+	if ((e = check_certs(c, "broker.ca", c->broker.ca, st)) ||
+	    (e = check_certs(c, "trust.command_ca", c->trust.command_ca, st)) ||
+	    (e = check_certs(c, "trust.manifest_ca", c->trust.manifest_ca, st)) ||
+	    (e = check_certs(c, "download.ca", c->download.ca, st)))
+		return e;
+	if ((n = pem_certs(c->broker.cert, &cert)) <= 0)
+		return bad_file(c, "broker.cert", c->broker.cert, n < 0 ? strerror(errno) : "holds no PEM certificate",
+				st);
+	if (!(f = fopen(c->broker.key, "r"))) {
+		X509_free(cert);
+		return bad_file(c, "broker.key", c->broker.key, strerror(errno), st);
+	}
+	key = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+	fclose(f);
+	if (!key)
+		e = bad_file(c, "broker.key", c->broker.key, "holds no PEM private key (or it is encrypted)", st);
+	else if (X509_check_private_key(cert, key) != 1)
+		e = bad_file(c, "broker.key", c->broker.key, "does not belong to the certificate in broker.cert", st);
+	X509_free(cert);
+	EVP_PKEY_free(key);
+	if (e || (e = check_dir(c, "state_dir", c->state_dir, st)))
+		return e;
+	return check_dir(c, "store.dir", c->store.dir, st);
 }

@@ -51,10 +51,17 @@ typedef struct ferry_config {
 	char plugin_dir[FERRY_CFG_PATH_MAX];
 	json_t *adapters;   /* adapter name -> its section (object), as written */
 	json_t *attributes; /* custom inventory attributes: name -> string */
+	char file[FERRY_CFG_PATH_MAX]; /* where it was read from */
+	json_t *lines;                 /* key -> line in that file, for messages */
 } ferry_config;
 
 /* Load and check path.  On error the detail reads "FILE:LINE: KEY: what". */
 ferry_err ferry_config_load(const char *path, ferry_config *out, ferry_status *st) FERRY_WUR;
 void ferry_config_free(ferry_config *c);
+/* What the config names must be usable: every CA file holds certificates,
+ * the gateway's certificate and key parse and belong together, the state
+ * and store dirs are (or can be made) writable directories.  The detail
+ * reads "FILE:LINE: KEY: what". */
+ferry_err ferry_config_check_files(const ferry_config *c, ferry_status *st) FERRY_WUR;
 
 #endif

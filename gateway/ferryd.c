@@ -57,8 +57,10 @@ int main(int argc, char **argv)
 		fputs(usage, stderr);
 		return 2;
 	}
-	if (ferry_config_load(path, &cfg, &st)) {
+	if (ferry_config_load(path, &cfg, &st) || (!reset && ferry_config_check_files(&cfg, &st))) {
 		fprintf(stderr, "ferryd: %s\n", st.detail);
+		if (cfg.lines)
+			ferry_config_free(&cfg);
 		return 2;
 	}
 	if (check_only) {

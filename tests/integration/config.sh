@@ -1,15 +1,52 @@
 #!/usr/bin/env bash
-# ferryd's config: the annotated example is valid, and each kind of mistake
-# stops ferryd with exit code 2 and a message naming file, line and key.
+# ferryd's config: the annotated example is valid once its files exist, and
+# each kind of mistake -- in the YAML, or in a file it names -- stops
+# ferryd with exit code 2 and a message naming file, line and key.
 set -euo pipefail
 FERRYD="${1:?usage: config.sh BUILD_DIR}/gateway/ferryd"
+FERRY="$1/cli/ferry"
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
-"$FERRYD" --config "$SRC/config/ferryd.yaml" --check | grep -q "configuration is valid" ||
-	fail "config/ferryd.yaml is not valid"
+# the example with a PKI where it expects one, and its dirs under $T
+"$FERRY" pki init "$T/pki" --gateway gw-7 > /dev/null
+sed -e "s|/etc/ferry/broker-ca.pem|$T/pki/ca.pem|; s|/etc/ferry/gateway.pem|$T/pki/gw-gw-7.pem|" \
+	-e "s|/etc/ferry/gateway.key|$T/pki/gw-gw-7.key|; s|/etc/ferry/command-ca.pem|$T/pki/ca.pem|" \
+	-e "s|/etc/ferry/manifest-ca.pem|$T/pki/ca.pem|; s|/etc/ferry/files-ca.pem|$T/pki/ca.pem|" \
+	-e "s|^state_dir: /var/lib/ferry|state_dir: $T/var/lib/ferry|" "$SRC/config/ferryd.yaml" > "$T/example.yaml"
+"$FERRYD" --config "$T/example.yaml" --check | grep -q "configuration is valid" ||
+	fail "config/ferryd.yaml is not valid with its files in place"
+# as shipped, its files are not here: that is what --check says
+rc=0
+"$FERRYD" --config "$SRC/config/ferryd.yaml" --check > "$T/out" 2>&1 || rc=$?
+[ "$rc" -eq 2 ] && grep -qF "broker.ca: /etc/ferry/broker-ca.pem: No such file or directory" "$T/out" ||
+	fail "a missing CA file is not named: $(cat "$T/out")"
+
+# files that are there but wrong
+badfile() { # badfile NAME 'sed expression' 'expected message'
+	sed "$2" "$T/example.yaml" > "$T/$1.yaml"
+	local rc=0
+	"$FERRYD" --config "$T/$1.yaml" --check > "$T/out" 2>&1 || rc=$?
+	[ "$rc" -eq 2 ] || fail "$1: exit $rc, wanted 2"
+	grep -qF -- "$3" "$T/out" || fail "$1: message was: $(cat "$T/out")"
+}
+echo "not a certificate" > "$T/junk.pem"
+"$FERRY" pki init "$T/other" > /dev/null
+cal=$(grep -n '^  command_ca:' "$T/example.yaml" | cut -d: -f1)
+badfile not-pem "s|^  command_ca: .*|  command_ca: $T/junk.pem|" "holds no PEM certificate"
+grep -qF "not-pem.yaml:$cal: trust.command_ca: $T/junk.pem: holds no PEM certificate" "$T/out" ||
+	fail "a file with no certificate is not named with file, line and key: $(cat "$T/out")"
+badfile wrong-key "s|$T/pki/gw-gw-7.key|$T/other/cmd-signer.key|" "broker.key: $T/other/cmd-signer.key: does not belong to the certificate in broker.cert"
+badfile no-key "s|$T/pki/gw-gw-7.key|$T/junk.pem|" "holds no PEM private key"
+touch "$T/plainfile"
+badfile state-file "s|^state_dir: .*|state_dir: $T/plainfile/state|" "state_dir: $T/plainfile: is not a directory"
+mkdir -p "$T/ro" && chmod 0500 "$T/ro"
+if [ "$(id -u)" -ne 0 ]; then # root writes anywhere
+	badfile state-ro "s|^state_dir: .*|state_dir: $T/ro/state|" "cannot be written"
+fi
+echo "ok: --check opens every file the config names"
 
 lineof() { grep -n -- "$1" "$SRC/config/ferryd.yaml" | head -n 1 | cut -d: -f1; }
 port=$(lineof '^  port: 8883')
