@@ -177,9 +177,165 @@ static void clean(char *s, size_t cap)
 			*p = '?';
 }
 
-/* Register a table whose shape is checked; v1 or v2 set. */
+/* ---- adapter config sections ---- */
+
+static unsigned long line_of(const ferry_config *cfg, const char *key)
+{
+	const json_t *l = json_object_get(cfg->lines, key);
+	return l ? (unsigned long)json_integer_value(l) : 0;
+}
+
+static ferry_err bad_key(const ferry_config *cfg, const char *adapter, const char *path, const char *what,
+			 ferry_status *st)
+{
+	char full[512];
+	snprintf(full, sizeof(full), "adapters.%s%s%s", adapter, *path ? "." : "", path);
+	return ferry_fail(st, FERRY_E_MALFORMED, "%s:%lu: %s: %s", cfg->file, line_of(cfg, full), full, what);
+}
+
+/* "ports[3].path" -> "ports[].path" */
+static void pattern_of(const char *path, char *out, size_t cap)
+{
+	size_t o = 0;
+	for (const char *p = path; *p && o + 1 < cap; p++) {
+		out[o++] = *p;
+		if (*p == '[') {
+			while (p[1] >= '0' && p[1] <= '9')
+				p++;
+		}
+	}
+	out[o] = '\0';
+}
+
+static const ferry_config_key *key_for(const ferry_config_key *keys, const char *pattern)
+{
+	for (; keys && keys->key; keys++)
+		if (!strcmp(keys->key, pattern))
+			return keys;
+	return NULL;
+}
+
+static ferry_err check_value(const ferry_config *cfg, const char *adapter, const char *path,
+			     const ferry_config_key *k, const json_t *v, ferry_status *st)
+{
+	char what[128];
+
+	switch (k->type) {
+	case FERRY_CFG_INT:
+		if (!json_is_integer(v))
+			return bad_key(cfg, adapter, path, "must be an integer", st);
+		if (json_integer_value(v) < k->min || json_integer_value(v) > k->max) {
+			snprintf(what, sizeof(what), "must be in %ld..%ld", k->min, k->max);
+			return bad_key(cfg, adapter, path, what, st);
+		}
+		return FERRY_OK;
+	case FERRY_CFG_BOOL:
+		return json_is_boolean(v) ? FERRY_OK : bad_key(cfg, adapter, path, "must be true or false", st);
+	default: {
+		size_t len;
+		char num[32];
+		if (json_is_integer(v)) /* `image: 0` is the text "0" to whoever wrote it */
+			len = (size_t)snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(v));
+		else if (json_is_string(v))
+			len = json_string_length(v);
+		else
+			return bad_key(cfg, adapter, path, "must be text", st);
+		if ((long)len < k->min || (long)len > k->max) {
+			snprintf(what, sizeof(what), "must be %ld to %ld characters", k->min, k->max);
+			return bad_key(cfg, adapter, path, what, st);
+		}
+		return FERRY_OK;
+	}
+	}
+}
+
+static ferry_err walk_section(const ferry_config *cfg, const char *adapter, const ferry_config_key *keys,
+			      const json_t *v, const char *path, ferry_status *st)
+{
+	char sub[256], pat[256];
+	const char *k;
+	json_t *child;
+	size_t i;
+	ferry_err e;
+
+	if (json_is_object(v)) {
+		json_object_foreach((json_t *)v, k, child) {
+			snprintf(sub, sizeof(sub), "%s%s%s", path, *path ? "." : "", k);
+			if ((e = walk_section(cfg, adapter, keys, child, sub, st)))
+				return e;
+		}
+		return FERRY_OK;
+	}
+	if (json_is_array(v)) {
+		json_array_foreach(v, i, child) {
+			snprintf(sub, sizeof(sub), "%s[%zu]", path, i);
+			if ((e = walk_section(cfg, adapter, keys, child, sub, st)))
+				return e;
+		}
+		return FERRY_OK;
+	}
+	pattern_of(path, pat, sizeof(pat));
+	const ferry_config_key *ck = key_for(keys, pat);
+	if (!ck) {
+		char what[96];
+		snprintf(what, sizeof(what), "unknown key (not one adapter %s takes)", adapter);
+		return bad_key(cfg, adapter, path, what, st);
+	}
+	return json_is_null(v) ? FERRY_OK : check_value(cfg, adapter, path, ck, v, st);
+}
+
+/* Required keys: at the top, and under "[]" in every item of the list. */
+static ferry_err check_required(const ferry_config *cfg, const char *adapter, const ferry_config_key *keys,
+				const json_t *flat, ferry_status *st)
+{
+	for (; keys && keys->key; keys++) {
+		const char *br = strstr(keys->key, "[]");
+		char list[128], key[256];
+		if (!keys->required)
+			continue;
+		if (!br) {
+			if (!json_object_get(flat, keys->key))
+				return bad_key(cfg, adapter, keys->key, "required key is missing", st);
+			continue;
+		}
+		snprintf(list, sizeof(list), "%.*s", (int)(br - keys->key), keys->key);
+		for (size_t i = 0;; i++) {
+			char item[160];
+			bool any = false;
+			const char *fk;
+			json_t *fv;
+			snprintf(item, sizeof(item), "%s[%zu]", list, i);
+			json_object_foreach((json_t *)flat, fk, fv)
+				any |= !strncmp(fk, item, strlen(item)) && (fk[strlen(item)] == '.' || !fk[strlen(item)]);
+			if (!any)
+				break;
+			snprintf(key, sizeof(key), "%s%s", item, br + 2);
+			if (!json_object_get(flat, key))
+				return bad_key(cfg, adapter, key, "required key is missing", st);
+		}
+	}
+	return FERRY_OK;
+}
+
+/* An ABI 2 adapter's section against the keys it declares. */
+static ferry_err check_section(const ferry_config *cfg, const ferry_adapter_v2 *t, const json_t *flat,
+			       ferry_status *st)
+{
+	const json_t *sec = json_object_get(cfg->adapters, t->name);
+	ferry_err e;
+
+	if (sec && !t->config_keys && json_object_size(sec))
+		return bad_key(cfg, t->name, "", "this adapter takes no config", st);
+	if (sec && (e = walk_section(cfg, t->name, t->config_keys, sec, "", st)))
+		return e;
+	return check_required(cfg, t->name, t->config_keys, flat, st);
+}
+
+/* Register a table whose shape is checked; v1 or v2 set.  0; -1 when it is
+ * refused (logged, ferryd goes on); -2 when its config section is wrong
+ * (in st: ferryd must not start). */
 static int add_adapter(ferry_adapters *a, const ferry_config *cfg, int abi, const ferry_adapter_v1 *v1,
-		       const ferry_adapter_v2 *v2, void *dl, const char *origin)
+		       const ferry_adapter_v2 *v2, void *dl, const char *origin, ferry_status *st)
 {
 	const char *problem = abi == 2 ? v2_problem(v2) : v1_problem(v1);
 	char detail[FERRY_ADAPTER_DETAIL_MAX] = "";
@@ -202,6 +358,10 @@ static int add_adapter(ferry_adapters *a, const ferry_config *cfg, int abi, cons
 			      .max_sessions = v2 ? (v2->max_sessions ? v2->max_sessions : 1) : 1, .dl = dl};
 	ad->flat = json_object();
 	flatten(json_object_get(cfg->adapters, name), "", ad->flat);
+	if (v2 && check_section(cfg, v2, ad->flat, st)) {
+		json_decref(ad->flat);
+		return -2;
+	}
 	ad->host = (ferry_host_v1){.size = sizeof(ferry_host_v1), .ctx = ad, .log = host_log, .config = host_config,
 				   .now_ms = host_now_ms};
 	rc = v2 ? v2->init(&ad->host, &ad->state, detail) : v1->init(&ad->host, &ad->state, detail);
@@ -218,10 +378,15 @@ static int add_adapter(ferry_adapters *a, const ferry_config *cfg, int abi, cons
 
 int ferry_adapters_add_builtin(ferry_adapters *a, const ferry_config *cfg, const ferry_adapter_v2 *t)
 {
-	return add_adapter(a, cfg, 2, NULL, t, NULL, "built-in");
+	ferry_status st = {0};
+	int rc = add_adapter(a, cfg, 2, NULL, t, NULL, "built-in", &st);
+	if (rc == -2)
+		ferry_log(LOG_ERR, "%s", st.detail);
+	return rc ? -1 : 0;
 }
 
-static void load_plugin(ferry_adapters *a, const ferry_config *cfg, const char *path)
+/* 0, or -2 with st when the plugin's config section is wrong. */
+static int load_plugin(ferry_adapters *a, const ferry_config *cfg, const char *path, ferry_status *st)
 {
 	void *dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
 	int (*abi)(const int *, size_t);
@@ -231,58 +396,62 @@ static void load_plugin(ferry_adapters *a, const ferry_config *cfg, const char *
 
 	if (!dl) {
 		ferry_log(LOG_ERR, "adapter %s refused: %s", path, dlerror());
-		return;
+		return 0;
 	}
 	*(void **)&abi = dlsym(dl, "ferry_adapter_abi");
 	if (!abi) {
 		ferry_log(LOG_ERR, "adapter %s refused: missing symbol ferry_adapter_abi", path);
 		dlclose(dl);
-		return;
+		return 0;
 	}
 	v = abi(offered_abis, sizeof(offered_abis) / sizeof(offered_abis[0]));
 	if (v != 1 && v != 2) {
 		ferry_log(LOG_ERR, "adapter %s refused: it implements ABI %d, this ferryd offers 1 and 2", path, v);
 		dlclose(dl);
-		return;
+		return 0;
 	}
 	sym = v == 2 ? "ferry_adapter_table_v2" : "ferry_adapter_table_v1";
 	if (!(table = dlsym(dl, sym))) {
 		ferry_log(LOG_ERR, "adapter %s refused: missing symbol %s", path, sym);
 		dlclose(dl);
-		return;
+		return 0;
 	}
 	int rc;
 	if (v == 2) {
 		const ferry_adapter_v2 *(*get2)(void);
 		*(void **)&get2 = table;
-		rc = add_adapter(a, cfg, 2, NULL, get2(), dl, path);
+		rc = add_adapter(a, cfg, 2, NULL, get2(), dl, path, st);
 	} else {
 		const ferry_adapter_v1 *(*get1)(void);
 		*(void **)&get1 = table;
-		rc = add_adapter(a, cfg, 1, get1(), NULL, dl, path);
+		rc = add_adapter(a, cfg, 1, get1(), NULL, dl, path, st);
 	}
 	if (rc)
 		dlclose(dl);
+	return rc == -2 ? -2 : 0;
 }
 
-static void load_dir(ferry_adapters *a, const ferry_config *cfg)
+static ferry_err load_dir(ferry_adapters *a, const ferry_config *cfg, ferry_status *st)
 {
 	DIR *d = opendir(cfg->plugin_dir);
 	struct dirent *e;
+	ferry_err err = FERRY_OK;
 
 	if (!d) {
 		ferry_log(LOG_INFO, "no plugin directory %s; built-in adapters only", cfg->plugin_dir);
-		return;
+		return FERRY_OK;
 	}
-	while ((e = readdir(d))) {
+	while (!err && (e = readdir(d))) {
 		size_t n = strlen(e->d_name);
 		char path[FERRY_CFG_PATH_MAX + 256];
 		if (n < 4 || strcmp(e->d_name + n - 3, ".so"))
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", cfg->plugin_dir, e->d_name);
-		load_plugin(a, cfg, path);
+		if (load_plugin(a, cfg, path, st) == -2)
+			err = st->code;
 	}
 	closedir(d);
+	return err;
 }
 
 ferry_err ferry_adapters_load(const ferry_config *cfg, ferry_adapters **out, ferry_status *st)
@@ -293,9 +462,29 @@ ferry_err ferry_adapters_load(const ferry_config *cfg, ferry_adapters **out, fer
 		return ferry_fail(st, FERRY_E_INTERNAL, "out of memory");
 	pthread_mutex_init(&a->discover_lock, NULL);
 	pthread_mutex_init(&a->lock, NULL);
-	if (json_object_get(cfg->adapters, "self"))
-		add_adapter(a, cfg, 2, NULL, ferry_self_adapter(), NULL, "built-in");
-	load_dir(a, cfg);
+	ferry_err err = FERRY_OK;
+	if (json_object_get(cfg->adapters, "self") &&
+	    add_adapter(a, cfg, 2, NULL, ferry_self_adapter(), NULL, "built-in", st) == -2)
+		err = st->code;
+	if (!err)
+		err = load_dir(a, cfg, st);
+	/* a section no adapter answers to is a misspelt name, or a plugin that
+	 * is missing or was refused (its log line says why) */
+	const char *name;
+	json_t *sec;
+	json_object_foreach(cfg->adapters, name, sec) {
+		if (err || ferry_adapters_find(a, name))
+			continue;
+		char key[128];
+		snprintf(key, sizeof(key), "adapters.%s", name);
+		const json_t *l = json_object_get(cfg->lines, key);
+		err = ferry_fail(st, FERRY_E_MALFORMED, "%s:%lu: %s: no adapter of that name is loaded (plugin_dir %s)",
+				 cfg->file, l ? (unsigned long)json_integer_value(l) : 0UL, key, cfg->plugin_dir);
+	}
+	if (err) {
+		ferry_adapters_free(a);
+		return err;
+	}
 	*out = a;
 	return FERRY_OK;
 }

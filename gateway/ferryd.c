@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 
+#include "adapter_host.h"
 #include "cloud.h"
 #include "config.h"
 #include "download.h"
@@ -64,6 +65,14 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	if (check_only) {
+		/* every adapter loads and its section holds only keys it takes */
+		ferry_adapters *ads = NULL;
+		if (ferry_adapters_load(&cfg, &ads, &st)) {
+			fprintf(stderr, "ferryd: %s\n", st.detail);
+			ferry_config_free(&cfg);
+			return 2;
+		}
+		ferry_adapters_free(ads);
 		printf("%s: configuration is valid\n", path);
 		ferry_config_free(&cfg);
 		return 0;

@@ -513,6 +513,26 @@ static void b_close(void *session)
 
 static const char *const formats[] = {"mcuboot", NULL};
 
+static const ferry_config_key keys[] = {
+	{"bus", FERRY_CFG_TEXT, 1, 255, false},
+	{"adapter", FERRY_CFG_TEXT, 1, 16, false},
+	{"reassembly", FERRY_CFG_BOOL, 0, 0, false},
+	{"timeout_ms", FERRY_CFG_INT, 50, 60000, false},
+	{"first_timeout_ms", FERRY_CFG_INT, 100, 600000, false},
+	{"reset_wait_ms", FERRY_CFG_INT, 100, 600000, false},
+	{"reset_resend_ms", FERRY_CFG_INT, 100, 600000, false},
+	{"retries", FERRY_CFG_INT, 0, 100, false},
+	{"chunk", FERRY_CFG_INT, 0, SMP_PACKET_MAX - SMP_UPLOAD_OVERHEAD, false},
+	{"connect_timeout_ms", FERRY_CFG_INT, 100, 600000, false},
+	{"reset_drop_ms", FERRY_CFG_INT, 0, 600000, false},
+	{"devices[].address", FERRY_CFG_TEXT, 17, 17, false},
+	{"devices[].name", FERRY_CFG_TEXT, 1, 248, false},
+	{"devices[].vendor_id", FERRY_CFG_TEXT, 1, 64, true},
+	{"devices[].class_id", FERRY_CFG_TEXT, 1, 64, true},
+	{"devices[].component", FERRY_CFG_TEXT, 1, 64, true},
+	{NULL, 0, 0, 0, false},
+};
+
 static const ferry_adapter_v2 table = {
 	.abi = 2,
 	.name = "ble-smp",
@@ -521,6 +541,7 @@ static const ferry_adapter_v2 table = {
 	/* each session has its own D-Bus connection and GATT link; a
 	 * controller keeps only a few LE connections up at once */
 	.max_sessions = 4,
+	.config_keys = keys,
 	.init = b_init,
 	.fini = b_fini,
 	.discover = b_discover,

@@ -530,12 +530,22 @@ static void self_close(void *session)
 
 static const char *const self_formats[] = {"file", NULL};
 
+static const ferry_config_key self_keys[] = {
+	{"vendor_id", FERRY_CFG_TEXT, 1, 64, true},
+	{"class_id", FERRY_CFG_TEXT, 1, 64, true},
+	{"files[].name", FERRY_CFG_TEXT, 1, 64, true},
+	{"files[].path", FERRY_CFG_TEXT, 2, PATH_LEN - 33, true},
+	{"files[].reload", FERRY_CFG_TEXT, 0, PATH_LEN - 1, false},
+	{NULL, 0, 0, 0, false},
+};
+
 static const ferry_adapter_v2 self_table = {
 	.abi = 2,
 	.name = "self",
 	.formats = self_formats,
 	.caps = FERRY_ADAPTER_CAP_ROLLBACK,
 	.max_sessions = 1, /* one device: the gateway */
+	.config_keys = self_keys,
 	.init = self_init,
 	.fini = self_fini,
 	.discover = self_discover,

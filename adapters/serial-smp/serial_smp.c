@@ -496,12 +496,29 @@ static void s_close(void *session)
 
 static const char *const formats[] = {"mcuboot", NULL};
 
+static const ferry_config_key keys[] = {
+	{"timeout_ms", FERRY_CFG_INT, 50, 60000, false},
+	{"first_timeout_ms", FERRY_CFG_INT, 100, 600000, false},
+	{"reset_wait_ms", FERRY_CFG_INT, 100, 600000, false},
+	{"reset_resend_ms", FERRY_CFG_INT, 100, 600000, false},
+	{"retries", FERRY_CFG_INT, 0, 100, false},
+	{"chunk", FERRY_CFG_INT, 0, SMP_PACKET_MAX - SMP_UPLOAD_OVERHEAD, false},
+	{"ports[].path", FERRY_CFG_TEXT, 2, 255, true},
+	{"ports[].vendor_id", FERRY_CFG_TEXT, 1, 64, true},
+	{"ports[].class_id", FERRY_CFG_TEXT, 1, 64, true},
+	{"ports[].component", FERRY_CFG_TEXT, 1, 64, true},
+	{"ports[].baud", FERRY_CFG_INT, 1, 4000000, false},
+	{"ports[].flow", FERRY_CFG_TEXT, 4, 6, false},
+	{NULL, 0, 0, 0, false},
+};
+
 static const ferry_adapter_v2 table = {
 	.abi = 2,
 	.name = "serial-smp",
 	.formats = formats,
 	.caps = FERRY_ADAPTER_CAP_ROLLBACK | FERRY_ADAPTER_CAP_NEEDS_RESET | FERRY_ADAPTER_CAP_RESUME,
 	.max_sessions = PORTS_MAX, /* one per port: each session owns its tty */
+	.config_keys = keys,
 	.init = s_init,
 	.fini = s_fini,
 	.discover = s_discover,

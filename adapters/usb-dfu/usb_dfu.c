@@ -1038,12 +1038,36 @@ static int s_commit(void *session, const ferry_image_v1 *img, char *detail)
 
 static const char *const formats[] = {"dfu", "dfuse", NULL};
 
+static const ferry_config_key keys[] = {
+    {"timeout_ms", FERRY_CFG_INT, 100, 60000, false},
+    {"detach_wait_ms", FERRY_CFG_INT, 100, 600000, false},
+    {"return_wait_ms", FERRY_CFG_INT, 100, 600000, false},
+    {"poll_min_ms", FERRY_CFG_INT, 0, 1000, false},
+    {"poll_max_ms", FERRY_CFG_INT, 1, 600000, false},
+    {"block_budget_ms", FERRY_CFG_INT, 10, 3600000, false},
+    {"erase_budget_ms", FERRY_CFG_INT, 10, 3600000, false},
+    {"retries", FERRY_CFG_INT, 0, 20, false},
+    {"transfer_size", FERRY_CFG_INT, 1, TRANSFER_MAX, false},
+    {"max_image", FERRY_CFG_INT, 1, 1024L * 1024 * 1024, false},
+    {"devices[].component", FERRY_CFG_TEXT, 1, 64, true},
+    {"devices[].vendor_id", FERRY_CFG_TEXT, 1, 64, true},
+    {"devices[].class_id", FERRY_CFG_TEXT, 1, 64, true},
+    {"devices[].serial", FERRY_CFG_TEXT, 1, DFU_SERIAL_MAX - 1, false},
+    {"devices[].port", FERRY_CFG_TEXT, 1, DFU_PORT_MAX - 1, false},
+    {"devices[].usb", FERRY_CFG_TEXT, 9, 9, false},
+    {"devices[].dfu_usb", FERRY_CFG_TEXT, 9, 9, false},
+    {"devices[].alt", FERRY_CFG_TEXT, 1, 64, false},
+    {"devices[].version", FERRY_CFG_TEXT, 3, 10, false},
+    {NULL, 0, 0, 0, false},
+};
+
 static const ferry_adapter_v2 table = {
     .abi = 2,
     .name = "usb-dfu",
     .formats = formats,
     .caps = FERRY_ADAPTER_CAP_NEEDS_RESET, /* no rollback: the download replaces the firmware */
     .max_sessions = 8,                     /* each session keeps to its own device (find) */
+    .config_keys = keys,
     .init = s_init,
     .fini = s_fini,
     .discover = s_discover,

@@ -245,12 +245,22 @@ static void t_close(void *sess)
 
 static const char *const formats[] = {"raw", NULL};
 
+/* Every key its config section may hold: ferryd refuses any other. */
+static const ferry_config_key keys[] = {
+	{"dir", FERRY_CFG_TEXT, 1, 500, true},
+	{"vendor_id", FERRY_CFG_TEXT, 1, 64, true},
+	{"class_id", FERRY_CFG_TEXT, 1, 64, true},
+	{"component", FERRY_CFG_TEXT, 1, 64, true},
+	{NULL, 0, 0, 0, false},
+};
+
 static const ferry_adapter_v2 table = {
 	.abi = 2,
 	.name = "template",
 	.formats = formats,
 	.caps = FERRY_ADAPTER_CAP_ROLLBACK, /* activate keeps the old image until commit */
 	.max_sessions = 1,                  /* one device */
+	.config_keys = keys,
 	.init = t_init,
 	.fini = t_fini,
 	.discover = t_discover,

@@ -15,7 +15,8 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 sed -e "s|/etc/ferry/broker-ca.pem|$T/pki/ca.pem|; s|/etc/ferry/gateway.pem|$T/pki/gw-gw-7.pem|" \
 	-e "s|/etc/ferry/gateway.key|$T/pki/gw-gw-7.key|; s|/etc/ferry/command-ca.pem|$T/pki/ca.pem|" \
 	-e "s|/etc/ferry/manifest-ca.pem|$T/pki/ca.pem|; s|/etc/ferry/files-ca.pem|$T/pki/ca.pem|" \
-	-e "s|^state_dir: /var/lib/ferry|state_dir: $T/var/lib/ferry|" "$SRC/config/ferryd.yaml" > "$T/example.yaml"
+	-e "s|^state_dir: /var/lib/ferry|state_dir: $T/var/lib/ferry|" \
+	-e "s|^plugin_dir: .*|plugin_dir: $1/adapters|" "$SRC/config/ferryd.yaml" > "$T/example.yaml"
 "$FERRYD" --config "$T/example.yaml" --check | grep -q "configuration is valid" ||
 	fail "config/ferryd.yaml is not valid with its files in place"
 # as shipped, its files are not here: that is what --check says
@@ -47,6 +48,17 @@ if [ "$(id -u)" -ne 0 ]; then # root writes anywhere
 	badfile state-ro "s|^state_dir: .*|state_dir: $T/ro/state|" "cannot be written"
 fi
 echo "ok: --check opens every file the config names"
+
+# each adapter's section holds only the keys it declares, with the types and
+# ranges it declares, and names a loaded adapter
+line() { grep -n -- "$1" "$T/example.yaml" | head -n 1 | cut -d: -f1; }
+badfile adapter-typo "s|^    adapter: hci0 |    adaptr: hci0 |" \
+	"adapter-typo.yaml:$(line '^    adapter: hci0'): adapters.ble-smp.adaptr: unknown key (not one adapter ble-smp takes)"
+badfile adapter-range "s|^    timeout_ms: 3000 |    timeout_ms: 3 |" "adapters.ble-smp.timeout_ms: must be in 50..60000"
+badfile adapter-type "s|^    reassembly: true |    reassembly: maybe |" "adapters.ble-smp.reassembly: must be true or false"
+badfile self-missing "s|^      - name: app-bin|      - reload: \"true\"|" "adapters.self.files[1].name: required key is missing"
+badfile no-adapter "s|^  ble-smp:|  ble-smpp:|" "adapters.ble-smpp: no adapter of that name is loaded"
+echo "ok: adapter sections are checked like the main config"
 
 lineof() { grep -n -- "$1" "$SRC/config/ferryd.yaml" | head -n 1 | cut -d: -f1; }
 port=$(lineof '^  port: 8883')

@@ -216,6 +216,24 @@ typedef struct ferry_session_host_v1 {
 	bool (*cancelled)(void *ctx);
 } ferry_session_host_v1;
 
+/* One key an adapter's config section may hold.  ferryd checks every section
+ * against its adapter's list when it reads its config (and on --check), as
+ * it checks its own keys: a key not listed, a value of the wrong type or
+ * out of range, a required key missing -- each stops ferryd with the file,
+ * the line and the key.  An adapter reads its values with host->config as
+ * before; the check only means it never sees a misspelt key silently
+ * ignored. */
+typedef struct ferry_config_key {
+	/* dotted, as host->config names it, with "[]" for any list index:
+	 * "timeout_ms", "ports[].path", "files[].reload" */
+	const char *key;
+	int type;      /* FERRY_CFG_TEXT, FERRY_CFG_INT, FERRY_CFG_BOOL */
+	long min, max; /* INT: the range; TEXT: the length in bytes */
+	bool required; /* must be there; under "[]", in every item of the list */
+} ferry_config_key;
+
+enum { FERRY_CFG_TEXT = 1, FERRY_CFG_INT = 2, FERRY_CFG_BOOL = 3 };
+
 /* ABI 2.  An install goes open, check, write, activate, confirm, commit,
  * close; after a failure or a cancel, abort.  A session may be opened only
  * to commit or abort: after a restart of ferryd, or when an all-or-nothing
@@ -230,6 +248,9 @@ typedef struct ferry_adapter_v2 {
 	/* Sessions it can run at once, on different devices (1 to
 	 * FERRY_ADAPTER_SESSIONS_MAX; 0 counts as 1). */
 	unsigned max_sessions;
+	/* The keys its config section may hold, ended by one whose key is
+	 * NULL; NULL when it takes no config at all (a section is refused). */
+	const ferry_config_key *config_keys;
 
 	int (*init)(const ferry_host_v1 *host, void **state, char *detail);
 	void (*fini)(void *state);
