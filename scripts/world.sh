@@ -32,9 +32,14 @@ free_port() {
 	fail "no free port"
 }
 
+# wait_port PORT [PID]: until something listens on the port; returns 1 at
+# once when process PID has exited (a port taken meanwhile, say)
 wait_port() {
-	for _ in $(seq 1 100); do
+	for _ in $(seq 1 600); do
 		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+		if [ -n "${2:-}" ] && ! kill -0 "$2" 2>/dev/null; then
+			return 1
+		fi
 		sleep 0.1
 	done
 	fail "nothing listens on 127.0.0.1:$1"
@@ -44,9 +49,21 @@ wait_port() {
 # and its ACL), with the test's paths and a port on 127.0.0.1, so that what
 # the tests show about the broker holds for what users install.
 start_broker() {
-	local root
+	local root attempt
 	root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-	W_MQTT_PORT=$(free_port)
+	for attempt in 1 2 3; do
+		W_MQTT_PORT=$(free_port)
+		write_broker_config "$root"
+		mosquitto -c "$W/mosquitto.conf" > "$W/mosquitto.out" 2>&1 &
+		W_MQTT_PID=$!
+		wait_port "$W_MQTT_PORT" "$W_MQTT_PID" && return 0
+		echo "the broker did not start on port $W_MQTT_PORT (attempt $attempt): $(tail -n 2 "$W/mosquitto.out")" >&2
+	done
+	fail "the broker did not start"
+}
+
+write_broker_config() {
+	local root=$1
 	# the shipped ACL, plus the test's other cloud identities: with
 	# use_username_as_clientid, two clients of one certificate would take
 	# each other's place, so the watcher, the command sender and an extra
@@ -67,13 +84,24 @@ start_broker() {
 			-e "s|^keyfile .*|keyfile $W/pki/broker.key|" "$root/config/mosquitto-ferry.conf"
 	} > "$W/mosquitto.conf"
 	grep -q "^listener $W_MQTT_PORT 127.0.0.1$" "$W/mosquitto.conf" || fail "the shipped broker config has no listener 8883"
-	mosquitto -c "$W/mosquitto.conf" > "$W/mosquitto.out" 2>&1 &
-	W_MQTT_PID=$!
-	wait_port "$W_MQTT_PORT"
 }
 
+# start_nginx: on W_HTTPS_PORT when it is set (a restart), else on a free port
 start_nginx() {
-	W_HTTPS_PORT=${W_HTTPS_PORT:-$(free_port)}
+	local fixed=${W_HTTPS_PORT:-} attempt
+	for attempt in 1 2 3; do
+		W_HTTPS_PORT=${fixed:-$(free_port)}
+		write_nginx_config
+		nginx -c "$W/nginx.conf" -e "$W/nginx/error.log" > "$W/nginx.out" 2>&1 &
+		W_NGINX_PID=$!
+		wait_port "$W_HTTPS_PORT" "$W_NGINX_PID" && return 0
+		echo "nginx did not start on port $W_HTTPS_PORT (attempt $attempt): $(tail -n 2 "$W/nginx/error.log")" >&2
+		[ -z "$fixed" ] || break
+	done
+	fail "nginx did not start"
+}
+
+write_nginx_config() {
 	mkdir -p "$W/www" "$W/nginx"
 	local user_line=""
 	[ "$(id -u)" -eq 0 ] && user_line="user root;" # workers must read the test's private files
@@ -101,9 +129,6 @@ http {
 	}
 }
 CONF
-	nginx -c "$W/nginx.conf" -e "$W/nginx/error.log" > "$W/nginx.out" 2>&1 &
-	W_NGINX_PID=$!
-	wait_port "$W_HTTPS_PORT"
 }
 
 stop_nginx() {
