@@ -526,8 +526,11 @@ static const char *next_format = "raw";
 static json_t *component(const char *name, const char *adapter, const char *cls, const char *version,
 			 const char *match_slot, const char *after)
 {
+	static unsigned made;
 	char sha[65], seed[160];
-	snprintf(seed, sizeof(seed), "%s-%s-%s", name, adapter, version);
+	/* never the image of an earlier update: the runner lets go of those
+	 * (the store prunes) while the next test step may already write its own */
+	snprintf(seed, sizeof(seed), "%s-%s-%s-%u", name, adapter, version, ++made);
 	image(seed, 1000, sha);
 	json_t *target = json_pack("{s:s,s:s}", "vendor_id", "acme", "class_id", cls);
 	if (match_slot)
