@@ -32,6 +32,8 @@
 #include "mcu.h"
 #include "smp.h"
 
+static volatile sig_atomic_t stopping;
+
 /* The line: one per simulator. */
 typedef struct uart {
 	int fd;
@@ -103,7 +105,7 @@ static int serve(uart *u, const char *link)
 		die("symlink");
 	fprintf(stderr, "smp_device: %s -> %s, running %s\n", link, ptsname(u->fd), u->dev.s[0].version);
 	smp_serial_rx_init(rx);
-	for (;;) {
+	while (!stopping) {
 		struct pollfd p = {.fd = u->fd, .events = POLLIN};
 		long due = mcu_due_ms(&u->dev);
 		int ready = poll(&p, 1, due >= 0 && due < 1000 ? (int)due : 1000);
@@ -126,12 +128,31 @@ static int serve(uart *u, const char *link)
 				mcu_handle(&u->dev, rx->pkt, len);
 		}
 	}
+	/* unplugged: the link goes with the device.  Left behind, it would
+	 * point at whatever pty gets this number next -- another test's
+	 * device, which would then answer for this one. */
+	char target[256];
+	ssize_t tl = readlink(link, target, sizeof(target) - 1);
+	if (tl > 0) {
+		target[tl] = '\0';
+		if (!strcmp(target, ptsname(u->fd)))
+			unlink(link);
+	}
+	free(rx);
 	return 0;
+}
+
+static void on_stop(int sig)
+{
+	stopping = 1;
 }
 
 int main(int argc, char **argv)
 {
 	static uart u = {.reset_ms = 300};
+	struct sigaction sa = {.sa_handler = on_stop}; /* no SA_RESTART: poll returns */
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
 	const char *link = NULL, *version = "1.0.0";
 	const mcu_io io = {.ctx = &u, .send = uart_send, .reset = uart_reset};
 
