@@ -242,16 +242,16 @@ static int end_v1_updates(ferry_journal *j, int64_t now)
 				  " ('installed', 'already_installed', 'failed', 'rolled_back', 'cancelled')",
 			       "iiii", (int64_t)FERRY_U_DONE, (int64_t)FERRY_U_FAILED, (int64_t)FERRY_U_CANCELLED,
 			       (int64_t)FERRY_U_REFUSED);
-	json_t *todo = json_array(), *row;
+	json_t *open_comps = json_array(), *row;
 	size_t i;
 	int rc = 0;
 
 	while (s && sqlite3_step(s) == SQLITE_ROW)
-		json_array_append_new(todo, json_pack("[s,s]", sqlite3_column_text(s, 0), sqlite3_column_text(s, 1)));
+		json_array_append_new(open_comps, json_pack("[s,s]", sqlite3_column_text(s, 0), sqlite3_column_text(s, 1)));
 	if (!s)
 		rc = -1;
 	sqlite3_finalize(s);
-	json_array_foreach(todo, i, row) {
+	json_array_foreach(open_comps, i, row) {
 		const char *uid = json_string_value(json_array_get(row, 0)), *comp = json_string_value(json_array_get(row, 1));
 		int64_t seq = 0;
 		ferry_transition t = {.update_id = uid, .component = comp, .stage = FERRY_S_FAILED, .reason = "internal",
@@ -271,7 +271,7 @@ static int end_v1_updates(ferry_journal *j, int64_t now)
 			rc = -1;
 		free(body);
 	}
-	json_decref(todo);
+	json_decref(open_comps);
 	if (!rc && run(prep(j, "UPDATE updates SET state = ? WHERE state NOT IN (?, ?, ?, ?)", "iiiii",
 			    (int64_t)FERRY_U_FAILED, (int64_t)FERRY_U_DONE, (int64_t)FERRY_U_FAILED,
 			    (int64_t)FERRY_U_CANCELLED, (int64_t)FERRY_U_REFUSED)))
@@ -652,14 +652,16 @@ ferry_err ferry_journal_set_push_offset(ferry_journal *j, const char *update_id,
 	       "isss", off, update_id, component, device);
 }
 
-ferry_err ferry_journal_unfinished(ferry_journal *j, json_t **ids, ferry_status *st)
+/* Update ids selected by sql, oldest first; its four placeholders take the
+ * four ended states (done, failed, cancelled, refused). */
+static ferry_err list_updates(ferry_journal *j, const char *sql, json_t **ids, ferry_status *st)
 {
 	sqlite3_stmt *s;
 	int rc = SQLITE_ERROR;
 
 	pthread_mutex_lock(&j->lock);
-	s = prep(j, "SELECT id FROM updates WHERE state NOT IN (?, ?, ?, ?) ORDER BY created, rowid", "iiii",
-		 (int64_t)FERRY_U_DONE, (int64_t)FERRY_U_FAILED, (int64_t)FERRY_U_CANCELLED, (int64_t)FERRY_U_REFUSED);
+	s = prep(j, sql, "iiii", (int64_t)FERRY_U_DONE, (int64_t)FERRY_U_FAILED, (int64_t)FERRY_U_CANCELLED,
+		 (int64_t)FERRY_U_REFUSED);
 	*ids = json_array();
 	while (s && (rc = sqlite3_step(s)) == SQLITE_ROW)
 		json_array_append_new(*ids, json_string((const char *)sqlite3_column_text(s, 0)));
@@ -668,20 +670,16 @@ ferry_err ferry_journal_unfinished(ferry_journal *j, json_t **ids, ferry_status 
 	return rc == SQLITE_DONE ? FERRY_OK : dberr(j, st, "listing updates");
 }
 
+ferry_err ferry_journal_unfinished(ferry_journal *j, json_t **ids, ferry_status *st)
+{
+	return list_updates(j, "SELECT id FROM updates WHERE state NOT IN (?, ?, ?, ?) ORDER BY created, rowid", ids,
+			    st);
+}
+
 ferry_err ferry_journal_ended_unpruned(ferry_journal *j, json_t **ids, ferry_status *st)
 {
-	sqlite3_stmt *s;
-	int rc = SQLITE_ERROR;
-
-	pthread_mutex_lock(&j->lock);
-	s = prep(j, "SELECT id FROM updates WHERE state IN (?, ?, ?, ?) AND pruned = 0 ORDER BY created, rowid", "iiii",
-		 (int64_t)FERRY_U_DONE, (int64_t)FERRY_U_FAILED, (int64_t)FERRY_U_CANCELLED, (int64_t)FERRY_U_REFUSED);
-	*ids = json_array();
-	while (s && (rc = sqlite3_step(s)) == SQLITE_ROW)
-		json_array_append_new(*ids, json_string((const char *)sqlite3_column_text(s, 0)));
-	sqlite3_finalize(s);
-	pthread_mutex_unlock(&j->lock);
-	return rc == SQLITE_DONE ? FERRY_OK : dberr(j, st, "listing updates");
+	return list_updates(
+		j, "SELECT id FROM updates WHERE state IN (?, ?, ?, ?) AND pruned = 0 ORDER BY created, rowid", ids, st);
 }
 
 ferry_err ferry_journal_set_pruned(ferry_journal *j, const char *id, ferry_status *st)
