@@ -167,7 +167,8 @@ static int s_init(const ferry_host_v1 *host, void **st, char *detail)
 	if ((rc = ferry_adapter_config_long(host, "timeout_ms", 2000, 50, 60000, &s->cfg.timeout_ms, detail)) ||
 	    (rc = ferry_adapter_config_long(host, "first_timeout_ms", 30000, 100, 600000, &s->cfg.first_timeout_ms,
 					    detail)) ||
-	    (rc = ferry_adapter_config_long(host, "reset_wait_ms", 15000, 100, 600000, &s->cfg.reset_wait_ms, detail)) ||
+	    (rc = ferry_adapter_config_long(host, "reset_wait_ms", 15000, 100, 600000, &s->cfg.reset_wait_ms,
+					    detail)) ||
 	    (rc = ferry_adapter_config_long(host, "reset_resend_ms", 2000, 100, 600000, &s->cfg.reset_resend_ms,
 					    detail)) ||
 	    (rc = ferry_adapter_config_int(host, "retries", 5, 0, 100, &s->cfg.retries, detail)) ||

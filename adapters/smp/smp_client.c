@@ -687,7 +687,8 @@ int smp_client_commit(smp_client *c, const ferry_image_v1 *img, char *detail)
 	}
 	if (!st.have_active || memcmp(st.hash, c->new_hash, 32))
 		return smp_fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED,
-				"%s does not run the new image (it runs %.64s): nothing to commit", c->name, st.version);
+				"%s does not run the new image (it runs %.64s): nothing to commit", c->name,
+				st.version);
 	c->tested = true;
 	m = cbor_new_definite_map(1);
 	smp_map_put(m, "confirm", cbor_build_bool(true));

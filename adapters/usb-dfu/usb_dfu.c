@@ -236,14 +236,14 @@ static int s_init(const ferry_host_v1 *host, void **st, char *detail)
 	    (rc = ferry_adapter_config_long(host, "poll_min_ms", 1, 0, 1000, &s->poll_min_ms, detail)) ||
 	    (rc = ferry_adapter_config_long(host, "poll_max_ms", 5000, 1, 600000, &s->poll_max_ms, detail)) ||
 	    (rc = ferry_adapter_config_long(host, "block_budget_ms", 30000, 10, 3600000, &s->block_budget_ms,
-	                                    detail)) ||
+					    detail)) ||
 	    (rc = ferry_adapter_config_long(host, "erase_budget_ms", 60000, 10, 3600000, &s->erase_budget_ms,
-	                                    detail)) ||
+					    detail)) ||
 	    (rc = ferry_adapter_config_long(host, "retries", 2, 0, 20, &s->retries, detail)) ||
 	    (rc = ferry_adapter_config_long(host, "transfer_size", TRANSFER_MAX, 1, TRANSFER_MAX, &s->transfer_cap,
-	                                    detail)) ||
-	    (rc = ferry_adapter_config_long(host, "max_image", 64L * 1024 * 1024, 1, 1024L * 1024 * 1024,
-	                                    &s->max_image, detail))) {
+					    detail)) ||
+	    (rc = ferry_adapter_config_long(host, "max_image", 64L * 1024 * 1024, 1, 1024L * 1024 * 1024, &s->max_image,
+					    detail))) {
 		free(s);
 		return rc;
 	}
@@ -339,7 +339,7 @@ static bool in_session(const state *s, const char *port, const entry *mine)
  * entry's session are left alone.  `locked`: the caller holds s->lock
  * (discovery, open); otherwise e is in a session of the caller's. */
 static int find(state *s, const entry *e, const char *serial, const char *port, enum want want, bool locked,
-                dfu_usb *out)
+		dfu_usb *out)
 {
 	libusb_device **list;
 	ssize_t n = libusb_get_device_list(s->ctx, &list);
@@ -1022,8 +1022,8 @@ static int s_abort(void *session, const ferry_image_v1 *img, char *detail)
 	/* 0 only for a device seen back in run-time mode: one that stays in
 	 * DFU mode may hold half a download */
 	if (wait_for(x, WANT_RUNTIME, x->s->return_wait_ms, false, &u) != FOUND)
-		return fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s did not come back in run-time mode within %ld ms",
-		            who(x), x->s->return_wait_ms);
+		return fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR,
+			    "%s did not come back in run-time mode within %ld ms", who(x), x->s->return_wait_ms);
 	if (read_version(x->e, &u, version))
 		logf_(x->s, FERRY_LOG_INFO, "%s: back in run-time mode with firmware %s", who(x), version);
 	dfu_usb_release(&u);
@@ -1039,46 +1039,46 @@ static int s_commit(void *session, const ferry_image_v1 *img, char *detail)
 static const char *const formats[] = {"dfu", "dfuse", NULL};
 
 static const ferry_config_key keys[] = {
-    {"timeout_ms", FERRY_CFG_INT, 100, 60000, false},
-    {"detach_wait_ms", FERRY_CFG_INT, 100, 600000, false},
-    {"return_wait_ms", FERRY_CFG_INT, 100, 600000, false},
-    {"poll_min_ms", FERRY_CFG_INT, 0, 1000, false},
-    {"poll_max_ms", FERRY_CFG_INT, 1, 600000, false},
-    {"block_budget_ms", FERRY_CFG_INT, 10, 3600000, false},
-    {"erase_budget_ms", FERRY_CFG_INT, 10, 3600000, false},
-    {"retries", FERRY_CFG_INT, 0, 20, false},
-    {"transfer_size", FERRY_CFG_INT, 1, TRANSFER_MAX, false},
-    {"max_image", FERRY_CFG_INT, 1, 1024L * 1024 * 1024, false},
-    {"devices[].component", FERRY_CFG_TEXT, 1, 64, true},
-    {"devices[].vendor_id", FERRY_CFG_TEXT, 1, 64, true},
-    {"devices[].class_id", FERRY_CFG_TEXT, 1, 64, true},
-    {"devices[].serial", FERRY_CFG_TEXT, 1, DFU_SERIAL_MAX - 1, false},
-    {"devices[].port", FERRY_CFG_TEXT, 1, DFU_PORT_MAX - 1, false},
-    {"devices[].usb", FERRY_CFG_TEXT, 9, 9, false},
-    {"devices[].dfu_usb", FERRY_CFG_TEXT, 9, 9, false},
-    {"devices[].alt", FERRY_CFG_TEXT, 1, 64, false},
-    {"devices[].version", FERRY_CFG_TEXT, 3, 10, false},
-    {NULL, 0, 0, 0, false},
+	{"timeout_ms", FERRY_CFG_INT, 100, 60000, false},
+	{"detach_wait_ms", FERRY_CFG_INT, 100, 600000, false},
+	{"return_wait_ms", FERRY_CFG_INT, 100, 600000, false},
+	{"poll_min_ms", FERRY_CFG_INT, 0, 1000, false},
+	{"poll_max_ms", FERRY_CFG_INT, 1, 600000, false},
+	{"block_budget_ms", FERRY_CFG_INT, 10, 3600000, false},
+	{"erase_budget_ms", FERRY_CFG_INT, 10, 3600000, false},
+	{"retries", FERRY_CFG_INT, 0, 20, false},
+	{"transfer_size", FERRY_CFG_INT, 1, TRANSFER_MAX, false},
+	{"max_image", FERRY_CFG_INT, 1, 1024L * 1024 * 1024, false},
+	{"devices[].component", FERRY_CFG_TEXT, 1, 64, true},
+	{"devices[].vendor_id", FERRY_CFG_TEXT, 1, 64, true},
+	{"devices[].class_id", FERRY_CFG_TEXT, 1, 64, true},
+	{"devices[].serial", FERRY_CFG_TEXT, 1, DFU_SERIAL_MAX - 1, false},
+	{"devices[].port", FERRY_CFG_TEXT, 1, DFU_PORT_MAX - 1, false},
+	{"devices[].usb", FERRY_CFG_TEXT, 9, 9, false},
+	{"devices[].dfu_usb", FERRY_CFG_TEXT, 9, 9, false},
+	{"devices[].alt", FERRY_CFG_TEXT, 1, 64, false},
+	{"devices[].version", FERRY_CFG_TEXT, 3, 10, false},
+	{NULL, 0, 0, 0, false},
 };
 
 static const ferry_adapter_v2 table = {
-    .abi = 2,
-    .name = "usb-dfu",
-    .formats = formats,
-    .caps = FERRY_ADAPTER_CAP_NEEDS_RESET, /* no rollback: the download replaces the firmware */
-    .max_sessions = 8,                     /* each session keeps to its own device (find) */
-    .config_keys = keys,
-    .init = s_init,
-    .fini = s_fini,
-    .discover = s_discover,
-    .open = s_open,
-    .check = s_check,
-    .write = s_write,
-    .activate = s_activate,
-    .confirm = s_confirm,
-    .commit = s_commit,
-    .abort = s_abort,
-    .close = s_close,
+	.abi = 2,
+	.name = "usb-dfu",
+	.formats = formats,
+	.caps = FERRY_ADAPTER_CAP_NEEDS_RESET, /* no rollback: the download replaces the firmware */
+	.max_sessions = 8,                     /* each session keeps to its own device (find) */
+	.config_keys = keys,
+	.init = s_init,
+	.fini = s_fini,
+	.discover = s_discover,
+	.open = s_open,
+	.check = s_check,
+	.write = s_write,
+	.activate = s_activate,
+	.confirm = s_confirm,
+	.commit = s_commit,
+	.abort = s_abort,
+	.close = s_close,
 };
 
 FERRY_ADAPTER_EXPORT int ferry_adapter_abi(const int *offered, size_t n)
