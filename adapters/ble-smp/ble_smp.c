@@ -141,8 +141,6 @@ static int load_config(state *s, char *detail)
 					    detail)) ||
 	    (rc = ferry_adapter_config_long(s->host, "reset_wait_ms", 30000, 100, 600000, &s->cfg.reset_wait_ms,
 					    detail)) ||
-	    (rc = ferry_adapter_config_long(s->host, "reset_resend_ms", 2000, 100, 600000, &s->cfg.reset_resend_ms,
-					    detail)) ||
 	    (rc = ferry_adapter_config_int(s->host, "retries", 5, 0, 100, &s->cfg.retries, detail)) ||
 	    (rc = ferry_adapter_config_long(s->host, "chunk", 0, 0, SMP_PACKET_MAX - SMP_UPLOAD_OVERHEAD, &s->cfg.chunk,
 					    detail)) ||
@@ -520,7 +518,6 @@ static const ferry_config_key keys[] = {
 	{"timeout_ms", FERRY_CFG_INT, 50, 60000, false},
 	{"first_timeout_ms", FERRY_CFG_INT, 100, 600000, false},
 	{"reset_wait_ms", FERRY_CFG_INT, 100, 600000, false},
-	{"reset_resend_ms", FERRY_CFG_INT, 100, 600000, false},
 	{"retries", FERRY_CFG_INT, 0, 100, false},
 	{"chunk", FERRY_CFG_INT, 0, SMP_PACKET_MAX - SMP_UPLOAD_OVERHEAD, false},
 	{"connect_timeout_ms", FERRY_CFG_INT, 100, 600000, false},

@@ -22,7 +22,7 @@
  *      MCUboot SHA256 TLV, which differs from the upload sha) for a test boot;
  *      `os reset`; the device answers and reboots 250 ms later, so ask
  *      `image state` until the new image is no longer pending, and send the
- *      reset again if the old firmware still lists it after reset_resend_ms.
+ *      reset again if it got no answer and the old firmware still lists it.
  *   5. `image state` read: if the active image is the new one, write
  *      {confirm: true} to make it permanent and read the version back.  If
  *      the device came back on the old image, MCUboot reverted it: report it.
@@ -168,8 +168,6 @@ static int s_init(const ferry_host_v1 *host, void **st, char *detail)
 	    (rc = ferry_adapter_config_long(host, "first_timeout_ms", 30000, 100, 600000, &s->cfg.first_timeout_ms,
 					    detail)) ||
 	    (rc = ferry_adapter_config_long(host, "reset_wait_ms", 15000, 100, 600000, &s->cfg.reset_wait_ms,
-					    detail)) ||
-	    (rc = ferry_adapter_config_long(host, "reset_resend_ms", 2000, 100, 600000, &s->cfg.reset_resend_ms,
 					    detail)) ||
 	    (rc = ferry_adapter_config_int(host, "retries", 5, 0, 100, &s->cfg.retries, detail)) ||
 	    (rc = ferry_adapter_config_long(host, "chunk", 0, 0, SMP_PACKET_MAX - SMP_UPLOAD_OVERHEAD, &s->cfg.chunk,
@@ -501,7 +499,6 @@ static const ferry_config_key keys[] = {
 	{"timeout_ms", FERRY_CFG_INT, 50, 60000, false},
 	{"first_timeout_ms", FERRY_CFG_INT, 100, 600000, false},
 	{"reset_wait_ms", FERRY_CFG_INT, 100, 600000, false},
-	{"reset_resend_ms", FERRY_CFG_INT, 100, 600000, false},
 	{"retries", FERRY_CFG_INT, 0, 100, false},
 	{"chunk", FERRY_CFG_INT, 0, SMP_PACKET_MAX - SMP_UPLOAD_OVERHEAD, false},
 	{"ports[].path", FERRY_CFG_TEXT, 2, 255, true},

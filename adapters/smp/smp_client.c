@@ -24,8 +24,9 @@
  *      CONFIG_MCUMGR_GRP_OS_RESET_MS (250 ms) later, so an answer, or an
  *      echo, proves nothing: the device counts as rebooted when `image
  *      state` no longer lists the new image as pending in the secondary
- *      slot.  A device that still does after reset_resend_ms never got the
- *      reset (the request or the link was lost): it is sent again.
+ *      slot.  A reset the device answered is never sent again; one without
+ *      an answer is sent again when the old firmware answers with the image
+ *      still pending (see reboot()).
  *   5. `image state` read: if the active image is the new one, write
  *      {confirm: true} to make it permanent.  If the device came back on the
  *      old image, MCUboot reverted it: report it.  What counts is what the
@@ -529,20 +530,50 @@ static bool rebooted(const dev_state *st, enum reboot_goal goal)
 	return !st->new_active || st->new_confirmed;
 }
 
+/* Mark the new image for a test boot again: a reset of ours reached the
+ * new image on trial and MCUboot reverted it (see reboot). */
+static int mark_test(smp_client *c, char *detail)
+{
+	cbor_item_t *m = cbor_new_definite_map(2), *r = NULL;
+	int rc;
+
+	smp_map_put(m, "hash", cbor_build_bytestring(c->new_hash, 32));
+	smp_map_put(m, "confirm", cbor_build_bool(false));
+	rc = smp_client_request(c, SMP_OP_WRITE, SMP_GROUP_IMAGE, SMP_IMG_STATE, m, c->cfg.timeout_ms, &r, detail);
+	cbor_decref(&m);
+	if (rc)
+		return rc;
+	rc = body_error(r, "test boot", detail);
+	cbor_decref(&r);
+	return rc;
+}
+
 /* `os reset` (when send_first), then ask `image state` until the device has
- * booted for `goal`, within reset_wait_ms.  A lost answer to the reset is
- * not a failure: the device may have reset before it could answer, or the
- * request may never have arrived; the state tells which.  While the old
- * firmware still answers, keep asking; if it still does reset_resend_ms
- * after the last reset was sent, that reset never arrived: send it again
- * (at most retries more times).  Links that drop with a reset (BLE) are
- * given the chance to drop first, then brought back. */
+ * booted for `goal`, within reset_wait_ms.  Whether to send the reset again
+ * is decided by what the device says, never by how long it took:
+ *   - a reset the device answered was accepted: Zephyr reboots
+ *     CONFIG_MCUMGR_GRP_OS_RESET_MS later, however long that is on our
+ *     clock, so it is never sent again; the old firmware may answer `image
+ *     state` meanwhile, and is asked again until the reboot shows;
+ *   - a reset without an answer (lost on the way, or its answer lost, or
+ *     refused) is sent again as soon as the old firmware answers `image
+ *     state` with the new image still pending: a second reset that reaches
+ *     the old firmware changes nothing (Zephyr keeps the one scheduled);
+ *   - the one case a second reset can do harm is when the device rebooted
+ *     between that answer and the resend, so that it reaches the new image
+ *     on trial and MCUboot reverts it.  The device then lists the new image
+ *     as neither active nor pending after a resend of ours: it is marked for
+ *     a test boot again and reset, at most `retries` times.
+ * Links that drop with a reset (BLE) are given the chance to drop first,
+ * then brought back. */
 static int reboot(smp_client *c, enum reboot_goal goal, bool send_first, char *detail)
 {
-	int64_t until = smp_now_ms() + c->cfg.reset_wait_ms, sent_at = smp_now_ms();
+	int64_t until = smp_now_ms() + c->cfg.reset_wait_ms;
 	char why[FERRY_ADAPTER_DETAIL_MAX] = "";
-	bool linked = true, send = send_first;
-	int sent = 0;
+	/* without send_first, a reset of ours may be on its way from before a
+	 * restart, or may never have been sent */
+	bool linked = true, send = send_first, accepted = false, resent = !send_first;
+	int sent = 0, remarks = 0, g;
 
 	for (;;) {
 		cbor_item_t *m, *r = NULL;
@@ -556,9 +587,14 @@ static int reboot(smp_client *c, enum reboot_goal goal, bool send_first, char *d
 						"%s: the device did not reset: it still runs its old firmware after %d "
 						"os reset requests",
 						c->name, sent - 1);
+			resent |= sent > 1;
 			m = cbor_new_definite_map(0);
 			tx = transact(c, SMP_OP_WRITE, SMP_GROUP_OS, SMP_OS_RESET, m, c->cfg.timeout_ms, &r);
 			cbor_decref(&m);
+			accepted = tx == TX_OK && !smp_body_rc(r, &g);
+			if (tx == TX_OK && !accepted)
+				smp_log(c->host, FERRY_LOG_WARNING, "%s: os reset refused: rc %d", c->name,
+					smp_body_rc(r, &g));
 			if (r)
 				cbor_decref(&r);
 			if (tx == TX_UNSENT) { /* it never left: bring the link back and send it again */
@@ -569,7 +605,6 @@ static int reboot(smp_client *c, enum reboot_goal goal, bool send_first, char *d
 				continue;
 			}
 			send = false;
-			sent_at = smp_now_ms();
 			/* a link that goes down with the device: let it drop, bring it back */
 			linked = tx != TX_DOWN && c->ops->reconnect(c->t, true, until, why) == 0;
 			continue;
@@ -589,12 +624,27 @@ static int reboot(smp_client *c, enum reboot_goal goal, bool send_first, char *d
 			continue; /* the device is resetting: nothing answers for a moment */
 		parse_state(c, r, &st);
 		cbor_decref(&r);
+		if (goal == LEAVE_PENDING && resent && st.have_active && st.new_found && !st.new_active &&
+		    !st.new_pending && remarks < c->cfg.retries) {
+			int rc;
+			remarks++;
+			smp_log(c->host, FERRY_LOG_WARNING,
+				"%s: the new image was reverted after a second os reset: marking it for a test boot "
+				"again",
+				c->name);
+			if ((rc = mark_test(c, detail)))
+				return rc;
+			resent = false;
+			sent = 0;
+			send = true;
+			continue;
+		}
 		if (st.have_active && rebooted(&st, goal))
 			return 0;
-		if (smp_now_ms() - sent_at >= c->cfg.reset_resend_ms) {
+		if (!accepted) {
 			smp_log(c->host, FERRY_LOG_WARNING,
-				"%s: the old firmware still answers %lld ms after os reset: sending the reset again",
-				c->name, (long long)(smp_now_ms() - sent_at));
+				"%s: os reset got no answer and the old firmware still runs: sending the reset again",
+				c->name);
 			send = true;
 			continue;
 		}
@@ -606,23 +656,13 @@ static int reboot(smp_client *c, enum reboot_goal goal, bool send_first, char *d
 
 int smp_client_activate(smp_client *c, char *detail)
 {
-	cbor_item_t *m, *r = NULL;
 	int rc;
 
 	if (!c->have_hash)
 		return smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s: no checked image to activate", c->name);
 	/* from here the image may be pending even if no answer says so */
 	c->tested = true;
-	m = cbor_new_definite_map(2);
-	smp_map_put(m, "hash", cbor_build_bytestring(c->new_hash, 32));
-	smp_map_put(m, "confirm", cbor_build_bool(false));
-	rc = smp_client_request(c, SMP_OP_WRITE, SMP_GROUP_IMAGE, SMP_IMG_STATE, m, c->cfg.timeout_ms, &r, detail);
-	cbor_decref(&m);
-	if (rc)
-		return rc;
-	rc = body_error(r, "test boot", detail);
-	cbor_decref(&r);
-	if (rc)
+	if ((rc = mark_test(c, detail)))
 		return rc;
 	return reboot(c, LEAVE_PENDING, true, detail);
 }

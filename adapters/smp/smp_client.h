@@ -36,8 +36,6 @@ typedef struct smp_client_cfg {
 	long timeout_ms;       /* wait for an answer */
 	long first_timeout_ms; /* wait for the first upload answer (the device erases) */
 	long reset_wait_ms;    /* wait for the device after a reset or a lost link */
-	long reset_resend_ms;  /* after `os reset`, how long the old firmware may still answer before the
-				* reset is sent again (more than the device's CONFIG_MCUMGR_GRP_OS_RESET_MS) */
 	long chunk;            /* upper bound on data bytes per upload request; 0: none */
 	int retries;           /* resends of one request, reconnects, restarts */
 } smp_client_cfg;

@@ -61,8 +61,12 @@ sim() {
 	W_FERRYD_ENV="LD_PRELOAD=libumockdev-preload.so.0 UMOCKDEV_DIR=$(cat "$W/usb.root")"
 	start_ferryd
 }
-stat_of() { # the device's counter NAME, once its stats are current
-	sleep 0.3
+stat_of() { # the device's counter NAME, current when asked (stats_ask.h)
+	local n=$(($(cat "$W/usb.stats.n" 2>/dev/null || echo 0) + 1)) # $(stat_of) runs in a subshell
+	echo "$n" > "$W/usb.stats.n"
+	echo "$n" > "$W/usb.stats.ask"
+	for _ in $(seq 1 300); do grep -qx "answer=$n" "$W/usb.stats" 2>/dev/null && break; sleep 0.1; done
+	grep -qx "answer=$n" "$W/usb.stats" || fail "the simulated device did not answer a stats request"
 	grep "^$1=" "$W/usb.stats" | cut -d= -f2
 }
 clean_protocol() { # CONTEXT: the device saw no protocol violation and no early poll

@@ -81,6 +81,7 @@
 #include <unistd.h>
 
 #include "mcu.h"
+#include "stats_ask.h"
 #include "smp.h"
 
 #define SMP_SERVICE_UUID "8d53dc1d-1db7-4cd3-868b-8a527460aa84"
@@ -139,11 +140,12 @@ struct sim {
 	unsigned long requests_seen, upload_requests; /* put together from the host's writes */
 	unsigned long upload_conn;                    /* the connection that last carried an upload request */
 	char upload_mtus[128];                        /* "247,23": the MTU of each connection that did */
+	char answered[64];                            /* the last token asked for (stats_ask.h) */
 };
 
 static void stats_write(sim *s)
 {
-	char tmp[4096];
+	char tmp[4096], tok[64];
 	FILE *f;
 
 	if (!s->stats_path)
@@ -159,6 +161,8 @@ static void stats_write(sim *s)
 		s->connections, s->mtu, s->writes, s->max_write, s->violations, s->refused, s->notifications, s->drops,
 		s->dev.s[0].version, s->dev.up_starts, s->dev.up_resumes, s->dev.up_bytes, s->dev.resets,
 		s->notify_refusals, s->connected, s->requests_seen, s->upload_requests, s->upload_mtus);
+	stats_asked(s->stats_path, tok, s->answered);
+	fprintf(f, "answer=%s\n", s->answered);
 	if (fclose(f) == 0)
 		rename(tmp, s->stats_path);
 	s->dirty = false;
@@ -167,7 +171,9 @@ static void stats_write(sim *s)
 static int on_stats_timer(sd_event_source *src, uint64_t usec, void *userdata)
 {
 	sim *s = userdata;
-	if (s->dirty)
+	char tok[64], last[64];
+	snprintf(last, sizeof(last), "%s", s->answered);
+	if (s->dirty || (s->stats_path && stats_asked(s->stats_path, tok, last)))
 		stats_write(s);
 	sd_event_source_set_time_relative(src, 100 * 1000);
 	sd_event_source_set_enabled(src, SD_EVENT_ON);

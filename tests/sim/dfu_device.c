@@ -57,6 +57,7 @@
 #include <unistd.h>
 
 #include "dfu_sim.h"
+#include "stats_ask.h"
 
 #define USB_DT_DEVICE 1
 #define USB_DT_CONFIG 2
@@ -463,7 +464,8 @@ static gboolean on_ioctl(UMockdevIoctlBase *h, UMockdevIoctlClient *c, gpointer 
 
 static void write_stats(void)
 {
-	char tmp[4096];
+	static char answered[64];
+	char tmp[4096], tok[64];
 	FILE *f;
 
 	if (!P.stats)
@@ -477,6 +479,8 @@ static void write_stats(void)
 	        P.present ? (P.d.dfu_mode ? "dfu" : "runtime") : "off", sim_running(&P.d), sim_current_pid(&P.d),
 	        P.d.dnloads, P.d.data_bytes, P.d.early_polls, P.d.violations, P.d.detaches, P.d.resets,
 	        P.d.enumerations, P.d.erases, P.d.errors, P.d.option_bytes);
+	stats_asked(P.stats, tok, answered);
+	fprintf(f, "answer=%s\n", answered);
 	fclose(f);
 	rename(tmp, P.stats);
 }

@@ -48,6 +48,10 @@ typedef struct fake {
 	int reset_after;     /* an answered reset happens this many requests later (Zephyr's delay) */
 	int reset_countdown; /* -1: no reset scheduled */
 	int lose_resets;     /* reset requests lost on the way */
+	int lose_reset_answers;  /* resets accepted, but their answers lost */
+	bool answer_then_boot;   /* an accepted reset happens right after the next answer */
+	bool reset_now_on_trial; /* a reset that reaches the new image on trial takes at once */
+	bool boot_after_this;
 	int lose_mark_answers, lose_confirm_answers; /* written, but the answers are lost */
 	int lose_reads_after_confirm;                /* image state reads lost once confirmed */
 	int resets, reset_requests;
@@ -118,9 +122,14 @@ static int slots_request(fake *f, const smp_hdr *h, const cbor_item_t *b)
 			f->lose_resets--;
 			return 1;
 		}
-		queue(f, h, cbor_new_definite_map(0), h->seq);
-		if (f->reset_after == 0)
+		if (f->lose_reset_answers > 0)
+			f->lose_reset_answers--;
+		else
+			queue(f, h, cbor_new_definite_map(0), h->seq);
+		if (f->reset_after == 0 || (f->trial && f->reset_now_on_trial))
 			boot(f);
+		else if (f->answer_then_boot)
+			f->boot_after_this = true;
 		else if (f->reset_countdown < 0)
 			f->reset_countdown = f->reset_after;
 		return 1;
@@ -236,6 +245,14 @@ static int f_send(void *t, const uint8_t *pkt, size_t len)
 	}
 	if (f->slots && f->reset_countdown >= 0 && f->reset_countdown-- == 0) {
 		boot(f); /* the reset it answered happens now: this request is lost with it */
+		cbor_decref(&b);
+		return 0;
+	}
+	if (f->slots && f->boot_after_this) {
+		/* the reboot comes right after this answer */
+		f->boot_after_this = false;
+		assert_int_equal(slots_request(f, &h, b), 1);
+		boot(f);
 		cbor_decref(&b);
 		return 0;
 	}
@@ -469,7 +486,7 @@ static void test_upload_swings(void **state)
 }
 
 static const smp_client_cfg reset_cfg = {
-    .timeout_ms = 10, .first_timeout_ms = 10, .reset_wait_ms = 3000, .reset_resend_ms = 300, .retries = 3};
+    .timeout_ms = 10, .first_timeout_ms = 10, .reset_wait_ms = 3000, .retries = 3};
 
 /* A device with the new image in its secondary slot, and a client that
  * checked it. */
@@ -517,6 +534,60 @@ static void test_activate_resends_lost_reset(void **state)
 	assert_int_equal(smp_client_activate(&c, detail), 0);
 	assert_int_equal(f.reset_requests, 2);
 	assert_int_equal(f.resets, 1);
+	assert_int_equal(smp_client_confirm(&c, NULL, version, detail), 0);
+	assert_string_equal(version, "2.0.0");
+}
+
+/* The device accepts the reset but its answer is lost: the old firmware
+ * still lists the image as pending, so the reset is sent again at once (no
+ * clock decides).  It reaches the old firmware, which keeps the reset it
+ * scheduled: one reboot. */
+static void test_activate_reset_answer_lost(void **state)
+{
+	fake f = {.reset_after = 3, .lose_reset_answers = 1};
+	smp_client c;
+	char version[FERRY_ADAPTER_STR_MAX], detail[FERRY_ADAPTER_DETAIL_MAX] = "";
+
+	slots_client(&c, &f);
+	assert_int_equal(smp_client_activate(&c, detail), 0);
+	assert_int_equal(f.reset_requests, 2);
+	assert_int_equal(f.resets, 1);
+	assert_int_equal(smp_client_confirm(&c, NULL, version, detail), 0);
+	assert_string_equal(version, "2.0.0");
+	assert_true(f.trial);
+}
+
+/* An answered reset is never sent again, however many times the old
+ * firmware answers before it reboots. */
+static void test_activate_answered_reset_not_resent(void **state)
+{
+	fake f = {.reset_after = 40};
+	smp_client c;
+	char detail[FERRY_ADAPTER_DETAIL_MAX] = "";
+
+	slots_client(&c, &f);
+	assert_int_equal(smp_client_activate(&c, detail), 0);
+	assert_int_equal(f.reset_requests, 1);
+	assert_int_equal(f.resets, 1);
+	assert_true(f.trial);
+}
+
+/* The worst case of a resend: the reset's answer is lost, the old firmware
+ * answers once more and reboots right after, so the second reset reaches
+ * the new image on trial and MCUboot reverts it.  The client sees the image
+ * neither active nor pending after a resend of its own: it marks the image
+ * again and resets, and the device ends on trial with the new image. */
+static void test_activate_resend_reverted_is_marked_again(void **state)
+{
+	fake f = {.lose_reset_answers = 1, .answer_then_boot = true, .reset_now_on_trial = true, .reset_after = 1};
+	smp_client c;
+	char version[FERRY_ADAPTER_STR_MAX], detail[FERRY_ADAPTER_DETAIL_MAX] = "";
+
+	slots_client(&c, &f);
+	assert_int_equal(smp_client_activate(&c, detail), 0);
+	assert_int_equal(f.reset_requests, 3);
+	assert_int_equal(f.resets, 3); /* trial, revert, trial */
+	assert_true(f.trial);
 	assert_int_equal(smp_client_confirm(&c, NULL, version, detail), 0);
 	assert_string_equal(version, "2.0.0");
 }
@@ -673,6 +744,9 @@ int main(void)
 	    cmocka_unit_test(test_activate_waits_for_delayed_reset),
 	    cmocka_unit_test(test_activate_resends_lost_reset),
 	    cmocka_unit_test(test_activate_device_never_resets),
+	    cmocka_unit_test(test_activate_reset_answer_lost),
+	    cmocka_unit_test(test_activate_answered_reset_not_resent),
+	    cmocka_unit_test(test_activate_resend_reverted_is_marked_again),
 	    cmocka_unit_test(test_confirm_finds_image_pending),
 	    cmocka_unit_test(test_commit_answer_lost),
 	    cmocka_unit_test(test_commit_then_silence),
