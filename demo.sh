@@ -7,9 +7,11 @@
 # libusb through umockdev), starts ferryd for gateway gw-1, signs an
 # all-or-nothing update with five components -- two files of the gateway's
 # own, the sensor firmware (for all three boards), the BLE node's and the
-# radio's -- and sends it as one update.deploy command, then prints every
-# stage report live, per device, until all seven device steps are
-# installed, prints the inventory, and stops everything it started.
+# radio's -- and sends it as one update.deploy command; while it downloads,
+# a second update goes to a fourth MCU (a display) and runs beside it.  It
+# prints every stage report live, per update and device, until all eight
+# device steps are installed, prints the inventory, and stops everything it
+# started.
 set -euo pipefail
 cd "$(dirname "$0")"
 . scripts/deps.sh
@@ -36,6 +38,10 @@ W_EXTRA_ADAPTERS="  serial-smp:
         vendor_id: acme
         class_id: sensor-v2
         component: sensor-mcu
+      - path: /tmp/PLACEHOLDER/ttyMCU3
+        vendor_id: acme
+        class_id: display-v1
+        component: display-mcu
   usb-dfu:
     devices:
       - component: radio-fw
@@ -64,16 +70,20 @@ for i in 0 1 2; do
 	build-demo/tests/sim/smp_device --link "$W/ttyMCU$i" --version 1.4.0 --rate 11520 > "$W/sim$i.log" 2>&1 &
 	SIM_PIDS="$SIM_PIDS $!"
 done
+build-demo/tests/sim/smp_device --link "$W/ttyMCU3" --version 0.9.0 --rate 11520 > "$W/sim3.log" 2>&1 &
+SIM_PIDS="$SIM_PIDS $!"
 build-demo/tests/sim/dfu_device --root-file "$W/usb.root" --serial ACME-RADIO-7 --version 2.0.0 --poll-ms 15 \
 	> "$W/usb-sim.log" 2>&1 &
 USB_PID=$!
 trap 'kill $SIM_PIDS $USB_PID $BLE_PID 2>/dev/null; world_down' EXIT
 for _ in $(seq 1 50); do
-	[ -e "$W/ttyMCU0" ] && [ -e "$W/ttyMCU1" ] && [ -e "$W/ttyMCU2" ] && [ -s "$W/usb.root" ] && [ -s "$W/ble.stats" ] &&
+	[ -e "$W/ttyMCU0" ] && [ -e "$W/ttyMCU1" ] && [ -e "$W/ttyMCU2" ] && [ -e "$W/ttyMCU3" ] && [ -s "$W/usb.root" ] &&
+		[ -s "$W/ble.stats" ] &&
 		break
 	sleep 0.1
 done
 echo "== three identical simulated sensor MCUs on $W/ttyMCU0..2 (ptys at 115200 baud), running firmware 1.4.0"
+echo "== a simulated display MCU on $W/ttyMCU3, running firmware 0.9.0"
 echo "== simulated USB DFU radio ACME-RADIO-7 (1209:0001, DFU mode 1209:0002), running firmware 2.0.0"
 echo "== simulated BLE node C0:FF:EE:00:00:07 (bonded, behind a simulated BlueZ), running firmware 3.0.0"
 # ferryd's libusb sees the simulated USB bus through umockdev's preload
@@ -120,7 +130,28 @@ cmd update.deploy u-demo --manifest "$W/demo.jws" $(links_for demo slow/) \
 	--link "sensor-mcu=https://127.0.0.1:$W_HTTPS_PORT/demo-mcu.bin" \
 	--link "node-mcu=https://127.0.0.1:$W_HTTPS_PORT/demo-node.bin" \
 	--link "radio-fw=https://127.0.0.1:$W_HTTPS_PORT/demo-radio.dfu"
-echo "== sent update.deploy u-demo; stage reports as they arrive:"
+echo "== sent update.deploy u-demo"
+
+# A second, small update for the display, sent while u-demo is under way: it
+# goes to a device u-demo does not hold, so it runs beside it.
+build-demo/tests/sim/smp_device --make-image 1.0.0 20000 "$W/www/display.bin"
+cat > "$W/display.yaml" <<YAML
+sequence: 2
+components:
+  - name: display-mcu
+    type: firmware
+    adapter: serial-smp
+    target: {vendor_id: acme, class_id: display-v1}
+    version: 1.0.0
+    format: mcuboot
+    file: www/display.bin
+YAML
+"$W_FERRY" manifest sign "$W/display.yaml" --key "$W/pki/manifest-signer.key" --cert "$W/pki/manifest-signer.pem" \
+	-o "$W/display.jws" > /dev/null
+wait_mqtt '"update_id":"u-demo","component":"app-bin","stage":"downloading"' 30
+cmd update.deploy u-display --manifest "$W/display.jws" \
+	--link "display-mcu=https://127.0.0.1:$W_HTTPS_PORT/display.bin"
+echo "== sent update.deploy u-display (display-mcu 1.0.0) while u-demo downloads; stage reports of both as they arrive:"
 
 # One line per report: seq, component, device, stage, progress or outcome.
 show() {
@@ -139,7 +170,8 @@ show() {
 			case "$m" in *'"version"'*) extra="version $(echo "$m" | sed 's/.*"version":"\([^"]*\)".*/\1/')" ;; esac
 			case "$m" in *'"reason"'*) extra=$(echo "$m" | sed 's/.*"reason":"\([^"]*\)","detail":"\([^"]*\)".*/\1: \2/') ;; esac
 			case "$m" in *'"devices"'*) extra="to $(echo "$m" | sed 's/.*"devices":\[\([^]]*\)\].*/\1/' | tr -d '"' | sed 's/,/, /g')" ;; esac
-			printf '  #%-3s %-11s %-17s %-12s %s\n' "$seq" "$comp" "$dev" "$stage" "$extra" ;;
+			upd=$(echo "$m" | sed 's/.*"update_id":"\([^"]*\)".*/\1/')
+			printf '  %-9s #%-3s %-11s %-17s %-12s %s\n' "$upd" "$seq" "$comp" "$dev" "$stage" "$extra" ;;
 		esac
 	done
 }
@@ -151,18 +183,27 @@ for _ in $(seq 1 1200); do
 		shown=$total
 	fi
 	n=$(grep -F '"update_id":"u-demo"' "$W/mqtt.log" | grep -cE '"stage":"(installed|failed|rolled_back|cancelled)"' || true)
-	grep -qF '"update_id":"u-demo","result":"refused"' "$W/mqtt.log" && break
-	[ "$n" -ge 7 ] && [ "$shown" -eq "$(wc -l < "$W/mqtt.log")" ] && break
+	d=$(grep -F '"update_id":"u-display"' "$W/mqtt.log" | grep -cE '"stage":"(installed|failed|rolled_back|cancelled)"' || true)
+	grep -qE '"update_id":"u-(demo|display)","result":"refused"' "$W/mqtt.log" && break
+	[ "$n" -ge 7 ] && [ "$d" -ge 1 ] && [ "$shown" -eq "$(wc -l < "$W/mqtt.log")" ] && break
 	sleep 0.2
 done
-if grep -qF '"update_id":"u-demo","result":"refused"' "$W/mqtt.log"; then
-	echo "demo: the update was refused; see $W/ferryd.log" >&2
+if grep -qE '"update_id":"u-(demo|display)","result":"refused"' "$W/mqtt.log"; then
+	echo "demo: an update was refused; see $W/ferryd.log" >&2
 	exit 1
 fi
-if grep -F '"update_id":"u-demo"' "$W/mqtt.log" | grep -qE '"stage":"(failed|rolled_back|cancelled)"'; then
-	echo "demo: the update did not install; see $W/ferryd.log" >&2
+if grep -E '"update_id":"u-(demo|display)"' "$W/mqtt.log" | grep -qE '"stage":"(failed|rolled_back|cancelled)"'; then
+	echo "demo: an update did not install; see $W/ferryd.log" >&2
 	exit 1
 fi
+[ "$(grep -F '"update_id":"u-display"' "$W/mqtt.log" | grep -cF '"stage":"installed"')" -eq 1 ] ||
+	{ echo "demo: timed out waiting for u-display" >&2; exit 1; }
+# where u-demo stood when u-display ended
+at=$(grep -nF '"update_id":"u-display","component":"display-mcu","stage":"installed"' "$W/mqtt.log" | head -n 1 | cut -d: -f1)
+was=$(head -n "$at" "$W/mqtt.log" | grep -F 'ferry/v1/'"$W_GW"'/stage ' | grep -F '"update_id":"u-demo"' | tail -n 1 |
+	sed 's/.*"component":"\([^"]*\)".*"stage":"\([^"]*\)".*/\1 \2/')
+echo "== u-display was installed while u-demo stood at: $was"
+
 [ "$(grep -F '"update_id":"u-demo"' "$W/mqtt.log" | grep -cF '"stage":"installed"')" -eq 7 ] ||
 	{ echo "demo: timed out waiting for the update" >&2; exit 1; }
 cmp -s "$W/www/demo-app.bin" "$W/target/app.bin" || { echo "demo: app.bin on disk differs" >&2; exit 1; }
@@ -177,4 +218,6 @@ wait_mqtt '{"name":"node-mcu","version":"3.1.0"}' 10
 echo "== inventory (retained on ferry/v1/$W_GW/inventory):"
 grep -F "ferry/v1/$W_GW/inventory " "$W/mqtt.log" | tail -n 1 | sed 's|^[^ ]* ||' |
 	sed 's/,"devices"/\n  "devices"/; s/},{/},\n   {/g' | sed 's/^/  /'
-echo "== done: five components on seven devices, all or nothing; stopping ferryd, the MCUs, D-Bus, nginx and mosquitto"
+wait_mqtt '{"name":"display-mcu","version":"1.0.0"}' 10
+echo "== done: five components on seven devices, all or nothing, and a second update beside it; stopping ferryd, the"
+echo "   MCUs, D-Bus, nginx and mosquitto"

@@ -48,6 +48,9 @@ typedef struct ferry_config {
 	struct {
 		int parallel; /* device sessions at once */
 	} install;
+	struct {
+		int parallel; /* updates run at once */
+	} updates;
 	char plugin_dir[FERRY_CFG_PATH_MAX];
 	json_t *adapters;   /* adapter name -> its section (object), as written */
 	json_t *attributes; /* custom inventory attributes: name -> string */

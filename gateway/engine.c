@@ -1,11 +1,13 @@
-/* The engine's core: the event loop on the main thread, the runner thread
+/* The engine's core: the event loop on the main thread, the runner threads
  * and stage reports.
  *
  * Threads: the cloud session's thread only queues events; the main thread
- * handles commands (quick: verify, check, journal, reply); the runner takes
- * one update at a time from the job queue and runs its long phases
+ * handles commands (quick: verify, check, journal, reply); each of the
+ * updates.parallel runners takes an update's next job from the job queue
+ * (never two jobs of one update at once) and runs its long phases
  * (download, check, install), which start threads of their own for
- * downloads and device sessions in parallel.  Reports follow one rule
+ * downloads and device sessions in parallel.  What runners share (sessions,
+ * devices, images being fetched) is claimed in claims.c.  Reports follow one rule
  * everywhere: commit the transition, then publish.  A report the broker has
  * not acknowledged stays in the journal's outbox and is sent again on the
  * next connection, so the cloud sees every report at least once and
@@ -239,7 +241,8 @@ ferry_err ferry_engine_new(const ferry_config *cfg, ferry_engine **out, ferry_st
 	pthread_mutex_init(&e->ev_lock, NULL);
 	pthread_cond_init(&e->ev_cond, NULL);
 	pthread_mutex_init(&e->pub_lock, NULL);
-	if (!(e->jobs = ferry_jobq_new())) {
+	if (!(e->jobs = ferry_jobq_new()) || !(e->claims = eng_claims_new())) {
+		ferry_jobq_free(e->jobs);
 		free(e);
 		return ferry_fail(st, FERRY_E_INTERNAL, "out of memory");
 	}
@@ -280,11 +283,17 @@ void ferry_engine_run(ferry_engine *e, volatile sig_atomic_t *stop)
 {
 	event *ev;
 
-	if (pthread_create(&e->runner, NULL, eng_runner, e)) {
-		ferry_log(LOG_ERR, "cannot start the runner thread");
+	for (int i = 0; i < e->cfg->updates.parallel && i < FERRY_RUNNERS_MAX; i++) {
+		if (pthread_create(&e->runners[e->n_runners], NULL, eng_runner, e)) {
+			ferry_log(LOG_ERR, "cannot start a runner thread");
+			break;
+		}
+		e->n_runners++;
+	}
+	if (!e->n_runners) {
+		ferry_log(LOG_ERR, "no runner thread: no update can run");
 		return;
 	}
-	e->runner_started = true;
 	eng_prune_store(e); /* what earlier runs left */
 	eng_resume(e);
 	while (!*stop) {
@@ -306,8 +315,10 @@ void ferry_engine_run(ferry_engine *e, volatile sig_atomic_t *stop)
 		free(ev);
 	}
 	ferry_jobq_stop(e->jobs);
-	pthread_join(e->runner, NULL);
-	e->runner_started = false;
+	eng_claims_wake(e->claims);
+	for (size_t i = 0; i < e->n_runners; i++)
+		pthread_join(e->runners[i], NULL);
+	e->n_runners = 0;
 }
 
 ferry_adapters *ferry_engine_adapters(ferry_engine *e)
@@ -326,6 +337,7 @@ void ferry_engine_free(ferry_engine *e)
 		free(ev);
 	}
 	ferry_jobq_free(e->jobs);
+	eng_claims_free(e->claims);
 	ferry_adapters_free(e->adapters);
 	ferry_trust_free(e->cmd_trust);
 	ferry_trust_free(e->manifest_trust);

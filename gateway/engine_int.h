@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "adapter_host.h"
+#include "claims.h"
 #include "engine.h"
 #include "ferry/command.h"
 #include "ferry/manifest.h"
@@ -19,6 +20,8 @@
 
 /* Steps one update may have: components times the devices each goes to. */
 #define FERRY_STEPS_MAX 512
+/* Updates that may run at once (updates.parallel). */
+#define FERRY_RUNNERS_MAX 16
 
 typedef enum event_kind { EV_COMMAND, EV_CONNECTED, EV_PUBLISHED } event_kind;
 
@@ -45,10 +48,12 @@ struct ferry_engine {
 	pthread_cond_t ev_cond;
 	event *ev_head, *ev_tail;
 
-	/* updates for the runner thread */
+	/* updates for the runner threads (updates.parallel of them), and
+	 * what updates that run at once share */
 	ferry_jobq *jobs;
-	pthread_t runner;
-	bool runner_started;
+	pthread_t runners[FERRY_RUNNERS_MAX];
+	size_t n_runners;
+	eng_claims *claims;
 
 	/* publishing and the message ids of reports not yet acknowledged, under
 	 * one lock: an acknowledgement can never overtake its bookkeeping */

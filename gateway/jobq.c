@@ -1,5 +1,7 @@
-/* The job queue.  One mutex covers the queue, the running job and every
- * flag, so a cancel can never fall between "popped" and "running". */
+/* The job queue.  One mutex covers the queue, the running jobs and every
+ * flag, so a cancel can never fall between "popped" and "running".  Jobs
+ * of one update run one at a time, in the order they came: a runner passes
+ * over the jobs of an update another runner is running. */
 #include "jobq.h"
 
 #include <pthread.h>
@@ -12,6 +14,7 @@ struct ferry_job {
 	ferry_job_kind kind;
 	char update_id[65];
 	atomic_bool cancel, stopping;
+	bool rerun; /* the cancel was handed back once (ferry_jobq_finish) */
 	ferry_job *next;
 };
 
@@ -19,7 +22,7 @@ struct ferry_jobq {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	ferry_job *head, *tail;
-	ferry_job *running;
+	ferry_job *running; /* a list, through next */
 	bool stopped;
 };
 
@@ -61,9 +64,38 @@ bool ferry_jobq_push(ferry_jobq *q, ferry_job_kind kind, const char *update_id)
 	else
 		q->head = j;
 	q->tail = j;
-	pthread_cond_signal(&q->cond);
+	pthread_cond_broadcast(&q->cond);
 	pthread_mutex_unlock(&q->lock);
 	return true;
+}
+
+static bool update_running(const ferry_jobq *q, const char *update_id)
+{
+	for (const ferry_job *r = q->running; r; r = r->next)
+		if (!strcmp(r->update_id, update_id))
+			return true;
+	return false;
+}
+
+/* Under the lock: take the first job whose update is not running. */
+static ferry_job *take(ferry_jobq *q)
+{
+	ferry_job *prev = NULL;
+
+	for (ferry_job *j = q->head; j; prev = j, j = j->next) {
+		if (update_running(q, j->update_id))
+			continue;
+		if (prev)
+			prev->next = j->next;
+		else
+			q->head = j->next;
+		if (q->tail == j)
+			q->tail = prev;
+		j->next = q->running;
+		q->running = j;
+		return j;
+	}
+	return NULL;
 }
 
 ferry_job *ferry_jobq_pop(ferry_jobq *q)
@@ -71,30 +103,31 @@ ferry_job *ferry_jobq_pop(ferry_jobq *q)
 	ferry_job *j = NULL;
 
 	pthread_mutex_lock(&q->lock);
-	while (!q->head && !q->stopped)
+	while (!q->stopped && !(j = take(q)))
 		pthread_cond_wait(&q->cond, &q->lock);
-	if (!q->stopped) {
-		j = q->head;
-		q->head = j->next;
-		if (!q->head)
-			q->tail = NULL;
-		j->next = NULL;
-		q->running = j;
-	}
 	pthread_mutex_unlock(&q->lock);
 	return j;
 }
 
 bool ferry_jobq_finish(ferry_jobq *q, ferry_job *j)
 {
-	bool cancelled;
-
 	pthread_mutex_lock(&q->lock);
-	if (q->running == j)
-		q->running = NULL;
-	cancelled = atomic_load(&j->cancel);
+	if (atomic_load(&j->cancel) && !j->rerun) {
+		/* a cancel that came after the runner last looked: it stays the
+		 * running job while the runner ends the update */
+		j->rerun = true;
+		pthread_mutex_unlock(&q->lock);
+		return true;
+	}
+	for (ferry_job **p = &q->running; *p; p = &(*p)->next)
+		if (*p == j) {
+			*p = j->next;
+			break;
+		}
+	j->next = NULL;
+	pthread_cond_broadcast(&q->cond); /* its update's next job may go */
 	pthread_mutex_unlock(&q->lock);
-	return cancelled;
+	return false;
 }
 
 void ferry_job_free(ferry_job *j)
@@ -137,10 +170,11 @@ ferry_jobq_where ferry_jobq_cancel(ferry_jobq *q, const char *update_id)
 			atomic_store(&j->cancel, true);
 			where = FERRY_JOBQ_QUEUED;
 		}
-	if (q->running && !strcmp(q->running->update_id, update_id)) {
-		atomic_store(&q->running->cancel, true);
-		where = FERRY_JOBQ_RUNNING;
-	}
+	for (ferry_job *r = q->running; r; r = r->next)
+		if (!strcmp(r->update_id, update_id)) {
+			atomic_store(&r->cancel, true);
+			where = FERRY_JOBQ_RUNNING;
+		}
 	pthread_mutex_unlock(&q->lock);
 	return where;
 }
@@ -149,8 +183,8 @@ void ferry_jobq_stop(ferry_jobq *q)
 {
 	pthread_mutex_lock(&q->lock);
 	q->stopped = true;
-	if (q->running)
-		atomic_store(&q->running->stopping, true);
+	for (ferry_job *r = q->running; r; r = r->next)
+		atomic_store(&r->stopping, true);
 	pthread_cond_broadcast(&q->cond);
 	pthread_mutex_unlock(&q->lock);
 }

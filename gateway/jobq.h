@@ -1,6 +1,7 @@
-/* The job queue: the updates waiting for the runner, the one it runs, and
+/* The job queue: the jobs waiting for a runner, the ones running, and
  * cancel requests, all under one lock.  The main thread pushes and cancels;
- * the runner pops one job at a time and says when it is done with it. */
+ * each runner pops one job at a time and says when it is done with it.
+ * Two jobs of one update never run at once. */
 #ifndef FERRY_JOBQ_H
 #define FERRY_JOBQ_H
 
@@ -16,13 +17,14 @@ void ferry_jobq_free(ferry_jobq *q);
 
 /* Queue a job; false when out of memory. */
 bool ferry_jobq_push(ferry_jobq *q, ferry_job_kind kind, const char *update_id);
-/* Wait for the next job; NULL once the queue is stopped.  The job is the
- * running one until ferry_jobq_finish. */
+/* Wait for the next job whose update no other runner is running; NULL once
+ * the queue is stopped.  The job is running until ferry_jobq_finish. */
 ferry_job *ferry_jobq_pop(ferry_jobq *q);
-/* The runner is done with the job: from now on a cancel for its update
- * finds no job.  Returns whether the job was cancelled, read under the same
- * lock, so that a cancel that came after the runner last looked is seen
- * here.  Free the job with ferry_job_free. */
+/* The runner is done with the job.  true, once, when the job was
+ * cancelled (read under the lock, so a cancel that came after the runner
+ * last looked is seen here): the job stays running, the runner ends the
+ * update and calls this again.  false: the job no longer runs, and a cancel
+ * for its update finds no job.  Free the job with ferry_job_free. */
 bool ferry_jobq_finish(ferry_jobq *q, ferry_job *j);
 void ferry_job_free(ferry_job *j);
 
@@ -43,7 +45,7 @@ typedef enum ferry_jobq_where {
 } ferry_jobq_where;
 /* Flag every job of the update (queued or running) as cancelled. */
 ferry_jobq_where ferry_jobq_cancel(ferry_jobq *q, const char *update_id);
-/* Wake the runner and flag the running job as stopping. */
+/* Wake the runners and flag the running jobs as stopping. */
 void ferry_jobq_stop(ferry_jobq *q);
 
 #endif

@@ -1,4 +1,7 @@
-/* The runner: one update at a time, through its phases.
+/* A runner: one update's job at a time, through its phases.  Several
+ * runners (updates.parallel) run side by side; the devices an install
+ * holds, the sessions open and the images being fetched are claimed
+ * through claims.c, so two updates never push to one device at once.
  *
  *   download  each image once, however many components and devices take it,
  *             up to download.parallel at once, resuming partial files;
@@ -283,12 +286,24 @@ typedef struct dl_arg {
 	dl_pool *pool;
 } dl_arg;
 
+static bool dl_wait_interrupted(void *ctx)
+{
+	return run_interrupted(ctx);
+}
+
 static void *dl_main(void *arg)
 {
 	dl_arg *a = arg;
 	dl_task *d = a->d;
+	const uint8_t *sha = run_component(d->r, d->r->cs[d->first].name)->sha256;
 
-	d->err = download_image(d, &d->st);
+	/* another update fetching the same image: wait, then find it stored */
+	if (!eng_image_hold(d->r->e->claims, sha, dl_wait_interrupted, d->r)) {
+		d->err = ferry_fail(&d->st, FERRY_E_CANCELLED, "interrupted while another update fetched the image");
+	} else {
+		d->err = download_image(d, &d->st);
+		eng_image_release(d->r->e->claims, sha);
+	}
 	if (d->err && d->err != FERRY_E_CANCELLED)
 		atomic_store(&d->r->abandon, true); /* the others stop: the update fails */
 	pthread_mutex_lock(&a->pool->lock);
@@ -691,7 +706,7 @@ static bool phase_install_atomic(eng_run *r)
 	return true;
 }
 
-static bool phase_install(eng_run *r)
+static bool phase_install_held(eng_run *r)
 {
 	if (r->u.state == FERRY_U_VERIFIED && !move(r, FERRY_U_INSTALLING))
 		return false;
@@ -710,6 +725,57 @@ static bool phase_install(eng_run *r)
 	}
 	eng_publish_inventory(r->e);
 	return true;
+}
+
+static bool hold_wait_cancel(void *ctx)
+{
+	return run_interrupted(ctx);
+}
+
+static bool hold_wait_stop(void *ctx)
+{
+	return stopping(ctx);
+}
+
+/* Hold the devices of every unfinished step, so that no other update
+ * pushes to them until this one is done with them.  A cancel ends the wait
+ * only when `cancellable` (a revert must wait for its devices). */
+static bool hold_devices(eng_run *r, bool cancellable)
+{
+	eng_device_ref *refs = calloc(r->n_steps + 1, sizeof(*refs));
+	size_t n = 0;
+	bool ok;
+
+	if (!refs) {
+		ferry_log(LOG_ERR, "%s: out of memory", r->u.id);
+		return false;
+	}
+	for (size_t i = 0; i < r->n_steps; i++) {
+		bool dup = false;
+		if (ferry_stage_final(r->steps[i].stage))
+			continue;
+		for (size_t k = 0; k < n && !dup; k++)
+			dup = !strcmp(refs[k].adapter, r->steps[i].adapter) && !strcmp(refs[k].device, r->steps[i].device);
+		if (!dup)
+			refs[n++] = (eng_device_ref){.adapter = r->steps[i].adapter, .device = r->steps[i].device};
+	}
+	ok = eng_devices_hold(r->e->claims, r->u.id, refs, n, cancellable ? hold_wait_cancel : hold_wait_stop, r);
+	free(refs);
+	return ok;
+}
+
+/* Install, holding the update's devices throughout.  Without them (a
+ * cancel or a stop came while another update held one), nothing is done:
+ * the runner hands a cancel back to run_job, which ends the update. */
+static bool phase_install(eng_run *r)
+{
+	bool ok;
+
+	if (!hold_devices(r, true))
+		return false;
+	ok = phase_install_held(r);
+	eng_devices_release(r->e->claims, r->u.id);
+	return ok;
 }
 
 /* ---- the runner ---- */
@@ -760,16 +826,19 @@ static void cancel_now(eng_run *r)
 
 	for (size_t i = 0; i < r->n_steps; i++)
 		activated |= r->steps[i].stage == FERRY_S_ACTIVATING || r->steps[i].stage == FERRY_S_TRIAL;
+	if (!activated && !(r->u.atomic && r->u.phase != FERRY_P_FORWARD)) {
+		end_update(r, FERRY_U_CANCELLED, "cancelled by command");
+		return;
+	}
+	if (!hold_devices(r, false))
+		return; /* ferryd stops: the next start finishes it */
 	if (r->u.atomic && r->u.phase != FERRY_P_FORWARD) {
 		phase_install_atomic(r);
-	} else if (activated) {
-		if (r->u.atomic && !set_phase(r, FERRY_P_REVERTING))
-			return;
+	} else if (!r->u.atomic || set_phase(r, FERRY_P_REVERTING)) {
 		snprintf(r->why, sizeof(r->why), "cancelled by command");
 		revert_all(r);
-	} else {
-		end_update(r, FERRY_U_CANCELLED, "cancelled by command");
 	}
+	eng_devices_release(r->e->claims, r->u.id);
 }
 
 /* The job's phase, when the update is at it: a job left over (a second
@@ -854,11 +923,13 @@ static ferry_err images_of(ferry_engine *e, const char *id, uint8_t (*out)[32], 
  * nothing is removed. */
 void eng_prune_store(ferry_engine *e)
 {
+	static pthread_mutex_t one_at_a_time = PTHREAD_MUTEX_INITIALIZER;
 	ferry_status st = {0};
 	json_t *open_ids = NULL, *ended = NULL, *id;
 	uint8_t(*keep)[32] = NULL, imgs[FERRY_COMPONENTS_MAX][32];
 	size_t n_keep = 0, n, i;
 
+	pthread_mutex_lock(&one_at_a_time); /* runners prune as they finish */
 	if (ferry_journal_unfinished(e->journal, &open_ids, &st) || ferry_journal_ended_unpruned(e->journal, &ended, &st))
 		goto out;
 	if (!json_array_size(ended))
@@ -888,6 +959,7 @@ void eng_prune_store(ferry_engine *e)
 	}
 	st.code = FERRY_OK;
 out:
+	pthread_mutex_unlock(&one_at_a_time);
 	if (st.code)
 		ferry_log(LOG_WARNING, "store not pruned: %s", st.detail);
 	free(keep);
@@ -904,8 +976,9 @@ void *eng_runner(void *arg)
 		run_job(e, job);
 		/* a cancel that came after the job last looked: end the update now
 		 * (run_job does nothing to one that has ended) */
-		if (ferry_jobq_finish(e->jobs, job) && !ferry_job_stopping(job))
-			run_job(e, job);
+		while (ferry_jobq_finish(e->jobs, job))
+			if (!ferry_job_stopping(job))
+				run_job(e, job);
 		ferry_job_free(job);
 		eng_prune_store(e);
 	}

@@ -2,7 +2,8 @@
  * thread of its own, as many at once as the limits allow.
  *
  * Limits: at most install.parallel sessions in all, at most an adapter's
- * max_sessions of that adapter, never two sessions on one device.
+ * max_sessions of that adapter, never two sessions on one device -- counted
+ * over every update that runs, through the engine's claims (claims.c).
  *
  * Order (when asked for): on one device, components go in the install order
  * of the manifest; across devices, a component waits only for the
@@ -53,11 +54,6 @@ typedef struct sched {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	size_t running;
-	struct {
-		const ferry_adapter *ad;
-		unsigned running;
-	} per_ad[ADAPTERS_SEEN_MAX];
-	size_t n_ad;
 } sched;
 
 static size_t comp_index(const ferry_manifest *m, const char *name)
@@ -104,18 +100,6 @@ static bool depends(const sched *sc, size_t i, size_t j)
 	       sc->after[comp_index(m, a->s->component)][comp_index(m, b->s->component)];
 }
 
-static unsigned *ad_running(sched *sc, const ferry_adapter *ad)
-{
-	for (size_t i = 0; i < sc->n_ad; i++)
-		if (sc->per_ad[i].ad == ad)
-			return &sc->per_ad[i].running;
-	if (sc->n_ad == ADAPTERS_SEEN_MAX)
-		return NULL;
-	sc->per_ad[sc->n_ad].ad = ad;
-	sc->per_ad[sc->n_ad].running = 0;
-	return &sc->per_ad[sc->n_ad++].running;
-}
-
 static bool stop_now(eng_run *r)
 {
 	return atomic_load(&r->finishing) ? ferry_job_stopping(r->job) : run_interrupted(r);
@@ -138,7 +122,7 @@ static void *task_main(void *arg)
 	case STEP_STOPPED: t->st = T_STOPPED; break;
 	}
 	sc->running--;
-	(*ad_running(sc, t->ad))--;
+	eng_session_end(sc->r->e->claims, t->ad, t->s->device);
 	if (res == STEP_FAILED && sc->o->atomic)
 		atomic_store(&sc->r->abandon, true);
 	pthread_cond_broadcast(&sc->cond);
@@ -177,24 +161,16 @@ static int ready(sched *sc, size_t i)
 	return 1;
 }
 
-static bool device_busy(const sched *sc, const task *t)
-{
-	for (size_t j = 0; j < sc->n; j++)
-		if (&sc->t[j] != t && sc->t[j].st == T_RUNNING && same_device(&sc->t[j], t))
-			return true;
-	return false;
-}
-
-/* Start what can start now; how many wait for their device. */
-static size_t start_ready(sched *sc)
+/* Start what can start now; how many wait for their device to be
+ * attached (*waiting) or for a session to be free (*blocked). */
+static void start_ready(sched *sc, size_t *waiting, size_t *blocked)
 {
 	eng_run *r = sc->r;
 	unsigned parallel = (unsigned)r->e->cfg->install.parallel;
-	size_t waiting = 0;
 
+	*waiting = *blocked = 0;
 	for (size_t i = 0; i < sc->n; i++) {
 		task *t = &sc->t[i];
-		unsigned *busy;
 		if (t->st != T_PENDING || ready(sc, i) != 1)
 			continue;
 		if (!sc->o->run_absent &&
@@ -208,30 +184,29 @@ static size_t start_ready(sched *sc)
 				run_step_report(r, t->s, FERRY_S_WAITING, NULL, NULL, NULL, -1, -1);
 			}
 			t->waiting = true;
-			waiting++;
+			(*waiting)++;
 			continue;
 		}
-		busy = ad_running(sc, t->ad);
-		if (sc->running >= parallel || !busy || *busy >= ferry_adapter_max_sessions(t->ad) ||
-		    device_busy(sc, t))
+		if (eng_session_try(r->e->claims, t->ad, t->s->device, parallel) != ENG_SESSION_TAKEN) {
+			(*blocked)++;
 			continue;
+		}
 		if (t->has_thread)
 			pthread_join(t->th, NULL);
 		t->has_thread = false;
 		t->waiting = false;
 		t->st = T_RUNNING;
 		sc->running++;
-		(*busy)++;
 		if (pthread_create(&t->th, NULL, task_main, t)) {
 			ferry_log(LOG_ERR, "%s: cannot start a thread for %s on %s", r->u.id, t->s->component, t->s->device);
 			t->st = T_PENDING;
 			sc->running--;
-			(*busy)--;
+			eng_session_end(r->e->claims, t->ad, t->s->device);
+			(*blocked)++;
 			break;
 		}
 		t->has_thread = true;
 	}
-	return waiting;
 }
 
 /* The devices waited for: look again (their adapters only), and give up on
@@ -350,18 +325,19 @@ sched_result sched_run(eng_run *r, const sched_opts *o)
 	pthread_mutex_init(&sc->lock, NULL);
 	pthread_cond_init(&sc->cond, NULL);
 	build(sc);
+	eng_claims_watch(r->e->claims, &sc->cond); /* woken when another update's session ends */
 
 	pthread_mutex_lock(&sc->lock);
 	for (;;) {
-		size_t waiting = 0, pending = 0;
+		size_t waiting = 0, blocked = 0, pending = 0;
 		bool stop = stop_now(r);
 		if (!stop)
-			waiting = start_ready(sc);
+			start_ready(sc, &waiting, &blocked);
 		for (size_t i = 0; i < sc->n; i++)
 			pending += sc->t[i].st == T_PENDING;
 		if (sc->running == 0 && (pending == 0 || stop))
 			break;
-		if (sc->running == 0 && waiting == 0) {
+		if (sc->running == 0 && waiting == 0 && blocked == 0) {
 			/* pending steps that can never start: cannot happen, but
 			 * never spin */
 			ferry_log(LOG_ERR, "%s: %zu steps cannot start", r->u.id, pending);
@@ -382,13 +358,15 @@ sched_result sched_run(eng_run *r, const sched_opts *o)
 			}
 		} else {
 			/* a stop is seen at the latest when a running step ends;
-			 * sessions see it through their cancel flag */
+			 * sessions see it through their cancel flag; a session
+			 * another update held wakes this when it ends */
 			struct timespec until;
 			deadline_in(&until, 1000);
 			pthread_cond_timedwait(&sc->cond, &sc->lock, &until);
 		}
 	}
 	pthread_mutex_unlock(&sc->lock);
+	eng_claims_unwatch(r->e->claims, &sc->cond);
 
 	for (size_t i = 0; i < sc->n; i++) {
 		task *t = &sc->t[i];

@@ -892,7 +892,7 @@ static void test_cancel_queued(void **state)
 	add_dev("w1", "fw", "widget", "1.0.0", true);
 	add_dev("g1", "gfw", "gadget", "1.0.0", true);
 	dev("w1")->hold_write = true;
-	start_engine(NULL);
+	start_engine("updates: {parallel: 1}\n"); /* u7 queues behind u6 */
 	json_t *c1 = json_pack("[o]", component("fw", "fake", "widget", "2.0.0", NULL, NULL));
 	json_t *c2 = json_pack("[o]", component("gfw", "fake", "gadget", "2.0.0", NULL, NULL));
 	char *m1 = manifest(c1, false), *m2 = manifest(c2, false);
@@ -914,6 +914,68 @@ static void test_cancel_queued(void **state)
 	/* ended: a second cancel is refused */
 	command("update.cancel", "u7", NULL, NULL);
 	assert_string_equal(wait_reply("u7", "update.cancel"), "wrong_stage");
+	free(m1);
+	free(m2);
+	json_decref(c1);
+	json_decref(c2);
+}
+
+/* A slow update holds up nobody: while one waits in the middle of a push,
+ * another update to another device downloads, checks and installs. */
+static void test_slow_update_holds_nobody(void **state)
+{
+	add_dev("w1", "fw", "widget", "1.0.0", true);
+	add_dev("g1", "gfw", "gadget", "1.0.0", true);
+	dev("w1")->hold_write = true;
+	start_engine(NULL);
+	json_t *c1 = json_pack("[o]", component("fw", "fake", "widget", "2.0.0", NULL, NULL));
+	json_t *c2 = json_pack("[o]", component("gfw", "fake", "gadget", "2.0.0", NULL, NULL));
+	char *m1 = manifest(c1, false), *m2 = manifest(c2, false);
+	command("update.deploy", "u-slow", m1, c1);
+	pthread_mutex_lock(&F.lock);
+	while (F.holding < 1)
+		pthread_cond_wait(&F.cond, &F.lock);
+	pthread_mutex_unlock(&F.lock);
+	command("update.deploy", "u-quick", m2, c2);
+	assert_int_equal(wait_end("u-quick"), FERRY_U_DONE);
+	assert_string_equal(outcome("u-quick", "gfw", "g1"), "installed");
+	pthread_mutex_lock(&F.lock);
+	assert_int_equal(F.holding, 1); /* still in the middle of its push */
+	pthread_mutex_unlock(&F.lock);
+	assert_int_equal(state_of("u-slow"), FERRY_U_INSTALLING);
+	command("update.cancel", "u-slow", NULL, NULL);
+	assert_string_equal(outcome("u-slow", "fw", "w1"), "cancelled");
+	free(m1);
+	free(m2);
+	json_decref(c1);
+	json_decref(c2);
+}
+
+/* Two updates for one device: the second touches it only once the first
+ * has let go of it, whatever runs in parallel. */
+static void test_one_device_one_update(void **state)
+{
+	add_dev("w1", "fw", "widget", "1.0.0", true);
+	dev("w1")->hold_write = true;
+	start_engine(NULL);
+	json_t *c1 = json_pack("[o]", component("fw", "fake", "widget", "2.0.0", NULL, NULL));
+	json_t *c2 = json_pack("[o]", component("fw", "fake", "widget", "3.0.0", NULL, NULL));
+	char *m1 = manifest(c1, false), *m2 = manifest(c2, false);
+	command("update.deploy", "u-first", m1, c1);
+	pthread_mutex_lock(&F.lock);
+	while (F.holding < 1)
+		pthread_cond_wait(&F.cond, &F.lock);
+	pthread_mutex_unlock(&F.lock);
+	dev("w1")->hold_write = false; /* the write under way still waits */
+	command("update.deploy", "u-second", m2, c2);
+	wait_report("u-second", "fw", NULL, "downloaded");
+	assert_int_equal(count("u-second", "fw", "w1", "installing"), 0);
+	command("update.cancel", "u-first", NULL, NULL);
+	size_t first_end = wait_report("u-first", "fw", "w1", "cancelled");
+	size_t second_push = wait_report("u-second", "fw", "w1", "installing");
+	assert_true(second_push > first_end);
+	assert_int_equal(wait_end("u-second"), FERRY_U_DONE);
+	assert_string_equal(outcome("u-second", "fw", "w1"), "installed");
 	free(m1);
 	free(m2);
 	json_decref(c1);
@@ -1363,7 +1425,7 @@ static void test_leftover_job_runs_nothing(void **state)
 	add_dev("w1", "fw", "widget", "1.0.0", true);
 	add_dev("g1", "gfw", "gadget", "1.0.0", true);
 	dev("g1")->hold_write = true;
-	start_engine(NULL);
+	start_engine("updates: {parallel: 1}\n");
 	/* the runner is busy with another update, so both downloads queue */
 	json_t *busy = json_pack("[o]", component("gfw", "fake", "gadget", "2.0.0", NULL, NULL));
 	char *mb = manifest(busy, false);
@@ -1495,6 +1557,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_leftover_job_runs_nothing, per_test_setup, per_test_teardown),
 		cmocka_unit_test_setup_teardown(test_atomic_after_refused, per_test_setup, per_test_teardown),
 		cmocka_unit_test_setup_teardown(test_store_bounded, per_test_setup, per_test_teardown),
+		cmocka_unit_test_setup_teardown(test_slow_update_holds_nobody, per_test_setup, per_test_teardown),
+		cmocka_unit_test_setup_teardown(test_one_device_one_update, per_test_setup, per_test_teardown),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
