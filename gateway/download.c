@@ -20,6 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "log.h"
+
 /* Make arrived bytes durable (fsync, then tell the journal) after this many
  * bytes or this much time, whichever comes first: a restart loses at most
  * that much, and slow links still make progress that survives. */
@@ -112,15 +114,15 @@ static size_t on_data(char *buf, size_t size, size_t n, void *ctx)
 	return len;
 }
 
-/* Open the partial file and hash what it already holds. */
+/* Hash what the partial file already holds. */
 static ferry_err open_partial(dl *d, ferry_status *st)
 {
 	unsigned char buf[65536];
 	ssize_t r;
 
-	d->fd = open(d->req->part_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (d->fd < 0)
-		return ferry_fail(st, FERRY_E_INTERNAL, "partial file: %s", strerror(errno));
+	d->fd = d->req->part_fd;
+	if (d->fd < 0 || lseek(d->fd, 0, SEEK_SET) < 0)
+		return ferry_fail(st, FERRY_E_INTERNAL, "partial file: %s", strerror(d->fd < 0 ? EBADF : errno));
 	while ((r = read(d->fd, buf, sizeof(buf))) > 0) {
 		if (d->have + r > d->req->size) { /* longer than allowed: keep what fits */
 			r = (ssize_t)(d->req->size - d->have);
@@ -248,7 +250,8 @@ static ferry_err finish(dl *d, ferry_status *st)
 
 	EVP_DigestFinal_ex(d->md, dig, NULL);
 	if (memcmp(dig, d->req->sha256, 32)) {
-		unlink(d->req->part_path); /* start clean next time */
+		if (ftruncate(d->fd, 0)) /* start clean next time */
+			ferry_log(LOG_WARNING, "partial file: %s", strerror(errno));
 		return ferry_fail(st, FERRY_E_DIGEST_MISMATCH, "SHA-256 of the download differs from the manifest");
 	}
 	if (sync_now(d))
@@ -299,8 +302,6 @@ ferry_err ferry_download(const ferry_dl_req *req, ferry_status *st)
 	else if (d.have > d.synced)
 		sync_now(&d); /* keep what arrived for the next attempt */
 out:
-	if (d.fd >= 0)
-		close(d.fd);
-	EVP_MD_CTX_free(d.md);
+	EVP_MD_CTX_free(d.md); /* the partial file's fd is the caller's */
 	return e;
 }

@@ -20,7 +20,7 @@ typedef struct ferry_dl_limits {
 typedef struct ferry_dl_req {
 	const char *url;       /* https:// only; a secret: never logged */
 	const char *ca_file;   /* the file host's CA; peer and host name verified */
-	const char *part_path; /* partial file, created or continued */
+	int part_fd;           /* the partial file, read-write: continued (ferry_store_partial_open) */
 	int64_t size;          /* the manifest's size: a hard cap while bytes arrive */
 	uint8_t sha256[32];    /* the manifest's digest of the whole image */
 	ferry_dl_limits limits;
@@ -38,7 +38,7 @@ typedef struct ferry_dl_req {
 	const char *deadline_what;
 } ferry_dl_req;
 
-/* Download (or finish downloading) req->url into req->part_path.  Bytes
+/* Download (or finish downloading) req->url into req->part_fd.  Bytes
  * already in the partial file are hashed first and the rest is asked for
  * with an HTTP Range request; a server that ignores Range is handled by
  * skipping what we have.  Succeeds only when the file holds exactly `size`

@@ -234,19 +234,18 @@ static ferry_err download_image(dl_task *d, ferry_status *st)
 	const ferry_config *cfg = r->e->cfg;
 	ferry_jcomponent *c = &r->cs[d->first];
 	const ferry_component *mc = run_component(r, c->name);
-	char part[FERRY_PATH_MAX], have[FERRY_PATH_MAX];
+	char have[FERRY_PATH_MAX];
 	ferry_err err;
+	int part;
 
 	if (ferry_store_has(r->e->store, mc->sha256, have))
 		return FERRY_OK;
 	if (!c->link)
 		return ferry_fail(st, FERRY_E_DOWNLOAD_FAILED, "%s: no download link; send update.download", c->name);
-	ferry_store_partial(r->e->store, mc->sha256, part);
-	/* Bytes past the last durable offset may be garbage after a power cut. */
-	if (truncate(part, c->dl_offset) && c->dl_offset > 0)
-		ferry_log(LOG_WARNING, "%s/%s: partial file missing; starting over", r->u.id, c->name);
+	if ((part = ferry_store_partial_open(r->e->store, mc->sha256, c->dl_offset, st)) < 0)
+		return st->code;
 	ferry_dl_req req = {
-		.url = c->link, .ca_file = cfg->download.ca, .part_path = part, .size = mc->size,
+		.url = c->link, .ca_file = cfg->download.ca, .part_fd = part, .size = mc->size,
 		.limits = {.connect_timeout_s = cfg->download.connect_timeout_s,
 			   .low_speed_bytes = cfg->download.low_speed_bytes,
 			   .low_speed_time_s = cfg->download.low_speed_time_s, .retries = cfg->download.retries,
@@ -271,13 +270,16 @@ static ferry_err download_image(dl_task *d, ferry_status *st)
 			break;
 		/* a link that stopped working may have been replaced meanwhile
 		 * (update.download with fresh links): go on with the new one */
-		if (err == FERRY_E_CANCELLED || fresh == 3 || !(newer = fresh_link(r, c->name, req.url)))
+		if (err == FERRY_E_CANCELLED || fresh == 3 || !(newer = fresh_link(r, c->name, req.url))) {
+			close(part);
 			return err;
+		}
 		ferry_log(LOG_INFO, "%s/%s: %s; trying the fresh link", r->u.id, c->name, st->detail);
 		free(c->link);
 		c->link = newer;
 		req.url = c->link;
 	}
+	close(part);
 	return ferry_store_commit(r->e->store, mc->sha256, st);
 }
 

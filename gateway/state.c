@@ -33,13 +33,16 @@ static int mkdir_p(const char *path, mode_t last)
  * such file, -1 when it cannot be read. */
 static int read_marker(const char *dir, char id[65])
 {
-	char p[FERRY_STATE_PATH_MAX + 16];
-	int fd;
+	int dfd, fd, e;
 	ssize_t n;
 
-	snprintf(p, sizeof(p), "%s/" ID_FILE, dir);
-	if ((fd = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0)
-		return errno == ENOENT ? 0 : -1;
+	if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+		return -1;
+	fd = openat(dfd, ID_FILE, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	e = errno;
+	close(dfd);
+	if (fd < 0)
+		return e == ENOENT ? 0 : -1;
 	n = read(fd, id, 64);
 	close(fd);
 	if (n <= 0)
@@ -49,26 +52,29 @@ static int read_marker(const char *dir, char id[65])
 	return 1;
 }
 
+/* Written fresh beside it (through the directory's fd, never through a
+ * symlink), then renamed over it. */
 static int write_marker(const char *dir, const char *id)
 {
-	char p[FERRY_STATE_PATH_MAX + 16], tmp[FERRY_STATE_PATH_MAX + 32];
-	int fd, ok;
+	static const char tmp[] = "." ID_FILE ".tmp";
+	int dfd, fd, ok;
 
-	snprintf(p, sizeof(p), "%s/" ID_FILE, dir);
-	snprintf(tmp, sizeof(tmp), "%s/." ID_FILE ".tmp", dir);
-	unlink(tmp);
-	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0)
+	if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
 		return -1;
+	unlinkat(dfd, tmp, 0);
+	if ((fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0) {
+		close(dfd);
+		return -1;
+	}
 	ok = dprintf(fd, "%s\n", id) > 0 && fsync(fd) == 0;
 	ok = close(fd) == 0 && ok;
-	if (!ok || rename(tmp, p)) {
-		unlink(tmp);
+	if (!ok || renameat(dfd, tmp, dfd, ID_FILE)) {
+		unlinkat(dfd, tmp, 0);
+		close(dfd);
 		return -1;
 	}
-	if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
-		fsync(fd);
-		close(fd);
-	}
+	fsync(dfd);
+	close(dfd);
 	return 0;
 }
 

@@ -15,10 +15,12 @@
 #include <unistd.h>
 
 #include "ferry/manifest.h"
+#include "log.h"
 
 struct ferry_store {
 	char dir[FERRY_PATH_MAX - 200];
 	int64_t cap;
+	int dfd, pfd; /* DIR and DIR/partial */
 };
 
 static int mkdir_p(const char *path)
@@ -49,28 +51,80 @@ ferry_err ferry_store_open(const char *dir, int64_t cap, ferry_store **out, ferr
 		return ferry_fail(st, FERRY_E_INTERNAL, "out of memory");
 	snprintf(s->dir, sizeof(s->dir), "%s", dir);
 	s->cap = cap;
+	/* partial/ is ours: a symlink there is refused, not followed */
+	if ((s->dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 ||
+	    (s->pfd = openat(s->dfd, "partial", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0) {
+		int e = errno;
+		if (s->dfd >= 0)
+			close(s->dfd);
+		free(s);
+		return ferry_fail(st, FERRY_E_INTERNAL, "store dir %s%s: %s", dir,
+				  e == ELOOP || e == ENOTDIR ? "/partial is not a directory" : "", strerror(e));
+	}
 	*out = s;
 	return FERRY_OK;
 }
 
 void ferry_store_close(ferry_store *s)
 {
+	if (!s)
+		return;
+	close(s->dfd);
+	close(s->pfd);
 	free(s);
+}
+
+/* A plain file of ours: regular, one link. */
+static bool plain(int dfd, const char *name, bool *exists)
+{
+	struct stat sb;
+	*exists = fstatat(dfd, name, &sb, AT_SYMLINK_NOFOLLOW) == 0;
+	return *exists && S_ISREG(sb.st_mode) && sb.st_nlink == 1;
 }
 
 bool ferry_store_has(ferry_store *s, const uint8_t sha256[32], char path[FERRY_PATH_MAX])
 {
 	char hex[65];
+	bool exists;
 	ferry_hex32_fmt(sha256, hex);
 	snprintf(path, FERRY_PATH_MAX, "%s/%s", s->dir, hex);
-	return access(path, F_OK) == 0;
+	return plain(s->dfd, hex, &exists);
 }
 
-void ferry_store_partial(ferry_store *s, const uint8_t sha256[32], char path[FERRY_PATH_MAX])
+int ferry_store_partial_open(ferry_store *s, const uint8_t sha256[32], int64_t keep, ferry_status *st)
 {
 	char hex[65];
+	bool exists;
+	int fd = -1;
+
 	ferry_hex32_fmt(sha256, hex);
-	snprintf(path, FERRY_PATH_MAX, "%s/partial/%s", s->dir, hex);
+	if (plain(s->pfd, hex, &exists))
+		fd = openat(s->pfd, hex, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+	else if (exists) {
+		ferry_log(LOG_WARNING, "store: %s/partial/%s is not a plain file of ours; replaced", s->dir, hex);
+		if (unlinkat(s->pfd, hex, 0) && errno != ENOENT) {
+			ferry_fail(st, FERRY_E_INTERNAL, "store: cannot remove %s/partial/%s: %s", s->dir, hex,
+				   strerror(errno));
+			return -1;
+		}
+	}
+	if (fd < 0) {
+		keep = 0;
+		fd = openat(s->pfd, hex, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	}
+	if (fd < 0) {
+		ferry_fail(st, FERRY_E_INTERNAL, "store: partial file %s/partial/%s: %s", s->dir, hex, strerror(errno));
+		return -1;
+	}
+	/* bytes past the last durable offset may be garbage after a power cut;
+	 * a file shorter than that is never lengthened with zeros */
+	struct stat sb;
+	if (fstat(fd, &sb) || (sb.st_size > keep && ftruncate(fd, keep))) {
+		ferry_fail(st, FERRY_E_INTERNAL, "store: partial file %s/partial/%s: %s", s->dir, hex, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
 }
 
 static int64_t dir_bytes(const char *dir)
@@ -109,35 +163,26 @@ int64_t ferry_store_free(ferry_store *s)
 	return fs;
 }
 
-static int fsync_path(const char *path, int flags)
-{
-	int fd = open(path, flags | O_CLOEXEC);
-	int rc;
-	if (fd < 0)
-		return -1;
-	rc = fsync(fd);
-	close(fd);
-	return rc;
-}
-
 ferry_err ferry_store_commit(ferry_store *s, const uint8_t sha256[32], ferry_status *st)
 {
-	char part[FERRY_PATH_MAX], done[FERRY_PATH_MAX];
+	char hex[65];
+	int fd, ok;
 
-	ferry_store_partial(s, sha256, part);
-	ferry_store_has(s, sha256, done);
-	if (chmod(part, 0444) || fsync_path(part, O_RDONLY) || rename(part, done) ||
-	    fsync_path(s->dir, O_RDONLY | O_DIRECTORY))
-		return ferry_fail(st, FERRY_E_INTERNAL, "store: cannot commit %s: %s", done, strerror(errno));
+	ferry_hex32_fmt(sha256, hex);
+	if ((fd = openat(s->pfd, hex, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+		return ferry_fail(st, FERRY_E_INTERNAL, "store: cannot commit %s: %s", hex, strerror(errno));
+	ok = fchmod(fd, 0444) == 0 && fsync(fd) == 0;
+	close(fd);
+	if (!ok || renameat(s->pfd, hex, s->dfd, hex) || fsync(s->dfd))
+		return ferry_fail(st, FERRY_E_INTERNAL, "store: cannot commit %s/%s: %s", s->dir, hex, strerror(errno));
 	return FERRY_OK;
 }
 
 void ferry_store_remove(ferry_store *s, const uint8_t sha256[32])
 {
-	char p[FERRY_PATH_MAX];
+	char hex[65];
 
-	if (ferry_store_has(s, sha256, p))
-		unlink(p);
-	ferry_store_partial(s, sha256, p);
-	unlink(p);
+	ferry_hex32_fmt(sha256, hex);
+	unlinkat(s->dfd, hex, 0);
+	unlinkat(s->pfd, hex, 0);
 }

@@ -5,7 +5,10 @@
  *
  * An image enters DIR only by fsync of the partial file, rename, and fsync of
  * the directory, so after a power cut a name in DIR always means a whole file
- * with that digest.
+ * with that digest.  Every name is reached through the two directories'
+ * open fds, never by following a symlink: anything in the store that is not
+ * a plain file of ours (a symlink, a hard link, a directory) is not an image
+ * and is removed rather than written through.
  */
 #ifndef FERRY_STORE_H
 #define FERRY_STORE_H
@@ -24,10 +27,15 @@ typedef struct ferry_store ferry_store;
 ferry_err ferry_store_open(const char *dir, int64_t cap_bytes, ferry_store **out, ferry_status *st) FERRY_WUR;
 void ferry_store_close(ferry_store *s);
 
-/* Path of the complete image with this digest, and whether it exists. */
+/* Path of the complete image with this digest, and whether it is there as
+ * a plain file. */
 bool ferry_store_has(ferry_store *s, const uint8_t sha256[32], char path[FERRY_PATH_MAX]);
-/* Path of the partial file for this digest (it may not exist yet). */
-void ferry_store_partial(ferry_store *s, const uint8_t sha256[32], char path[FERRY_PATH_MAX]);
+/* Open the partial file for this digest read-write, cut to `keep` bytes
+ * (what the journal knows to be durable), creating it (0600) if needed.  A
+ * name there that is not a plain file with one link is removed and a fresh
+ * file made in its place, with a log line.  Returns the fd, or -1 (st says
+ * why). */
+int ferry_store_partial_open(ferry_store *s, const uint8_t sha256[32], int64_t keep, ferry_status *st);
 /* Bytes free for new images: the smaller of the file system's space
  * available to us and what the cap leaves. */
 int64_t ferry_store_free(ferry_store *s);

@@ -25,23 +25,38 @@
  * either the old file or the new one at PATH, never a mix, and a trial file
  * that says how to go back.
  *
+ * Every name is reached through an fd of PATH's directory, opened once per
+ * session (openat, renameat, linkat, unlinkat), so a directory swapped
+ * underneath cannot redirect half an install.  Every file is created fresh
+ * (O_EXCL|O_NOFOLLOW after removing whatever had the name), sidecars 0600.
+ * A symlink is never written through: at PATH it is refused unless the file
+ * allows it (follow_symlink), then PATH is resolved once per session and
+ * the file it names is installed, its sidecars beside it; a symlink planted
+ * at a sidecar's name is removed or refused, never followed.
+ *
  * Config (adapters.self):
  *   vendor_id, class_id      the gateway's identity, matched against targets
  *   files[i].name            the component name in manifests
  *   files[i].path            absolute path of the installed file
  *   files[i].reload          optional shell command run after the switch
  *                            (and after a switch back)
+ *   files[i].mode            the installed file's mode, octal ("0644"); by
+ *                            default the mode of the file it replaces, or
+ *                            0600 for a new one
+ *   files[i].follow_symlink  true: PATH may be a symlink, and the file it
+ *                            points to is installed (default false: refused)
  */
 #include "self.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
-#include <libgen.h>
+#include <limits.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -55,7 +70,18 @@ typedef struct self_file {
 	char name[FERRY_ADAPTER_STR_MAX];
 	char path[PATH_LEN];
 	char reload[PATH_LEN];
+	int mode; /* -1: keep the replaced file's */
+	bool follow_symlink;
 } self_file;
+
+/* Where a file is, for one session: its directory's fd and its name there
+ * (PATH itself, or what a symlink at PATH names when that is allowed). */
+typedef struct place {
+	int dfd;
+	char dir[PATH_LEN];
+	char base[256];
+	char shown[PATH_LEN]; /* for messages */
+} place;
 
 typedef struct self_state {
 	const ferry_host_v1 *host;
@@ -68,6 +94,7 @@ typedef struct self_session {
 	self_state *s;
 	const ferry_session_host_v1 *sh;
 	const self_file *f;
+	place at; /* dfd -1 until the file is picked */
 } self_session;
 
 /* the SDK's: a sentence into detail, and the code back */
@@ -98,9 +125,20 @@ static int self_init(const ferry_host_v1 *host, void **state, char *detail)
 	snprintf(s->class_id, sizeof(s->class_id), "%s", c);
 	for (size_t i = 0; i < SELF_FILES_MAX; i++) {
 		const char *name = cfg(s, i, "name"), *path = cfg(s, i, "path");
-		const char *reload = cfg(s, i, "reload");
+		const char *reload = cfg(s, i, "reload"), *mode = cfg(s, i, "mode");
+		const char *follow = cfg(s, i, "follow_symlink");
+		char *end = NULL;
+		long m = -1;
 		if (!name && !path)
 			break;
+		if (mode && (!mode[0] || strspn(mode, "01234567") != strlen(mode) ||
+			     (m = strtol(mode, &end, 8)) > 07777 || *end)) {
+			free(s);
+			return fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "files[%zu].mode: an octal mode such as 0644",
+				    i);
+		}
+		s->files[i].mode = (int)m;
+		s->files[i].follow_symlink = follow && !strcmp(follow, "true");
 		if (!name || !path || path[0] != '/' || strlen(name) >= FERRY_ADAPTER_STR_MAX ||
 		    strlen(path) >= PATH_LEN - 32 || (reload && strlen(reload) >= PATH_LEN)) {
 			free(s);
@@ -125,32 +163,97 @@ static void self_fini(void *state)
 	free(state);
 }
 
-static void sidecar(const self_file *f, const char *suffix, char *out)
+/* ---- places and names ---- */
+
+static void unplace(place *p)
 {
-	snprintf(out, PATH_LEN, "%s.ferry-%s", f->path, suffix);
+	if (p->dfd >= 0)
+		close(p->dfd);
+	p->dfd = -1;
 }
 
-/* The first line of a small file of ours, or "" when it is missing. */
-static void read_line(const char *path, char *out, size_t cap)
+/* Find f: open its directory, refuse a symlink at PATH unless allowed (then
+ * take what it names) and anything there that is not a regular file. */
+static int place_of(const self_file *f, place *p, char *detail)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	char path[PATH_LEN], real[PATH_MAX + 1];
+	struct stat sb;
+	char *slash;
+
+	p->dfd = -1;
+	snprintf(path, sizeof(path), "%s", f->path);
+	if (lstat(path, &sb) == 0 && S_ISLNK(sb.st_mode)) {
+		if (!f->follow_symlink)
+			return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED,
+				    "%s is a symlink: ferry does not write through one unless "
+				    "adapters.self.files[].follow_symlink is true for it",
+				    f->path);
+		if (!realpath(f->path, real) || strlen(real) >= sizeof(path) - 32)
+			return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "%s: the symlink leads nowhere usable: %s",
+				    f->path, strerror(errno ? errno : ENAMETOOLONG));
+		snprintf(path, sizeof(path), "%s", real);
+	}
+	slash = strrchr(path, '/');
+	if (!slash || !slash[1] || strlen(slash + 1) >= sizeof(p->base) - 32)
+		return fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s: not a file path", path);
+	snprintf(p->base, sizeof(p->base), "%s", slash + 1);
+	snprintf(p->shown, sizeof(p->shown), "%s", path);
+	*slash = '\0';
+	snprintf(p->dir, sizeof(p->dir), "%s", path[0] ? path : "/");
+	if ((p->dfd = open(p->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+		return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "%s: %s", p->dir, strerror(errno));
+	if (fstatat(p->dfd, p->base, &sb, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISREG(sb.st_mode)) {
+		bool link = S_ISLNK(sb.st_mode);
+		unplace(p);
+		return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "%s %s", p->shown,
+			    link ? "became a symlink: refused" : "is not a regular file: refused");
+	}
+	return 0;
+}
+
+/* NAME.ferry-SUFFIX, in the place's directory */
+static void sidecar(const place *p, const char *suffix, char *out)
+{
+	snprintf(out, 300, "%s.ferry-%s", p->base, suffix);
+}
+
+static bool exists(const place *p, const char *name)
+{
+	struct stat sb;
+	return fstatat(p->dfd, name, &sb, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+/* A regular file of ours, not a symlink planted under its name. */
+static bool regular(const place *p, const char *name)
+{
+	struct stat sb;
+	return fstatat(p->dfd, name, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(sb.st_mode);
+}
+
+/* The first line of a small file of ours, or "" when it is missing (or is
+ * not a plain file). */
+static void read_line(const place *p, const char *name, char *out, size_t cap)
+{
+	int fd = openat(p->dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	struct stat sb;
 	ssize_t n = 0;
 
 	out[0] = '\0';
 	if (fd < 0)
 		return;
-	n = read(fd, out, cap - 1);
+	if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode))
+		n = read(fd, out, cap - 1);
 	close(fd);
 	out[n > 0 ? n : 0] = '\0';
 	out[strcspn(out, "\r\n")] = '\0';
 }
 
-/* The recorded version of f, or "" when it was never installed by ferry. */
-static void read_version(const self_file *f, char *out)
+/* The recorded version, or "" when ferry never installed the file. */
+static void read_version(const place *p, char *out)
 {
-	char p[PATH_LEN];
-	sidecar(f, "version", p);
-	read_line(p, out, FERRY_ADAPTER_STR_MAX);
+	char v[300];
+	sidecar(p, "version", v);
+	read_line(p, v, out, FERRY_ADAPTER_STR_MAX);
 }
 
 static int self_discover(void *state, ferry_device_v1 *devs, size_t max, size_t *n, char *detail)
@@ -165,10 +268,15 @@ static int self_discover(void *state, ferry_device_v1 *devs, size_t max, size_t 
 	snprintf(d->vendor_id, sizeof(d->vendor_id), "%s", s->vendor_id);
 	snprintf(d->class_id, sizeof(d->class_id), "%s", s->class_id);
 	/* every configured file is served; its version is "" until ferry
-	 * installed it */
+	 * installed it (or while its place cannot be used) */
 	for (size_t i = 0; i < s->n && d->n_components < FERRY_ADAPTER_COMPONENTS_MAX; i++) {
+		char why[FERRY_ADAPTER_DETAIL_MAX];
+		place p;
 		snprintf(d->components[d->n_components].key, FERRY_ADAPTER_STR_MAX, "%s", s->files[i].name);
-		read_version(&s->files[i], d->components[d->n_components].value);
+		d->components[d->n_components].value[0] = '\0';
+		if (place_of(&s->files[i], &p, why) == 0)
+			read_version(&p, d->components[d->n_components].value);
+		unplace(&p);
 		d->n_components++;
 	}
 	*n = 1;
@@ -183,6 +291,7 @@ static int self_open(void *state, const ferry_device_v1 *dev, const ferry_sessio
 		return fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "out of memory");
 	ss->s = state;
 	ss->sh = sh;
+	ss->at.dfd = -1;
 	*session = ss;
 	return 0;
 }
@@ -195,19 +304,20 @@ static const self_file *file_for(self_state *s, const char *component)
 	return NULL;
 }
 
-/* The session's file for img's component. */
+/* The session's file for img's component, and where it is. */
 static int pick(self_session *ss, const ferry_image_v1 *img, char *detail)
 {
 	if (!ss->f && !(ss->f = file_for(ss->s, img->component)))
 		return fail(detail, FERRY_ADAPTER_E_NO_MATCHING_DEVICE, "component %s is not among adapters.self.files",
 			    img->component);
+	if (ss->at.dfd < 0)
+		return place_of(ss->f, &ss->at, detail);
 	return 0;
 }
 
 static int self_check(void *session, const ferry_image_v1 *img, char *detail)
 {
 	self_session *ss = session;
-	char dir[PATH_LEN];
 	struct statvfs vfs;
 	int rc;
 
@@ -216,61 +326,60 @@ static int self_check(void *session, const ferry_image_v1 *img, char *detail)
 			    img->format);
 	if ((rc = pick(ss, img, detail)))
 		return rc;
-	snprintf(dir, sizeof(dir), "%s", ss->f->path);
-	if (statvfs(dirname(dir), &vfs))
-		return fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s: %s", ss->f->path, strerror(errno));
+	if (fstatvfs(ss->at.dfd, &vfs))
+		return fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "%s: %s", ss->at.dir, strerror(errno));
 	if ((uint64_t)vfs.f_bavail * vfs.f_frsize < img->length * 2 + 4096)
-		return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "not enough space beside %s", ss->f->path);
+		return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "not enough space beside %s", ss->at.shown);
 	return 0;
 }
 
-static int fsync_dir_of(const char *path)
+/* A new file of ours: whatever has the name is removed first (a symlink
+ * planted there is removed, never followed), then it is created
+ * exclusively. */
+static int create_fresh(const place *p, const char *name, mode_t mode)
 {
-	char dir[PATH_LEN];
-	int fd, rc;
-
-	snprintf(dir, sizeof(dir), "%s", path);
-	fd = open(dirname(dir), O_RDONLY | O_DIRECTORY);
-	if (fd < 0)
+	if (unlinkat(p->dfd, name, 0) && errno != ENOENT)
 		return -1;
-	rc = fsync(fd);
-	close(fd);
-	return rc;
+	return openat(p->dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
 }
 
-/* A new file of ours at path: whatever is there is removed first (a symlink
- * planted there is removed, never followed), then created exclusively. */
-static int create_fresh(const char *path)
+/* The installed file's mode: configured, or the replaced file's, or 0600. */
+static mode_t mode_for(const self_session *ss)
 {
-	if (unlink(path) && errno != ENOENT)
-		return -1;
-	return open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+	struct stat sb;
+	if (ss->f->mode >= 0)
+		return (mode_t)ss->f->mode;
+	if (fstatat(ss->at.dfd, ss->at.base, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(sb.st_mode))
+		return sb.st_mode & 07777;
+	return 0600;
 }
 
 static int self_write(void *session, const ferry_image_v1 *img, uint64_t *resume_from, char *detail)
 {
 	self_session *ss = session;
-	char tmp[PATH_LEN], buf[65536];
+	char tmp[300], buf[65536];
 	int in, out, rc;
 	uint64_t done = 0;
+	mode_t mode;
 	ssize_t n;
 
 	if ((rc = pick(ss, img, detail)))
 		return rc;
-	sidecar(ss->f, "new", tmp);
+	sidecar(&ss->at, "new", tmp);
+	mode = mode_for(ss);
 	if ((in = open(img->path, O_RDONLY | O_CLOEXEC)) < 0)
 		return fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "image %s: %s", img->path, strerror(errno));
-	if ((out = create_fresh(tmp)) < 0) {
+	if ((out = create_fresh(&ss->at, tmp, mode)) < 0) {
 		int e = errno;
 		close(in);
-		return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "%s: %s", tmp, strerror(e));
+		return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "%s/%s: %s", ss->at.dir, tmp, strerror(e));
 	}
 	*resume_from = 0; /* a local copy is cheap: always start over */
 	while ((n = read(in, buf, sizeof(buf))) > 0) {
 		if (ss->sh->cancelled(ss->sh->ctx)) {
 			close(in);
 			close(out);
-			unlink(tmp);
+			unlinkat(ss->at.dfd, tmp, 0);
 			return fail(detail, FERRY_ADAPTER_E_CANCELLED, "cancelled");
 		}
 		if (write(out, buf, (size_t)n) != n)
@@ -279,44 +388,45 @@ static int self_write(void *session, const ferry_image_v1 *img, uint64_t *resume
 		*resume_from = done;
 		ss->sh->progress(ss->sh->ctx, done, img->length);
 	}
-	int bad = n != 0 || done != img->length || fsync(out);
+	/* the umask may have taken bits the configured mode asks for */
+	int bad = n != 0 || done != img->length || fchmod(out, mode) || fsync(out);
 	close(in);
 	close(out);
 	if (bad) {
-		unlink(tmp);
-		return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "writing %s failed", tmp);
+		unlinkat(ss->at.dfd, tmp, 0);
+		return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "writing %s/%s failed", ss->at.dir, tmp);
 	}
 	return 0;
 }
 
-/* Replace the small file at path with text (temp + fsync + rename). */
-static int write_small(const char *path, const char *text)
+/* Replace the small file `name` with text (temp + fsync + rename). */
+static int write_small(const place *p, const char *name, const char *text)
 {
-	char tmp[PATH_LEN + 8];
+	char tmp[320];
 	size_t len = strlen(text);
 	int fd, ok;
 
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	if ((fd = create_fresh(tmp)) < 0)
+	snprintf(tmp, sizeof(tmp), "%s.tmp", name);
+	if ((fd = create_fresh(p, tmp, 0600)) < 0)
 		return -1;
 	ok = write(fd, text, len) == (ssize_t)len && fsync(fd) == 0;
 	ok = close(fd) == 0 && ok;
-	if (!ok || rename(tmp, path)) {
-		unlink(tmp);
+	if (!ok || renameat(p->dfd, tmp, p->dfd, name)) {
+		unlinkat(p->dfd, tmp, 0);
 		return -1;
 	}
 	return 0;
 }
 
-static int write_version(const self_file *f, const char *version)
+static int write_version(const place *p, const char *version)
 {
-	char p[PATH_LEN], line[FERRY_ADAPTER_STR_MAX + 2];
+	char v[300], line[FERRY_ADAPTER_STR_MAX + 2];
 
-	sidecar(f, "version", p);
+	sidecar(p, "version", v);
 	if (!version[0])
-		return unlink(p) && errno != ENOENT ? -1 : 0;
+		return unlinkat(p->dfd, v, 0) && errno != ENOENT ? -1 : 0;
 	snprintf(line, sizeof(line), "%s\n", version);
-	return write_small(p, line);
+	return write_small(p, v, line);
 }
 
 static int run_reload(const self_file *f)
@@ -344,17 +454,22 @@ typedef struct trial {
 	char new_version[FERRY_ADAPTER_STR_MAX];
 } trial;
 
-static void read_trial(const self_file *f, trial *t)
+static void read_trial(const place *p, trial *t)
 {
-	char p[PATH_LEN], buf[3 * FERRY_ADAPTER_STR_MAX + 16];
+	char tp[300], buf[3 * FERRY_ADAPTER_STR_MAX + 16];
 	char *line[3] = {NULL, NULL, NULL};
+	struct stat sb;
 	int fd;
 	ssize_t n;
 
 	memset(t, 0, sizeof(*t));
-	sidecar(f, "trial", p);
-	if ((fd = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0)
+	sidecar(p, "trial", tp);
+	if ((fd = openat(p->dfd, tp, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)) < 0)
 		return;
+	if (fstat(fd, &sb) || !S_ISREG(sb.st_mode)) {
+		close(fd);
+		return;
+	}
 	n = read(fd, buf, sizeof(buf) - 1);
 	close(fd);
 	buf[n > 0 ? n : 0] = '\0';
@@ -369,41 +484,47 @@ static void read_trial(const self_file *f, trial *t)
 		snprintf(t->new_version, sizeof(t->new_version), "%.*s", (int)strcspn(line[2], "\n"), line[2]);
 }
 
-static void drop_trial(const self_file *f)
+static void drop_trial(const place *p)
 {
-	char p[PATH_LEN];
-	sidecar(f, "previous", p);
-	unlink(p);
-	sidecar(f, "trial", p);
-	unlink(p);
-	fsync_dir_of(f->path);
+	char n[300];
+	sidecar(p, "previous", n);
+	unlinkat(p->dfd, n, 0);
+	sidecar(p, "trial", n);
+	unlinkat(p->dfd, n, 0);
+	fsync(p->dfd);
 }
 
 /* Put the previous file and version back, run the reload command again,
  * and end the trial.  0 when the old file is in place.  The version goes
  * back first: a version file that names the new version always means the
- * new file is in place, so a crash here never reads as installed. */
-static int restore(const self_file *f, const trial *t)
+ * new file is in place, so a crash here never reads as installed.  A
+ * previous file that is not a regular file (a symlink put there) is not
+ * moved to PATH: -1 with errno ELOOP. */
+static int restore(const self_file *f, const place *p, const trial *t)
 {
-	char prev[PATH_LEN], tp[PATH_LEN];
+	char prev[300], tp[300];
 	int rc = 0;
 
-	sidecar(f, "previous", prev);
-	sidecar(f, "trial", tp);
-	if (write_version(f, t->old_version))
+	sidecar(p, "previous", prev);
+	sidecar(p, "trial", tp);
+	if (exists(p, prev) && !regular(p, prev)) {
+		errno = ELOOP;
+		return -1;
+	}
+	if (write_version(p, t->old_version))
 		return -1;
 	if (t->had_file) {
-		if (access(prev, F_OK) == 0)
-			rc = rename(prev, f->path);
+		if (exists(p, prev))
+			rc = renameat(p->dfd, prev, p->dfd, p->base);
 		/* no previous file: the switch never happened, PATH is the old one */
-	} else if (unlink(f->path) && errno != ENOENT) {
+	} else if (unlinkat(p->dfd, p->base, 0) && errno != ENOENT) {
 		rc = -1;
 	}
-	if (rc || fsync_dir_of(f->path))
+	if (rc || fsync(p->dfd))
 		return -1;
-	if (unlink(tp) && errno != ENOENT)
+	if (unlinkat(p->dfd, tp, 0) && errno != ENOENT)
 		return -1;
-	fsync_dir_of(f->path);
+	fsync(p->dfd);
 	run_reload(f);
 	return 0;
 }
@@ -411,55 +532,64 @@ static int restore(const self_file *f, const trial *t)
 static int self_activate(void *session, const ferry_image_v1 *img, char *detail)
 {
 	self_session *ss = session;
-	char tmp[PATH_LEN], prev[PATH_LEN], tp[PATH_LEN], text[3 * FERRY_ADAPTER_STR_MAX + 16];
+	char tmp[300], prev[300], tp[300], text[3 * FERRY_ADAPTER_STR_MAX + 16];
+	const place *p = &ss->at;
 	trial t;
 	int rc;
 
 	if ((rc = pick(ss, img, detail)))
 		return rc;
-	sidecar(ss->f, "new", tmp);
-	sidecar(ss->f, "previous", prev);
-	sidecar(ss->f, "trial", tp);
-	read_trial(ss->f, &t);
+	sidecar(p, "new", tmp);
+	sidecar(p, "previous", prev);
+	sidecar(p, "trial", tp);
+	if (!regular(p, tmp))
+		return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "%s/%s is not the file written: refused", p->dir,
+			    tmp);
+	read_trial(p, &t);
 	if (t.on && strcmp(t.new_version, img->version)) {
 		/* left by an earlier update that ended without knowing what ran:
 		 * what is there now is what this update goes back to */
-		drop_trial(ss->f);
+		drop_trial(p);
 		t.on = false;
 	}
 	if (!t.on) {
 		/* say how to go back before anything changes */
 		t.on = true;
-		t.had_file = access(ss->f->path, F_OK) == 0;
-		read_version(ss->f, t.old_version);
+		t.had_file = exists(p, p->base);
+		read_version(p, t.old_version);
 		snprintf(t.new_version, sizeof(t.new_version), "%s", img->version);
 		snprintf(text, sizeof(text), "%s\n%s\n%s\n", t.old_version, t.had_file ? "file" : "none", img->version);
-		if (unlink(prev) && errno != ENOENT)
-			return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "%s: %s", prev, strerror(errno));
-		if (write_small(tp, text))
-			return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "cannot write %s: %s", tp, strerror(errno));
+		if (unlinkat(p->dfd, prev, 0) && errno != ENOENT)
+			return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "%s/%s: %s", p->dir, prev, strerror(errno));
+		if (write_small(p, tp, text))
+			return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "cannot write %s/%s: %s", p->dir, tp,
+				    strerror(errno));
 	}
 	/* keep the old file (also when an activation was cut between the trial
 	 * file and this link: PATH is still the old file then, since the
-	 * switch comes after the link) */
-	if (t.had_file && access(prev, F_OK) && link(ss->f->path, prev)) {
-		int e = errno;
-		if (access(tmp, F_OK) == 0) /* not switched yet: nothing changed */
-			drop_trial(ss->f);
-		return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "cannot keep %s for rollback: %s", ss->f->path,
-			    strerror(e));
+	 * switch comes after the link); a name planted at prev goes first */
+	if (t.had_file && !regular(p, prev)) {
+		int e = 0;
+		if ((unlinkat(p->dfd, prev, 0) && errno != ENOENT) || linkat(p->dfd, p->base, p->dfd, prev, 0))
+			e = errno;
+		if (e) {
+			if (exists(p, tmp)) /* not switched yet: nothing changed */
+				drop_trial(p);
+			return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "cannot keep %s for rollback: %s", p->shown,
+				    strerror(e));
+		}
 	}
-	if (rename(tmp, ss->f->path) || fsync_dir_of(ss->f->path)) {
+	if (renameat(p->dfd, tmp, p->dfd, p->base) || fsync(p->dfd)) {
 		int e = errno;
-		restore(ss->f, &t);
-		return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "cannot switch %s: %s", ss->f->path, strerror(e));
+		restore(ss->f, p, &t);
+		return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "cannot switch %s: %s", p->shown, strerror(e));
 	}
-	if (write_version(ss->f, img->version)) {
-		restore(ss->f, &t);
-		return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "cannot record the version of %s", ss->f->path);
+	if (write_version(p, img->version)) {
+		restore(ss->f, p, &t);
+		return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "cannot record the version of %s", p->shown);
 	}
 	if (run_reload(ss->f)) {
-		restore(ss->f, &t);
+		restore(ss->f, p, &t);
 		return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "reload command for %s failed; previous file restored",
 			    ss->f->name);
 	}
@@ -473,30 +603,32 @@ static int self_confirm(void *session, const ferry_image_v1 *img, char *version,
 
 	if ((rc = pick(ss, img, detail)))
 		return rc;
-	read_version(ss->f, version);
+	read_version(&ss->at, version);
 	return 0;
 }
 
 static int self_commit(void *session, const ferry_image_v1 *img, char *detail)
 {
 	self_session *ss = session;
-	char v[FERRY_ADAPTER_STR_MAX], prev[PATH_LEN], tp[PATH_LEN];
+	char v[FERRY_ADAPTER_STR_MAX], prev[300], tp[300];
+	const place *p = &ss->at;
 	trial t;
 	int rc;
 
 	if ((rc = pick(ss, img, detail)))
 		return rc;
-	read_version(ss->f, v);
+	read_version(p, v);
 	if (strcmp(v, img->version))
 		return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "%s runs version \"%s\", not %s: nothing to commit",
 			    ss->f->name, v, img->version);
-	read_trial(ss->f, &t);
+	read_trial(p, &t);
 	if (!t.on || strcmp(t.new_version, img->version))
 		return 0; /* committed already (a trial of another update is not ours to end) */
-	sidecar(ss->f, "previous", prev);
-	sidecar(ss->f, "trial", tp);
-	if ((unlink(prev) && errno != ENOENT) || (unlink(tp) && errno != ENOENT) || fsync_dir_of(ss->f->path))
-		return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "cannot drop the previous %s: %s", ss->f->path,
+	sidecar(p, "previous", prev);
+	sidecar(p, "trial", tp);
+	if ((unlinkat(p->dfd, prev, 0) && errno != ENOENT) || (unlinkat(p->dfd, tp, 0) && errno != ENOENT) ||
+	    fsync(p->dfd))
+		return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "cannot drop the previous %s: %s", p->shown,
 			    strerror(errno));
 	return 0;
 }
@@ -504,19 +636,25 @@ static int self_commit(void *session, const ferry_image_v1 *img, char *detail)
 static int self_abort(void *session, const ferry_image_v1 *img, char *detail)
 {
 	self_session *ss = session;
-	char tmp[PATH_LEN], v[FERRY_ADAPTER_STR_MAX];
+	char tmp[300], v[FERRY_ADAPTER_STR_MAX];
 	trial t;
 
-	if (pick(ss, img, detail))
+	int rc;
+
+	if (!ss->f && !file_for(ss->s, img->component))
 		return 0; /* not ours: nothing was touched */
-	sidecar(ss->f, "new", tmp);
-	unlink(tmp);
-	read_trial(ss->f, &t);
+	if ((rc = pick(ss, img, detail)))
+		return rc;
+	sidecar(&ss->at, "new", tmp);
+	unlinkat(ss->at.dfd, tmp, 0);
+	read_trial(&ss->at, &t);
 	if (t.on && !strcmp(t.new_version, img->version))
-		return restore(ss->f, &t) ? fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED,
-						 "cannot put the previous %s back: %s", ss->f->path, strerror(errno))
-					  : 0;
-	read_version(ss->f, v);
+		return restore(ss->f, &ss->at, &t)
+			   ? fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "cannot put the previous %s back: %s",
+				  ss->at.shown,
+				  errno == ELOOP ? "its kept copy is not a regular file" : strerror(errno))
+			   : 0;
+	read_version(&ss->at, v);
 	if (!strcmp(v, img->version))
 		return fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED, "%s %s was made permanent; it cannot be reverted",
 			    ss->f->name, v);
@@ -525,7 +663,9 @@ static int self_abort(void *session, const ferry_image_v1 *img, char *detail)
 
 static void self_close(void *session)
 {
-	free(session);
+	self_session *ss = session;
+	unplace(&ss->at);
+	free(ss);
 }
 
 static const char *const self_formats[] = {"file", NULL};
@@ -536,6 +676,8 @@ static const ferry_config_key self_keys[] = {
 	{"files[].name", FERRY_CFG_TEXT, 1, 64, true},
 	{"files[].path", FERRY_CFG_TEXT, 2, PATH_LEN - 33, true},
 	{"files[].reload", FERRY_CFG_TEXT, 0, PATH_LEN - 1, false},
+	{"files[].mode", FERRY_CFG_TEXT, 1, 5, false},
+	{"files[].follow_symlink", FERRY_CFG_BOOL, 0, 0, false},
 	{NULL, 0, 0, 0, false},
 };
 
