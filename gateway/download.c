@@ -37,7 +37,7 @@ typedef struct dl {
 	int64_t synced;    /* bytes fsync'd */
 	int64_t synced_ms; /* when */
 	int64_t skip;      /* bytes to drop: the server ignored our Range */
-	bool too_big, cancelled, io_error;
+	bool too_big, cancelled, io_error, no_space;
 	long status;
 } dl;
 
@@ -95,8 +95,18 @@ static size_t on_data(char *buf, size_t size, size_t n, void *ctx)
 		return 0;
 	}
 	if (len > off) {
-		if (write(d->fd, buf + off, len - off) != (ssize_t)(len - off)) {
+		size_t w = 0;
+		ssize_t k = 0;
+		/* a short write says nothing; the next one says why (ENOSPC) */
+		while (w < len - off && ((k = write(d->fd, buf + off + w, len - off - w)) > 0 || (k < 0 && errno == EINTR)))
+			w += k > 0 ? (size_t)k : 0;
+		if (w < len - off) {
+			/* a short write leaves bytes past `have`: cut them, so the
+			 * next attempt goes on at `have` */
+			d->no_space = errno == ENOSPC || errno == EDQUOT;
 			d->io_error = true;
+			if (ftruncate(d->fd, d->have) || lseek(d->fd, d->have, SEEK_SET) < 0)
+				d->no_space = false;
 			return 0;
 		}
 		EVP_DigestUpdate(d->md, buf + off, len - off);
@@ -205,6 +215,7 @@ static ferry_err attempt(dl *d, bool *retry, ferry_status *st)
 		return ferry_fail(st, FERRY_E_INTERNAL, "libcurl: no handle");
 	d->status = 0;
 	d->skip = 0;
+	d->io_error = d->no_space = false;
 	rc = curl_easy_perform(c);
 	curl_easy_cleanup(c);
 	if (rc == CURLE_OPERATION_TIMEDOUT && past_deadline(d->req))
@@ -214,6 +225,9 @@ static ferry_err attempt(dl *d, bool *retry, ferry_status *st)
 				  (long long)d->req->size);
 	if (d->cancelled)
 		return ferry_fail(st, FERRY_E_CANCELLED, "download cancelled");
+	if (d->io_error && d->no_space)
+		return ferry_fail(st, FERRY_E_INSUFFICIENT_SPACE, "no room left for the partial file at %lld bytes",
+				  (long long)d->have);
 	if (d->io_error)
 		return ferry_fail(st, FERRY_E_INTERNAL, "writing the partial file failed");
 	if (rc == CURLE_UNSUPPORTED_PROTOCOL)
@@ -264,7 +278,8 @@ ferry_err ferry_download(const ferry_dl_req *req, ferry_status *st)
 	dl d = {.req = req, .fd = -1};
 	long delay = req->limits.retry_delay_ms > 0 ? req->limits.retry_delay_ms : 1000;
 	ferry_err e;
-	bool retry;
+	long space_delay = 250;
+	bool retry, told_space = false;
 
 	if (strncmp(req->url, "https://", 8))
 		return ferry_fail(st, FERRY_E_UNSUPPORTED, "only https:// links are allowed");
@@ -284,6 +299,24 @@ ferry_err ferry_download(const ferry_dl_req *req, ferry_status *st)
 			break;
 		}
 		e = attempt(&d, &retry, st);
+		if (e == FERRY_E_INSUFFICIENT_SPACE) {
+			/* the disk is full: keep what arrived and wait for room,
+			 * however long (the deadline bounds it), without using up
+			 * a retry; pauses from 0.25 s, doubling, at most 5 s */
+			if (!told_space)
+				ferry_log(LOG_WARNING, "download: %s; waiting for room", st->detail);
+			told_space = true;
+			if (d.have > d.synced)
+				sync_now(&d); /* may fail too while the disk is full */
+			nap_ms(space_delay);
+			space_delay = space_delay * 2 > 5000 ? 5000 : space_delay * 2;
+			if (req->progress && !req->progress(req->ctx, d.have, req->size)) {
+				e = ferry_fail(st, FERRY_E_CANCELLED, "download cancelled");
+				break;
+			}
+			i--;
+			continue;
+		}
 		if (!e || !retry || i >= req->limits.retries)
 			break;
 		if (d.have > d.synced && sync_now(&d)) {

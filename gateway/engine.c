@@ -150,7 +150,8 @@ ferry_err eng_report(ferry_engine *e, const ferry_transition *t, ferry_status *s
 	ferry_err err = ferry_journal_transition(e->journal, t, &body, &seq, st);
 
 	if (err) {
-		ferry_log(LOG_ERR, "journal: %s", st->detail);
+		if (err != FERRY_E_INSUFFICIENT_SPACE) /* the runner waits for room and says so once */
+			ferry_log(LOG_ERR, "journal: %s", st->detail);
 		return err;
 	}
 	ferry_log(LOG_INFO, "%s/%s%s%s: %s%s%s", t->update_id, t->component, t->device ? " on " : "",

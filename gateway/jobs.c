@@ -49,6 +49,64 @@ const ferry_component *run_component(eng_run *r, const char *name)
 	return ferry_manifest_find(&r->m, name);
 }
 
+static bool stopping(eng_run *r);
+
+static void nap_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+	nanosleep(&ts, NULL);
+}
+
+/* The journal could not take a write because the disk or the database is
+ * full (insufficient_space).  What it was to record stays in memory (the
+ * caller's) and is tried again with a growing pause, without a restart,
+ * until it goes in or ferryd stops (then the next start redoes it from what
+ * the journal holds).  true: try again now. */
+static bool wait_for_room(eng_run *r, const char *what, const ferry_status *st, int *tries)
+{
+	long pause = 100L << (*tries < 6 ? *tries : 6); /* 0.1 s, doubling, at most 6.4 s */
+
+	if (st->code != FERRY_E_INSUFFICIENT_SPACE || stopping(r))
+		return false;
+	if ((*tries)++ == 0)
+		ferry_log(LOG_WARNING, "%s: %s kept in memory until the journal has room (%s)", r->u.id, what,
+			  st->detail);
+	nap_ms(pause);
+	return true;
+}
+
+static void room_again(eng_run *r, const char *what, int tries)
+{
+	if (tries)
+		ferry_log(LOG_INFO, "%s: %s recorded after %d tries: the journal has room again", r->u.id, what,
+			  tries + 1);
+}
+
+/* A report that only repeats its stage with new progress: when the journal
+ * is full it is dropped, not waited for (the next one says more). */
+static bool progress_only(ferry_stage now, ferry_stage stage, int64_t done)
+{
+	return done >= 0 && now == stage;
+}
+
+/* Commit a transition, waiting for room in the journal when it is full;
+ * progress reports are not waited for. */
+static ferry_err report(eng_run *r, const ferry_transition *t, ferry_stage now, ferry_status *st)
+{
+	char what[FERRY_DETAIL_MAX];
+	ferry_err err;
+	int tries = 0;
+
+	snprintf(what, sizeof(what), "%s%s%s %s", t->component, t->device ? " on " : "", t->device ? t->device : "",
+		 ferry_stage_name(t->stage));
+	while ((err = eng_report(r->e, t, st)) &&
+	       !progress_only(now, t->stage, t->done) && wait_for_room(r, what, st, &tries))
+		;
+	if (!err)
+		room_again(r, what, tries);
+	return err;
+}
+
 bool run_step_report(eng_run *r, ferry_jstep *s, ferry_stage stage, const char *reason, const char *detail,
 		     const char *version, int64_t done, int64_t total)
 {
@@ -57,7 +115,9 @@ bool run_step_report(eng_run *r, ferry_jstep *s, ferry_stage stage, const char *
 			      .reason = reason, .detail = detail, .version = version, .done = done, .total = total,
 			      .ts = eng_now()};
 
-	if (eng_report(r->e, &t, &st)) {
+	if (report(r, &t, s->stage, &st)) {
+		if (st.code == FERRY_E_INSUFFICIENT_SPACE && progress_only(s->stage, stage, done))
+			return true; /* a progress report dropped: the step goes on */
 		ferry_log(LOG_ERR, "%s/%s on %s: %s not recorded: %s", r->u.id, s->component, s->device,
 			  ferry_stage_name(stage), st.detail);
 		return false;
@@ -90,7 +150,7 @@ static bool comp_report_moving(eng_run *r, ferry_jcomponent *c, ferry_stage stag
 			      .done = done, .total = total, .ts = eng_now(), .moves = to != r->u.state,
 			      .from = r->u.state, .to = to};
 
-	if (eng_report(r->e, &t, &st)) {
+	if (report(r, &t, c->stage, &st)) {
 		ferry_log(LOG_ERR, "%s/%s: %s not recorded: %s", r->u.id, c->name, ferry_stage_name(stage), st.detail);
 		return false;
 	}
@@ -109,7 +169,9 @@ static bool comp_report(eng_run *r, ferry_jcomponent *c, ferry_stage stage, cons
 			      .reason = why ? ferry_err_code(why->code) : NULL, .detail = why ? why->detail : NULL,
 			      .done = done, .total = total, .ts = eng_now()};
 
-	if (eng_report(r->e, &t, &st)) {
+	if (report(r, &t, c->stage, &st)) {
+		if (st.code == FERRY_E_INSUFFICIENT_SPACE && progress_only(c->stage, stage, done))
+			return true;
 		ferry_log(LOG_ERR, "%s/%s: %s not recorded: %s", r->u.id, c->name, ferry_stage_name(stage), st.detail);
 		return false;
 	}
@@ -136,10 +198,14 @@ static bool move(eng_run *r, ferry_ustate to)
 	ferry_jupdate_free(&now);
 	if (now.state == to)
 		return true;
-	if (ferry_journal_update_move(r->e->journal, r->u.id, now.state, to, &st)) {
-		ferry_log(LOG_ERR, "journal: %s", st.detail);
-		return false;
+	int tries = 0;
+	while (ferry_journal_update_move(r->e->journal, r->u.id, now.state, to, &st)) {
+		if (!wait_for_room(r, ferry_ustate_name(to), &st, &tries)) {
+			ferry_log(LOG_ERR, "journal: %s", st.detail);
+			return false;
+		}
 	}
+	room_again(r, ferry_ustate_name(to), tries);
 	r->u.state = to;
 	return true;
 }
@@ -656,7 +722,12 @@ static bool set_phase(eng_run *r, ferry_phase to)
 {
 	ferry_status st = {0};
 
-	if (ferry_journal_phase_move(r->e->journal, r->u.id, r->u.phase, to, &st)) {
+	ferry_err err;
+	int tries = 0;
+	while ((err = ferry_journal_phase_move(r->e->journal, r->u.id, r->u.phase, to, &st)) &&
+	       wait_for_room(r, "the phase", &st, &tries))
+		;
+	if (err) {
 		if (st.code != FERRY_E_CANCELLED || to == FERRY_P_REVERTING) {
 			ferry_log(LOG_ERR, "journal: %s", st.detail);
 			return false;

@@ -107,8 +107,17 @@ static const char migrate_1_2[] =
 	"CREATE TABLE identity(id TEXT NOT NULL);"
 	"PRAGMA user_version = 2;";
 
+/* A database or disk that is full is insufficient_space: the runner keeps
+ * the fact and tries again once there is room (jobs.c); anything else is
+ * internal. */
 static ferry_err dberr(ferry_journal *j, ferry_status *st, const char *what)
 {
+	int ec = sqlite3_extended_errcode(j->db);
+	int sys = sqlite3_system_errno(j->db);
+
+	if ((ec & 0xff) == SQLITE_FULL || ((ec & 0xff) == SQLITE_IOERR && (sys == ENOSPC || sys == EDQUOT)))
+		return ferry_fail(st, FERRY_E_INSUFFICIENT_SPACE, "journal %s: %s: the disk or the database is full",
+				  j->path, what);
 	return ferry_fail(st, FERRY_E_INTERNAL, "journal %s: %s: %s", j->path, what, sqlite3_errmsg(j->db));
 }
 

@@ -179,6 +179,14 @@ static ferry_err commit_tries(eng_run *r, ferry_jstep *s, ferry_session *sess, c
 	return err;
 }
 
+/* The device runs the new image; was that recorded?  A report the journal
+ * could not take before ferryd stopped is not a failure: the next start
+ * reads the device again. */
+static step_result recorded(eng_run *r, bool ok)
+{
+	return ok ? STEP_OK : ferry_job_stopping(r->job) ? STEP_STOPPED : STEP_FAILED;
+}
+
 step_result step_check(eng_run *r, ferry_jstep *s)
 {
 	char path[FERRY_PATH_MAX];
@@ -273,7 +281,7 @@ static step_result push_step(eng_run *r, ferry_jstep *s, bool trial)
 			run_step_report(r, s, FERRY_S_TRIAL, NULL, NULL, version, -1, -1);
 		return STEP_OK;
 	}
-	return run_step_report(r, s, FERRY_S_INSTALLED, NULL, NULL, version, -1, -1) ? STEP_OK : STEP_FAILED;
+	return recorded(r, run_step_report(r, s, FERRY_S_INSTALLED, NULL, NULL, version, -1, -1));
 }
 
 step_result step_install(eng_run *r, ferry_jstep *s)
@@ -326,7 +334,7 @@ step_result step_commit(eng_run *r, ferry_jstep *s)
 	}
 	ferry_session_close(sess);
 	if (!err)
-		return run_step_report(r, s, FERRY_S_INSTALLED, NULL, NULL, version, -1, -1) ? STEP_OK : STEP_FAILED;
+		return recorded(r, run_step_report(r, s, FERRY_S_INSTALLED, NULL, NULL, version, -1, -1));
 	/* the one window where all or nothing cannot hold: say who runs what */
 	snprintf(buf, sizeof(buf),
 		 "%s could not be made permanent (%s): it runs %s on trial and goes back to its old image at its next "

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# A full disk strands nothing, through the real ferryd, with its state dir
+# (journal and image store) on a small tmpfs:
+#  1. the disk fills during a download: ferryd keeps what arrived, waits for
+#     room without failing, and when the filler goes the download resumes
+#     and the update installs;
+#  2. the disk fills at the very end (the reload command of the file being
+#     installed fills it): the journal cannot take `installed`; ferryd keeps
+#     it in memory and records it once there is room, without a restart;
+#     the file, already running, is never reported failed.
+# After each, every transition was reported once (counted by seq).
+cd "$(dirname "$0")"
+. ../../scripts/world.sh
+W_SLOW_RATE=150k
+world_up "${1:?usage: diskfull.sh BUILD_DIR}"
+mount -t tmpfs -o size=6m,mode=0700 ferry-diskfull "$W/state" ||
+	fail "cannot mount a tmpfs for the state dir (this test needs root, as CI has)"
+trap 'stop_ferryd; umount "$W/state" 2>/dev/null; world_down' EXIT
+start_ferryd
+
+fill() { dd if=/dev/zero of="$W/state/filler" bs=64k 2>/dev/null || true; sync; }
+wait_log() { # wait_log TEXT: ferryd logged TEXT (after line $mark)
+	for _ in $(seq 1 300); do
+		tail -n +"$((mark + 1))" "$W/ferryd.log" | grep -qF -- "$1" && return 0
+		sleep 0.1
+	done
+	fail "ferryd did not log: $1"
+}
+once() { # once UPDATE COMPONENT STAGE: reported exactly once (outbox resends share the seq)
+	local n
+	n=$(grep -F "\"update_id\":\"$1\",\"component\":\"$2\"" "$W/mqtt.log" | grep -F "\"stage\":\"$3\"" |
+		grep -oE '"seq":[0-9]+' | sort -u | wc -l)
+	[ "$n" -eq 1 ] || fail "$1/$2: $3 reported $n times"
+}
+
+# --- 1. full during a download
+make_update f1 1 1.0.0 1.0.0 1500000
+mark=$(wc -l < "$W/ferryd.log")
+# shellcheck disable=SC2046
+cmd update.deploy u-f1 --manifest "$W/f1.jws" $(links_for f1 slow/)
+wait_mqtt '"update_id":"u-f1","component":"app-bin","stage":"downloading"' 20 3
+fill
+wait_log "waiting for room"
+grep -F '"update_id":"u-f1"' "$W/mqtt.log" | grep -qE '"stage":"(failed|cancelled)"' &&
+	fail "f1: the update failed while the disk was full"
+rm -f "$W/state/filler"
+[ "$(outcome u-f1 app-bin)" = installed ] || fail "f1: app-bin did not install once there was room"
+[ "$(outcome u-f1 app-config)" = installed ] || fail "f1: app-config did not install"
+cmp -s "$W/www/f1-app.bin" "$W/target/app.bin" || fail "f1: app.bin differs from the image"
+for c in app-config app-bin; do for s in allowed downloaded verified activating installed; do once u-f1 $c $s; done; done
+echo "ok: a disk that fills during a download: the download waits for room and the update installs"
+
+# --- 2. full at the final `installed`
+stop_ferryd
+sed -i "s|        path: $W/target/app.bin|        path: $W/target/app.bin\n        reload: dd if=/dev/zero of=$W/state/filler bs=64k 2>/dev/null; true|" \
+	"$W/ferryd.yaml"
+start_ferryd
+make_update f2 2 2.0.0 2.0.0 200000
+mark=$(wc -l < "$W/ferryd.log")
+# shellcheck disable=SC2046
+cmd update.deploy u-f2 --manifest "$W/f2.jws" $(links_for f2)
+wait_log "app-bin on self installed kept in memory until the journal has room"
+grep -F '"update_id":"u-f2"' "$W/mqtt.log" | grep -qE '"stage":"(failed|cancelled|rolled_back)"' &&
+	fail "f2: a report of failure while the disk was full"
+rm -f "$W/state/filler"
+[ "$(outcome u-f2 app-bin)" = installed ] || fail "f2: app-bin was not reported installed once there was room"
+wait_log "app-bin on self installed recorded after"
+cmp -s "$W/www/f2-app.bin" "$W/target/app.bin" || fail "f2: app.bin differs from the image"
+for c in app-config app-bin; do for s in allowed downloaded verified activating installed; do once u-f2 $c $s; done; done
+echo "ok: a disk that fills at the final report: installed is kept in memory and recorded once there is room"
