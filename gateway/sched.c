@@ -227,8 +227,11 @@ static void look_again(sched *sc)
 			seen[n_seen++] = sc->t[i].ad;
 	}
 	pthread_mutex_unlock(&sc->lock);
-	for (size_t k = 0; k < n_seen; k++)
+	for (size_t k = 0; k < n_seen; k++) {
+		ferry_log(LOG_DEBUG, "%s: looking again for the devices of %s it waits for", sc->r->u.id,
+			  ferry_adapter_name(seen[k]));
 		eng_discover(sc->r->e, seen[k]);
+	}
 	pthread_mutex_lock(&sc->lock);
 	for (size_t i = 0; i < sc->n; i++)
 		sc->t[i].need_look = false;

@@ -180,10 +180,11 @@ YAML
 }
 
 # W_FERRYD_ENV: NAME=VALUE words for ferryd's environment (the USB DFU
-# scenario runs it under umockdev's preload).
+# scenario runs it under umockdev's preload); W_FERRYD_ARGS: more arguments
+# (--verbose).
 start_ferryd() {
 	# shellcheck disable=SC2086
-	env ${W_FERRYD_ENV:-} "$W_BUILD/gateway/ferryd" --config "$W/ferryd.yaml" >> "$W/ferryd.log" 2>&1 &
+	env ${W_FERRYD_ENV:-} "$W_BUILD/gateway/ferryd" --config "$W/ferryd.yaml" ${W_FERRYD_ARGS:-} >> "$W/ferryd.log" 2>&1 &
 	W_FERRYD_PID=$!
 	wait_mqtt "ferry/v1/$W_GW/state {\"state\":\"online\"}" 10
 }
@@ -215,7 +216,25 @@ watch_mqtt() {
 	# shellcheck disable=SC2046
 	mosquitto_sub $(mqtt_opts cloud) $(watch_session) -t "ferry/v1/#" -v -q 1 >> "$W/mqtt.log" 2>> "$W/mqtt.err" &
 	W_SUB_PID=$!
-	sleep 0.3
+	# subscribed once a probe of ours comes back through it
+	local probe="probe-$RANDOM$RANDOM" i
+	for i in $(seq 1 100); do
+		# shellcheck disable=SC2046
+		mosquitto_pub $(mqtt_opts cloud-cmd) -t "ferry/v1/probe" -q 1 -m "$probe" 2>/dev/null || true
+		grep -qF "ferry/v1/probe $probe" "$W/mqtt.log" 2>/dev/null && return 0
+		sleep 0.1
+	done
+	fail "the MQTT watcher did not subscribe"
+}
+
+# mqtt_mark CLIENT: publish a marker as CLIENT on its own state topic and wait
+# for it: whatever CLIENT published before (and the broker delivered or
+# refused) is in the MQTT log by then
+mqtt_mark() {
+	local m="mark-$RANDOM$RANDOM"
+	# shellcheck disable=SC2046
+	mosquitto_pub $(mqtt_opts "$1") -t "ferry/v1/$1/state" -q 1 -m "$m"
+	wait_mqtt "ferry/v1/$1/state $m" 20
 }
 
 # wait_mqtt FIXED-STRING SECONDS [COUNT]: until the MQTT log holds COUNT (1) lines with it

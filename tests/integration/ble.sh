@@ -48,6 +48,7 @@ YAML
 	printf '        class_id: ble-node\n        component: node-mcu\n'
 }
 W_EXTRA_ADAPTERS=$(ble_adapters "address: $ADDR")
+W_FERRYD_ARGS=--verbose # the scheduler's looks for absent devices are events to wait for
 world_up "$BUILD"
 sed -i "s|/tmp/PLACEHOLDER|$W|" "$W/ferryd.yaml"
 cp "$BUILD/adapters/serial-smp.so" "$BUILD/adapters/ble-smp.so" "$W/plugins/"
@@ -331,7 +332,15 @@ kill "$SMP_PID"; wait "$SMP_PID" 2>/dev/null || true; SMP_PID=
 cmd update.install u-serialwait
 wait_mqtt '"update_id":"u-serialwait","component":"sensor-mcu","stage":"waiting"' 30
 before=$(stat_of connections)
-sleep 5
+# two looks for the absent MCU, each rediscovering its adapter only
+looks=$(grep -c "u-serialwait: looking again for the devices of serial-smp" "$W/ferryd.log" || true)
+for _ in $(seq 1 300); do
+	[ "$(grep -c "u-serialwait: looking again for the devices of serial-smp" "$W/ferryd.log" || true)" -ge $((looks + 2)) ] &&
+		break
+	sleep 0.1
+done
+[ "$(grep -c "u-serialwait: looking again for the devices of serial-smp" "$W/ferryd.log" || true)" -ge $((looks + 2)) ] ||
+	fail "u-serialwait: ferryd did not look again for the absent MCU"
 after=$(stat_of connections)
 [ "$after" = "$before" ] || fail "u-serialwait: waiting for the serial MCU connected to the BLE node ($before -> $after)"
 serial_sim 1.1.0

@@ -18,14 +18,18 @@ cmd update.deploy u-b1 --manifest "$W/b1.jws" $(links_for b1 slow/)
 wait_mqtt '"update_id":"u-b1","component":"app-bin","stage":"downloading"' 20 2
 kill "$W_MQTT_PID"; wait "$W_MQTT_PID" 2>/dev/null || true
 kill "$W_SUB_PID" 2>/dev/null || true; wait "$W_SUB_PID" 2>/dev/null || true
-sleep 8 # the download finishes and installs while the broker is away
+# the download finishes and installs while the broker is away: ferryd logs
+# each transition as it records it
+for _ in $(seq 1 600); do grep -qF "u-b1/app-bin on self: installed" "$W/ferryd.log" && break; sleep 0.1; done
+grep -qF "u-b1/app-bin on self: installed" "$W/ferryd.log" || fail "u-b1 did not install while the broker was away"
 [ -s "$W/mosquitto.db" ] || fail "the broker kept no session on disk"
 mosquitto -c "$W/mosquitto.conf" > "$W/mosquitto.out" 2>&1 &
 W_MQTT_PID=$!
 wait_port "$W_MQTT_PORT"
 watch_mqtt
 wait_mqtt '"update_id":"u-b1","component":"app-bin","stage":"installed"' 30
-sleep 1
+# the outbox goes out in seq order and MQTT keeps one sender's order: every
+# report before the last one is here already
 seqs=$(grep -F 'ferry/v1/gw-1/stage ' "$W/mqtt.log" | grep -F '"update_id":"u-b1"' |
 	sed 's/.*"seq":\([0-9]*\).*/\1/' | sort -n | uniq | tr '\n' ' ')
 n=$(echo "$seqs" | wc -w)

@@ -89,7 +89,7 @@ timeout 3 mosquitto_sub $(mqtt_opts gw-2) -t "ferry/v1/gw-1/#" -v -C 1 -W 2 > "$
 mosquitto_pub $(mqtt_opts gw-2) -t "ferry/v1/gw-1/cmd" -q 1 -f "$W/spoof.jws" || true
 # shellcheck disable=SC2046
 mosquitto_pub $(mqtt_opts gw-2) -t "ferry/v1/gw-1/stage" -q 1 -m '{"forged":true}' || true
-sleep 1
+mqtt_mark gw-2
 ! grep -qF "u-spoof" "$W/mqtt.log" || fail "gw-2's message reached gw-1"
 ! grep -qF "forged" "$W/mqtt.log" || fail "gw-2 published on gw-1's stage topic"
 echo "ok: ACLs confine gateways to their own topics"

@@ -23,8 +23,7 @@ installed_count() { grep -F "\"update_id\":\"$1\"" "$W/mqtt.log" | grep -F "\"co
 make_update k1 1 1.0.0 1.0.0 400000
 # shellcheck disable=SC2046
 cmd update.deploy u-k1 --manifest "$W/k1.jws" $(links_for k1 slow/)
-wait_mqtt '"update_id":"u-k1","component":"app-bin","stage":"downloading"' 20 3
-sleep 2
+wait_mqtt '"update_id":"u-k1","component":"app-bin","stage":"downloading"' 20 8 # some bytes are in
 kill9_ferryd
 start_ferryd
 wait_mqtt '"update_id":"u-k1","component":"app-bin","stage":"installed"' 60
@@ -40,10 +39,8 @@ echo "ok: SIGKILL during download resumes with Range ($full + $tail bytes)"
 make_update k2 2 1.1.0 1.1.0 400000
 # shellcheck disable=SC2046
 cmd update.deploy u-k2 --manifest "$W/k2.jws" $(links_for k2 slow/)
-wait_mqtt '"update_id":"u-k2","component":"app-bin","stage":"downloading"' 20 3
-sleep 2
+wait_mqtt '"update_id":"u-k2","component":"app-bin","stage":"downloading"' 20 8
 kill -9 "$W_NGINX_PID"; wait "$W_NGINX_PID" 2>/dev/null || true; W_NGINX_PID=
-sleep 1
 start_nginx
 wait_mqtt '"update_id":"u-k2","component":"app-bin","stage":"installed"' 90
 cmp "$W/www/k2-app.bin" "$W/target/app.bin" || fail "k2: wrong app.bin"

@@ -225,7 +225,6 @@ wait_mqtt '"update_id":"u-wait","component":"sensor-mcu","stage":"verified"' 20
 kill "$SIM_PID"; wait "$SIM_PID" 2>/dev/null || true; SIM_PID=
 cmd update.install u-wait
 wait_mqtt '"update_id":"u-wait","component":"sensor-mcu","stage":"waiting"' 20
-sleep 3
 ! grep -F '"update_id":"u-wait"' "$W/mqtt.log" | grep -qF '"stage":"installing"' || fail "installed with no device"
 sim "$v"
 [ "$(outcome u-wait sensor-mcu)" = installed ] || fail "u-wait did not install once the device was back"

@@ -209,9 +209,11 @@ grep -q "stopped answering during manifestation" "$W/ferryd.log" || fail "silent
 sim --version 1.0.0 --detach-never
 plain_image u-cancel-detach 1.5.0
 manifest u-cancel-detach radio-fw dfu www/u-cancel-detach.dfu 1.5.0
+mark=$(wc -l < "$W/ferryd.log")
 deploy u-cancel-detach radio-fw
-wait_mqtt '"update_id":"u-cancel-detach","component":"radio-fw","stage":"installing"' 20
-sleep 0.5
+detached() { tail -n +"$((mark + 1))" "$W/ferryd.log" | grep -q "detached .*; waiting for it in DFU mode"; }
+for _ in $(seq 1 200); do detached && break; sleep 0.1; done
+detached || fail "u-cancel-detach: the device was not detached"
 cmd update.cancel u-cancel-detach
 [ "$(outcome u-cancel-detach radio-fw)" = cancelled ] ||
 	fail "a cancel during the detach wait was not reported as cancelled: $(final_report u-cancel-detach radio-fw)"

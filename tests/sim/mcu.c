@@ -44,14 +44,19 @@ static bool parse_image(mcu_slot *s)
 	if (hdr < 32 || (size_t)hdr + img > s->len)
 		return false;
 	snprintf(s->version, sizeof(s->version), "%u.%u.%u", p[20], p[21], (unsigned)(p[22] | p[23] << 8));
-	sha256(p, hdr + img, s->hash);
+	uint8_t computed[32];
+	sha256(p, hdr + img, computed);
+	memcpy(s->hash, computed, 32);
+	s->intact = true;
 	size_t t = hdr + img;
 	if (t + 4 <= s->len && (p[t] | p[t + 1] << 8) == 0x6907) {
 		size_t end = t + (size_t)(p[t + 2] | p[t + 3] << 8), q = t + 4;
 		while (q + 4 <= end && end <= s->len) {
 			uint16_t type = (uint16_t)(p[q] | p[q + 1] << 8), l = (uint16_t)(p[q + 2] | p[q + 3] << 8);
-			if (type == 0x10 && l == 32 && q + 4 + 32 <= end)
+			if (type == 0x10 && l == 32 && q + 4 + 32 <= end) {
 				memcpy(s->hash, p + q + 4, 32);
+				s->intact = !memcmp(computed, s->hash, 32);
+			}
 			q += 4 + l;
 		}
 	}
@@ -167,7 +172,12 @@ void mcu_boot(mcu *m)
 		bool perm = m->s[1].permanent;
 		m->s[1].pending = m->s[1].permanent = false;
 		swap_slots(m);
-		if (m->boot_fails) { /* the new image does not come up: MCUboot reverts */
+		if (!m->s[0].intact) { /* MCUboot validates the image hash first */
+			swap_slots(m);
+			m->damaged_boots++;
+			fprintf(stderr, "mcu: new image %s fails its hash check: not booted, still %s\n",
+				m->s[1].version, m->s[0].version);
+		} else if (m->boot_fails) { /* the new image does not come up: MCUboot reverts */
 			swap_slots(m);
 			fprintf(stderr, "mcu: new image failed to boot, still %s\n", m->s[0].version);
 		} else {

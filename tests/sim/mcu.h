@@ -26,6 +26,7 @@ typedef struct mcu_slot {
 	char version[32];
 	uint8_t hash[32];
 	bool valid, pending, permanent;
+	bool intact; /* header + payload hash to the SHA256 TLV, as MCUboot checks at boot */
 } mcu_slot;
 
 typedef struct mcu_io {
@@ -57,7 +58,7 @@ typedef struct mcu {
 	/* --vanish-on-confirm: the confirm takes effect, then nothing is answered */
 	bool vanish_on_confirm, vanished;
 	/* counters */
-	unsigned long requests, uploads, up_starts, up_resumes, up_bytes, resets, too_big;
+	unsigned long requests, uploads, up_starts, up_resumes, up_bytes, resets, too_big, damaged_boots;
 } mcu;
 
 /* A device running a generated image of `version`. */
