@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test through ctest: first the normal build (warnings are errors),
-# then an ASan+UBSan build with clang that runs the same tests again plus a
-# short libFuzzer run over the command and manifest parsers.
+# then the Debian package (built, installed and run; needs root), then an
+# ASan+UBSan build with clang that runs the same tests again plus a short
+# libFuzzer run over the command and manifest parsers.
 #
 #   ./test.sh               everything, as CI runs it
 #   ./test.sh --fuzz-long   only the fuzz targets (ASan+UBSan), ten minutes each,
@@ -33,6 +34,8 @@ cmake -S . -B build -DFERRY_WERROR=ON -DBUILD_TESTING=ON -DCMAKE_BUILD_TYPE=RelW
 cmake --build build -j"$jobs"
 echo "== tests"
 ctest --test-dir build --output-on-failure -j"$jobs"
+echo "== the Debian package: built, linted, installed, run as the ferry user, purged"
+tests/package/deb.sh build
 
 echo "== build (clang, ASan+UBSan, fuzz targets)"
 CC=clang cmake -S . -B build-asan -DBUILD_TESTING=ON -DFERRY_WERROR=ON -DFERRY_SANITIZE=ON -DFERRY_FUZZ=ON \

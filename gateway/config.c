@@ -59,7 +59,7 @@ static const field fields[] = {
 	F("download.deadline", K_INT, download.deadline_s, false, 0, 30 * 86400, "86400"),
 	F("install.parallel", K_INT, install.parallel, false, 1, 64, "8"),
 	F("updates.parallel", K_INT, updates.parallel, false, 1, 16, "4"),
-	F("plugin_dir", K_PATH, plugin_dir, false, 1, FERRY_CFG_PATH_MAX - 1, "/usr/lib/ferry/adapters"),
+	F("plugin_dir", K_PATH, plugin_dir, false, 1, FERRY_CFG_PATH_MAX - 1, FERRY_PLUGIN_DIR),
 };
 
 /* Sections whose keys belong to someone else (adapters) or to the user. */

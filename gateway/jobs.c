@@ -1058,6 +1058,35 @@ void *eng_runner(void *arg)
 	return NULL;
 }
 
+/* A deploy stopped after it was allowed, before its download began: once
+ * every component that is to be fetched has its link in the journal, it
+ * goes on as the deploy would have; otherwise it waits for update.download
+ * (which the protocol takes at `allowed`). */
+static void resume_deploy(ferry_engine *e, const char *id)
+{
+	ferry_status st = {0};
+	ferry_jcomponent *cs;
+	size_t n;
+	bool linked = true;
+
+	if (ferry_journal_components(e->journal, id, &cs, &n, &st)) {
+		ferry_log(LOG_ERR, "journal: %s", st.detail);
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		linked &= cs[i].stage != FERRY_S_ALLOWED || cs[i].link != NULL;
+	ferry_jcomponents_free(cs, n);
+	if (!linked) {
+		ferry_log(LOG_WARNING, "%s: a deploy stopped before its links were kept: waiting for update.download", id);
+		return;
+	}
+	if (ferry_journal_update_move(e->journal, id, FERRY_U_ALLOWED, FERRY_U_DOWNLOADING, &st)) {
+		ferry_log(LOG_ERR, "journal: %s", st.detail);
+		return;
+	}
+	eng_enqueue(e, FERRY_JOB_DOWNLOAD, id);
+}
+
 void eng_resume(ferry_engine *e)
 {
 	ferry_status st = {0};
@@ -1085,6 +1114,10 @@ void eng_resume(ferry_engine *e)
 		case FERRY_U_VERIFYING: eng_enqueue(e, FERRY_JOB_CHECK, u.id); break;
 		case FERRY_U_INSTALLING: eng_enqueue(e, FERRY_JOB_INSTALL, u.id); break;
 		/* a deploy stopped between two phases goes on by itself */
+		case FERRY_U_ALLOWED:
+			if (u.deploy)
+				resume_deploy(e, u.id);
+			break;
 		case FERRY_U_DOWNLOADED:
 			if (u.deploy)
 				eng_enqueue(e, FERRY_JOB_CHECK, u.id);

@@ -352,7 +352,9 @@ ferry_err ferry_journal_open(const char *path, ferry_journal **out, ferry_status
 		return e;
 	}
 	close(fd);
-	if (sqlite3_open_v2(path, &j->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+	/* NOFOLLOW: SQLite refuses a symlink for the database too */
+	if (sqlite3_open_v2(path, &j->db,
+			    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX | SQLITE_OPEN_NOFOLLOW,
 			    NULL) != SQLITE_OK) {
 		e = dberr(j, st, "open");
 		ferry_journal_close(j);

@@ -16,7 +16,7 @@ sed -e "s|/etc/ferry/broker-ca.pem|$T/pki/ca.pem|; s|/etc/ferry/gateway.pem|$T/p
 	-e "s|/etc/ferry/gateway.key|$T/pki/gw-gw-7.key|; s|/etc/ferry/command-ca.pem|$T/pki/ca.pem|" \
 	-e "s|/etc/ferry/manifest-ca.pem|$T/pki/ca.pem|; s|/etc/ferry/files-ca.pem|$T/pki/ca.pem|" \
 	-e "s|^state_dir: /var/lib/ferry|state_dir: $T/var/lib/ferry|" \
-	-e "s|^plugin_dir: .*|plugin_dir: $1/adapters|" "$SRC/config/ferryd.yaml" > "$T/example.yaml"
+	-e "s|^# plugin_dir: .*|plugin_dir: $1/adapters|" "$SRC/config/ferryd.yaml" > "$T/example.yaml"
 "$FERRYD" --config "$T/example.yaml" --check | grep -q "configuration is valid" ||
 	fail "config/ferryd.yaml is not valid with its files in place"
 # as shipped, its files are not here: that is what --check says

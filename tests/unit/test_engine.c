@@ -1417,6 +1417,51 @@ static void test_cancel_survives_restart(void **state)
 	json_decref(comps);
 }
 
+/* A deploy killed after it was allowed and its links kept, before its
+ * download began: after the restart it goes on by itself.  One killed
+ * before its links were kept waits for update.download. */
+static void test_deploy_resumes_from_allowed(void **state)
+{
+	static const char *const names[] = {"fw"};
+	static const char *const devs[] = {"w1"};
+	char path[256];
+	ferry_journal *j;
+	ferry_status st = {0};
+	char *body;
+	int64_t seq;
+
+	add_dev("w1", "fw", "widget", "1.0.0", true);
+	json_t *comps = json_pack("[o]", component("fw", "fake", "widget", "2.0.0", NULL, NULL));
+	char *m1 = manifest(comps, false);
+	json_t *comps2 = json_pack("[o]", component("fw", "fake", "widget", "3.0.0", NULL, NULL));
+	char *m2 = manifest(comps2, false);
+	snprintf(path, sizeof(path), "%s/state/journal.db", dir);
+	assert_int_equal(ferry_journal_open(path, &j, &st), FERRY_OK);
+	const char *ids[] = {"u-linked", "u-unlinked"};
+	char *ms[] = {m1, m2};
+	for (int k = 0; k < 2; k++) {
+		ferry_jstep_new step = {.component = "fw", .device = devs[0], .adapter = "fake"};
+		ferry_jupdate u = {.state = FERRY_U_ALLOWED, .sequence = seq_no - 1 + k, .created = time(NULL),
+				   .deploy = true, .manifest = ms[k]};
+		snprintf(u.id, sizeof(u.id), "%s", ids[k]);
+		assert_int_equal(ferry_journal_update_add(j, &u, names, NULL, 1, &step, 1, &st), FERRY_OK);
+		ferry_transition t = {.update_id = ids[k], .component = "fw", .stage = FERRY_S_ALLOWED, .total = -1,
+				      .ts = 1};
+		assert_int_equal(ferry_journal_transition(j, &t, &body, &seq, &st), FERRY_OK);
+		free(body);
+	}
+	assert_int_equal(ferry_journal_set_link(j, "u-linked", "fw", "https://127.0.0.1:9/fw", &st), FERRY_OK);
+	ferry_journal_close(j);
+	start_engine(NULL);
+	assert_int_equal(wait_end("u-linked"), FERRY_U_DONE);
+	assert_string_equal(outcome("u-linked", "fw", "w1"), "installed");
+	assert_int_equal(state_of("u-unlinked"), FERRY_U_ALLOWED);
+	free(m1);
+	free(m2);
+	json_decref(comps);
+	json_decref(comps2);
+}
+
 /* A second update.download (fresh links) leaves a job behind: it must not
  * run a later phase by itself -- nothing is installed without
  * update.install. */
@@ -1559,6 +1604,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_store_bounded, per_test_setup, per_test_teardown),
 		cmocka_unit_test_setup_teardown(test_slow_update_holds_nobody, per_test_setup, per_test_teardown),
 		cmocka_unit_test_setup_teardown(test_one_device_one_update, per_test_setup, per_test_teardown),
+		cmocka_unit_test_setup_teardown(test_deploy_resumes_from_allowed, per_test_setup, per_test_teardown),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
