@@ -7,6 +7,9 @@
 #   ./test.sh               everything, as CI runs it
 #   ./test.sh --fuzz-long   only the fuzz targets (ASan+UBSan), ten minutes each,
 #                           printing each one's execution count
+#   ./test.sh --busy N      everything N times in a row while two busy loops
+#                           (yes > /dev/null) take the CPUs; stops at the
+#                           first failure
 set -euo pipefail
 cd "$(dirname "$0")"
 . scripts/deps.sh
@@ -15,6 +18,24 @@ ferry_ensure_pkgs $FERRY_BUILD_PKGS $FERRY_TEST_PKGS
 
 jobs=${FERRY_JOBS:-2}
 fuzz_seconds=${FERRY_FUZZ_SECONDS:-30}
+
+if [ "${1:-}" = --busy ]; then
+	runs=${2:?usage: ./test.sh --busy N}
+	yes > /dev/null &
+	y1=$!
+	yes > /dev/null &
+	y2=$!
+	trap 'kill $y1 $y2 2>/dev/null' EXIT
+	for i in $(seq 1 "$runs"); do
+		start=$(date +%s)
+		if ! ./test.sh > "test-busy-$i.log" 2>&1; then
+			echo "busy run $i of $runs failed after $(($(date +%s) - start)) s: test-busy-$i.log"
+			exit 1
+		fi
+		echo "busy run $i of $runs passed in $(($(date +%s) - start)) s"
+	done
+	exit 0
+fi
 
 if [ "${1:-}" = --fuzz-long ]; then
 	CC=clang cmake -S . -B build-asan -DBUILD_TESTING=ON -DFERRY_WERROR=ON -DFERRY_SANITIZE=ON -DFERRY_FUZZ=ON \

@@ -114,6 +114,7 @@ static size_t on_data(char *buf, size_t size, size_t n, void *ctx)
 	}
 	if (d->have > d->synced && (d->have - d->synced >= DURABLE_EVERY || mono_ms() - d->synced_ms >= DURABLE_MS) &&
 	    sync_now(d)) {
+		d->no_space = errno == ENOSPC || errno == EDQUOT; /* some file systems say so only here */
 		d->io_error = true;
 		return 0;
 	}

@@ -6,6 +6,7 @@
 #define FERRY_ENGINE_INT_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <time.h>
 
@@ -54,6 +55,12 @@ struct ferry_engine {
 	pthread_t runners[FERRY_RUNNERS_MAX];
 	size_t n_runners;
 	eng_claims *claims;
+	/* the store's images: read (shared) by every running job and by the
+	 * handling of a command; pruning takes it whole, and only when nobody
+	 * holds it, so it never removes an image someone is using or has just
+	 * counted on */
+	pthread_rwlock_t store_lock;
+	atomic_bool prune_wanted; /* a prune found the store in use: the last user prunes */
 
 	/* publishing and the message ids of reports not yet acknowledged, under
 	 * one lock: an acknowledgement can never overtake its bookkeeping */
@@ -92,7 +99,12 @@ ferry_err eng_load_manifest(ferry_engine *e, const ferry_jupdate *u, int64_t at,
 void *eng_runner(void *arg);
 void eng_resume(ferry_engine *e);
 /* Remove from the store what no unfinished update needs. */
+/* Prune the store now, or, when a job or a command is using it, as soon
+ * as the last of them lets go of it (eng_store_done). */
 void eng_prune_store(ferry_engine *e);
+/* Use the store's images (shared), and let go of them. */
+void eng_store_use(ferry_engine *e);
+void eng_store_done(ferry_engine *e);
 
 /* inventory.c */
 char *eng_inventory_json(ferry_engine *e);

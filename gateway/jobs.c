@@ -878,7 +878,12 @@ static void manifest_gone(eng_run *r, const ferry_status *why)
 	    eng_load_manifest(r->e, &r->u, r->u.created, &r->m, &st) == FERRY_OK) {
 		r->no_new_pushes = true;
 		snprintf(r->why, sizeof(r->why), "%s", why->detail);
-		phase_install(r);
+		/* devices on trial are finished whatever comes: a cancel does
+		 * not end the wait for them */
+		if (hold_devices(r, false)) {
+			phase_install_held(r);
+			eng_devices_release(r->e->claims, r->u.id);
+		}
 		ferry_manifest_free(&r->m);
 		return;
 	}
@@ -950,6 +955,7 @@ static void run_job(ferry_engine *e, ferry_job *job)
 	r->e = e;
 	r->job = job;
 	pthread_mutex_init(&r->why_lock, NULL);
+	eng_store_use(e);
 	if (ferry_journal_update_get(e->journal, ferry_job_update(job), &r->u, &st) || ferry_ustate_final(r->u.state) ||
 	    !load(r, &st))
 		goto out;
@@ -966,6 +972,7 @@ out:
 	ferry_jcomponents_free(r->cs, r->n_cs);
 	free(r->steps);
 	ferry_jupdate_free(&r->u);
+	eng_store_done(e);
 	pthread_mutex_destroy(&r->why_lock);
 	free(r);
 }
@@ -994,15 +1001,32 @@ static ferry_err images_of(ferry_engine *e, const char *id, uint8_t (*out)[32], 
  * ended, unless an unfinished update needs them too.  Files no update names
  * are left alone.  When an unfinished update's manifest cannot be read,
  * nothing is removed. */
+void eng_store_use(ferry_engine *e)
+{
+	pthread_rwlock_rdlock(&e->store_lock);
+}
+
+void eng_store_done(ferry_engine *e)
+{
+	pthread_rwlock_unlock(&e->store_lock);
+	if (atomic_exchange(&e->prune_wanted, false))
+		eng_prune_store(e);
+}
+
 void eng_prune_store(ferry_engine *e)
 {
-	static pthread_mutex_t one_at_a_time = PTHREAD_MUTEX_INITIALIZER;
 	ferry_status st = {0};
 	json_t *open_ids = NULL, *ended = NULL, *id;
 	uint8_t(*keep)[32] = NULL, imgs[FERRY_COMPONENTS_MAX][32];
 	size_t n_keep = 0, n, i;
 
-	pthread_mutex_lock(&one_at_a_time); /* runners prune as they finish */
+	if (pthread_rwlock_trywrlock(&e->store_lock)) {
+		/* in use: the last user prunes; unless it let go meanwhile */
+		atomic_store(&e->prune_wanted, true);
+		if (pthread_rwlock_trywrlock(&e->store_lock))
+			return;
+	}
+	atomic_store(&e->prune_wanted, false);
 	if (ferry_journal_unfinished(e->journal, &open_ids, &st) || ferry_journal_ended_unpruned(e->journal, &ended, &st))
 		goto out;
 	if (!json_array_size(ended))
@@ -1032,7 +1056,7 @@ void eng_prune_store(ferry_engine *e)
 	}
 	st.code = FERRY_OK;
 out:
-	pthread_mutex_unlock(&one_at_a_time);
+	pthread_rwlock_unlock(&e->store_lock);
 	if (st.code)
 		ferry_log(LOG_WARNING, "store not pruned: %s", st.detail);
 	free(keep);

@@ -562,11 +562,14 @@ static int mark_test(smp_client *c, char *detail)
  *   - the one case a second reset can do harm is when the device rebooted
  *     between that answer and the resend, so that it reaches the new image
  *     on trial and MCUboot reverts it.  The device then lists the new image
- *     as neither active nor pending after a resend of ours: it is marked for
- *     a test boot again and reset, at most `retries` times.
+ *     as neither active nor pending after a resend of ours: when the reboot
+ *     is meant to start the image (may_remark: activate, confirm; never an
+ *     abort, which wants it gone), it is marked for a test boot again and
+ *     reset, once -- an image that MCUboot reverts by itself is not
+ *     retried beyond that.
  * Links that drop with a reset (BLE) are given the chance to drop first,
  * then brought back. */
-static int reboot(smp_client *c, enum reboot_goal goal, bool send_first, char *detail)
+static int reboot(smp_client *c, enum reboot_goal goal, bool send_first, bool may_remark, char *detail)
 {
 	int64_t until = smp_now_ms() + c->cfg.reset_wait_ms;
 	char why[FERRY_ADAPTER_DETAIL_MAX] = "";
@@ -624,8 +627,8 @@ static int reboot(smp_client *c, enum reboot_goal goal, bool send_first, char *d
 			continue; /* the device is resetting: nothing answers for a moment */
 		parse_state(c, r, &st);
 		cbor_decref(&r);
-		if (goal == LEAVE_PENDING && resent && st.have_active && st.new_found && !st.new_active &&
-		    !st.new_pending && remarks < c->cfg.retries) {
+		if (may_remark && goal == LEAVE_PENDING && resent && st.have_active && st.new_found &&
+		    !st.new_active && !st.new_pending && remarks < 1) {
 			int rc;
 			remarks++;
 			smp_log(c->host, FERRY_LOG_WARNING,
@@ -641,7 +644,7 @@ static int reboot(smp_client *c, enum reboot_goal goal, bool send_first, char *d
 		}
 		if (st.have_active && rebooted(&st, goal))
 			return 0;
-		if (!accepted) {
+		if (!accepted && st.have_active && st.new_found && st.new_pending && !st.new_active) {
 			smp_log(c->host, FERRY_LOG_WARNING,
 				"%s: os reset got no answer and the old firmware still runs: sending the reset again",
 				c->name);
@@ -664,7 +667,7 @@ int smp_client_activate(smp_client *c, char *detail)
 	c->tested = true;
 	if ((rc = mark_test(c, detail)))
 		return rc;
-	return reboot(c, LEAVE_PENDING, true, detail);
+	return reboot(c, LEAVE_PENDING, true, true, detail);
 }
 
 /* The new image is running and confirmed: the install succeeded. */
@@ -698,7 +701,7 @@ int smp_client_confirm(smp_client *c, const ferry_image_v1 *img, char version[FE
 		smp_log(c->host, FERRY_LOG_INFO,
 			"%s: the new image is still pending: waiting for the device to boot it", c->name);
 		c->tested = true;
-		if ((rc = reboot(c, LEAVE_PENDING, false, detail)) || (rc = read_dev_state(c, &st, detail)))
+		if ((rc = reboot(c, LEAVE_PENDING, false, true, detail)) || (rc = read_dev_state(c, &st, detail)))
 			return rc;
 	}
 	memcpy(version, st.version, sizeof(st.version));
@@ -786,7 +789,7 @@ int smp_client_abort(smp_client *c, const ferry_image_v1 *img, char *detail)
 		smp_log(c->host, FERRY_LOG_WARNING, "%s: resetting so that MCUboot %s", c->name,
 			goal == LEAVE_TRIAL ? "reverts the unconfirmed image"
 					    : "drops the pending image (it boots on trial first, then reverts)");
-		if ((rc = reboot(c, goal, true, detail)))
+		if ((rc = reboot(c, goal, true, false, detail)))
 			return rc;
 	}
 }

@@ -117,6 +117,7 @@ typedef struct fdev {
 	bool reverts_itself; /* activate "boots" the image, but it falls back at once */
 	bool abort_fails;
 	bool hold_write; /* write waits until cancelled */
+	bool gate_write; /* write waits while F.gate_shut */
 	int bad_code;    /* write returns this number, not a reason code */
 	bool junk_detail; /* write fills detail to the brim, no NUL, with control bytes */
 } fdev;
@@ -129,6 +130,8 @@ static struct {
 	char log[8192];
 	int active, max_active;
 	int holding; /* writes waiting to be cancelled */
+	bool gate_shut; /* gated writes wait while it is */
+	int gated;      /* writes waiting at the gate */
 } F = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
 typedef struct fsess {
@@ -237,6 +240,19 @@ static int f_write(void *s, const ferry_image_v1 *img, uint64_t *off, char *deta
 		detail[3] = '\n';
 		detail[4] = (char)0xff;
 		return FERRY_ADAPTER_E_INSTALL_FAILED;
+	}
+	if (x->d->gate_write) {
+		pthread_mutex_lock(&F.lock);
+		F.gated++;
+		pthread_cond_broadcast(&F.cond);
+		while (F.gate_shut && !x->sh->cancelled(x->sh->ctx)) { /* ferryd stopping ends it too */
+			struct timespec until;
+			clock_gettime(CLOCK_REALTIME, &until);
+			until.tv_sec += 1;
+			pthread_cond_timedwait(&F.cond, &F.lock, &until);
+		}
+		F.gated--;
+		pthread_mutex_unlock(&F.lock);
 	}
 	if (x->d->hold_write) {
 		pthread_mutex_lock(&F.lock);
@@ -470,6 +486,8 @@ static int per_test_setup(void **state)
 	F.n = 0;
 	F.log[0] = '\0';
 	F.active = F.max_active = F.holding = 0;
+	F.gate_shut = false;
+	F.gated = 0;
 	return 0;
 }
 
@@ -1545,6 +1563,7 @@ static long long store_bytes(int *files)
 static void test_store_bounded(void **state)
 {
 	add_dev("w1", "fw", "widget", "1.0.0", true);
+	dev("w1")->gate_write = true;
 	start_engine("store: {cap: 4000}\n");
 	for (int i = 1; i <= 100; i++) {
 		char v[16], uid[16], junk[300];
@@ -1559,11 +1578,23 @@ static void test_store_bounded(void **state)
 		}
 		json_t *comps = json_pack("[o]", c);
 		char *m = manifest(comps, false);
+		/* counted while the update is held at its push, so it cannot
+		 * end (and let go of its image) before the count */
+		pthread_mutex_lock(&F.lock);
+		F.gate_shut = true;
+		pthread_mutex_unlock(&F.lock);
 		command("update.deploy", uid, m, comps);
-		wait_report(uid, "fw", NULL, "downloaded");
+		pthread_mutex_lock(&F.lock);
+		while (F.gated < 1)
+			pthread_cond_wait(&F.cond, &F.lock);
+		pthread_mutex_unlock(&F.lock);
 		long long bytes = store_bytes(&files);
 		assert_true(bytes <= 4000);
 		assert_int_equal(files, i % 10 == 0 ? 2 : 1); /* this update's image only */
+		pthread_mutex_lock(&F.lock);
+		F.gate_shut = false;
+		pthread_cond_broadcast(&F.cond);
+		pthread_mutex_unlock(&F.lock);
 		assert_int_equal(wait_end(uid), FERRY_U_DONE);
 		free(m);
 		json_decref(comps);
