@@ -246,7 +246,9 @@ static ferry_err push_and_activate(eng_run *r, ferry_jstep *s, ferry_session *se
 		return ferry_fail(st, FERRY_E_CANCELLED, "cancelled before %s, which cannot revert, was activated",
 				  s->device);
 	if (!run_step_report(r, s, FERRY_S_ACTIVATING, NULL, NULL, NULL, -1, -1))
-		return ferry_fail(st, FERRY_E_INTERNAL, "the journal refused the activating stage");
+		return ferry_job_stopping(r->job) /* it waited for room in the journal until the stop */
+			       ? ferry_fail(st, FERRY_E_CANCELLED, "ferryd stops before the device was activated")
+			       : ferry_fail(st, FERRY_E_INTERNAL, "the journal refused the activating stage");
 	*activated = true;
 	if ((err = ferry_session_activate(sess, img, st)) || (err = ferry_session_confirm(sess, img, version, st)))
 		return err;
