@@ -242,7 +242,7 @@ ferry_err ferry_engine_new(const ferry_config *cfg, ferry_engine **out, ferry_st
 	pthread_mutex_init(&e->ev_lock, NULL);
 	pthread_cond_init(&e->ev_cond, NULL);
 	pthread_mutex_init(&e->pub_lock, NULL);
-	pthread_rwlock_init(&e->store_lock, NULL);
+	pthread_mutex_init(&e->store_lock, NULL);
 	if (!(e->jobs = ferry_jobq_new()) || !(e->claims = eng_claims_new())) {
 		ferry_jobq_free(e->jobs);
 		free(e);
@@ -303,9 +303,9 @@ void ferry_engine_run(ferry_engine *e, volatile sig_atomic_t *stop)
 			continue;
 		switch (ev->kind) {
 		case EV_COMMAND:
-			eng_store_use(e); /* admission reads the store */
+			pthread_mutex_lock(&e->store_lock); /* admission reads the store */
 			eng_handle_command(e, ev->payload, ev->len);
-			eng_store_done(e);
+			pthread_mutex_unlock(&e->store_lock);
 			break;
 		case EV_CONNECTED:
 			eng_publish_inventory(e);
@@ -348,7 +348,7 @@ void ferry_engine_free(ferry_engine *e)
 	ferry_store_close(e->store);
 	ferry_journal_close(e->journal);
 	pthread_mutex_destroy(&e->pub_lock);
-	pthread_rwlock_destroy(&e->store_lock);
+	pthread_mutex_destroy(&e->store_lock);
 	pthread_mutex_destroy(&e->ev_lock);
 	pthread_cond_destroy(&e->ev_cond);
 	free(e);

@@ -55,12 +55,11 @@ struct ferry_engine {
 	pthread_t runners[FERRY_RUNNERS_MAX];
 	size_t n_runners;
 	eng_claims *claims;
-	/* the store's images: read (shared) by every running job and by the
-	 * handling of a command; pruning takes it whole, and only when nobody
-	 * holds it, so it never removes an image someone is using or has just
-	 * counted on */
-	pthread_rwlock_t store_lock;
-	atomic_bool prune_wanted; /* a prune found the store in use: the last user prunes */
+	/* pruning and the handling of a command, one at a time: a command
+	 * admitted while a prune runs could count on an image the prune is
+	 * about to remove (an update that is running is never pruned: its
+	 * images are kept as an unfinished update's) */
+	pthread_mutex_t store_lock;
 
 	/* publishing and the message ids of reports not yet acknowledged, under
 	 * one lock: an acknowledgement can never overtake its bookkeeping */
@@ -99,12 +98,8 @@ ferry_err eng_load_manifest(ferry_engine *e, const ferry_jupdate *u, int64_t at,
 void *eng_runner(void *arg);
 void eng_resume(ferry_engine *e);
 /* Remove from the store what no unfinished update needs. */
-/* Prune the store now, or, when a job or a command is using it, as soon
- * as the last of them lets go of it (eng_store_done). */
+/* Let go of the images no unfinished update needs (store_lock held by it). */
 void eng_prune_store(ferry_engine *e);
-/* Use the store's images (shared), and let go of them. */
-void eng_store_use(ferry_engine *e);
-void eng_store_done(ferry_engine *e);
 
 /* inventory.c */
 char *eng_inventory_json(ferry_engine *e);

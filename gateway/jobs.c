@@ -955,7 +955,6 @@ static void run_job(ferry_engine *e, ferry_job *job)
 	r->e = e;
 	r->job = job;
 	pthread_mutex_init(&r->why_lock, NULL);
-	eng_store_use(e);
 	if (ferry_journal_update_get(e->journal, ferry_job_update(job), &r->u, &st) || ferry_ustate_final(r->u.state) ||
 	    !load(r, &st))
 		goto out;
@@ -972,7 +971,6 @@ out:
 	ferry_jcomponents_free(r->cs, r->n_cs);
 	free(r->steps);
 	ferry_jupdate_free(&r->u);
-	eng_store_done(e);
 	pthread_mutex_destroy(&r->why_lock);
 	free(r);
 }
@@ -1001,18 +999,6 @@ static ferry_err images_of(ferry_engine *e, const char *id, uint8_t (*out)[32], 
  * ended, unless an unfinished update needs them too.  Files no update names
  * are left alone.  When an unfinished update's manifest cannot be read,
  * nothing is removed. */
-void eng_store_use(ferry_engine *e)
-{
-	pthread_rwlock_rdlock(&e->store_lock);
-}
-
-void eng_store_done(ferry_engine *e)
-{
-	pthread_rwlock_unlock(&e->store_lock);
-	if (atomic_exchange(&e->prune_wanted, false))
-		eng_prune_store(e);
-}
-
 void eng_prune_store(ferry_engine *e)
 {
 	ferry_status st = {0};
@@ -1020,13 +1006,7 @@ void eng_prune_store(ferry_engine *e)
 	uint8_t(*keep)[32] = NULL, imgs[FERRY_COMPONENTS_MAX][32];
 	size_t n_keep = 0, n, i;
 
-	if (pthread_rwlock_trywrlock(&e->store_lock)) {
-		/* in use: the last user prunes; unless it let go meanwhile */
-		atomic_store(&e->prune_wanted, true);
-		if (pthread_rwlock_trywrlock(&e->store_lock))
-			return;
-	}
-	atomic_store(&e->prune_wanted, false);
+	pthread_mutex_lock(&e->store_lock);
 	if (ferry_journal_unfinished(e->journal, &open_ids, &st) || ferry_journal_ended_unpruned(e->journal, &ended, &st))
 		goto out;
 	if (!json_array_size(ended))
@@ -1056,7 +1036,7 @@ void eng_prune_store(ferry_engine *e)
 	}
 	st.code = FERRY_OK;
 out:
-	pthread_rwlock_unlock(&e->store_lock);
+	pthread_mutex_unlock(&e->store_lock);
 	if (st.code)
 		ferry_log(LOG_WARNING, "store not pruned: %s", st.detail);
 	free(keep);

@@ -1564,7 +1564,8 @@ static void test_store_bounded(void **state)
 {
 	add_dev("w1", "fw", "widget", "1.0.0", true);
 	dev("w1")->gate_write = true;
-	start_engine("store: {cap: 4000}\n");
+	/* one runner: it prunes after each update, before it takes the next */
+	start_engine("store: {cap: 4000}\nupdates: {parallel: 1}\n");
 	for (int i = 1; i <= 100; i++) {
 		char v[16], uid[16], junk[300];
 		int files;
