@@ -91,7 +91,7 @@ static bool progress_only(ferry_stage now, ferry_stage stage, int64_t done)
 
 /* Commit a transition, waiting for room in the journal when it is full;
  * progress reports are not waited for. */
-static ferry_err report(eng_run *r, const ferry_transition *t, ferry_stage now, ferry_status *st)
+static ferry_err report(eng_run *r, const ferry_transition *t, ferry_stage now, bool wait, ferry_status *st)
 {
 	char what[FERRY_DETAIL_MAX];
 	ferry_err err;
@@ -99,23 +99,23 @@ static ferry_err report(eng_run *r, const ferry_transition *t, ferry_stage now, 
 
 	snprintf(what, sizeof(what), "%s%s%s %s", t->component, t->device ? " on " : "", t->device ? t->device : "",
 		 ferry_stage_name(t->stage));
-	while ((err = eng_report(r->e, t, st)) &&
-	       !progress_only(now, t->stage, t->done) && wait_for_room(r, what, st, &tries))
+	while ((err = eng_report(r->e, t, st)) && wait && !progress_only(now, t->stage, t->done) &&
+	       wait_for_room(r, what, st, &tries))
 		;
 	if (!err)
 		room_again(r, what, tries);
 	return err;
 }
 
-bool run_step_report(eng_run *r, ferry_jstep *s, ferry_stage stage, const char *reason, const char *detail,
-		     const char *version, int64_t done, int64_t total)
+static bool step_report(eng_run *r, ferry_jstep *s, ferry_stage stage, const char *reason, const char *detail,
+			const char *version, int64_t done, int64_t total, bool wait)
 {
 	ferry_status st = {0};
 	ferry_transition t = {.update_id = r->u.id, .component = s->component, .device = s->device, .stage = stage,
 			      .reason = reason, .detail = detail, .version = version, .done = done, .total = total,
 			      .ts = eng_now()};
 
-	if (report(r, &t, s->stage, &st)) {
+	if (report(r, &t, s->stage, wait, &st)) {
 		if (st.code == FERRY_E_INSUFFICIENT_SPACE && progress_only(s->stage, stage, done))
 			return true; /* a progress report dropped: the step goes on */
 		ferry_log(LOG_ERR, "%s/%s on %s: %s not recorded: %s", r->u.id, s->component, s->device,
@@ -126,6 +126,17 @@ bool run_step_report(eng_run *r, ferry_jstep *s, ferry_stage stage, const char *
 	if (version)
 		snprintf(s->version, sizeof(s->version), "%s", version);
 	return true;
+}
+
+bool run_step_report(eng_run *r, ferry_jstep *s, ferry_stage stage, const char *reason, const char *detail,
+		     const char *version, int64_t done, int64_t total)
+{
+	return step_report(r, s, stage, reason, detail, version, done, total, true);
+}
+
+bool run_step_report_now(eng_run *r, ferry_jstep *s, ferry_stage stage, const char *reason, const char *detail)
+{
+	return step_report(r, s, stage, reason, detail, NULL, -1, -1, false);
 }
 
 void run_note_failure(eng_run *r, const ferry_jstep *s, const ferry_status *why)
@@ -150,7 +161,7 @@ static bool comp_report_moving(eng_run *r, ferry_jcomponent *c, ferry_stage stag
 			      .done = done, .total = total, .ts = eng_now(), .moves = to != r->u.state,
 			      .from = r->u.state, .to = to};
 
-	if (report(r, &t, c->stage, &st)) {
+	if (report(r, &t, c->stage, true, &st)) {
 		ferry_log(LOG_ERR, "%s/%s: %s not recorded: %s", r->u.id, c->name, ferry_stage_name(stage), st.detail);
 		return false;
 	}
@@ -169,7 +180,7 @@ static bool comp_report(eng_run *r, ferry_jcomponent *c, ferry_stage stage, cons
 			      .reason = why ? ferry_err_code(why->code) : NULL, .detail = why ? why->detail : NULL,
 			      .done = done, .total = total, .ts = eng_now()};
 
-	if (report(r, &t, c->stage, &st)) {
+	if (report(r, &t, c->stage, true, &st)) {
 		if (st.code == FERRY_E_INSUFFICIENT_SPACE && progress_only(c->stage, stage, done))
 			return true;
 		ferry_log(LOG_ERR, "%s/%s: %s not recorded: %s", r->u.id, c->name, ferry_stage_name(stage), st.detail);

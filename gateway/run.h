@@ -44,6 +44,10 @@ bool run_interrupted(eng_run *r);
  * journal refused it. */
 bool run_step_report(eng_run *r, ferry_jstep *s, ferry_stage stage, const char *reason, const char *detail,
 		     const char *version, int64_t done, int64_t total);
+/* The same, never waiting for room in a full journal (the scheduler calls
+ * it under its lock): a report the journal cannot take is not recorded,
+ * and the step's outcome comes when the update ends. */
+bool run_step_report_now(eng_run *r, ferry_jstep *s, ferry_stage stage, const char *reason, const char *detail);
 /* All or nothing: the device that cannot revert is about to be activated.
  * Moves the update to its last phase (no cancel is taken from there on);
  * false when a cancel was recorded first: then it must not be activated. */

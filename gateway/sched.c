@@ -137,7 +137,7 @@ static void skip(sched *sc, task *t, const task *because)
 
 	snprintf(detail, sizeof(detail), "not started: %s on %s, which it comes after, did not install",
 		 because->s->component, because->s->device);
-	run_step_report(sc->r, t->s, FERRY_S_CANCELLED, "cancelled", detail, NULL, -1, -1);
+	run_step_report_now(sc->r, t->s, FERRY_S_CANCELLED, "cancelled", detail);
 	t->st = T_SKIPPED;
 }
 
@@ -181,7 +181,7 @@ static void start_ready(sched *sc, size_t *waiting, size_t *blocked)
 			}
 			if (!t->waiting && t->s->stage == FERRY_S_NONE) {
 				ferry_log(LOG_INFO, "%s/%s: waiting for %s", r->u.id, t->s->component, t->s->device);
-				run_step_report(r, t->s, FERRY_S_WAITING, NULL, NULL, NULL, -1, -1);
+				run_step_report_now(r, t->s, FERRY_S_WAITING, NULL, NULL);
 			}
 			t->waiting = true;
 			(*waiting)++;
@@ -248,7 +248,7 @@ static void look_again(sched *sc)
 		ferry_status why = {.code = FERRY_E_EXPIRED};
 		snprintf(why.detail, sizeof(why.detail), "%s did not come back before the update expired",
 			 t->s->device);
-		run_step_report(sc->r, t->s, FERRY_S_FAILED, "expired", why.detail, NULL, -1, -1);
+		run_step_report_now(sc->r, t->s, FERRY_S_FAILED, "expired", why.detail);
 		t->st = T_FAILED;
 		if (sc->o->atomic) {
 			run_note_failure(sc->r, t->s, &why);
