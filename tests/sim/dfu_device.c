@@ -372,7 +372,12 @@ static void reap(UMockdevIoctlClient *c, UMockdevIoctlData *arg, bool stale)
 	}
 	r = l->data;
 	g_queue_delete_link(&P.done, l);
-	p = umockdev_ioctl_data_resolve(arg, 0, sizeof(gpointer), NULL);
+	/* a client killed mid-call has no memory left to write to */
+	if (!(p = umockdev_ioctl_data_resolve(arg, 0, sizeof(gpointer), NULL))) {
+		complete(c, -1, EFAULT);
+		drop(r);
+		return;
+	}
 	umockdev_ioctl_data_set_ptr(p, 0, r->urb);
 	complete(c, 0, 0);
 	drop(r);
@@ -408,6 +413,10 @@ static gboolean on_ioctl(UMockdevIoctlBase *h, UMockdevIoctlClient *c, gpointer 
 	switch (req) {
 	case USBDEVFS_GET_CAPABILITIES: {
 		UMockdevIoctlData *d = umockdev_ioctl_data_resolve(arg, 0, sizeof(guint32), NULL);
+		if (!d) { /* the client went away mid-call (killed) */
+			complete(c, -1, EFAULT);
+			break;
+		}
 		*(guint32 *)d->data = USBDEVFS_CAP_NO_PACKET_SIZE_LIM | USBDEVFS_CAP_REAP_AFTER_DISCONNECT;
 		complete(c, 0, 0);
 		break;
