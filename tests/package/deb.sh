@@ -44,10 +44,13 @@ DEB=$OUT/ferry_0.1.0_${arch}.deb
 DEV=$OUT/ferry-dev_0.1.0_${arch}.deb
 [ -f "$DEB" ] && [ -f "$DEV" ] || fail "the packages were not built"
 lint=$(lintian --tag-display-limit 0 "$OUT/ferry_0.1.0_${arch}.changes" 2>&1 | grep -v "running with root privileges" || true)
-echo "$lint" | grep -q '^E:' && fail "lintian errors: $lint"
+grep -q '^E:' <<< "$lint" && fail "lintian errors: $lint"
 echo "lintian: ${lint:-clean}"
-! dpkg -c "$DEB" | grep -qE 'smp_device|bluez_sim|dfu_device|dfu-inspect' || fail "a simulator is in the runtime package"
-dpkg -c "$DEV" | grep -q 'usr/include/ferry/adapter.h' || fail "ferry-dev lacks the SDK header"
+# (listings in variables: with pipefail, grep -q ending early fails the pipe)
+deb_files=$(dpkg -c "$DEB")
+dev_files=$(dpkg -c "$DEV")
+! grep -qE 'smp_device|bluez_sim|dfu_device|dfu-inspect' <<< "$deb_files" || fail "a simulator is in the runtime package"
+grep -q 'usr/include/ferry/adapter.h' <<< "$dev_files" || fail "ferry-dev lacks the SDK header"
 echo "ok: built; lintian shows no error; the simulators stay out"
 
 # --- 2. install
@@ -60,7 +63,8 @@ for f in /usr/sbin/ferryd /usr/bin/ferry /lib/systemd/system/ferryd.service /lib
 	[ -e "$f" ] || fail "not installed: $f"
 done
 id ferry > /dev/null || fail "no ferry user"
-for g in dialout plugdev; do id -nG ferry | grep -qw "$g" || fail "the ferry user is not in $g"; done
+groups=$(id -nG ferry)
+for g in dialout plugdev; do grep -qw "$g" <<< "$groups" || fail "the ferry user is not in $g"; done
 [ "$(stat -c '%U %a' /var/lib/ferry)" = "ferry 700" ] || fail "state dir: $(stat -c '%U %a' /var/lib/ferry)"
 grep -qF /etc/ferry/ferryd.yaml /var/lib/dpkg/info/ferry.conffiles || fail "ferryd.yaml is not a conffile"
 out=$(systemd-analyze verify /lib/systemd/system/ferryd.service 2>&1) || fail "systemd-analyze verify: $out"
@@ -79,7 +83,7 @@ install -m 0644 "$OUT/pki/gw-gw-1.pem" /etc/ferry/gateway.pem
 install -m 0640 -g ferry "$OUT/pki/gw-gw-1.key" /etc/ferry/gateway.key
 out=$(runuser -u ferry -- /usr/sbin/ferryd --config /etc/ferry/ferryd.yaml --check 2>&1) ||
 	fail "ferryd --check on the shipped config: $out"
-echo "$out" | grep -q "configuration is valid" || fail "ferryd --check: $out"
+grep -q "configuration is valid" <<< "$out" || fail "ferryd --check: $out"
 echo "ok: installed: user, groups, state dir, unit (exposure $score), udev rules; the shipped config checks"
 
 # --- 3. run as the ferry user against the test world
