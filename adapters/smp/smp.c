@@ -271,6 +271,20 @@ bool smp_body_sane(const uint8_t *p, size_t n)
 	cb.map_start = sane_map;
 	while (off < n) {
 		sane_ctx c = {.left = n - off};
+		/* Each decode below starts at one item's head.  libcbor hands
+		 * lengths on as size_t, so on a 32-bit gateway an 8-byte length
+		 * would be cut short (2^32 + 2 read as 2): such a length of a
+		 * string, array or map is checked here, whole. */
+		unsigned major = p[off] >> 5;
+		if ((p[off] & 0x1f) == 27 && major >= 2 && major <= 5) {
+			uint64_t len = 0;
+			if (n - off < 9)
+				return false;
+			for (size_t i = 1; i <= 8; i++)
+				len = len << 8 | p[off + i];
+			if (len > n - off)
+				return false;
+		}
 		struct cbor_decoder_result r = cbor_stream_decode(p + off, n - off, &cb, &c);
 		if (r.status != CBOR_DECODER_FINISHED || r.read == 0 || c.bad)
 			return false;

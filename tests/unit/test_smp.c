@@ -208,6 +208,11 @@ static void test_body_sane(void **state)
 	static const uint8_t huge_array[] = {0xa1, 0x61, 'x', 0x9a, 0x40, 0x00, 0x00, 0x00, 0x01};
 	static const uint8_t huge_map[] = {0xbb, 0x00, 0x00, 0x00, 0x10, 0x00, 0x00, 0x00, 0x00};
 	static const uint8_t truncated[] = {0xa1, 0x63, 'o', 'f'};
+	/* 8-byte lengths of 2^32 + 2 and 2^32 + 1: on a 32-bit gateway a size_t
+	 * would read them as 2 and 1, and the bytes that follow would fit */
+	static const uint8_t wrapped_string[] = {0x5b, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x02, 'a', 'b'};
+	static const uint8_t wrapped_array[] = {0x9b, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x01};
+	static const uint8_t small_long_form[] = {0x9b, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x01};
 	cbor_item_t *m = cbor_new_definite_map(2);
 	unsigned char *buf = NULL;
 	size_t cap = 0, n;
@@ -219,6 +224,9 @@ static void test_body_sane(void **state)
 	assert_false(smp_body_sane(huge_array, sizeof(huge_array)));
 	assert_false(smp_body_sane(huge_map, sizeof(huge_map)));
 	assert_false(smp_body_sane(truncated, sizeof(truncated)));
+	assert_false(smp_body_sane(wrapped_string, sizeof(wrapped_string)));
+	assert_false(smp_body_sane(wrapped_array, sizeof(wrapped_array)));
+	assert_true(smp_body_sane(small_long_form, sizeof(small_long_form))); /* legal, if wasteful */
 	assert_true(smp_body_sane(buf, 0)); /* an empty body */
 	free(buf);
 	cbor_decref(&m);
