@@ -10,6 +10,14 @@
 #   ./test.sh --busy N      everything N times in a row while two busy loops
 #                           (yes > /dev/null) take the CPUs; stops at the
 #                           first failure
+#   ./test.sh --cross ARCH  only the Raspberry Pi build for ARCH (arm64 or
+#                           armhf): cross-built, its unit, bad-input and
+#                           interop tests under qemu-user, its packages built
+#                           and linted, the packaged ferryd deploying under
+#                           qemu (tests/package/cross.sh); the native build
+#                           in build/ comes first: the test world runs on it
+#
+# Everything ends with --cross arm64 and --cross armhf.
 set -euo pipefail
 cd "$(dirname "$0")"
 . scripts/deps.sh
@@ -34,6 +42,22 @@ if [ "${1:-}" = --busy ]; then
 		fi
 		echo "busy run $i of $runs passed in $(($(date +%s) - start)) s"
 	done
+	exit 0
+fi
+
+# cross ARCH: the Pi packages for ARCH, built and tested (see above)
+cross() {
+	ferry_ensure_arch "$1"
+	# shellcheck disable=SC2046
+	ferry_ensure_pkgs $(ferry_cross_pkgs "$1")
+	tests/package/cross.sh "$1" build
+}
+
+if [ "${1:-}" = --cross ]; then
+	arch=${2:?usage: ./test.sh --cross arm64|armhf}
+	cmake -S . -B build -DFERRY_WERROR=ON -DBUILD_TESTING=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	cmake --build build -j"$jobs"
+	cross "$arch"
 	exit 0
 fi
 
@@ -65,3 +89,6 @@ cmake --build build-asan -j"$jobs"
 echo "== tests under ASan+UBSan, then ${fuzz_seconds}s of fuzzing per target"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	ctest --test-dir build-asan --output-on-failure -j"$jobs"
+echo "== the Raspberry Pi packages, cross-built and tested under qemu-user"
+cross arm64
+cross armhf

@@ -2,9 +2,11 @@
 # installed.  As root it installs what is missing; otherwise it prints the one
 # apt-get line to run and stops, so nothing half-works.
 
+# The libraries ferry links, as -dev packages.
+FERRY_LIB_PKGS="libjose-dev libjansson-dev libssl-dev libyaml-dev libsqlite3-dev libcurl4-openssl-dev
+	libmosquitto-dev libsystemd-dev libcbor-dev libusb-1.0-0-dev"
 # Needed to build ferry and ferryd.
-FERRY_BUILD_PKGS="cmake make pkg-config gcc libc6-dev libjose-dev libjansson-dev libssl-dev libyaml-dev
-	libsqlite3-dev libcurl4-openssl-dev libmosquitto-dev libsystemd-dev libcbor-dev libusb-1.0-0-dev"
+FERRY_BUILD_PKGS="cmake make pkg-config gcc libc6-dev $FERRY_LIB_PKGS"
 # Needed by the tests: cmocka, the jose and openssl CLIs as oracles, clang with
 # its sanitizer and libFuzzer runtimes for the fuzz run, and the real servers
 # the integration scenarios run ferryd against, dfu-util's file tools,
@@ -39,4 +41,28 @@ ferry_ensure_pkgs() {
 	apt-get update -qq
 	# shellcheck disable=SC2086
 	apt-get install -y -qq --no-install-recommends $missing >/dev/null
+}
+
+# ferry_cross_pkgs ARCH: what a cross build for ARCH (arm64, armhf) and its
+# tests under qemu-user need: Debian's cross toolchain, the target's pkg-config
+# and the target's -dev packages beside this machine's (multiarch).
+ferry_cross_pkgs() {
+	local p out="crossbuild-essential-$1 qemu-user binutils pkgconf:$1 libcmocka-dev:$1"
+	for p in $FERRY_LIB_PKGS; do out="$out $p:$1"; done
+	echo "$out"
+}
+
+# ferry_ensure_arch ARCH: dpkg knows ARCH as a foreign architecture (as root
+# it is added; the next install fetches its package lists).
+ferry_ensure_arch() {
+	local foreign
+	foreign=$(dpkg --print-foreign-architectures)
+	grep -qx "$1" <<< "$foreign" && return 0
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "ferry: the $1 architecture is not enabled; enable it with:" >&2
+		echo "  sudo dpkg --add-architecture $1 && sudo apt-get update" >&2
+		exit 1
+	fi
+	dpkg --add-architecture "$1"
+	apt-get update -qq
 }

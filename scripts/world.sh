@@ -181,12 +181,14 @@ YAML
 
 # W_FERRYD_ENV: NAME=VALUE words for ferryd's environment (the USB DFU
 # scenario runs it under umockdev's preload); W_FERRYD_ARGS: more arguments
-# (--verbose).
+# (--verbose); W_FERRYD: another ferryd binary, run through W_FERRYD_EXEC
+# (the cross test runs a packaged arm64 ferryd under qemu-aarch64).
 start_ferryd() {
 	# shellcheck disable=SC2086
-	env ${W_FERRYD_ENV:-} "$W_BUILD/gateway/ferryd" --config "$W/ferryd.yaml" ${W_FERRYD_ARGS:-} >> "$W/ferryd.log" 2>&1 &
+	env ${W_FERRYD_ENV:-} ${W_FERRYD_EXEC:-} "${W_FERRYD:-$W_BUILD/gateway/ferryd}" --config "$W/ferryd.yaml" \
+		${W_FERRYD_ARGS:-} >> "$W/ferryd.log" 2>&1 &
 	W_FERRYD_PID=$!
-	wait_mqtt "ferry/v1/$W_GW/state {\"state\":\"online\"}" 10
+	wait_mqtt "ferry/v1/$W_GW/state {\"state\":\"online\"}" 30
 }
 
 stop_ferryd() {

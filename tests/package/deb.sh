@@ -8,9 +8,11 @@
 #      0700 state dir, the unit, the udev rules, the adapters in the
 #      multiarch dir; the unit verifies and its exposure score is printed;
 #      ferryd --check passes on the shipped config once a PKI is in place;
-#   3. ferryd runs as the ferry user, without privileges (no new privileges,
-#      no capabilities, umask 077, dialout and plugdev only), against the
-#      test world, and deploys to a `self` file under a path the unit
+#   3. ferryd runs as the ferry user, in the unit's sandbox as far as it
+#      goes without systemd (unit-sandbox.sh: no new privileges, no
+#      capabilities, umask 077, dialout and plugdev only, a read-only system
+#      but for its state dir and ReadWritePaths, a private /tmp), against
+#      the test world, and deploys to a `self` file under a path the unit
 #      allows (/opt/acme) and to a serial MCU on a pty the ferry user may
 #      open through dialout;
 #   4. removing the package leaves /etc/ferry and the state dir; purging
@@ -26,7 +28,7 @@ cleanup() {
 	[ -n "${FERRYD_PID:-}" ] && kill "$FERRYD_PID" 2>/dev/null || true
 	[ -n "${MCU_PID:-}" ] && kill "$MCU_PID" 2>/dev/null || true
 	dpkg --purge ferry ferry-dev > /dev/null 2>&1 || true
-	rm -rf /opt/acme "$OUT"
+	rm -rf /opt/acme /srv/ferry-probe "$OUT"
 	userdel ferry 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -126,12 +128,25 @@ adapters:
         class_id: sensor-v2
         component: sensor-fw
 YAML
-# the unit's sandbox, as far as it goes without systemd: its user and
-# groups, no new privileges, no capabilities at all, its umask
-setpriv --reuid=ferry --regid=ferry --init-groups --no-new-privs --bounding-set=-all --inh-caps=-all \
-	sh -c 'umask 077; exec /usr/sbin/ferryd --config /etc/ferry/test/ferryd.yaml' >> "$W/ferryd.log" 2>&1 &
+# the unit's sandbox, as far as it goes without systemd (unit-sandbox.sh
+# reads it from the installed unit): its user and groups, no new
+# privileges, no capabilities at all, its umask, a read-only system but for
+# the state dir and ReadWritePaths, no home dirs, a private /tmp
+UNIT=/lib/systemd/system/ferryd.service
+SANDBOX=$SRC/tests/package/unit-sandbox.sh
+# a dir the ferry user owns, outside the unit's writable paths: writable
+# without the sandbox, read-only within it
+install -d -o ferry -g ferry /srv/ferry-probe
+setpriv --reuid=ferry --regid=ferry --init-groups touch /srv/ferry-probe/a || fail "the ferry user cannot write its own dir"
+"$SANDBOX" "$UNIT" touch /srv/ferry-probe/b 2> /dev/null && fail "the sandbox lets ferryd write outside its paths"
+"$SANDBOX" "$UNIT" sh -c 'touch /var/lib/ferry/probe /opt/acme/probe && rm /var/lib/ferry/probe /opt/acme/probe' ||
+	fail "the sandbox keeps ferryd from its state dir or /opt/acme"
+[ -z "$("$SANDBOX" "$UNIT" find /tmp /root -mindepth 1)" ] || fail "the sandbox's /tmp or /root is not empty"
+"$SANDBOX" "$UNIT" /usr/sbin/ferryd --config /etc/ferry/test/ferryd.yaml >> "$W/ferryd.log" 2>&1 &
 FERRYD_PID=$!
 wait_mqtt "ferry/v1/$W_GW/state {\"state\":\"online\"}" 20
+[ "$(readlink "/proc/$FERRYD_PID/ns/mnt")" != "$(readlink /proc/self/ns/mnt)" ] ||
+	fail "ferryd does not run in a mount namespace of its own"
 uid=$(awk '/^Uid:/ { print $2 }' "/proc/$FERRYD_PID/status")
 caps=$(awk '/^CapEff:/ { print $2 }' "/proc/$FERRYD_PID/status")
 nnp=$(awk '/^NoNewPrivs:/ { print $2 }' "/proc/$FERRYD_PID/status")
