@@ -32,6 +32,14 @@ typedef struct ferry_trust ferry_trust;
 typedef ferry_err (*cli_verify_fn)(const char *buf, size_t len, const ferry_trust *trust, void *arg,
 				   json_t **payload, ferry_status *st);
 int cli_verify_file(const char *path, const char *ca, cli_verify_fn verify, void *arg);
+/* A signed command for gateway gw (what `ferry cmd sign` prints): a random
+ * jti (copied to jti), valid from now for ttl seconds; manifest (a signed
+ * manifest) and links (component -> URL) may be NULL. */
+int cli_command_sign(const char *op, const char *gw, const char *uid, const char *manifest, json_t *links,
+		     int64_t ttl, EVP_PKEY *key, STACK_OF(X509) *certs, char jti[33], char **jws);
+int cli_deploy(int argc, char **argv);
+int cli_watch(int argc, char **argv);
+int cli_fleet(int argc, char **argv);
 /* True when argv has --help or -h. */
 bool cli_wants_help(int argc, char **argv);
 

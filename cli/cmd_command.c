@@ -65,8 +65,9 @@ static json_t *random_jti(void)
 	return json_string(hex);
 }
 
-/* The payload, checked with the gateway's own parser before it is signed. */
-static int build_payload(const sign_args *a, json_t **out)
+/* The payload, checked with the gateway's own parser before it is signed.
+ * manifest_text: the signed manifest it carries, or NULL. */
+static int build_payload(const sign_args *a, const char *manifest_text, json_t **out)
 {
 	time_t now = time(NULL);
 	int64_t nbf = a->nbf >= 0 ? a->nbf : now;
@@ -83,17 +84,8 @@ static int build_payload(const sign_args *a, json_t **out)
 		json_object_set_new(p, "update_id", json_string(a->update));
 	if (json_object_size(a->links))
 		json_object_set(p, "links", a->links);
-	if (a->manifest) {
-		char *buf;
-		size_t len;
-		if (ferry_read_file(a->manifest, FERRY_JWS_MAX, &buf, &len, &st)) {
-			cli_error(&st);
-			json_decref(p);
-			return CLI_USAGE;
-		}
-		json_object_set_new(p, "manifest", json_stringn(buf, ferry_trim_len(buf, len)));
-		free(buf);
-	}
+	if (manifest_text)
+		json_object_set_new(p, "manifest", json_string(manifest_text));
 	if (ferry_command_parse(p, &cmd, &st)) {
 		cli_error(&st);
 		json_decref(p);
@@ -121,7 +113,7 @@ static int do_sign(int argc, char **argv)
 	EVP_PKEY *pkey = NULL;
 	STACK_OF(X509) *certs = NULL;
 	json_t *payload = NULL;
-	char *pj = NULL, *jws = NULL;
+	char *pj = NULL, *jws = NULL, *mtext = NULL;
 	int c, rc = CLI_USAGE;
 
 	optind = 1;
@@ -147,7 +139,15 @@ static int do_sign(int argc, char **argv)
 		fprintf(stderr, "ferry cmd sign: --op and --gateway are required, and no other arguments\n");
 		goto out;
 	}
-	if ((rc = cli_load_signer(a.key, a.cert, a.chain, &pkey, &certs)) || (rc = build_payload(&a, &payload)))
+	if (a.manifest) {
+		size_t len;
+		if (ferry_read_file(a.manifest, FERRY_JWS_MAX, &mtext, &len, &st)) {
+			cli_error(&st);
+			goto out;
+		}
+		mtext[ferry_trim_len(mtext, len)] = 0;
+	}
+	if ((rc = cli_load_signer(a.key, a.cert, a.chain, &pkey, &certs)) || (rc = build_payload(&a, mtext, &payload)))
 		goto out;
 	if (!(pj = json_dumps(payload, JSON_COMPACT | JSON_SORT_KEYS)) ||
 	    ferry_jws_sign(pj, strlen(pj), pkey, certs, "ferry-cmd", &jws, &st)) {
@@ -160,10 +160,34 @@ static int do_sign(int argc, char **argv)
 out:
 	json_decref(a.links);
 	json_decref(payload);
+	free(mtext);
 	free(pj);
 	free(jws);
 	EVP_PKEY_free(pkey);
 	sk_X509_pop_free(certs, X509_free);
+	return rc;
+}
+
+int cli_command_sign(const char *op, const char *gw, const char *uid, const char *manifest, json_t *links,
+		     int64_t ttl, EVP_PKEY *key, STACK_OF(X509) *certs, char jti[33], char **jws)
+{
+	sign_args a = {.op = op, .gw = gw, .update = uid, .iss = "ferry", .nbf = -1, .exp = -1, .ttl = ttl,
+		       .links = links};
+	ferry_status st = {0};
+	json_t *payload = NULL;
+	char *pj = NULL;
+	int rc = build_payload(&a, manifest, &payload);
+
+	if (rc)
+		return rc;
+	snprintf(jti, 33, "%s", json_string_value(json_object_get(payload, "jti")));
+	if (!(pj = json_dumps(payload, JSON_COMPACT | JSON_SORT_KEYS)) ||
+	    ferry_jws_sign(pj, strlen(pj), key, certs, "ferry-cmd", jws, &st)) {
+		cli_error(&st);
+		rc = CLI_USAGE;
+	}
+	free(pj);
+	json_decref(payload);
 	return rc;
 }
 

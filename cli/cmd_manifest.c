@@ -56,7 +56,7 @@ static int do_sign(int argc, char **argv)
 	}
 	if ((rc = cli_load_signer(key, cert, chain, &pkey, &certs)))
 		return rc;
-	if (ferry_spec_load(argv[optind], time(NULL), &payload, &st) ||
+	if (ferry_spec_load(argv[optind], time(NULL), &payload, NULL, &st) ||
 	    !(pj = json_dumps(payload, JSON_COMPACT | JSON_SORT_KEYS)) ||
 	    ferry_jws_sign(pj, strlen(pj), pkey, certs, "ferry-manifest", &jws, &st) ||
 	    ferry_write_file(outp, jws, strlen(jws), &st)) {

@@ -1,9 +1,12 @@
 /* `ferry pki`: a demo PKI so that a first run needs nothing but this tool. */
+#include <errno.h>
 #include <getopt.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cli.h"
+#include "opconfig.h"
 #include "pki.h"
 
 #define GATEWAYS_MAX 256
@@ -17,6 +20,10 @@ static const char help[] =
 	"  manifest-signer.pem, .key         signs manifests\n"
 	"  broker.pem, .key                  MQTT/HTTPS server certificate for localhost and 127.0.0.1\n"
 	"  gw-ID.pem, .key                   one client certificate per --gateway, CN = ID\n"
+	"  operators-ca.pem, .key            the CA of the broker's operator listener\n"
+	"  operator.pem, .key                the operator's client certificate (CN @operator)\n"
+	"  operator.yaml                     the operator's config (docs/cli.md), naming these\n"
+	"  files/                            the file host's directory that ferry deploy fills\n"
 	"Existing files are never overwritten.\n";
 
 int cli_pki(int argc, char **argv)
@@ -46,8 +53,14 @@ int cli_pki(int argc, char **argv)
 		fprintf(stderr, "ferry pki init: give exactly one DIR\n");
 		return CLI_USAGE;
 	}
-	if (ferry_pki_init(argv[optind + 1], gws, n, &st)) {
+	char files[4096];
+	snprintf(files, sizeof(files), "%s/files", argv[optind + 1]);
+	if (ferry_pki_init(argv[optind + 1], gws, n, &st) || op_config_write_default(argv[optind + 1], &st)) {
 		cli_error(&st);
+		return CLI_USAGE;
+	}
+	if (mkdir(files, 0755) && errno != EEXIST) {
+		fprintf(stderr, "ferry: %s: %s\n", files, strerror(errno));
 		return CLI_USAGE;
 	}
 	printf("PKI written to %s (%zu gateway certificate%s)\n", argv[optind + 1], n, n == 1 ? "" : "s");

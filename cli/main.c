@@ -19,7 +19,14 @@ static const char usage[] =
 	"  manifest verify FILE --ca CA [--at T] [--skew S]\n"
 	"  cmd sign --op OP --gateway ID ... --key K --cert C\n"
 	"  cmd verify FILE --ca CA --gateway ID [--at T] [--skew S]\n"
+	"  deploy SPEC|MANIFEST --gateway ID... [--op OP] [--ttl S] [--atomic] [--json]\n"
+	"  watch [--gateway ID] [--update ID] [--json]\n"
+	"  fleet [--where COND]... [--json]\n"
 	"  version\n"
+	"\n"
+	"deploy, watch and fleet talk to the broker as the operator: --config F, else\n"
+	"$FERRY_OPERATOR_CONFIG, else ~/.config/ferry/operator.yaml (ferry pki init\n"
+	"writes one).\n"
 	"\n"
 	"Each command takes --help.  Exit status: 0 done, 1 input refused, 2 usage or I/O error.\n";
 
@@ -123,6 +130,12 @@ int main(int argc, char **argv)
 		return cli_manifest(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "cmd"))
 		return cli_cmd(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "deploy"))
+		return cli_deploy(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "watch"))
+		return cli_watch(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "fleet"))
+		return cli_fleet(argc - 1, argv + 1);
 	fprintf(stderr, "ferry: unknown command \"%s\"\n%s", argv[1], usage);
 	return CLI_USAGE;
 }

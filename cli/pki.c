@@ -280,6 +280,14 @@ ferry_err ferry_pki_init(const char *dir, const char *const *gateways, size_t n_
 		return ferry_fail(st, FERRY_E_MALFORMED, "%s: %s", dir, strerror(errno));
 	if ((e = refuse_existing(dir, &ca_item, 1, st)) || (e = refuse_existing(dir, items, n, st)))
 		return e;
+	/* Operators connect to a listener of their own, which trusts only
+	 * this CA: there the client id is theirs to choose (several tools at
+	 * once), and no gateway certificate is let in to choose another
+	 * gateway's id. */
+	const pki_item ops_ca_item = {"operators-ca", FERRY_PKI_CA, "ferry operators CA", 3650};
+	const pki_item op_item = {"operator", FERRY_PKI_CLIENT, "@operator", 730};
+	if ((e = refuse_existing(dir, &ops_ca_item, 1, st)) || (e = refuse_existing(dir, &op_item, 1, st)))
+		return e;
 	ferry_pki_req req = {.kind = FERRY_PKI_CA, .keytype = FERRY_PKI_P256, .cn = ca_item.cn,
 			     .not_before = now - 3600, .not_after = now + ca_item.days * DAY};
 	if ((e = ferry_pki_issue(&req, &ca, &ca_key, st)))
@@ -287,6 +295,16 @@ ferry_err ferry_pki_init(const char *dir, const char *const *gateways, size_t n_
 	e = ferry_pki_write(dir, ca_item.name, ca, ca_key, st);
 	for (size_t i = 0; !e && i < n; i++)
 		e = issue_and_write(dir, &items[i], ca, ca_key, now, st);
+	X509_free(ca);
+	EVP_PKEY_free(ca_key);
+	if (e)
+		return e;
+	req.cn = ops_ca_item.cn;
+	if ((e = ferry_pki_issue(&req, &ca, &ca_key, st)))
+		return e;
+	e = ferry_pki_write(dir, ops_ca_item.name, ca, ca_key, st);
+	if (!e)
+		e = issue_and_write(dir, &op_item, ca, ca_key, now, st);
 	X509_free(ca);
 	EVP_PKEY_free(ca_key);
 	return e;

@@ -104,7 +104,7 @@ static ferry_err check_keys(const char *file, const json_t *spec, const json_t *
 	return FERRY_OK;
 }
 
-static ferry_err fill_component(json_t *c, size_t i, const char *dir, ferry_status *st)
+static ferry_err fill_component(json_t *c, size_t i, const char *dir, json_t *files, ferry_status *st)
 {
 	const json_t *file = json_object_get(c, "file");
 	char path[4096], hex[65];
@@ -122,13 +122,15 @@ static ferry_err fill_component(json_t *c, size_t i, const char *dir, ferry_stat
 	snprintf(path, sizeof(path), "%s%s%s", f[0] == '/' ? "" : dir, f[0] == '/' ? "" : "/", f);
 	if ((e = hash_file(path, &size, hex, st)))
 		return e;
+	if (files && json_is_string(json_object_get(c, "name")))
+		json_object_set_new(files, json_string_value(json_object_get(c, "name")), json_string(path));
 	json_object_del(c, "file");
 	json_object_set_new(c, "size", json_integer(size));
 	json_object_set_new(c, "sha256", json_string(hex));
 	return FERRY_OK;
 }
 
-ferry_err ferry_spec_load(const char *spec_path, time_t now, json_t **payload, ferry_status *st)
+ferry_err ferry_spec_load(const char *spec_path, time_t now, json_t **payload, json_t *files, ferry_status *st)
 {
 	char dirbuf[4096];
 	json_t *spec, *comps, *c, *lines = NULL;
@@ -153,7 +155,7 @@ ferry_err ferry_spec_load(const char *spec_path, time_t now, json_t **payload, f
 		return e;
 	}
 	json_array_foreach(comps, i, c) {
-		if ((e = fill_component(c, i, dir, st))) {
+		if ((e = fill_component(c, i, dir, files, st))) {
 			ferry_status_prefix(st, "%s: ", spec_path);
 			json_decref(spec);
 			return e;

@@ -9,7 +9,9 @@
 
 /* Read spec_path, hash each component's `file` (relative to the spec's
  * folder) into `size` and `sha256`, set `created` to now, and return the
- * payload object.  The result has passed the same parser the gateway uses. */
-ferry_err ferry_spec_load(const char *spec_path, time_t now, json_t **payload, ferry_status *st) FERRY_WUR;
+ * payload object.  The result has passed the same parser the gateway uses.
+ * files, when not NULL, receives each component's image path by name. */
+ferry_err ferry_spec_load(const char *spec_path, time_t now, json_t **payload, json_t *files,
+			  ferry_status *st) FERRY_WUR;
 
 #endif

@@ -53,10 +53,12 @@ start_broker() {
 	root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 	for attempt in 1 2 3; do
 		W_MQTT_PORT=$(free_port)
+		W_OPS_PORT=$(free_port)
+		[ "$W_OPS_PORT" != "$W_MQTT_PORT" ] || continue
 		write_broker_config "$root"
 		mosquitto -c "$W/mosquitto.conf" > "$W/mosquitto.out" 2>&1 &
 		W_MQTT_PID=$!
-		wait_port "$W_MQTT_PORT" "$W_MQTT_PID" && return 0
+		wait_port "$W_MQTT_PORT" "$W_MQTT_PID" && wait_port "$W_OPS_PORT" "$W_MQTT_PID" && return 0
 		echo "the broker did not start on port $W_MQTT_PORT (attempt $attempt): $(tail -n 2 "$W/mosquitto.out")" >&2
 	done
 	fail "the broker did not start"
@@ -80,10 +82,15 @@ write_broker_config() {
 		echo "log_type notice"
 		echo "max_queued_messages 20000" # the test's watcher must miss nothing of a burst
 		sed -e "s|^acl_file .*|acl_file $W/acl|" -e "s|^listener 8883$|listener $W_MQTT_PORT 127.0.0.1|" \
-			-e "s|^cafile .*|cafile $W/pki/ca.pem|" -e "s|^certfile .*|certfile $W/pki/broker.pem|" \
+			-e "s|^listener 8884$|listener $W_OPS_PORT 127.0.0.1|" \
+			-e "s|^cafile /etc/mosquitto/ferry/ca.pem$|cafile $W/pki/ca.pem|" \
+			-e "s|^cafile /etc/mosquitto/ferry/operators-ca.pem$|cafile $W/pki/operators-ca.pem|" \
+			-e "s|^certfile .*|certfile $W/pki/broker.pem|" \
 			-e "s|^keyfile .*|keyfile $W/pki/broker.key|" "$root/config/mosquitto-ferry.conf"
 	} > "$W/mosquitto.conf"
 	grep -q "^listener $W_MQTT_PORT 127.0.0.1$" "$W/mosquitto.conf" || fail "the shipped broker config has no listener 8883"
+	grep -q "^listener $W_OPS_PORT 127.0.0.1$" "$W/mosquitto.conf" || fail "the shipped broker config has no listener 8884"
+	! grep -q "^cafile /etc" "$W/mosquitto.conf" || fail "a cafile of the shipped broker config was not placed"
 }
 
 # start_nginx: on W_HTTPS_PORT when it is set (a restart), else on a free port
@@ -372,5 +379,20 @@ world_up() {
 	start_broker
 	start_nginx
 	write_config
+	write_operator_config
 	watch_mqtt
+}
+
+# The operator's config that `ferry pki init` wrote, pointed at this world:
+# the operator listener's port, and nginx serving $W/www/files (throttled
+# under /slow/ when W_OPS_SLOW is set).  FERRY_OPERATOR_CONFIG names it for
+# every `ferry` command the scenario runs.
+write_operator_config() {
+	mkdir -p "$W/www/files"
+	sed -i -e "s|^  port: 8884 |  port: $W_OPS_PORT |" \
+		-e "s|^  base_url: https://127.0.0.1:8443/files/|  base_url: https://127.0.0.1:$W_HTTPS_PORT/${W_OPS_SLOW:+slow/}files/|" \
+		-e "s|^  dir: $W/pki/files |  dir: $W/www/files |" "$W/pki/operator.yaml"
+	grep -q "port: $W_OPS_PORT " "$W/pki/operator.yaml" && grep -q "dir: $W/www/files " "$W/pki/operator.yaml" ||
+		fail "operator.yaml from ferry pki init has another shape: $(cat "$W/pki/operator.yaml")"
+	export FERRY_OPERATOR_CONFIG=$W/pki/operator.yaml
 }

@@ -1,0 +1,473 @@
+/* The fleet table.  Inventories are hostile input like every message: one
+ * that does not parse, or that names another gateway than its topic, is
+ * counted and left out; strings are cleaned of control bytes before they
+ * reach a terminal. */
+#include "fleet.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ferry/jsonfield.h"
+#include "ferry/semver.h"
+
+#define CONDS_MAX 32
+
+typedef enum cond_kind { C_ATTR, C_COMP } cond_kind;
+typedef enum cond_op { OP_EQ, OP_NE, OP_LT, OP_LE, OP_GT, OP_GE } cond_op;
+
+typedef struct cond {
+	cond_kind kind;
+	cond_op op;
+	char key[65];
+	char value[256];
+	ferry_semver ver;
+} cond;
+
+typedef struct gw {
+	char id[65];
+	int state; /* 0 unknown, 1 online, 2 offline */
+	json_t *inv; /* checked */
+} gw;
+
+struct fleet {
+	gw *g;
+	size_t n, cap;
+	json_t *index; /* id -> position + 1 */
+	cond conds[CONDS_MAX];
+	size_t n_conds;
+	unsigned refused;
+};
+
+fleet *fleet_new(void)
+{
+	fleet *fl = calloc(1, sizeof(*fl));
+	if (fl && !(fl->index = json_object())) {
+		free(fl);
+		return NULL;
+	}
+	return fl;
+}
+
+void fleet_free(fleet *fl)
+{
+	if (!fl)
+		return;
+	for (size_t i = 0; i < fl->n; i++)
+		json_decref(fl->g[i].inv);
+	free(fl->g);
+	json_decref(fl->index);
+	free(fl);
+}
+
+unsigned fleet_refused(const fleet *fl)
+{
+	return fl->refused;
+}
+
+ferry_err fleet_where(fleet *fl, const char *s, ferry_status *st)
+{
+	static const struct {
+		const char *txt;
+		cond_op op;
+	} ops[] = {{"<=", OP_LE}, {">=", OP_GE}, {"!=", OP_NE}, {"<", OP_LT}, {">", OP_GT}, {"=", OP_EQ}};
+	cond c = {0};
+
+	if (fl->n_conds == CONDS_MAX)
+		return ferry_fail(st, FERRY_E_MALFORMED, "at most %d conditions", CONDS_MAX);
+	size_t klen = strcspn(s, "<>=!");
+	if (!s[klen])
+		return ferry_fail(st, FERRY_E_MALFORMED, "\"%s\" has no =, !=, <, <=, > or >=", s);
+	const char *key = s, *rest = s + klen;
+	size_t i;
+	for (i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
+		if (!strncmp(rest, ops[i].txt, strlen(ops[i].txt)))
+			break;
+	if (i == sizeof(ops) / sizeof(ops[0]))
+		return ferry_fail(st, FERRY_E_MALFORMED, "\"%s\": no operator after the key", s);
+	c.op = ops[i].op;
+	const char *val = rest + strlen(ops[i].txt);
+	if (!strncmp(key, "component.", 10)) {
+		c.kind = C_COMP;
+		key += 10;
+		klen -= 10;
+	}
+	if (!klen || klen > 64 || !ferry_charset_ok(key, klen, FERRY_CS_ID))
+		return ferry_fail(st, FERRY_E_MALFORMED, "\"%s\": the key must be 1-64 characters of [A-Za-z0-9._-]", s);
+	snprintf(c.key, sizeof(c.key), "%.*s", (int)klen, key);
+	if (strlen(val) >= sizeof(c.value) || !ferry_charset_ok(val, strlen(val), FERRY_CS_ANY))
+		return ferry_fail(st, FERRY_E_MALFORMED, "\"%s\": the value is too long or has control characters", s);
+	snprintf(c.value, sizeof(c.value), "%s", val);
+	if (c.kind == C_COMP) {
+		ferry_status vst = {0};
+		if (ferry_semver_parse(val, &c.ver, &vst))
+			return ferry_fail(st, FERRY_E_MALFORMED, "\"%s\": %s", s, vst.detail);
+	} else if (c.op != OP_EQ && c.op != OP_NE) {
+		return ferry_fail(st, FERRY_E_MALFORMED, "\"%s\": attributes take = or != (versions take <, >, ...: "
+				  "component.NAME<V)", s);
+	}
+	fl->conds[fl->n_conds++] = c;
+	return FERRY_OK;
+}
+
+static gw *gw_of(fleet *fl, const char *id)
+{
+	json_t *pos = json_object_get(fl->index, id);
+	if (pos)
+		return &fl->g[json_integer_value(pos) - 1];
+	if (fl->n == fl->cap) {
+		size_t cap = fl->cap ? fl->cap * 2 : 64;
+		gw *g = realloc(fl->g, cap * sizeof(*g));
+		if (!g)
+			return NULL;
+		fl->g = g;
+		fl->cap = cap;
+	}
+	gw *g = &fl->g[fl->n++];
+	memset(g, 0, sizeof(*g));
+	snprintf(g->id, sizeof(g->id), "%s", id);
+	json_object_set_new(fl->index, id, json_integer((json_int_t)fl->n));
+	return g;
+}
+
+static bool clean_str(json_t *v, size_t max)
+{
+	if (!json_is_string(v) || json_string_length(v) > max)
+		return false;
+	const char *s = json_string_value(v);
+	size_t n = json_string_length(v);
+	if (ferry_charset_ok(s, n, FERRY_CS_ANY))
+		return true;
+	char *c = malloc(n + 1);
+	if (!c)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		c[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
+	c[n] = 0;
+	json_string_setn_nocheck(v, c, n);
+	free(c);
+	return true;
+}
+
+/* The members the table uses, checked; the rest is left alone. */
+static bool inventory_ok(json_t *inv, const char *topic_gw)
+{
+	json_t *g = json_object_get(inv, "gateway"), *attrs = json_object_get(g, "attributes"),
+	       *devs = json_object_get(inv, "devices"), *v, *d;
+	const char *k;
+	size_t i;
+
+	if (!json_is_object(g) || !json_is_string(json_object_get(g, "id")) ||
+	    strcmp(json_string_value(json_object_get(g, "id")), topic_gw))
+		return false;
+	if (attrs && !json_is_object(attrs))
+		return false;
+	json_object_foreach(attrs, k, v) if (!clean_str(v, 255) || strlen(k) > 64) return false;
+	if (!json_is_array(devs))
+		return false;
+	json_array_foreach(devs, i, d) {
+		json_t *comps = json_object_get(d, "components"), *c;
+		size_t j;
+		if (!json_is_object(d) || !clean_str(json_object_get(d, "id"), 128) || !json_is_array(comps))
+			return false;
+		json_array_foreach(comps, j, c) {
+			json_t *ver = json_object_get(c, "version");
+			if (!json_is_object(c) || !json_is_string(json_object_get(c, "name")) ||
+			    !ferry_charset_ok(json_string_value(json_object_get(c, "name")),
+					      json_string_length(json_object_get(c, "name")), FERRY_CS_ID) ||
+			    (ver && !json_is_null(ver) && !clean_str(ver, 64)))
+				return false;
+		}
+	}
+	return true;
+}
+
+void fleet_add(fleet *fl, const char *topic, const char *payload, size_t len)
+{
+	char id[65], kind[16];
+	json_t *msg = NULL;
+	ferry_status st = {0};
+
+	if (strncmp(topic, "ferry/v1/", 9) || sscanf(topic + 9, "%64[A-Za-z0-9._-]/%15[a-z]", id, kind) != 2 ||
+	    strlen(topic) != 9 + strlen(id) + 1 + strlen(kind))
+		return;
+	if (!len)
+		return; /* a cleared retained message */
+	if (ferry_json_load_object(payload, len, &msg, &st)) {
+		fl->refused++;
+		return;
+	}
+	gw *g = NULL;
+	if (!strcmp(kind, "state")) {
+		const char *s = json_string_value(json_object_get(msg, "state"));
+		if (s && (!strcmp(s, "online") || !strcmp(s, "offline"))) {
+			if ((g = gw_of(fl, id)))
+				g->state = !strcmp(s, "online") ? 1 : 2;
+		} else {
+			fl->refused++;
+		}
+	} else if (!strcmp(kind, "inventory")) {
+		if (inventory_ok(msg, id) && (g = gw_of(fl, id))) {
+			json_decref(g->inv);
+			g->inv = json_incref(msg);
+		} else {
+			fl->refused++;
+		}
+	}
+	json_decref(msg);
+}
+
+static const char *state_name(int s)
+{
+	return s == 1 ? "online" : s == 2 ? "offline" : "unknown";
+}
+
+static const char *attr_of(const gw *g, const char *key)
+{
+	if (!strcmp(key, "gateway"))
+		return g->id;
+	if (!strcmp(key, "state"))
+		return state_name(g->state);
+	return json_string_value(json_object_get(json_object_get(json_object_get(g->inv, "gateway"), "attributes"), key));
+}
+
+static bool ver_holds(const char *text, const cond *c)
+{
+	ferry_semver v;
+	ferry_status st = {0};
+	int r;
+
+	if (!text || ferry_semver_parse(text, &v, &st))
+		r = -1; /* unknown: older than any */
+	else
+		r = ferry_semver_cmp(&v, &c->ver);
+	switch (c->op) {
+	case OP_EQ: return text && r == 0;
+	case OP_NE: return !text || r != 0;
+	case OP_LT: return r < 0;
+	case OP_LE: return r <= 0;
+	case OP_GT: return text && r > 0;
+	case OP_GE: return text && r >= 0;
+	}
+	return false;
+}
+
+static bool matches(const fleet *fl, const gw *g)
+{
+	for (size_t i = 0; i < fl->n_conds; i++) {
+		const cond *c = &fl->conds[i];
+		if (c->kind == C_ATTR) {
+			const char *v = attr_of(g, c->key);
+			bool eq = v && !strcmp(v, c->value);
+			if (c->op == OP_EQ ? !eq : eq)
+				return false;
+			continue;
+		}
+		bool any = false;
+		size_t k, j;
+		json_t *d, *comp;
+		json_array_foreach(json_object_get(g->inv, "devices"), k, d) {
+			json_array_foreach(json_object_get(d, "components"), j, comp) {
+				if (!strcmp(json_string_value(json_object_get(comp, "name")), c->key) &&
+				    ver_holds(json_string_value(json_object_get(comp, "version")), c))
+					any = true;
+			}
+		}
+		if (!any)
+			return false;
+	}
+	return true;
+}
+
+size_t fleet_matching(const fleet *fl)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < fl->n; i++)
+		n += matches(fl, &fl->g[i]);
+	return n;
+}
+
+/* component name -> newest valid version text, over the whole fleet */
+static json_t *newest(const fleet *fl)
+{
+	json_t *best = json_object();
+	for (size_t i = 0; i < fl->n; i++) {
+		size_t k, j;
+		json_t *d, *comp;
+		json_array_foreach(json_object_get(fl->g[i].inv, "devices"), k, d) {
+			json_array_foreach(json_object_get(d, "components"), j, comp) {
+				const char *name = json_string_value(json_object_get(comp, "name"));
+				const char *ver = json_string_value(json_object_get(comp, "version"));
+				ferry_semver v, b;
+				ferry_status st = {0};
+				if (!ver || ferry_semver_parse(ver, &v, &st))
+					continue;
+				const char *cur = json_string_value(json_object_get(best, name));
+				if (!cur || (!ferry_semver_parse(cur, &b, &st) && ferry_semver_cmp(&v, &b) > 0))
+					json_object_set_new(best, name, json_string(ver));
+			}
+		}
+	}
+	return best;
+}
+
+static bool behind(const json_t *best, const char *name, const char *ver)
+{
+	const char *top = json_string_value(json_object_get(best, name));
+	ferry_semver v, b;
+	ferry_status st = {0};
+	if (!top)
+		return false;
+	if (!ver || ferry_semver_parse(ver, &v, &st))
+		return true;
+	return !ferry_semver_parse(top, &b, &st) && ferry_semver_cmp(&v, &b) < 0;
+}
+
+static int by_id(const void *a, const void *b)
+{
+	return strcmp((*(const gw *const *)a)->id, (*(const gw *const *)b)->id);
+}
+
+/* the visiting order: matching gateways by id */
+static const gw **sorted(const fleet *fl, size_t *n)
+{
+	const gw **v = calloc(fl->n ? fl->n : 1, sizeof(*v));
+	*n = 0;
+	for (size_t i = 0; v && i < fl->n; i++)
+		if (matches(fl, &fl->g[i]))
+			v[(*n)++] = &fl->g[i];
+	if (v)
+		qsort(v, *n, sizeof(*v), by_id);
+	return v;
+}
+
+typedef struct counts {
+	size_t gateways, online, offline, devices, components, behind;
+} counts;
+
+typedef void (*row_fn)(void *ctx, const gw *g, const json_t *dev, const json_t *comp, bool is_behind);
+
+static counts walk(const fleet *fl, const json_t *best, row_fn fn, void *ctx)
+{
+	counts n = {0};
+	size_t ng;
+	const gw **v = sorted(fl, &ng);
+
+	for (size_t i = 0; v && i < ng; i++) {
+		const gw *g = v[i];
+		size_t k, j;
+		json_t *d, *comp;
+		n.gateways++;
+		n.online += g->state == 1;
+		n.offline += g->state == 2;
+		if (!g->inv) {
+			fn(ctx, g, NULL, NULL, false);
+			continue;
+		}
+		json_array_foreach(json_object_get(g->inv, "devices"), k, d) {
+			n.devices++;
+			json_array_foreach(json_object_get(d, "components"), j, comp) {
+				const char *name = json_string_value(json_object_get(comp, "name"));
+				bool b = behind(best, name, json_string_value(json_object_get(comp, "version")));
+				n.components++;
+				n.behind += b;
+				fn(ctx, g, d, comp, b);
+			}
+		}
+	}
+	free(v);
+	return n;
+}
+
+typedef struct print_ctx {
+	const fleet *fl;
+	FILE *out;
+	json_t *rows;
+} print_ctx;
+
+static void put_trimmed(FILE *out, char *line)
+{
+	size_t n = strlen(line);
+	while (n && line[n - 1] == ' ')
+		line[--n] = 0;
+	fprintf(out, "%s\n", line);
+}
+
+static void print_row(void *ctx, const gw *g, const json_t *d, const json_t *comp, bool b)
+{
+	print_ctx *p = ctx;
+	const char *dev = d ? json_string_value(json_object_get(d, "id")) : "(no inventory)";
+	const char *name = comp ? json_string_value(json_object_get(comp, "name")) : "-";
+	const char *ver = comp ? json_string_value(json_object_get(comp, "version")) : NULL;
+	bool absent = d && json_is_false(json_object_get(d, "present"));
+	char devcol[160], vercol[80];
+
+	char line[1024];
+	size_t n;
+
+	snprintf(devcol, sizeof(devcol), "%s%s", dev, absent ? " (absent)" : "");
+	snprintf(vercol, sizeof(vercol), "%s%s", ver ? ver : "-", b ? " *" : "");
+	n = (size_t)snprintf(line, sizeof(line), "%-16s %-8s %-24s %-16s %-14s", g->id, state_name(g->state), devcol,
+			     name, vercol);
+	for (size_t i = 0; i < p->fl->n_conds && n < sizeof(line); i++) {
+		const cond *c = &p->fl->conds[i];
+		if (c->kind == C_ATTR && strcmp(c->key, "gateway") && strcmp(c->key, "state")) {
+			const char *v = attr_of(g, c->key);
+			n += (size_t)snprintf(line + n, sizeof(line) - n, " %-12s", v ? v : "-");
+		}
+	}
+	put_trimmed(p->out, line);
+}
+
+void fleet_print(const fleet *fl, FILE *out)
+{
+	json_t *best = newest(fl);
+	print_ctx p = {.fl = fl, .out = out};
+
+	char head[1024];
+	size_t len = (size_t)snprintf(head, sizeof(head), "%-16s %-8s %-24s %-16s %-14s", "GATEWAY", "STATE", "DEVICE",
+				      "COMPONENT", "VERSION");
+	for (size_t i = 0; i < fl->n_conds && len < sizeof(head); i++)
+		if (fl->conds[i].kind == C_ATTR && strcmp(fl->conds[i].key, "gateway") && strcmp(fl->conds[i].key, "state"))
+			len += (size_t)snprintf(head + len, sizeof(head) - len, " %-12s", fl->conds[i].key);
+	put_trimmed(out, head);
+	counts n = walk(fl, best, print_row, &p);
+	fprintf(out, "%zu gateway%s (%zu online, %zu offline), %zu device%s, %zu component%s, %zu behind the newest "
+		"version (*)", n.gateways, n.gateways == 1 ? "" : "s", n.online, n.offline, n.devices,
+		n.devices == 1 ? "" : "s", n.components, n.components == 1 ? "" : "s", n.behind);
+	if (fl->n_conds)
+		fprintf(out, "; %zu of %zu gateways match", n.gateways, fl->n);
+	fputc('\n', out);
+	json_decref(best);
+}
+
+static void json_row(void *ctx, const gw *g, const json_t *d, const json_t *comp, bool b)
+{
+	print_ctx *p = ctx;
+	json_t *attrs = json_object_get(json_object_get(g->inv, "gateway"), "attributes");
+	json_t *r = json_pack("{s:s,s:s,s:o,s:o,s:o,s:o,s:b}", "gateway", g->id, "state", state_name(g->state),
+			      "attributes", attrs ? json_incref(attrs) : json_object(), "device",
+			      d ? json_incref(json_object_get(d, "id")) : json_null(), "component",
+			      comp ? json_incref(json_object_get(comp, "name")) : json_null(), "version",
+			      comp && json_object_get(comp, "version") ? json_incref(json_object_get(comp, "version"))
+								       : json_null(),
+			      "behind", b);
+	if (r && d)
+		json_object_set_new(r, "present", json_boolean(!json_is_false(json_object_get(d, "present"))));
+	json_array_append_new(p->rows, r);
+}
+
+void fleet_print_json(const fleet *fl, FILE *out)
+{
+	json_t *best = newest(fl);
+	print_ctx p = {.fl = fl, .out = out, .rows = json_array()};
+	counts n = walk(fl, best, json_row, &p);
+	json_t *o = json_pack("{s:o,s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I},s:O}", "rows", p.rows, "counts", "gateways",
+			      (json_int_t)n.gateways, "online", (json_int_t)n.online, "offline", (json_int_t)n.offline,
+			      "devices", (json_int_t)n.devices, "components", (json_int_t)n.components, "behind",
+			      (json_int_t)n.behind, "known", (json_int_t)fl->n, "newest", best);
+	json_dumpf(o, out, JSON_INDENT(1) | JSON_SORT_KEYS);
+	fputc('\n', out);
+	json_decref(o);
+	json_decref(best);
+}

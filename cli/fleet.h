@@ -1,0 +1,28 @@
+/* The fleet as the broker's retained messages describe it: each gateway's
+ * inventory and state, filtered by --where conditions, printed as one
+ * table.  A library of its own so tests can feed it messages directly. */
+#ifndef FERRY_CLI_FLEET_H
+#define FERRY_CLI_FLEET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include "ferry/err.h"
+
+typedef struct fleet fleet;
+
+fleet *fleet_new(void);
+void fleet_free(fleet *fl);
+/* A condition (docs/cli.md, ferry fleet): KEY=VALUE, KEY!=VALUE, or
+ * component.NAME OP VERSION with OP one of < <= > >= = !=. */
+ferry_err fleet_where(fleet *fl, const char *cond, ferry_status *st) FERRY_WUR;
+/* A retained message: ferry/v1/GW/inventory or ferry/v1/GW/state. */
+void fleet_add(fleet *fl, const char *topic, const char *payload, size_t len);
+/* Gateways that match the conditions. */
+size_t fleet_matching(const fleet *fl);
+void fleet_print(const fleet *fl, FILE *out);
+void fleet_print_json(const fleet *fl, FILE *out);
+unsigned fleet_refused(const fleet *fl);
+
+#endif

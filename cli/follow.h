@@ -1,0 +1,39 @@
+/* Following updates as gateways report them: what `ferry deploy` and
+ * `ferry watch` show, and how deploy knows every target has ended.
+ *
+ * Rows are gateway x component x device (a component's own stages, about
+ * its image, have no device).  On a terminal the rows are redrawn in place
+ * with a progress bar, the rate and the time left; otherwise each report is
+ * one plain line, or one JSON object with --json. */
+#ifndef FERRY_CLI_FOLLOW_H
+#define FERRY_CLI_FOLLOW_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdio.h>
+
+typedef enum follow_mode { FOLLOW_TTY, FOLLOW_PLAIN, FOLLOW_JSON } follow_mode;
+
+typedef struct follow follow;
+
+follow *follow_new(follow_mode mode, FILE *out);
+void follow_free(follow *f);
+/* deploy: gateway gw was sent command jti for update uid, whose manifest
+ * has these components; op_request: update.request (ends with admission). */
+void follow_expect(follow *f, const char *gw, const char *uid, const char *jti, const char *const *components,
+		   size_t n, bool op_request);
+/* A message from the broker: topic ferry/v1/GW/KIND and its payload.
+ * Filters (NULL: all) limit what is shown. */
+void follow_message(follow *f, const char *topic, const char *payload, size_t len, const char *only_gw,
+		    const char *only_update);
+/* Redraws the terminal rows (at most ten times a second). */
+void follow_draw(follow *f, bool force);
+/* Every expected gateway has answered and every target ended. */
+bool follow_done(const follow *f);
+/* 0 when every target ended installed or already_installed, else 1; prints
+ * a summary of what failed (to stderr) when asked. */
+int follow_result(const follow *f, bool print);
+/* How many messages were refused (malformed) so far. */
+unsigned follow_refused(const follow *f);
+
+#endif

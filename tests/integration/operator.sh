@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# The operator's side through real parts: `ferry pki init` writes the
+# operator's certificate and operator.yaml; the operator's tools reach the
+# broker only on its operator listener; `ferry deploy` signs a spec,
+# publishes its images on the file host, sends the command and follows the
+# real ferryd's reports to the end, with exit codes that say how it ended;
+# `ferry watch` follows the same reports beside it; Ctrl-C at a terminal
+# offers update.cancel and sends it.
+cd "$(dirname "$0")"
+. ../../scripts/world.sh
+W_OPS_SLOW=1 # the file host throttles /slow/: a download lasts long enough to interrupt
+W_SLOW_RATE=100k
+world_up "${1:?usage: operator.sh BUILD_DIR}"
+F=$W_FERRY
+start_ferryd
+WATCH_PID=
+trap '[ -n "$WATCH_PID" ] && kill "$WATCH_PID" 2>/dev/null; world_down' EXIT
+
+# --- operator identity and the broker's two listeners
+for f in operators-ca.pem operators-ca.key operator.pem operator.key operator.yaml; do
+	[ -s "$W/pki/$f" ] || fail "ferry pki init did not write $f"
+done
+[ "$(stat -c %a "$W/pki/operator.yaml")" = 600 ] || fail "operator.yaml holds the link secret: it must be 0600"
+openssl x509 -in "$W/pki/operator.pem" -noout -subject | grep -q "CN *= *@operator" || fail "the operator CN is not @operator"
+ops="-h 127.0.0.1 --cafile $W/pki/ca.pem -V mqttv5 -q 1 -t ferry/v1/probe -m x"
+mosquitto_pub $ops -p "$W_OPS_PORT" --cert "$W/pki/operator.pem" --key "$W/pki/operator.key" ||
+	fail "the operator cannot publish on the operator listener"
+# shellcheck disable=SC2086
+! mosquitto_pub $ops -p "$W_OPS_PORT" --cert "$W/pki/gw-gw-2.pem" --key "$W/pki/gw-gw-2.key" 2>/dev/null ||
+	fail "a gateway certificate was let in on the operator listener"
+# shellcheck disable=SC2086
+! mosquitto_pub $ops -p "$W_MQTT_PORT" --cert "$W/pki/operator.pem" --key "$W/pki/operator.key" 2>/dev/null ||
+	fail "the operator certificate was let in on the gateway listener"
+echo "ok: the operator's certificate works on the operator listener only, and no gateway's does"
+
+# operator.yaml is read strictly
+sed 's/^  host: 127.0.0.1/  hots: 127.0.0.1/' "$W/pki/operator.yaml" > "$W/bad-op.yaml"
+rc=0; "$F" watch --config "$W/bad-op.yaml" > "$W/out" 2>&1 || rc=$?
+[ "$rc" = 2 ] && grep -q "bad-op.yaml:4: broker.hots: not a key of operator.yaml" "$W/out" ||
+	fail "a misspelt key in operator.yaml was not refused by name (rc $rc): $(cat "$W/out")"
+rc=0; FERRY_OPERATOR_CONFIG=$W/nowhere.yaml "$F" watch > "$W/out" 2>&1 || rc=$?
+[ "$rc" = 2 ] && grep -q "nowhere.yaml" "$W/out" || fail "a missing operator config was not named: $(cat "$W/out")"
+echo "ok: operator.yaml: a misspelt key is refused with file, line and key"
+
+# --- deploy from a spec, followed to the end (plain lines: not a terminal)
+# spec DIR SEQ VERSION BYTES: a spec with app-config and app-bin in DIR
+spec() {
+	mkdir -p "$W/$1"
+	printf 'rev: %s\n' "$2" > "$W/$1/app.conf"
+	head -c "$4" /dev/urandom > "$W/$1/app.bin"
+	cat > "$W/$1/spec.yaml" <<YAML
+sequence: $2
+components:
+  - name: app-config
+    type: configuration
+    adapter: self
+    target: {vendor_id: acme, class_id: gateway}
+    version: "$3"
+    format: file
+    file: app.conf
+  - name: app-bin
+    type: application
+    adapter: self
+    target: {vendor_id: acme, class_id: gateway}
+    version: "$3"
+    format: file
+    file: app.bin
+YAML
+}
+# watch runs beside deploy: two tools of one operator at once
+"$F" watch --json --update u-1 > "$W/watch.out" 2> "$W/watch.err" &
+WATCH_PID=$!
+for _ in $(seq 1 100); do grep -q "following" "$W/watch.err" && break; sleep 0.1; done
+grep -q "following" "$W/watch.err" || fail "ferry watch did not start: $(cat "$W/watch.err")"
+spec s1 1 1.1.0 300000
+rc=0; "$F" deploy "$W/s1/spec.yaml" --gateway gw-1 --update u-1 > "$W/d1.out" 2> "$W/d1.err" || rc=$?
+[ "$rc" = 0 ] || fail "deploy u-1 exited $rc: $(cat "$W/d1.err") $(tail "$W/d1.out")"
+grep -q "u-1 installed everywhere" "$W/d1.err" || fail "deploy u-1 did not say it ended: $(cat "$W/d1.err")"
+for c in app-config app-bin; do
+	grep -qE "^gw-1 u-1 $c self installed 1.1.0$" "$W/d1.out" || fail "deploy u-1 showed no $c installed: $(cat "$W/d1.out")"
+	grep -qE "^gw-1 u-1 $c - allowed to self$" "$W/d1.out" || fail "deploy u-1 showed no $c allowed"
+done
+cmp -s "$W/s1/app.bin" "$W/target/app.bin" || fail "u-1: app.bin is not the spec's file"
+cmp -s "$W/s1/app.bin" "$W/www/files/$(sha256sum "$W/s1/app.bin" | cut -d' ' -f1)" ||
+	fail "deploy did not publish app.bin on the file host under its sha256"
+# the watcher saw what deploy saw, as JSON
+for _ in $(seq 1 100); do [ "$(grep -c '"stage":"installed"' "$W/watch.out")" -ge 2 ] && break; sleep 0.1; done
+[ "$(grep -c '"stage":"installed"' "$W/watch.out")" = 2 ] || fail "watch saw $(grep -c installed "$W/watch.out") installs"
+grep -q '"gateway":"gw-1"' "$W/watch.out" && grep -q '"type":"reply"' "$W/watch.out" ||
+	fail "watch --json lacks the gateway or the reply: $(head -n 3 "$W/watch.out")"
+kill "$WATCH_PID"
+wait "$WATCH_PID" 2>/dev/null || true
+WATCH_PID=
+echo "ok: deploy signed, published, sent and followed u-1 to installed (exit 0); watch followed it beside"
+
+# --- the same versions again: every device already runs them
+rc=0; "$F" deploy "$W/s1/spec.yaml" --gateway gw-1 --update u-1b --json > "$W/d1b.out" 2> "$W/d1b.err" || rc=$?
+[ "$rc" = 1 ] && grep -q stale_sequence "$W/d1b.err" ||
+	fail "a deploy with a used sequence was not refused with stale_sequence (rc $rc): $(cat "$W/d1b.err")"
+sed -i 's/^sequence: 1$/sequence: 2/' "$W/s1/spec.yaml"
+rc=0; "$F" deploy "$W/s1/spec.yaml" --gateway gw-1 --update u-2 --json > "$W/d2.out" 2> "$W/d2.err" || rc=$?
+[ "$rc" = 0 ] || fail "deploy u-2 (nothing to do) exited $rc: $(cat "$W/d2.err")"
+[ "$(grep -c '"stage":"already_installed"' "$W/d2.out")" = 2 ] ||
+	fail "deploy u-2 did not end on two already_installed: $(cat "$W/d2.out")"
+while read -r line; do
+	jq_ok=$(printf '%s' "$line" | grep -c '^{.*"gateway":"gw-1".*}$' || true)
+	[ "$jq_ok" = 1 ] || fail "deploy --json printed a line that is not a report object: $line"
+done < "$W/d2.out"
+echo "ok: a used sequence is refused (exit 1, reason printed); a deploy with nothing to do ends at once (exit 0)"
+
+# --- a failed download: exit 1 with the reason
+spec s3 3 1.3.0 2000
+rc=0; "$F" deploy "$W/s3/spec.yaml" --gateway gw-1 --update u-3 \
+	--link "app-bin=https://127.0.0.1:$W_HTTPS_PORT/files/no-such-image" > "$W/d3.out" 2> "$W/d3.err" || rc=$?
+[ "$rc" = 1 ] || fail "deploy u-3 with a dead link exited $rc"
+grep -q "app-bin.*download_failed" "$W/d3.out" || fail "deploy u-3 did not show download_failed: $(cat "$W/d3.out")"
+grep -q "gw-1: app-config/self cancelled" "$W/d3.err" || fail "deploy u-3's summary lacks the cancelled step: $(cat "$W/d3.err")"
+cmp -s "$W/s1/app.bin" "$W/target/app.bin" || fail "u-3 changed app.bin although it failed"
+echo "ok: a failed download ends deploy with exit 1 and what failed"
+
+# --- Ctrl-C at a terminal: deploy asks, the answer y sends update.cancel
+spec s4 4 1.4.0 3000000
+mkfifo "$W/tty-in"
+exec 7<> "$W/tty-in" # held open: script reads the answer from it
+script -qfec "$F deploy $W/s4/spec.yaml --gateway gw-1 --update u-4" /dev/null < "$W/tty-in" > "$W/d4.out" 2>&1 &
+SCRIPT_PID=$!
+for _ in $(seq 1 300); do grep -q "downloading" "$W/d4.out" && break; sleep 0.1; done
+grep -q "downloading" "$W/d4.out" || fail "deploy u-4 showed no download: $(cat "$W/d4.out")"
+grep -q $'\033\[2K' "$W/d4.out" && grep -qE '\[#*\.+\] +[0-9]+%' "$W/d4.out" ||
+	fail "deploy on a terminal drew no live line with a progress bar"
+pkill -INT -f "^$F deploy $W/s4/spec.yaml" || fail "no deploy u-4 to interrupt"
+for _ in $(seq 1 100); do grep -q "\[y/N\]" "$W/d4.out" && break; sleep 0.1; done
+grep -q "send update.cancel for u-4 to 1 gateway? \[y/N\]" "$W/d4.out" || fail "Ctrl-C did not ask: $(tail -c 500 "$W/d4.out")"
+echo y >&7
+rc=0; wait "$SCRIPT_PID" || rc=$?
+exec 7>&-
+[ "$rc" = 1 ] || fail "deploy u-4, cancelled, exited $rc: $(tail -c 800 "$W/d4.out")"
+[ "$(outcome u-4 app-bin)" = cancelled ] || fail "u-4: app-bin was not cancelled: $(stages_of u-4 app-bin)"
+grep -q '"op":"update.cancel","update_id":"u-4","result":"accepted"' "$W/mqtt.log" || fail "no update.cancel reached gw-1"
+cmp -s "$W/s1/app.bin" "$W/target/app.bin" || fail "the cancelled u-4 changed app.bin"
+echo "ok: Ctrl-C on a terminal asked, sent update.cancel, and deploy followed it to cancelled (exit 1)"
+
+# --- the fleet table from retained inventories and states
+# gw-2 as a gateway that is away: its last inventory (older app-bin, another
+# site) and its will; gw-3's inventory claims to be gw-1's
+# shellcheck disable=SC2046
+mosquitto_pub $(mqtt_opts gw-2) -r -q 1 -t ferry/v1/gw-2/inventory -m \
+	'{"gateway":{"id":"gw-2","ferryd":"0.1.0","attributes":{"arch":"aarch64","site":"hall-3"}},"devices":[{"id":"self","adapter":"self","components":[{"name":"app-config","version":"1.0.0"},{"name":"app-bin","version":null}],"present":true},{"id":"serial-ttyS1","adapter":"serial-smp","components":[{"name":"sensor-fw","version":"2.0.0"}],"present":false}],"ts":1}'
+# shellcheck disable=SC2046
+mosquitto_pub $(mqtt_opts gw-2) -r -q 1 -t ferry/v1/gw-2/state -m '{"state":"offline"}'
+# shellcheck disable=SC2046
+mosquitto_pub $(mqtt_opts cloud) -r -q 1 -t ferry/v1/gw-3/inventory -m \
+	'{"gateway":{"id":"gw-1","attributes":{}},"devices":[],"ts":1}'
+"$F" fleet > "$W/fleet.out" 2> "$W/fleet.err" || fail "ferry fleet failed: $(cat "$W/fleet.err")"
+grep -qE '^gw-1 +online +self +app-bin +1\.1\.0 *$' "$W/fleet.out" || fail "fleet lacks gw-1's app-bin 1.1.0: $(cat "$W/fleet.out")"
+grep -qE '^gw-2 +offline +self +app-config +1\.0\.0 \* *$' "$W/fleet.out" ||
+	fail "fleet does not mark gw-2's older app-config: $(cat "$W/fleet.out")"
+grep -qE '^gw-2 +offline +serial-ttyS1 \(absent\) +sensor-fw +2\.0\.0 *$' "$W/fleet.out" ||
+	fail "fleet does not show gw-2's absent MCU: $(cat "$W/fleet.out")"
+grep -q "^2 gateways (1 online, 1 offline), 3 devices, 5 components, 2 behind the newest version" "$W/fleet.out" ||
+	fail "fleet's count line: $(tail -n 1 "$W/fleet.out")"
+grep -q "1 malformed message ignored" "$W/fleet.err" || fail "fleet took gw-3's inventory for gw-1's: $(cat "$W/fleet.err")"
+"$F" fleet --where site=hall-3 > "$W/f2.out"
+[ "$(grep -c '^gw-' "$W/f2.out")" = 3 ] && ! grep -q '^gw-1' "$W/f2.out" && grep -qE '^gw-2 .* hall-3 *$' "$W/f2.out" ||
+	fail "fleet --where site=hall-3: $(cat "$W/f2.out")"
+grep -q "; 1 of 2 gateways match" "$W/f2.out" || fail "fleet --where does not count the matches: $(tail -n 1 "$W/f2.out")"
+"$F" fleet --where 'component.app-bin<1.1.0' --where state=offline --json > "$W/f3.out"
+grep -q '"gateway": "gw-2"' "$W/f3.out" && ! grep -q '"gateway": "gw-1"' "$W/f3.out" ||
+	fail "fleet --where component.app-bin<1.1.0 (an unknown version is older): $(cat "$W/f3.out")"
+"$F" fleet --where 'component.app-bin>=1.1.0' --where arch=x86_64 > "$W/f4.out"
+grep -q '^gw-1' "$W/f4.out" && ! grep -q '^gw-2' "$W/f4.out" || fail "fleet --where app-bin>=1.1.0: $(cat "$W/f4.out")"
+rc=0; "$F" fleet --where 'component.app-bin<one' > "$W/out" 2>&1 || rc=$?
+[ "$rc" = 2 ] && grep -q "app-bin<one" "$W/out" || fail "a bad --where was not refused by name: $(cat "$W/out")"
+rc=0; "$F" fleet --where 'site<hall' > "$W/out" 2>&1 || rc=$?
+[ "$rc" = 2 ] || fail "an attribute compared with < was not refused"
+echo "ok: ferry fleet: versions across gateways, the old ones marked, --where by attribute, state and version"
