@@ -126,7 +126,7 @@ cat >> "$W/demo.yaml" <<YAML
 YAML
 # the first inventory that lists every MCU with its version
 for _ in $(seq 1 300); do
-	inv=$(grep -F "ferry/v1/$W_GW/inventory " "$W/mqtt.log" | tail -n 1)
+	inv=$(grep -F "ferry/v1/$W_GW/inventory " "$W/mqtt.log" | tail -n 1 || true)
 	[ "$(grep -oF '{"name":"sensor-mcu","version":"1.4.0"}' <<< "$inv" | wc -l)" -eq 3 ] &&
 		grep -qF '{"name":"radio-fw","version":"2.0.0"}' <<< "$inv" &&
 		grep -qF '{"name":"node-mcu","version":"3.0.0"}' <<< "$inv" &&

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <signal.h>
 #include <stdio.h>
@@ -33,7 +34,8 @@ static const char help_deploy[] =
 	"Signs the manifest (from a spec, with the config's manifest signer; a signed\n"
 	"manifest is checked against the org CA), puts each image on the file host\n"
 	"(files.dir, named by its sha256), signs one command per gateway with links\n"
-	"to files.base_url + sha256 (or --link), publishes them and follows every\n"
+	"to files.base_url + sha256 that only that gateway can use, until\n"
+	"files.link_ttl (or --link), publishes them and follows every\n"
 	"report until each target has ended.  On a terminal: one live line per\n"
 	"gateway, component and device; otherwise one line per report, or one JSON\n"
 	"object per report with --json.  --ttl: the commands' lifetime (default\n"
@@ -293,6 +295,34 @@ out:
 	return rc;
 }
 
+/* The link for gateway gw to image sha: base_url + sha, and with a link
+ * secret the device-bound, expiring form config/nginx-ferry.conf checks:
+ * md5 = base64url(MD5(EXPIRES + PATH + GW + " " + SECRET)). */
+static bool make_link(const op_config *cfg, const char *gw, const char *sha, time_t expires, char *out, size_t n)
+{
+	int len = snprintf(out, n, "%s%s", cfg->files.base_url, sha);
+	if (len < 0 || (size_t)len >= n)
+		return false;
+	if (!cfg->files.link_secret[0])
+		return true;
+	const char *path = strchr(out + 8, '/'); /* after https:// and the host */
+	char text[2048], b64[64];
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	int tl = snprintf(text, sizeof(text), "%lld%s%s %s", (long long)expires, path ? path : "/", gw,
+			  cfg->files.link_secret);
+	if (tl < 0 || (size_t)tl >= sizeof(text) || !EVP_Digest(text, (size_t)tl, md, &mdlen, EVP_md5(), NULL))
+		return false;
+	int bl = EVP_EncodeBlock((unsigned char *)b64, md, (int)mdlen);
+	while (bl > 0 && b64[bl - 1] == '=')
+		b64[--bl] = 0;
+	for (int i = 0; i < bl; i++)
+		b64[i] = b64[i] == '+' ? '-' : b64[i] == '/' ? '_' : b64[i];
+	size_t used = (size_t)len;
+	len = snprintf(out + used, n - used, "?md5=%s&expires=%lld", b64, (long long)expires);
+	return len > 0 && (size_t)len < n - used;
+}
+
 static void new_update_id(char *out, size_t n)
 {
 	unsigned char r[3] = {0};
@@ -320,15 +350,44 @@ static bool ask_cancel(const deploy_args *a, const char *uid)
 	return line[0] == 'y' || line[0] == 'Y';
 }
 
-static int send_all(op_mqtt *m, const deploy_args *a, const char *op, const char *uid, const char *manifest,
-		    json_t *links, EVP_PKEY *key, STACK_OF(X509) *certs, follow *f, const char *const *names,
-		    size_t n_names)
+/* links for one gateway: component -> given URL, or the file host's
+ * link for that gateway (images: component -> sha256) */
+static json_t *links_for(const op_config *cfg, const deploy_args *a, const json_t *images, const char *gw)
+{
+	json_t *links = json_object();
+	const char *name;
+	json_t *sha;
+	time_t expires = time(NULL) + cfg->files.link_ttl_s;
+
+	json_object_foreach((json_t *)images, name, sha) {
+		char url[1400];
+		const char *given = json_string_value(json_object_get(a->links, name));
+		if (given)
+			snprintf(url, sizeof(url), "%s", given);
+		else if (!make_link(cfg, gw, json_string_value(sha), expires, url, sizeof(url))) {
+			json_decref(links);
+			return NULL;
+		}
+		json_object_set_new(links, name, json_string(url));
+	}
+	return links;
+}
+
+static int send_all(op_mqtt *m, const deploy_args *a, const op_config *cfg, const char *op, const char *uid,
+		    const char *manifest, const json_t *images, EVP_PKEY *key, STACK_OF(X509) *certs, follow *f,
+		    const char *const *names, size_t n_names)
 {
 	ferry_status st = {0};
 
 	for (size_t i = 0; i < a->n_gws; i++) {
 		char jti[33], t[128], *jws = NULL;
+		json_t *links = images ? links_for(cfg, a, images, a->gws[i]) : NULL;
+		if (images && !links) {
+			fprintf(stderr, "ferry deploy: a link for %s would be too long\n", a->gws[i]);
+			return CLI_USAGE;
+		}
 		int rc = cli_command_sign(op, a->gws[i], uid, manifest, links, a->ttl, key, certs, jti, &jws);
+		json_decref(links);
 		if (rc)
 			return rc;
 		if (f)
@@ -414,7 +473,7 @@ int cli_deploy(int argc, char **argv)
 	follow *f = NULL;
 	EVP_PKEY *key = NULL;
 	STACK_OF(X509) *certs = NULL;
-	json_t *links = json_object();
+	json_t *images = json_object();
 	char *manifest = NULL, uid[65];
 	const char *names[FERRY_COMPONENTS_MAX];
 	int rc;
@@ -435,12 +494,10 @@ int cli_deploy(int argc, char **argv)
 	    (rc = load_manifest(&a, &cfg, &manifest, &m)))
 		goto out;
 	for (size_t i = 0; i < m.n; i++) {
-		char hex[65], url[1200];
+		char hex[65];
 		names[i] = m.c[i].name;
 		ferry_hex32_fmt(m.c[i].sha256, hex);
-		snprintf(url, sizeof(url), "%s%s", cfg.files.base_url, hex);
-		const char *given = json_string_value(json_object_get(a.links, m.c[i].name));
-		json_object_set_new(links, m.c[i].name, json_string(given ? given : url));
+		json_object_set_new(images, m.c[i].name, json_string(hex));
 	}
 	if (a.uid)
 		snprintf(uid, sizeof(uid), "%s", a.uid);
@@ -454,7 +511,7 @@ int cli_deploy(int argc, char **argv)
 		rc = CLI_USAGE;
 		goto out;
 	}
-	if ((rc = send_all(mq, &a, a.op, uid, manifest, links, key, certs, f, names, m.n)))
+	if ((rc = send_all(mq, &a, &cfg, a.op, uid, manifest, images, key, certs, f, names, m.n)))
 		goto out;
 	fprintf(stderr, "ferry deploy: %s sent to %zu gateway%s (%s)\n", uid, a.n_gws, a.n_gws == 1 ? "" : "s", a.op);
 	time_t until = time(NULL) + a.ttl + 60;
@@ -468,7 +525,7 @@ int cli_deploy(int argc, char **argv)
 				goto out;
 			}
 			cancel_asked = true;
-			if ((rc = send_all(mq, &a, "update.cancel", uid, NULL, NULL, key, certs, NULL, NULL, 0)))
+			if ((rc = send_all(mq, &a, &cfg, "update.cancel", uid, NULL, NULL, key, certs, NULL, NULL, 0)))
 				goto out;
 			fprintf(stderr, "ferry deploy: update.cancel sent; following what the gateways do\n");
 		}
@@ -491,7 +548,7 @@ out:
 	follow_free(f);
 	ferry_manifest_free(&m);
 	free(manifest);
-	json_decref(links);
+	json_decref(images);
 	json_decref(a.links);
 	EVP_PKEY_free(key);
 	sk_X509_pop_free(certs, X509_free);

@@ -172,6 +172,11 @@ static CURL *make_handle(dl *d, char *errbuf)
 	curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
 	curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
 	curl_easy_setopt(c, CURLOPT_CAINFO, r->ca_file);
+	if (r->cert_file && r->key_file) {
+		/* a file host that binds links to gateways asks who fetches */
+		curl_easy_setopt(c, CURLOPT_SSLCERT, r->cert_file);
+		curl_easy_setopt(c, CURLOPT_SSLKEY, r->key_file);
+	}
 	curl_easy_setopt(c, CURLOPT_CAPATH, NULL);
 	curl_easy_setopt(c, CURLOPT_PROXY, "");
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
@@ -237,6 +242,11 @@ static ferry_err attempt(dl *d, bool *retry, ferry_status *st)
 		return FERRY_OK; /* we had it all already */
 	if (rc == CURLE_OK && d->status != 200 && d->status != 206) {
 		*retry = d->status >= 500 || d->status == 408 || d->status == 429;
+		if (d->status == 410)
+			return ferry_fail(st, FERRY_E_DOWNLOAD_FAILED, "HTTP 410: the link has expired");
+		if (d->status == 403)
+			return ferry_fail(st, FERRY_E_DOWNLOAD_FAILED, "HTTP 403: the file host refused the link "
+					  "(made for another gateway, or changed)");
 		return ferry_fail(st, FERRY_E_DOWNLOAD_FAILED, "HTTP %ld", d->status);
 	}
 	if (rc != CURLE_OK) {

@@ -20,6 +20,7 @@ typedef struct ferry_dl_limits {
 typedef struct ferry_dl_req {
 	const char *url;       /* https:// only; a secret: never logged */
 	const char *ca_file;   /* the file host's CA; peer and host name verified */
+	const char *cert_file, *key_file; /* the gateway's client certificate, shown when the host asks */
 	int part_fd;           /* the partial file, read-write: continued (ferry_store_partial_open) */
 	int64_t size;          /* the manifest's size: a hard cap while bytes arrive */
 	uint8_t sha256[32];    /* the manifest's digest of the whole image */

@@ -323,6 +323,8 @@ static ferry_err download_image(dl_task *d, ferry_status *st)
 		return st->code;
 	ferry_dl_req req = {
 		.url = c->link, .ca_file = cfg->download.ca, .part_fd = part, .size = mc->size,
+		/* the gateway's MQTT identity is also who it is to the file host */
+		.cert_file = cfg->broker.cert, .key_file = cfg->broker.key,
 		.limits = {.connect_timeout_s = cfg->download.connect_timeout_s,
 			   .low_speed_bytes = cfg->download.low_speed_bytes,
 			   .low_speed_time_s = cfg->download.low_speed_time_s, .retries = cfg->download.retries,

@@ -11,11 +11,12 @@ FERRY_BUILD_PKGS="cmake make pkg-config gcc libc6-dev $FERRY_LIB_PKGS"
 # its sanitizer and libFuzzer runtimes for the fuzz run, and the real servers
 # the integration scenarios run ferryd against, dfu-util's file tools,
 # umockdev, which puts the simulated USB DFU device behind the real libusb,
-# dbus-daemon, which carries the private bus of the BLE scenario,
+# dbus-daemon, which carries the private bus of the BLE scenario, curl,
+# which fetches device-bound links with each gateway's certificate,
 # systemd for systemd-analyze, which checks the shipped unit, and debhelper
 # and lintian, which build and check the Debian package.
 FERRY_TEST_PKGS="libcmocka-dev jose openssl clang libclang-rt-14-dev mosquitto mosquitto-clients nginx-light sqlite3 dfu-util
-	libumockdev-dev umockdev dbus systemd debhelper lintian git"
+	libumockdev-dev umockdev dbus systemd debhelper lintian git curl"
 
 ferry_missing_pkgs() {
 	local p missing=""

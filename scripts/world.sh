@@ -98,10 +98,12 @@ start_nginx() {
 	local fixed=${W_HTTPS_PORT:-} attempt
 	for attempt in 1 2 3; do
 		W_HTTPS_PORT=${fixed:-$(free_port)}
+		[ -n "$fixed" ] || W_FILES_PORT=$(free_port)
+		[ "$W_FILES_PORT" != "$W_HTTPS_PORT" ] || continue
 		write_nginx_config
 		nginx -c "$W/nginx.conf" -e "$W/nginx/error.log" > "$W/nginx.out" 2>&1 &
 		W_NGINX_PID=$!
-		wait_port "$W_HTTPS_PORT" "$W_NGINX_PID" && return 0
+		wait_port "$W_HTTPS_PORT" "$W_NGINX_PID" && wait_port "$W_FILES_PORT" "$W_NGINX_PID" && return 0
 		echo "nginx did not start on port $W_HTTPS_PORT (attempt $attempt): $(tail -n 2 "$W/nginx/error.log")" >&2
 		[ -z "$fixed" ] || break
 	done
@@ -134,8 +136,24 @@ http {
 		root $W/www;
 		location /slow/ { limit_rate ${W_SLOW_RATE:-20k}; alias $W/www/; }
 	}
+	include $W/nginx-ferry.conf;
 }
 CONF
+	# the shipped file host (config/nginx-ferry.conf: client certificates,
+	# device-bound links) on W_FILES_PORT, with the operator's link secret;
+	# throttled when W_OPS_SLOW is set
+	local root secret
+	root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+	secret=$(sed -n 's/^  link_secret: \([0-9a-f]*\)$/\1/p' "$W/pki/operator.yaml")
+	[ -n "$secret" ] || fail "no link_secret in operator.yaml"
+	sed -e "s|^\tlisten 8443 ssl;|\tlisten 127.0.0.1:$W_FILES_PORT ssl;|" \
+		-e "s|/etc/nginx/ferry/files.pem|$W/pki/broker.pem|" -e "s|/etc/nginx/ferry/files.key|$W/pki/broker.key|" \
+		-e "s|/etc/nginx/ferry/ca.pem|$W/pki/ca.pem|" -e "s| LINK_SECRET\"| $secret\"|" \
+		-e "s|^\troot /srv/ferry;|\troot $W/www;${W_OPS_SLOW:+ limit_rate ${W_SLOW_RATE:-20k};}|" \
+		"$root/config/nginx-ferry.conf" > "$W/nginx-ferry.conf"
+	grep -q "listen 127.0.0.1:$W_FILES_PORT ssl;" "$W/nginx-ferry.conf" && grep -q "root $W/www;" "$W/nginx-ferry.conf" &&
+		! grep -v '^ *#' "$W/nginx-ferry.conf" | grep -q "LINK_SECRET\|/etc/nginx" ||
+		fail "config/nginx-ferry.conf has another shape"
 }
 
 stop_nginx() {
@@ -384,13 +402,13 @@ world_up() {
 }
 
 # The operator's config that `ferry pki init` wrote, pointed at this world:
-# the operator listener's port, and nginx serving $W/www/files (throttled
-# under /slow/ when W_OPS_SLOW is set).  FERRY_OPERATOR_CONFIG names it for
+# the operator listener's port, and the shipped file host serving
+# $W/www/files (throttled when W_OPS_SLOW is set).  FERRY_OPERATOR_CONFIG names it for
 # every `ferry` command the scenario runs.
 write_operator_config() {
 	mkdir -p "$W/www/files"
 	sed -i -e "s|^  port: 8884 |  port: $W_OPS_PORT |" \
-		-e "s|^  base_url: https://127.0.0.1:8443/files/|  base_url: https://127.0.0.1:$W_HTTPS_PORT/${W_OPS_SLOW:+slow/}files/|" \
+		-e "s|^  base_url: https://127.0.0.1:8443/files/|  base_url: https://127.0.0.1:$W_FILES_PORT/files/|" \
 		-e "s|^  dir: $W/pki/files |  dir: $W/www/files |" "$W/pki/operator.yaml"
 	grep -q "port: $W_OPS_PORT " "$W/pki/operator.yaml" && grep -q "dir: $W/www/files " "$W/pki/operator.yaml" ||
 		fail "operator.yaml from ferry pki init has another shape: $(cat "$W/pki/operator.yaml")"

@@ -93,6 +93,36 @@ wait "$WATCH_PID" 2>/dev/null || true
 WATCH_PID=
 echo "ok: deploy signed, published, sent and followed u-1 to installed (exit 0); watch followed it beside"
 
+# --- device-bound links: the shipped file host config, the hash made here
+# with openssl exactly as config/nginx-ferry.conf describes it
+sha=$(sha256sum "$W/s1/app.bin" | cut -d' ' -f1)
+secret=$(sed -n 's/^  link_secret: //p' "$W/pki/operator.yaml")
+link() { # link GW EXPIRES [SHA]
+	local path="/files/${3:-$sha}" h
+	h=$(printf '%s' "$2$path$1 $secret" | openssl md5 -binary | openssl base64 | tr '+/' '-_' | tr -d '=')
+	echo "https://127.0.0.1:$W_FILES_PORT$path?md5=$h&expires=$2"
+}
+fetch() { # fetch GW URL: the HTTP status when GW's certificate fetches URL
+	curl -s -o /dev/null -w '%{http_code}' --cacert "$W/pki/ca.pem" --cert "$W/pki/gw-$1.pem" \
+		--key "$W/pki/gw-$1.key" "$2" || true
+}
+later=$(($(date +%s) + 3600))
+[ "$(fetch gw-1 "$(link gw-1 $later)")" = 200 ] || fail "gw-1's own link was refused"
+[ "$(fetch gw-2 "$(link gw-1 $later)")" = 403 ] || fail "gw-2 fetched gw-1's link"
+[ "$(fetch gw-1 "$(link gw-1 $later | sed "s/expires=$later/expires=$((later + 1))/")")" = 403 ] ||
+	fail "a link with a changed expiry was not refused"
+[ "$(fetch gw-1 "$(link gw-1 1000)")" = 410 ] || fail "an expired link did not answer 410"
+[ "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$W/pki/ca.pem" "$(link gw-1 $later)" || true)" = 400 ] ||
+	fail "a fetch without a client certificate was not refused"
+# the link deploy put in u-1's command is the one computed here
+cmdjws=$(grep -F "ferry/v1/gw-1/cmd " "$W/mqtt.log" | head -n 1 | cut -d' ' -f2)
+payload=$(cut -d. -f2 <<< "$cmdjws" | tr '_-' '/+')
+while [ $((${#payload} % 4)) != 0 ]; do payload="$payload="; done
+sent=$(base64 -d <<< "$payload" | sed -n 's/.*"app-bin":"\([^"]*\)".*/\1/p')
+exp=$(sed -n 's/.*expires=\([0-9]*\)$/\1/p' <<< "$sent")
+[ -n "$exp" ] && [ "$sent" = "$(link gw-1 "$exp")" ] || fail "deploy's link ($sent) is not the documented one"
+echo "ok: links: the right gateway 200, another gateway 403, changed 403, expired 410, no certificate 400"
+
 # --- the same versions again: every device already runs them
 rc=0; "$F" deploy "$W/s1/spec.yaml" --gateway gw-1 --update u-1b --json > "$W/d1b.out" 2> "$W/d1b.err" || rc=$?
 [ "$rc" = 1 ] && grep -q stale_sequence "$W/d1b.err" ||
@@ -118,8 +148,24 @@ grep -q "gw-1: app-config/self cancelled" "$W/d3.err" || fail "deploy u-3's summ
 cmp -s "$W/s1/app.bin" "$W/target/app.bin" || fail "u-3 changed app.bin although it failed"
 echo "ok: a failed download ends deploy with exit 1 and what failed"
 
+# --- through ferryd: an expired link and another gateway's link fail the download, named
+spec s5 5 1.5.0 2000
+sha5=$(sha256sum "$W/s5/app.bin" | cut -d' ' -f1)
+cp "$W/s5/app.bin" "$W/www/files/$sha5"
+rc=0; "$F" deploy "$W/s5/spec.yaml" --gateway gw-1 --update u-5 --link "app-bin=$(link gw-1 1000 "$sha5")" \
+	> "$W/d5.out" 2> "$W/d5.err" || rc=$?
+[ "$rc" = 1 ] && grep -q "app-bin - failed download_failed: HTTP 410: the link has expired" "$W/d5.out" ||
+	fail "an expired link did not fail u-5 naming the expiry (rc $rc): $(cat "$W/d5.out")"
+sed -i 's/^sequence: 5$/sequence: 6/' "$W/s5/spec.yaml"
+rc=0; "$F" deploy "$W/s5/spec.yaml" --gateway gw-1 --update u-6 --link "app-bin=$(link gw-2 $later "$sha5")" \
+	> "$W/d6.out" 2> "$W/d6.err" || rc=$?
+[ "$rc" = 1 ] && grep -q "app-bin - failed download_failed: HTTP 403: the file host refused the link" "$W/d6.out" ||
+	fail "gw-2's link did not fail u-6 with 403 (rc $rc): $(cat "$W/d6.out")"
+cmp -s "$W/s1/app.bin" "$W/target/app.bin" || fail "a refused link changed app.bin"
+echo "ok: through ferryd, an expired link fails download_failed (HTTP 410, expired) and another gateway's gets 403"
+
 # --- Ctrl-C at a terminal: deploy asks, the answer y sends update.cancel
-spec s4 4 1.4.0 3000000
+spec s4 7 1.4.0 3000000
 mkfifo "$W/tty-in"
 exec 7<> "$W/tty-in" # held open: script reads the answer from it
 script -qfec "$F deploy $W/s4/spec.yaml --gateway gw-1 --update u-4" /dev/null < "$W/tty-in" > "$W/d4.out" 2>&1 &
