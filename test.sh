@@ -55,7 +55,7 @@ cross() {
 
 if [ "${1:-}" = --cross ]; then
 	arch=${2:?usage: ./test.sh --cross arm64|armhf}
-	cmake -S . -B build -DFERRY_WERROR=ON -DBUILD_TESTING=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	cmake -S . -B build -DFERRY_WERROR=ON -DBUILD_TESTING=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_FLAGS=-D_FORTIFY_SOURCE=2 >/dev/null
 	cmake --build build -j"$jobs"
 	cross "$arch"
 	exit 0
@@ -74,8 +74,8 @@ if [ "${1:-}" = --fuzz-long ]; then
 	exit 0
 fi
 
-echo "== build (gcc, -Werror)"
-cmake -S . -B build -DFERRY_WERROR=ON -DBUILD_TESTING=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+echo "== build (gcc, -Werror, _FORTIFY_SOURCE=2 as in Debian's package build)"
+cmake -S . -B build -DFERRY_WERROR=ON -DBUILD_TESTING=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_FLAGS=-D_FORTIFY_SOURCE=2 >/dev/null
 cmake --build build -j"$jobs"
 echo "== tests"
 ctest --test-dir build --output-on-failure -j"$jobs"

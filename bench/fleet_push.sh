@@ -57,7 +57,9 @@ for i in $(seq 0 15); do
 	for _ in $(seq 1 50); do [ -e "$W/ttyB$i" ] && break; sleep 0.1; done
 done
 # shellcheck disable=SC2046
-mosquitto_sub $(mqtt_opts cloud-2) -t "ferry/v1/$W_GW/stage" -q 1 -F '%U %p' > "$W/timed.log" 2>> "$W/mqtt.err" &
+# (reports are signed: report_lines opens them and stamps each with the time it came)
+mosquitto_sub $(mqtt_opts cloud-2) -t "ferry/v1/$W_GW/stage" -q 1 -v 2>> "$W/mqtt.err" \
+	> >("$W_BUILD/tests/sim/report_lines" --stamp "$W/pki/ca.pem" > "$W/timed.log") &
 W_SUB2_PID=$!
 trap 'kill $W_SUB2_PID 2>/dev/null; for p in "${SIM_PID[@]}"; do kill "$p" 2>/dev/null || true; done; world_down' EXIT
 sleep 0.3

@@ -135,20 +135,29 @@ int cli_watch(int argc, char **argv)
 		cli_error(&st);
 		return CLI_USAGE;
 	}
-	w.f = follow_new(mode_for(json), stdout);
+	ferry_trust *trust = NULL;
+	if (ferry_trust_load(cfg.gateway_ca, &trust, &st)) {
+		cli_error(&st);
+		return CLI_USAGE;
+	}
+	w.f = follow_new(mode_for(json), stdout, trust);
 	catch_signals();
 	if (!w.f || op_mqtt_connect(&cfg, on_msg, &w, &m, &st) || subscribe_reports(m, w.gw, &st)) {
 		cli_error(&st);
 		op_mqtt_free(m);
 		follow_free(w.f);
+		ferry_trust_free(trust);
 		return CLI_USAGE;
 	}
 	fprintf(stderr, "ferry watch: following %s (Ctrl-C ends)\n", w.gw ? w.gw : "every gateway");
 	while (!interrupted && op_mqtt_loop(m, 200))
 		follow_draw(w.f, false);
 	follow_draw(w.f, true);
+	if (follow_refused(w.f))
+		fprintf(stderr, "ferry watch: %u message%s refused\n", follow_refused(w.f), follow_refused(w.f) == 1 ? "" : "s");
 	op_mqtt_free(m);
 	follow_free(w.f);
+	ferry_trust_free(trust);
 	return CLI_OK;
 }
 
@@ -471,6 +480,7 @@ int cli_deploy(int argc, char **argv)
 	op_config cfg;
 	op_mqtt *mq = NULL;
 	follow *f = NULL;
+	ferry_trust *trust = NULL;
 	EVP_PKEY *key = NULL;
 	STACK_OF(X509) *certs = NULL;
 	json_t *images = json_object();
@@ -503,7 +513,12 @@ int cli_deploy(int argc, char **argv)
 		snprintf(uid, sizeof(uid), "%s", a.uid);
 	else
 		new_update_id(uid, sizeof(uid));
-	f = follow_new(mode_for(a.json), stdout);
+	if (ferry_trust_load(cfg.gateway_ca, &trust, &st)) {
+		cli_error(&st);
+		rc = CLI_USAGE;
+		goto out;
+	}
+	f = follow_new(mode_for(a.json), stdout, trust);
 	watch_ctx w = {.f = f};
 	catch_signals();
 	if (!f || op_mqtt_connect(&cfg, on_msg, &w, &mq, &st) || subscribe_reports(mq, a.n_gws == 1 ? a.gws[0] : NULL, &st)) {
@@ -540,12 +555,13 @@ int cli_deploy(int argc, char **argv)
 		fprintf(stderr, "ferry deploy: the commands expired before every gateway had answered\n");
 	rc = follow_result(f, true);
 	if (follow_refused(f))
-		fprintf(stderr, "ferry deploy: %u malformed message%s ignored\n", follow_refused(f),
+		fprintf(stderr, "ferry deploy: %u message%s refused\n", follow_refused(f),
 			follow_refused(f) == 1 ? "" : "s");
 	fprintf(stderr, "ferry deploy: %s %s\n", uid, rc ? "did not install everywhere" : "installed everywhere");
 out:
 	op_mqtt_free(mq);
 	follow_free(f);
+	ferry_trust_free(trust);
 	ferry_manifest_free(&m);
 	free(manifest);
 	json_decref(images);

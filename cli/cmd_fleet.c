@@ -8,6 +8,7 @@
 #include "cli.h"
 #include "ferry/jsonfield.h"
 #include "ferry/semver.h"
+#include "ferry/trust.h"
 #include "fleet.h"
 #include "opconfig.h"
 #include "opmqtt.h"
@@ -45,15 +46,15 @@ int cli_fleet(int argc, char **argv)
 	ferry_status st = {0};
 	op_config cfg;
 	op_mqtt *m = NULL;
-	fleet_ctx ctx = {.fl = fleet_new()};
+	fleet_ctx ctx = {0};
+	ferry_trust *trust = NULL;
 	int c, rc = CLI_USAGE;
 
 	if (cli_wants_help(argc, argv)) {
 		fputs(help, stdout);
-		fleet_free(ctx.fl);
 		return CLI_OK;
 	}
-	if (!ctx.fl)
+	if (!(ctx.fl = fleet_new()))
 		return CLI_USAGE;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -73,7 +74,8 @@ int cli_fleet(int argc, char **argv)
 		fprintf(stderr, "ferry fleet: unexpected argument \"%s\"\n", argv[optind]);
 		goto out;
 	}
-	if (op_config_load(cfgp, &cfg, &st) || op_mqtt_connect(&cfg, on_msg, &ctx, &m, &st) ||
+	if (op_config_load(cfgp, &cfg, &st) || ferry_trust_load(cfg.gateway_ca, &trust, &st) ||
+	    (fleet_set_trust(ctx.fl, trust), op_mqtt_connect(&cfg, on_msg, &ctx, &m, &st)) ||
 	    op_mqtt_subscribe(m, "ferry/v1/+/inventory", &st) || op_mqtt_subscribe(m, "ferry/v1/+/state", &st) ||
 	    op_mqtt_sync(m, &st)) {
 		cli_error(&st);
@@ -86,11 +88,12 @@ int cli_fleet(int argc, char **argv)
 	else
 		fleet_print(ctx.fl, stdout);
 	if (fleet_refused(ctx.fl))
-		fprintf(stderr, "ferry fleet: %u malformed message%s ignored\n", fleet_refused(ctx.fl),
+		fprintf(stderr, "ferry fleet: %u message%s refused\n", fleet_refused(ctx.fl),
 			fleet_refused(ctx.fl) == 1 ? "" : "s");
 	rc = CLI_OK;
 out:
 	op_mqtt_free(m);
 	fleet_free(ctx.fl);
+	ferry_trust_free(trust);
 	return rc;
 }

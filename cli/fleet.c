@@ -7,8 +7,10 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "ferry/jsonfield.h"
+#include "ferry/report.h"
 #include "ferry/semver.h"
 
 #define CONDS_MAX 32
@@ -34,6 +36,7 @@ struct fleet {
 	gw *g;
 	size_t n, cap;
 	json_t *index; /* id -> position + 1 */
+	const ferry_trust *trust;
 	cond conds[CONDS_MAX];
 	size_t n_conds;
 	unsigned refused;
@@ -47,6 +50,11 @@ fleet *fleet_new(void)
 		return NULL;
 	}
 	return fl;
+}
+
+void fleet_set_trust(fleet *fl, const ferry_trust *trust)
+{
+	fl->trust = trust;
 }
 
 void fleet_free(fleet *fl)
@@ -193,8 +201,12 @@ void fleet_add(fleet *fl, const char *topic, const char *payload, size_t len)
 		return;
 	if (!len)
 		return; /* a cleared retained message */
-	if (ferry_json_load_object(payload, len, &msg, &st)) {
+	/* the state is the broker's will or the gateway's "online", unsigned;
+	 * the inventory must be the gateway's own word */
+	if (!strcmp(kind, "inventory") ? ferry_report_open(payload, len, fl->trust, id, time(NULL), &msg, &st)
+				       : ferry_json_load_object(payload, len, &msg, &st)) {
 		fl->refused++;
+		fprintf(stderr, "ferry: refused a message on %s: %s: %s\n", topic, ferry_err_code(st.code), st.detail);
 		return;
 	}
 	gw *g = NULL;

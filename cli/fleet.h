@@ -13,6 +13,10 @@
 typedef struct fleet fleet;
 
 fleet *fleet_new(void);
+/* trust: the org CA; an inventory counts only when signed by the gateway
+ * of its topic. */
+typedef struct ferry_trust ferry_trust;
+void fleet_set_trust(fleet *fl, const ferry_trust *trust);
 void fleet_free(fleet *fl);
 /* A condition (docs/cli.md, ferry fleet): KEY=VALUE, KEY!=VALUE, or
  * component.NAME OP VERSION with OP one of < <= > >= = !=. */

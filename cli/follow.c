@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "ferry/jsonfield.h"
+#include "ferry/report.h"
 
 #define SEQ_MAX 65536
 
@@ -57,6 +58,7 @@ struct follow {
 	gw_track *gws;
 	size_t n_gws;
 	size_t drawn;         /* rows on screen */
+	const ferry_trust *trust;
 	long long last_draw_ms;
 	unsigned refused;
 };
@@ -68,12 +70,13 @@ static long long mono_ms(void)
 	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-follow *follow_new(follow_mode mode, FILE *out)
+follow *follow_new(follow_mode mode, FILE *out, const ferry_trust *trust)
 {
 	follow *f = calloc(1, sizeof(*f));
 	if (f) {
 		f->mode = mode;
 		f->out = out;
+		f->trust = trust;
 	}
 	return f;
 }
@@ -367,8 +370,9 @@ void follow_message(follow *f, const char *topic, const char *payload, size_t le
 		return;
 	if (strcmp(kind, "stage") && strcmp(kind, "reply"))
 		return;
-	if (ferry_json_load_object(payload, len, &msg, &st)) {
+	if (ferry_report_open(payload, len, f->trust, gw, time(NULL), &msg, &st)) {
 		f->refused++;
+		fprintf(stderr, "ferry: refused a message on %s: %s: %s\n", topic, ferry_err_code(st.code), st.detail);
 		return;
 	}
 	defang(msg);

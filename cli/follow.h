@@ -16,7 +16,10 @@ typedef enum follow_mode { FOLLOW_TTY, FOLLOW_PLAIN, FOLLOW_JSON } follow_mode;
 
 typedef struct follow follow;
 
-follow *follow_new(follow_mode mode, FILE *out);
+/* trust: the org CA that gateways' certificates chain to; every reply and
+ * report must be signed by the gateway of its topic (docs/protocol.md). */
+typedef struct ferry_trust ferry_trust;
+follow *follow_new(follow_mode mode, FILE *out, const ferry_trust *trust);
 void follow_free(follow *f);
 /* deploy: gateway gw was sent command jti for update uid, whose manifest
  * has these components; op_request: update.request (ends with admission). */
@@ -33,7 +36,8 @@ bool follow_done(const follow *f);
 /* 0 when every target ended installed or already_installed, else 1; prints
  * a summary of what failed (to stderr) when asked. */
 int follow_result(const follow *f, bool print);
-/* How many messages were refused (malformed) so far. */
+/* How many messages were refused (malformed, unsigned, or not signed by
+ * the gateway of their topic) so far; each is also named on stderr. */
 unsigned follow_refused(const follow *f);
 
 #endif

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <openssl/rand.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -185,12 +186,14 @@ out:
 
 ferry_err op_config_write_default(const char *dir, ferry_status *st)
 {
-	char abs[OPCFG_PATH_MAX], path[OPCFG_PATH_MAX + 32], secret[65];
+	char abs[PATH_MAX], path[PATH_MAX + 32], secret[65];
 	static char text[16 * OPCFG_PATH_MAX];
 	unsigned char r[32];
 
-	if (!realpath(dir, abs))
+	if (!realpath(dir, abs)) /* (realpath wants PATH_MAX bytes) */
 		return ferry_fail(st, FERRY_E_MALFORMED, "%s: %s", dir, strerror(errno));
+	if (strlen(abs) > OPCFG_PATH_MAX - 64)
+		return ferry_fail(st, FERRY_E_MALFORMED, "%s: the path is too long for operator.yaml", abs);
 	if (RAND_bytes(r, sizeof(r)) != 1)
 		return ferry_fail(st, FERRY_E_INTERNAL, "no random bytes for the link secret");
 	for (size_t i = 0; i < sizeof(r); i++)

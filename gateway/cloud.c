@@ -11,6 +11,8 @@
 
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -35,6 +37,9 @@ struct ferry_cloud {
 	int backoff_min_ms, backoff_max_ms;
 	pthread_t thread;
 	atomic_bool stop, connected;
+	/* reports.sign: the broker identity signs what the gateway says */
+	EVP_PKEY *sign_key;
+	STACK_OF(X509) *sign_chain;
 };
 
 static void topic(const ferry_cloud *c, const char *suffix, char *out, size_t n)
@@ -159,6 +164,43 @@ static void *run(void *arg)
 	return NULL;
 }
 
+/* The gateway's client key and certificate chain (leaf first), for
+ * signing replies, stage reports and the inventory. */
+static ferry_err load_signer(ferry_cloud *c, const ferry_config *cfg, ferry_status *st)
+{
+	FILE *f = fopen(cfg->broker.key, "r");
+	X509 *x;
+
+	if (!f || !(c->sign_key = PEM_read_PrivateKey(f, NULL, NULL, NULL))) {
+		if (f)
+			fclose(f);
+		return ferry_fail(st, FERRY_E_MALFORMED, "broker.key %s: no private key to sign reports with",
+				  cfg->broker.key);
+	}
+	fclose(f);
+	if (!(f = fopen(cfg->broker.cert, "r")) || !(c->sign_chain = sk_X509_new_null())) {
+		if (f)
+			fclose(f);
+		return ferry_fail(st, FERRY_E_MALFORMED, "broker.cert %s: unreadable", cfg->broker.cert);
+	}
+	while ((x = PEM_read_X509(f, NULL, NULL, NULL)))
+		sk_X509_push(c->sign_chain, x);
+	ERR_clear_error(); /* the end of the file */
+	fclose(f);
+	if (sk_X509_num(c->sign_chain) < 1 || X509_check_private_key(sk_X509_value(c->sign_chain, 0), c->sign_key) != 1)
+		return ferry_fail(st, FERRY_E_MALFORMED, "broker.cert %s does not hold the certificate of broker.key",
+				  cfg->broker.cert);
+	return FERRY_OK;
+}
+
+static void free_signer(ferry_cloud *c)
+{
+	EVP_PKEY_free(c->sign_key);
+	sk_X509_pop_free(c->sign_chain, X509_free);
+	c->sign_key = NULL;
+	c->sign_chain = NULL;
+}
+
 static ferry_err setup(ferry_cloud *c, const ferry_config *cfg, ferry_status *st)
 {
 	char t[300];
@@ -168,6 +210,8 @@ static ferry_err setup(ferry_cloud *c, const ferry_config *cfg, ferry_status *st
 	c->mosq = mosquitto_new(cfg->gateway_id, false, c);
 	if (!c->mosq)
 		return ferry_fail(st, FERRY_E_INTERNAL, "cannot create the MQTT client");
+	if (cfg->reports.sign && (rc = load_signer(c, cfg, st)))
+		return (ferry_err)rc;
 	mosquitto_int_option(c->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
 	mosquitto_threaded_set(c->mosq, true);
 	if ((rc = mosquitto_tls_set(c->mosq, cfg->broker.ca, NULL, cfg->broker.cert, cfg->broker.key, NULL)) ||
@@ -201,11 +245,13 @@ ferry_err ferry_cloud_start(const ferry_config *cfg, const ferry_cloud_events *e
 	c->backoff_max_ms = cfg->broker.reconnect_max_ms;
 	if ((e = setup(c, cfg, st))) {
 		mosquitto_destroy(c->mosq);
+		free_signer(c);
 		free(c);
 		return e;
 	}
 	if (pthread_create(&c->thread, NULL, run, c)) {
 		mosquitto_destroy(c->mosq);
+		free_signer(c);
 		free(c);
 		return ferry_fail(st, FERRY_E_INTERNAL, "cannot start the MQTT thread");
 	}
@@ -222,7 +268,17 @@ ferry_err ferry_cloud_publish(ferry_cloud *c, const char *suffix, const char *pa
 	if (!atomic_load(&c->connected))
 		return ferry_fail(st, FERRY_E_INTERNAL, "not connected to the broker");
 	topic(c, suffix, t, sizeof(t));
+	char *jws = NULL;
+	if (c->sign_key && strcmp(suffix, "state")) {
+		/* a compact JWS whose x5c is this gateway's certificate: whoever can
+		 * publish on these topics cannot speak for the gateway */
+		ferry_err e = ferry_jws_sign(payload, strlen(payload), c->sign_key, c->sign_chain, "ferry-report", &jws, st);
+		if (e)
+			return e;
+		payload = jws;
+	}
 	rc = mosquitto_publish_v5(c->mosq, mid, t, (int)strlen(payload), payload, 1, retain, NULL);
+	free(jws);
 	if (rc)
 		return ferry_fail(st, FERRY_E_INTERNAL, "publish on %s: %s", t, mosquitto_strerror(rc));
 	return FERRY_OK;
@@ -252,5 +308,6 @@ void ferry_cloud_stop(ferry_cloud *c)
 	mosquitto_disconnect(c->mosq);
 	mosquitto_destroy(c->mosq);
 	mosquitto_lib_cleanup();
+	free_signer(c);
 	free(c);
 }

@@ -18,7 +18,7 @@
 #include "ferry/jsonfield.h"
 #include "ferry/yaml.h"
 
-typedef enum kind { K_STR, K_ID, K_PATH, K_INT, K_I64 } kind;
+typedef enum kind { K_STR, K_ID, K_PATH, K_INT, K_I64, K_BOOL } kind;
 
 typedef struct field {
 	const char *key; /* dotted path */
@@ -60,6 +60,7 @@ static const field fields[] = {
 	F("install.parallel", K_INT, install.parallel, false, 1, 64, "8"),
 	F("updates.parallel", K_INT, updates.parallel, false, 1, 16, "4"),
 	F("plugin_dir", K_PATH, plugin_dir, false, 1, FERRY_CFG_PATH_MAX - 1, FERRY_PLUGIN_DIR),
+	F("reports.sign", K_BOOL, reports.sign, false, 0, 1, "true"),
 };
 
 /* Sections whose keys belong to someone else (adapters) or to the user. */
@@ -93,6 +94,12 @@ static ferry_err set_field(ferry_config *c, const field *f, const json_t *v, con
 	char *dst = (char *)c + f->off;
 	char txt[32];
 
+	if (f->kind == K_BOOL) {
+		if (!json_is_boolean(v))
+			return bad(st, file, lines, f->key, "must be true or false");
+		*(bool *)dst = json_is_true(v);
+		return FERRY_OK;
+	}
 	if (f->kind == K_INT || f->kind == K_I64) {
 		json_int_t i;
 		if (json_is_integer(v))
@@ -133,6 +140,8 @@ static ferry_err apply_default(ferry_config *c, const field *f)
 		*(int *)dst = (int)strtol(f->def, NULL, 10);
 	else if (f->kind == K_I64)
 		*(int64_t *)dst = strtoll(f->def, NULL, 10);
+	else if (f->kind == K_BOOL)
+		*(bool *)dst = !strcmp(f->def, "true");
 	else
 		snprintf(dst, f->size, "%s", f->def);
 	return FERRY_OK;

@@ -51,6 +51,9 @@ typedef struct ferry_config {
 	struct {
 		int parallel; /* updates run at once */
 	} updates;
+	struct {
+		bool sign; /* replies, stage reports and the inventory as JWS with the broker key */
+	} reports;
 	char plugin_dir[FERRY_CFG_PATH_MAX];
 	json_t *adapters;   /* adapter name -> its section (object), as written */
 	json_t *attributes; /* custom inventory attributes: name -> string */

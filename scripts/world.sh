@@ -240,8 +240,11 @@ watch_session() {
 watch_mqtt() {
 	# with W_MQTT_PERSIST=true the watcher keeps a session on the broker, so
 	# what is published while it is away waits for it
+	# gateways sign what they publish: report_lines opens each signed report
+	# as every consumer does and logs the JSON it carries (or "!refused ...")
 	# shellcheck disable=SC2046
-	mosquitto_sub $(mqtt_opts cloud) $(watch_session) -t "ferry/v1/#" -v -q 1 >> "$W/mqtt.log" 2>> "$W/mqtt.err" &
+	mosquitto_sub $(mqtt_opts cloud) $(watch_session) -t "ferry/v1/#" -v -q 1 2>> "$W/mqtt.err" \
+		> >("$W_BUILD/tests/sim/report_lines" "$W/pki/ca.pem" >> "$W/mqtt.log") &
 	W_SUB_PID=$!
 	# subscribed once a probe of ours comes back through it
 	local probe="probe-$RANDOM$RANDOM" i

@@ -75,6 +75,8 @@ bad typo 's/^  port: 8883 /  prot: 8883 /' "$T/typo.yaml:$port: broker.prot: unk
 bad type 's/^  port: 8883 /  port: eighty /' "$T/type.yaml:$port: broker.port: must be an integer"
 bad range 's/^  port: 8883 /  port: 70000 /' "$T/range.yaml:$port: broker.port: must be in 1..65535"
 bad missing '/^gateway_id:/d' "$T/missing.yaml: gateway_id: required key is missing"
+sign=$(lineof '^  sign: true')
+bad sign 's/^  sign: true /  sign: yes-please /' "$T/sign.yaml:$sign: reports.sign: must be true or false"
 bad gwid 's/^gateway_id: gw-7/gateway_id: "gw\/7"/' "$T/gwid.yaml:$gw: gateway_id: must contain only [A-Za-z0-9._-]"
 bad relative 's|^state_dir: /var/lib/ferry|state_dir: var/lib/ferry|' "state_dir: must be an absolute path"
 bad yaml 's/^broker:/broker: [/' "$T/yaml.yaml:"

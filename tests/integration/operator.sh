@@ -14,7 +14,8 @@ world_up "${1:?usage: operator.sh BUILD_DIR}"
 F=$W_FERRY
 start_ferryd
 WATCH_PID=
-trap '[ -n "$WATCH_PID" ] && kill "$WATCH_PID" 2>/dev/null; world_down' EXIT
+DEPLOY_PID=
+trap '{ [ -n "$WATCH_PID" ] && kill "$WATCH_PID"; [ -n "$DEPLOY_PID" ] && kill "$DEPLOY_PID"; } 2>/dev/null || true; world_down' EXIT
 
 # --- operator identity and the broker's two listeners
 for f in operators-ca.pem operators-ca.key operator.pem operator.key operator.yaml; do
@@ -186,26 +187,103 @@ grep -q '"op":"update.cancel","update_id":"u-4","result":"accepted"' "$W/mqtt.lo
 cmp -s "$W/s1/app.bin" "$W/target/app.bin" || fail "the cancelled u-4 changed app.bin"
 echo "ok: Ctrl-C on a terminal asked, sent update.cancel, and deploy followed it to cancelled (exit 1)"
 
-# --- the fleet table from retained inventories and states
-# gw-2 as a gateway that is away: its last inventory (older app-bin, another
-# site) and its will; gw-3's inventory claims to be gw-1's
+# --- signed reports: what gw-1 publishes is a JWS that the jose CLI
+# verifies, given the key of the certificate in its x5c, once openssl has
+# checked that certificate against the CA and its CN is gw-1
+b64url() { basenc --base64url -w0 | tr -d '='; }
+hexblock() { sed -n "/^$2/,/^[^ ]/p" "$1" | grep '^ ' | tr -d ' :\n'; }
+unb64url() { local p; p=$(tr '_-' '/+'); while [ $((${#p} % 4)) != 0 ]; do p="$p="; done; base64 -d <<< "$p"; }
 # shellcheck disable=SC2046
-mosquitto_pub $(mqtt_opts gw-2) -r -q 1 -t ferry/v1/gw-2/inventory -m \
-	'{"gateway":{"id":"gw-2","ferryd":"0.1.0","attributes":{"arch":"aarch64","site":"hall-3"}},"devices":[{"id":"self","adapter":"self","components":[{"name":"app-config","version":"1.0.0"},{"name":"app-bin","version":null}],"present":true},{"id":"serial-ttyS1","adapter":"serial-smp","components":[{"name":"sensor-fw","version":"2.0.0"}],"present":false}],"ts":1}'
+raw=$(mosquitto_sub $(mqtt_opts cloud-2) -t ferry/v1/gw-1/inventory -C 1 -W 10)
+[[ "$raw" == eyJ* ]] || fail "gw-1's inventory on the broker is not a JWS: ${raw:0:80}"
+header=$(cut -d. -f1 <<< "$raw" | unb64url)
+grep -q '"typ":"ferry-report"' <<< "$header" || fail "the report's header lacks typ ferry-report: $header"
+sed -n 's/.*"x5c":\["\([^"]*\)".*/\1/p' <<< "$header" | base64 -d > "$W/rep.der"
+openssl x509 -inform DER -in "$W/rep.der" -out "$W/rep.pem"
+openssl verify -CAfile "$W/pki/ca.pem" "$W/rep.pem" > /dev/null || fail "the report's certificate does not chain to the CA"
+openssl x509 -in "$W/rep.pem" -noout -subject | grep -q "CN *= *gw-1" || fail "the report's certificate is not gw-1's"
+openssl x509 -in "$W/rep.pem" -pubkey -noout | openssl ec -pubin -text -noout 2>/dev/null > "$W/rep.txt"
+pub=$(hexblock "$W/rep.txt" pub:)
+x=$(echo -n "${pub:2:64}" | tr a-f A-F | basenc --base16 -d | b64url)
+y=$(echo -n "${pub:66:64}" | tr a-f A-F | basenc --base16 -d | b64url)
+printf '{"kty":"EC","crv":"P-256","x":"%s","y":"%s","alg":"ES256"}' "$x" "$y" > "$W/rep.jwk"
+printf '%s' "$raw" | jose jws ver -i - -k "$W/rep.jwk" -O "$W/rep.json" || fail "jose does not verify gw-1's report"
+grep -q '"gateway":{"id":"gw-1"' "$W/rep.json" || fail "jose's payload is not gw-1's inventory"
+echo "ok: gw-1's inventory is a JWS that openssl and the jose CLI verify, signed by gw-1's certificate"
+
+# sign_as GW JSON: a report signed with GW's key and certificate, by the jose CLI
+sign_as() {
+	local priv pub d x y x5c
+	openssl ec -in "$W/pki/gw-$1.key" -text -noout 2>/dev/null > "$W/k.txt"
+	priv=$(hexblock "$W/k.txt" priv:)
+	pub=$(hexblock "$W/k.txt" pub:)
+	priv=${priv: -64}
+	d=$(echo -n "$priv" | tr a-f A-F | basenc --base16 -d | b64url)
+	x=$(echo -n "${pub:2:64}" | tr a-f A-F | basenc --base16 -d | b64url)
+	y=$(echo -n "${pub:66:64}" | tr a-f A-F | basenc --base16 -d | b64url)
+	printf '{"kty":"EC","crv":"P-256","x":"%s","y":"%s","d":"%s","alg":"ES256"}' "$x" "$y" "$d" > "$W/k.jwk"
+	x5c=$(openssl x509 -in "$W/pki/gw-$1.pem" -outform DER | base64 -w0)
+	printf '%s' "$2" > "$W/k.json"
+	jose jws sig -I "$W/k.json" -k "$W/k.jwk" -c -o - \
+		-s "{\"protected\":{\"alg\":\"ES256\",\"typ\":\"ferry-report\",\"x5c\":[\"$x5c\"]}}"
+}
+# ops_pub TOPIC PAYLOAD [-r]: publish as the operator role
+ops_pub() {
+	mosquitto_pub -h 127.0.0.1 -p "$W_OPS_PORT" --cafile "$W/pki/ca.pem" --cert "$W/pki/operator.pem" \
+		--key "$W/pki/operator.key" -V mqttv5 -q 1 -t "$1" -m "$2" ${3:-}
+}
+
+# --- a forged report on gw-1's topic, published by the operator role
+# (which may write there): plain JSON, and one signed by gw-2.  Every
+# consumer refuses both: the test world's log, watch, deploy and fleet.
+spec s8 8 1.8.0 1500000
+"$F" watch --update u-8 > "$W/w8.out" 2> "$W/w8.err" &
+WATCH_PID=$!
+for _ in $(seq 1 100); do grep -q "following" "$W/w8.err" && break; sleep 0.1; done
+"$F" deploy "$W/s8/spec.yaml" --gateway gw-1 --update u-8 > "$W/d8.out" 2> "$W/d8.err" &
+DEPLOY_PID=$!
+for _ in $(seq 1 300); do grep -q "app-bin - downloading" "$W/d8.out" && break; sleep 0.1; done
+grep -q "app-bin - downloading" "$W/d8.out" || fail "deploy u-8 did not start downloading: $(cat "$W/d8.err")"
+forged='{"update_id":"u-8","component":"app-bin","stage":"failed","device":"self","seq":900,"ts":1,"reason":"adapter_error","detail":"forged"}'
+ops_pub ferry/v1/gw-1/stage "$forged"
+ops_pub ferry/v1/gw-1/stage "$(sign_as gw-2 "$forged")"
+rc=0; wait "$DEPLOY_PID" || rc=$?
+DEPLOY_PID=
+[ "$rc" = 0 ] || fail "deploy u-8 took a forged report: exit $rc: $(cat "$W/d8.err")"
+grep -q "refused a message on ferry/v1/gw-1/stage: malformed: an unsigned message" "$W/d8.err" &&
+	grep -q "refused a message on ferry/v1/gw-1/stage: wrong_gateway: signed by \"gw-2\", not by gw-1" "$W/d8.err" &&
+	grep -q "2 messages refused" "$W/d8.err" || fail "deploy did not refuse and count both forgeries: $(cat "$W/d8.err")"
+! grep -q forged "$W/d8.out" || fail "deploy showed a forged report"
+for _ in $(seq 1 100); do [ "$(grep -c "refused a message" "$W/w8.err")" -ge 2 ] && break; sleep 0.1; done
+[ "$(grep -c "refused a message on ferry/v1/gw-1/stage" "$W/w8.err")" = 2 ] || fail "watch did not refuse both: $(cat "$W/w8.err")"
+! grep -q forged "$W/w8.out" || fail "watch showed a forged report"
+kill "$WATCH_PID"
+wait "$WATCH_PID" 2>/dev/null || true
+WATCH_PID=
+[ "$(grep -c '^ferry/v1/gw-1/stage !refused' "$W/mqtt.log")" = 2 ] || fail "the test world's log took a forged report"
+[ "$(outcome u-8 app-bin)" = installed ] || fail "u-8 did not install"
+echo "ok: forged reports on gw-1's topic (unsigned; signed by gw-2) are refused and counted by deploy, watch and the log"
+
+# --- the fleet table from retained inventories and states
+# gw-2 as a gateway that is away: its last inventory, signed by it (older
+# app-config, another site), and its will; an inventory on gw-3's topic
+# signed by gw-2
+inv2='{"gateway":{"id":"gw-2","ferryd":"0.1.0","attributes":{"arch":"aarch64","site":"hall-3"}},"devices":[{"id":"self","adapter":"self","components":[{"name":"app-config","version":"1.0.0"},{"name":"app-bin","version":null}],"present":true},{"id":"serial-ttyS1","adapter":"serial-smp","components":[{"name":"sensor-fw","version":"2.0.0"}],"present":false}],"ts":1}'
+# shellcheck disable=SC2046
+mosquitto_pub $(mqtt_opts gw-2) -r -q 1 -t ferry/v1/gw-2/inventory -m "$(sign_as gw-2 "$inv2")"
 # shellcheck disable=SC2046
 mosquitto_pub $(mqtt_opts gw-2) -r -q 1 -t ferry/v1/gw-2/state -m '{"state":"offline"}'
-# shellcheck disable=SC2046
-mosquitto_pub $(mqtt_opts cloud) -r -q 1 -t ferry/v1/gw-3/inventory -m \
-	'{"gateway":{"id":"gw-1","attributes":{}},"devices":[],"ts":1}'
+ops_pub ferry/v1/gw-3/inventory "$(sign_as gw-2 "${inv2//gw-2/gw-3}")" -r
 "$F" fleet > "$W/fleet.out" 2> "$W/fleet.err" || fail "ferry fleet failed: $(cat "$W/fleet.err")"
-grep -qE '^gw-1 +online +self +app-bin +1\.1\.0 *$' "$W/fleet.out" || fail "fleet lacks gw-1's app-bin 1.1.0: $(cat "$W/fleet.out")"
+grep -qE '^gw-1 +online +self +app-bin +1\.8\.0$' "$W/fleet.out" || fail "fleet lacks gw-1's app-bin 1.8.0: $(cat "$W/fleet.out")"
 grep -qE '^gw-2 +offline +self +app-config +1\.0\.0 \* *$' "$W/fleet.out" ||
 	fail "fleet does not mark gw-2's older app-config: $(cat "$W/fleet.out")"
 grep -qE '^gw-2 +offline +serial-ttyS1 \(absent\) +sensor-fw +2\.0\.0 *$' "$W/fleet.out" ||
 	fail "fleet does not show gw-2's absent MCU: $(cat "$W/fleet.out")"
 grep -q "^2 gateways (1 online, 1 offline), 3 devices, 5 components, 2 behind the newest version" "$W/fleet.out" ||
 	fail "fleet's count line: $(tail -n 1 "$W/fleet.out")"
-grep -q "1 malformed message ignored" "$W/fleet.err" || fail "fleet took gw-3's inventory for gw-1's: $(cat "$W/fleet.err")"
+grep -q "refused a message on ferry/v1/gw-3/inventory: wrong_gateway" "$W/fleet.err" && grep -q "1 message refused" "$W/fleet.err" ||
+	fail "fleet took gw-3's inventory signed by gw-2: $(cat "$W/fleet.err")"
 "$F" fleet --where site=hall-3 > "$W/f2.out"
 [ "$(grep -c '^gw-' "$W/f2.out")" = 3 ] && ! grep -q '^gw-1' "$W/f2.out" && grep -qE '^gw-2 .* hall-3 *$' "$W/f2.out" ||
 	fail "fleet --where site=hall-3: $(cat "$W/f2.out")"

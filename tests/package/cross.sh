@@ -96,7 +96,7 @@ W_EXTRA_ADAPTERS="  serial-smp:
         component: sensor-fw"
 world_up "$NATIVE"
 SIM_PID=
-trap '[ -n "$SIM_PID" ] && kill "$SIM_PID" 2>/dev/null; world_down; rm -rf "$OUT"' EXIT
+trap '{ [ -n "$SIM_PID" ] && kill "$SIM_PID"; } 2>/dev/null || true; world_down; rm -rf "$OUT"' EXIT
 sed -i "s|/tmp/PLACEHOLDER|$W|" "$W/ferryd.yaml"
 cp "$AD/serial-smp.so" "$W/plugins/"
 "$NATIVE/tests/sim/smp_device" --link "$W/ttyMCU" --version 1.0.0 > "$W/sim.log" 2>&1 &

@@ -76,7 +76,7 @@ score=$(systemd-analyze security --offline=true /lib/systemd/system/ferryd.servi
 echo "exposure level of the installed ferryd.service: $score"
 [ -n "$score" ] || fail "no exposure score"
 # the shipped config, with a PKI where it expects one
-"$BUILD/cli/ferry" pki init "$OUT/pki" --gateway gw-1 > /dev/null
+/usr/bin/ferry pki init "$OUT/pki" --gateway gw-1 > /dev/null # the packaged tool (fortified, as built)
 install -m 0644 "$OUT/pki/ca.pem" /etc/ferry/broker-ca.pem
 install -m 0644 "$OUT/pki/ca.pem" /etc/ferry/command-ca.pem
 install -m 0644 "$OUT/pki/ca.pem" /etc/ferry/manifest-ca.pem
