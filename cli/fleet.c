@@ -7,7 +7,9 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "ferry/jsonfield.h"
 #include "ferry/report.h"
@@ -32,11 +34,22 @@ typedef struct gw {
 	json_t *inv; /* checked */
 } gw;
 
+/* an inventory as it came, opened later on a worker thread */
+typedef struct pending {
+	char id[65], topic[96];
+	char *payload;
+	size_t len;
+	json_t *inv;     /* opened and checked, or NULL */
+	ferry_status st; /* why not */
+} pending;
+
 struct fleet {
 	gw *g;
 	size_t n, cap;
 	json_t *index; /* id -> position + 1 */
 	const ferry_trust *trust;
+	pending *pend;
+	size_t n_pend, cap_pend;
 	cond conds[CONDS_MAX];
 	size_t n_conds;
 	unsigned refused;
@@ -61,6 +74,11 @@ void fleet_free(fleet *fl)
 {
 	if (!fl)
 		return;
+	for (size_t i = 0; i < fl->n_pend; i++) {
+		free(fl->pend[i].payload);
+		json_decref(fl->pend[i].inv);
+	}
+	free(fl->pend);
 	for (size_t i = 0; i < fl->n; i++)
 		json_decref(fl->g[i].inv);
 	free(fl->g);
@@ -68,8 +86,11 @@ void fleet_free(fleet *fl)
 	free(fl);
 }
 
-unsigned fleet_refused(const fleet *fl)
+static void settle(fleet *fl);
+
+unsigned fleet_refused(fleet *fl)
 {
+	settle(fl);
 	return fl->refused;
 }
 
@@ -201,10 +222,29 @@ void fleet_add(fleet *fl, const char *topic, const char *payload, size_t len)
 		return;
 	if (!len)
 		return; /* a cleared retained message */
-	/* the state is the broker's will or the gateway's "online", unsigned;
-	 * the inventory must be the gateway's own word */
-	if (!strcmp(kind, "inventory") ? ferry_report_open(payload, len, fl->trust, id, time(NULL), &msg, &st)
-				       : ferry_json_load_object(payload, len, &msg, &st)) {
+	if (!strcmp(kind, "inventory")) {
+		/* the gateway's own word: opened by settle(), on every core */
+		if (fl->n_pend == fl->cap_pend) {
+			size_t cap = fl->cap_pend ? fl->cap_pend * 2 : 256;
+			pending *p = realloc(fl->pend, cap * sizeof(*p));
+			if (!p)
+				return;
+			fl->pend = p;
+			fl->cap_pend = cap;
+		}
+		pending *p = &fl->pend[fl->n_pend];
+		memset(p, 0, sizeof(*p));
+		if (!(p->payload = malloc(len)))
+			return;
+		memcpy(p->payload, payload, len);
+		p->len = len;
+		snprintf(p->id, sizeof(p->id), "%s", id);
+		snprintf(p->topic, sizeof(p->topic), "%s", topic);
+		fl->n_pend++;
+		return;
+	}
+	/* the state is the broker's will or the gateway's "online", unsigned */
+	if (ferry_json_load_object(payload, len, &msg, &st)) {
 		fl->refused++;
 		fprintf(stderr, "ferry: refused a message on %s: %s: %s\n", topic, ferry_err_code(st.code), st.detail);
 		return;
@@ -218,15 +258,76 @@ void fleet_add(fleet *fl, const char *topic, const char *payload, size_t len)
 		} else {
 			fl->refused++;
 		}
-	} else if (!strcmp(kind, "inventory")) {
-		if (inventory_ok(msg, id) && (g = gw_of(fl, id))) {
-			json_decref(g->inv);
-			g->inv = json_incref(msg);
-		} else {
-			fl->refused++;
-		}
 	}
 	json_decref(msg);
+}
+
+typedef struct worker {
+	fleet *fl;
+	size_t first, step;
+	time_t now;
+} worker;
+
+static void *open_some(void *arg)
+{
+	worker *w = arg;
+	for (size_t i = w->first; i < w->fl->n_pend; i += w->step) {
+		pending *p = &w->fl->pend[i];
+		json_t *inv = NULL;
+		if (ferry_report_open(p->payload, p->len, w->fl->trust, p->id, w->now, &inv, &p->st))
+			continue;
+		if (!inventory_ok(inv, p->id)) {
+			ferry_fail(&p->st, FERRY_E_MALFORMED, "an inventory that names another gateway or lacks members");
+			json_decref(inv);
+			continue;
+		}
+		p->inv = inv;
+	}
+	return NULL;
+}
+
+/* Opens the inventories that came, on as many threads as there are cores
+ * (at most 8), then takes them in the order they came. */
+static void settle(fleet *fl)
+{
+	enum { WORKERS_MAX = 8 };
+	pthread_t th[WORKERS_MAX];
+	worker w[WORKERS_MAX];
+	bool started[WORKERS_MAX] = {false};
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	size_t n = cores < 1 ? 1 : cores > WORKERS_MAX ? WORKERS_MAX : (size_t)cores;
+
+	if (!fl->n_pend)
+		return;
+	if (n > fl->n_pend)
+		n = fl->n_pend;
+	for (size_t t = 0; t < n; t++)
+		w[t] = (worker){.fl = fl, .first = t, .step = n, .now = time(NULL)};
+	for (size_t t = 1; t < n; t++)
+		started[t] = !pthread_create(&th[t], NULL, open_some, &w[t]);
+	open_some(&w[0]);
+	for (size_t t = 1; t < n; t++) {
+		if (started[t])
+			pthread_join(th[t], NULL);
+		else
+			open_some(&w[t]); /* no thread for this share: done here */
+	}
+	for (size_t i = 0; i < fl->n_pend; i++) {
+		pending *p = &fl->pend[i];
+		gw *g = p->inv ? gw_of(fl, p->id) : NULL;
+		if (g) {
+			json_decref(g->inv);
+			g->inv = p->inv;
+			p->inv = NULL;
+		} else {
+			fl->refused++;
+			fprintf(stderr, "ferry: refused a message on %s: %s: %s\n", p->topic, ferry_err_code(p->st.code),
+				p->st.detail[0] ? p->st.detail : "out of memory");
+		}
+		free(p->payload);
+		json_decref(p->inv);
+	}
+	fl->n_pend = 0;
 }
 
 static const char *state_name(int s)
@@ -291,8 +392,9 @@ static bool matches(const fleet *fl, const gw *g)
 	return true;
 }
 
-size_t fleet_matching(const fleet *fl)
+size_t fleet_matching(fleet *fl)
 {
+	settle(fl);
 	size_t n = 0;
 	for (size_t i = 0; i < fl->n; i++)
 		n += matches(fl, &fl->g[i]);
@@ -431,8 +533,9 @@ static void print_row(void *ctx, const gw *g, const json_t *d, const json_t *com
 	put_trimmed(p->out, line);
 }
 
-void fleet_print(const fleet *fl, FILE *out)
+void fleet_print(fleet *fl, FILE *out)
 {
+	settle(fl);
 	json_t *best = newest(fl);
 	print_ctx p = {.fl = fl, .out = out};
 
@@ -469,8 +572,9 @@ static void json_row(void *ctx, const gw *g, const json_t *d, const json_t *comp
 	json_array_append_new(p->rows, r);
 }
 
-void fleet_print_json(const fleet *fl, FILE *out)
+void fleet_print_json(fleet *fl, FILE *out)
 {
+	settle(fl);
 	json_t *best = newest(fl);
 	print_ctx p = {.fl = fl, .out = out, .rows = json_array()};
 	counts n = walk(fl, best, json_row, &p);

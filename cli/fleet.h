@@ -21,12 +21,14 @@ void fleet_free(fleet *fl);
 /* A condition (docs/cli.md, ferry fleet): KEY=VALUE, KEY!=VALUE, or
  * component.NAME OP VERSION with OP one of < <= > >= = !=. */
 ferry_err fleet_where(fleet *fl, const char *cond, ferry_status *st) FERRY_WUR;
-/* A retained message: ferry/v1/GW/inventory or ferry/v1/GW/state. */
+/* A retained message: ferry/v1/GW/inventory or ferry/v1/GW/state.
+ * Inventories are kept as they came and opened (signature, chain, CN) on
+ * every core at once by the first call below. */
 void fleet_add(fleet *fl, const char *topic, const char *payload, size_t len);
 /* Gateways that match the conditions. */
-size_t fleet_matching(const fleet *fl);
-void fleet_print(const fleet *fl, FILE *out);
-void fleet_print_json(const fleet *fl, FILE *out);
-unsigned fleet_refused(const fleet *fl);
+size_t fleet_matching(fleet *fl);
+void fleet_print(fleet *fl, FILE *out);
+void fleet_print_json(fleet *fl, FILE *out);
+unsigned fleet_refused(fleet *fl);
 
 #endif
