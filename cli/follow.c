@@ -22,6 +22,10 @@
 #include "ferry/report.h"
 
 #define SEQ_MAX 65536
+/* Bounds on what one run keeps, whatever gateways send: rows on screen,
+ * and device outcomes per gateway. */
+#define ROWS_MAX 16384
+#define OUTCOMES_MAX 4096
 
 typedef struct row {
 	char gw[65], comp[65], dev[129];
@@ -46,7 +50,7 @@ typedef struct gw_track {
 	char reason[33], detail[256];
 	comp_track *comps;
 	size_t n_comps;
-	unsigned char *seen;  /* seen[seq] */
+	unsigned char *seen;  /* a bit per seq */
 	json_t *outcomes;     /* "component/device" -> stage */
 } gw_track;
 
@@ -111,9 +115,22 @@ void follow_expect(follow *f, const char *gw, const char *uid, const char *jti, 
 	snprintf(g->jti, sizeof(g->jti), "%s", jti);
 	g->request_only = op_request;
 	g->comps = calloc(n ? n : 1, sizeof(*g->comps));
-	g->seen = calloc(SEQ_MAX, 1);
+	g->seen = calloc(SEQ_MAX / 8, 1);
 	g->outcomes = json_object();
-	g->n_comps = g->comps ? n : 0;
+	if (!g->comps || !g->seen || !g->outcomes) {
+		/* out of memory: this gateway is never through, and deploy says so */
+		free(g->comps);
+		free(g->seen);
+		json_decref(g->outcomes);
+		g->comps = NULL;
+		g->seen = NULL;
+		g->outcomes = NULL;
+		g->reply = 0;
+		g->n_comps = 0;
+		snprintf(g->uid, sizeof(g->uid), "%s", "");
+		return;
+	}
+	g->n_comps = n;
 	for (size_t i = 0; i < g->n_comps; i++)
 		snprintf(g->comps[i].name, sizeof(g->comps[i].name), "%s", components[i]);
 }
@@ -139,6 +156,8 @@ static row *row_of(follow *f, const char *gw, const char *comp, const char *dev)
 	row *found = row_find(f, gw, comp, dev);
 	if (found)
 		return found;
+	if (f->n_rows == ROWS_MAX)
+		return NULL;
 	if (f->n_rows == f->cap_rows) {
 		size_t cap = f->cap_rows ? f->cap_rows * 2 : 16;
 		row *r = realloc(f->rows, cap * sizeof(*r));
@@ -255,7 +274,7 @@ static void track_stage(gw_track *g, const json_t *r)
 			c = &g->comps[i];
 	if (!c)
 		return;
-	g->seen[seq] = 1;
+	g->seen[seq >> 3] |= (unsigned char)(1u << (seq & 7));
 	if (!strcmp(stage, "allowed")) {
 		c->allowed_seq = seq;
 		json_decref(c->devices);
@@ -267,7 +286,7 @@ static void track_stage(gw_track *g, const json_t *r)
 	} else if (dev && is_outcome(stage)) {
 		char key[200];
 		snprintf(key, sizeof(key), "%s/%s", comp, dev);
-		if (!json_object_get(g->outcomes, key))
+		if (!json_object_get(g->outcomes, key) && json_object_size(g->outcomes) < OUTCOMES_MAX)
 			json_object_set_new(g->outcomes, key, json_string(stage));
 		if (!strcmp(stage, "already_installed") && (!c->first_already || seq < c->first_already))
 			c->first_already = seq;
@@ -514,13 +533,15 @@ static bool comp_done(const gw_track *g, const comp_track *c)
 	if (!c->first_already)
 		return false;
 	for (int s = 1; s < c->first_already; s++)
-		if (!g->seen[s])
+		if (!(g->seen[s >> 3] & (1u << (s & 7))))
 			return false;
 	return true; /* every earlier report is in, and none was its `allowed` */
 }
 
 static bool gw_done(const gw_track *g)
 {
+	if (!g->seen)
+		return false; /* not tracked (out of memory) */
 	if (g->reply == 2)
 		return true;
 	if (g->reply != 1)
@@ -547,6 +568,12 @@ int follow_result(const follow *f, bool print)
 
 	for (size_t i = 0; i < f->n_gws; i++) {
 		const gw_track *g = &f->gws[i];
+		if (!g->seen) {
+			rc = 1;
+			if (print)
+				fprintf(stderr, "%s: not followed (out of memory)\n", g->gw);
+			continue;
+		}
 		if (g->reply != 1) {
 			rc = 1;
 			if (print)
