@@ -91,7 +91,8 @@ echo "== simulated USB DFU radio ACME-RADIO-7 (1209:0001, DFU mode 1209:0002), r
 echo "== simulated BLE node C0:FF:EE:00:00:07 (bonded, behind a simulated BlueZ), running firmware 3.0.0"
 # ferryd's libusb sees the simulated USB bus through umockdev's preload
 W_FERRYD_ENV="LD_PRELOAD=libumockdev-preload.so.0 UMOCKDEV_DIR=$(cat "$W/usb.root")"
-echo "== broker on 127.0.0.1:$W_MQTT_PORT (TLS), file host on https://127.0.0.1:$W_HTTPS_PORT, work dir $W"
+echo "== broker on 127.0.0.1:$W_MQTT_PORT (TLS; operators on $W_OPS_PORT), file host on https://127.0.0.1:$W_FILES_PORT"
+echo "   (client certificates, links bound to one gateway), work dir $W"
 start_ferryd
 echo "== ferryd is up for gateway $W_GW"
 
