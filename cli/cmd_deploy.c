@@ -5,6 +5,7 @@
 #include <getopt.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,6 +64,8 @@ static void catch_signals(void)
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
+	/* a broker that closed the connection must not kill the tool mid-write */
+	signal(SIGPIPE, SIG_IGN);
 }
 
 typedef struct watch_ctx {
@@ -73,6 +76,8 @@ typedef struct watch_ctx {
 static void on_msg(void *ctx, const char *topic, const char *payload, size_t len, bool retained)
 {
 	watch_ctx *w = ctx;
+	if (retained)
+		return; /* replies and reports are never retained: such a message is a replay */
 	follow_message(w->f, topic, payload, len, w->gw, w->update);
 }
 
@@ -345,8 +350,9 @@ static void new_update_id(char *out, size_t n)
 	snprintf(out, n, "u-%s-%02x%02x%02x", when, r[0], r[1], r[2]);
 }
 
-/* On Ctrl-C at a terminal: ask, and send update.cancel to every gateway. */
-static bool ask_cancel(const deploy_args *a, const char *uid)
+/* On Ctrl-C at a terminal: ask, and send update.cancel to every gateway.
+ * The MQTT session is kept alive while the operator thinks. */
+static bool ask_cancel(const deploy_args *a, const char *uid, op_mqtt *mq)
 {
 	char line[16];
 
@@ -354,6 +360,15 @@ static bool ask_cancel(const deploy_args *a, const char *uid)
 		return false;
 	fprintf(stderr, "\nsend update.cancel for %s to %zu gateway%s? [y/N] ", uid, a->n_gws, a->n_gws == 1 ? "" : "s");
 	interrupted = 0;
+	for (;;) {
+		struct pollfd pfd = {.fd = STDIN_FILENO, .events = POLLIN};
+		int r = poll(&pfd, 1, 200);
+		if (r > 0)
+			break;
+		if (interrupted || (r < 0 && errno != EINTR))
+			return false; /* a second Ctrl-C: no */
+		op_mqtt_loop(mq, 0);
+	}
 	if (!fgets(line, sizeof(line), stdin))
 		return false;
 	return line[0] == 'y' || line[0] == 'Y';
@@ -399,8 +414,11 @@ static int send_all(op_mqtt *m, const deploy_args *a, const op_config *cfg, cons
 		json_decref(links);
 		if (rc)
 			return rc;
-		if (f)
-			follow_expect(f, a->gws[i], uid, jti, names, n_names, !strcmp(op, "update.request"));
+		if (f && !follow_expect(f, a->gws[i], uid, jti, names, n_names, !strcmp(op, "update.request"))) {
+			fprintf(stderr, "ferry deploy: out of memory; nothing sent to %s\n", a->gws[i]);
+			free(jws);
+			return CLI_USAGE;
+		}
 		snprintf(t, sizeof(t), "ferry/v1/%s/cmd", a->gws[i]);
 		if (op_mqtt_publish(m, t, jws, &st)) {
 			cli_error(&st);
@@ -448,7 +466,11 @@ static int parse_deploy(int argc, char **argv, deploy_args *a)
 				fprintf(stderr, "ferry deploy: --gateway \"%s\" is not a gateway id (or too many)\n", optarg);
 				return CLI_USAGE;
 			}
-			a->gws[a->n_gws++] = optarg;
+			bool twice = false;
+			for (size_t i = 0; i < a->n_gws; i++)
+				twice = twice || !strcmp(a->gws[i], optarg);
+			if (!twice) /* one command per gateway, however often it is named */
+				a->gws[a->n_gws++] = optarg;
 			break;
 		case 'o': a->op = optarg; break;
 		case 't': if (!cli_int("--ttl", optarg, 60, 30 * 86400, &a->ttl)) return CLI_USAGE; break;
@@ -534,7 +556,7 @@ int cli_deploy(int argc, char **argv)
 	while (!follow_done(f) && time(NULL) < until) {
 		if (interrupted) {
 			follow_draw(f, true);
-			if (cancel_asked || !ask_cancel(&a, uid)) {
+			if (cancel_asked || !ask_cancel(&a, uid, mq)) {
 				fprintf(stderr, "ferry deploy: stopped following %s (signal %d); the gateways go on\n", uid, (int)interrupted);
 				rc = 130;
 				goto out;

@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "follow.h"
 #include "ferry/jsonfield.h"
 #include "ferry/report.h"
 #include "ferry/semver.h"
@@ -163,17 +164,12 @@ static bool clean_str(json_t *v, size_t max)
 {
 	if (!json_is_string(v) || json_string_length(v) > max)
 		return false;
-	const char *s = json_string_value(v);
 	size_t n = json_string_length(v);
-	if (ferry_charset_ok(s, n, FERRY_CS_ANY))
-		return true;
 	char *c = malloc(n + 1);
 	if (!c)
 		return false;
-	for (size_t i = 0; i < n; i++)
-		c[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
-	c[n] = 0;
-	json_string_setn_nocheck(v, c, n);
+	clean_text(c, n + 1, json_string_value(v)); /* C0, DEL and C1 become '?' */
+	json_string_set(v, c);
 	free(c);
 	return true;
 }
@@ -245,8 +241,10 @@ void fleet_add(fleet *fl, const char *topic, const char *payload, size_t len)
 	}
 	/* the state is the broker's will or the gateway's "online", unsigned */
 	if (ferry_json_load_object(payload, len, &msg, &st)) {
+		char clean[sizeof(st.detail)];
 		fl->refused++;
-		fprintf(stderr, "ferry: refused a message on %s: %s: %s\n", topic, ferry_err_code(st.code), st.detail);
+		clean_text(clean, sizeof(clean), st.detail);
+		fprintf(stderr, "ferry: refused a message on %s: %s: %s\n", topic, ferry_err_code(st.code), clean);
 		return;
 	}
 	gw *g = NULL;
@@ -320,9 +318,10 @@ static void settle(fleet *fl)
 			g->inv = p->inv;
 			p->inv = NULL;
 		} else {
+			char clean[sizeof(p->st.detail)];
 			fl->refused++;
-			fprintf(stderr, "ferry: refused a message on %s: %s: %s\n", p->topic, ferry_err_code(p->st.code),
-				p->st.detail[0] ? p->st.detail : "out of memory");
+			clean_text(clean, sizeof(clean), p->st.detail[0] ? p->st.detail : "out of memory");
+			fprintf(stderr, "ferry: refused a message on %s: %s: %s\n", p->topic, ferry_err_code(p->st.code), clean);
 		}
 		free(p->payload);
 		json_decref(p->inv);

@@ -37,9 +37,9 @@ typedef struct row {
 
 typedef struct comp_track {
 	char name[65];
-	int allowed_seq;      /* 0: none seen */
+	int64_t allowed_seq;  /* 0: none seen */
 	json_t *devices;      /* from `allowed` */
-	int first_already;    /* seq of the first already_installed, 0: none */
+	int64_t first_already; /* seq of the first already_installed, 0: none */
 	bool failed;          /* a component-level failure */
 } comp_track;
 
@@ -101,12 +101,12 @@ void follow_free(follow *f)
 	free(f);
 }
 
-void follow_expect(follow *f, const char *gw, const char *uid, const char *jti, const char *const *components,
+bool follow_expect(follow *f, const char *gw, const char *uid, const char *jti, const char *const *components,
 		   size_t n, bool op_request)
 {
 	gw_track *g = realloc(f->gws, (f->n_gws + 1) * sizeof(*g));
 	if (!g)
-		return;
+		return false;
 	f->gws = g;
 	g = &f->gws[f->n_gws++];
 	memset(g, 0, sizeof(*g));
@@ -128,11 +128,12 @@ void follow_expect(follow *f, const char *gw, const char *uid, const char *jti, 
 		g->reply = 0;
 		g->n_comps = 0;
 		snprintf(g->uid, sizeof(g->uid), "%s", "");
-		return;
+		return false;
 	}
 	g->n_comps = n;
 	for (size_t i = 0; i < g->n_comps; i++)
 		snprintf(g->comps[i].name, sizeof(g->comps[i].name), "%s", components[i]);
+	return true;
 }
 
 static gw_track *track_of(follow *f, const char *gw, const char *uid)
@@ -246,7 +247,7 @@ static bool report_ok(const json_t *r)
 	    ferry_json_str(r, "component", true, 1, 64, FERRY_CS_ID, buf, sizeof(buf), NULL, &st) ||
 	    ferry_json_str(r, "stage", true, 1, 20, FERRY_CS_ID, buf, sizeof(buf), NULL, &st) ||
 	    ferry_json_str(r, "device", false, 1, 128, FERRY_CS_ANY, buf, sizeof(buf), NULL, &st) ||
-	    ferry_json_int(r, "seq", true, 1, SEQ_MAX - 1, &seq, NULL, &st))
+	    ferry_json_int(r, "seq", true, 1, INT64_C(1) << 53, &seq, NULL, &st))
 		return false;
 	const json_t *p = json_object_get(r, "progress");
 	if (p && (!json_is_object(p) || !json_is_integer(json_object_get(p, "done")) ||
@@ -266,7 +267,7 @@ static void track_stage(gw_track *g, const json_t *r)
 	const char *comp = json_string_value(json_object_get(r, "component"));
 	const char *stage = json_string_value(json_object_get(r, "stage"));
 	const char *dev = json_string_value(json_object_get(r, "device"));
-	int seq = (int)json_integer_value(json_object_get(r, "seq"));
+	int64_t seq = json_integer_value(json_object_get(r, "seq"));
 	comp_track *c = NULL;
 
 	for (size_t i = 0; i < g->n_comps; i++)
@@ -274,7 +275,8 @@ static void track_stage(gw_track *g, const json_t *r)
 			c = &g->comps[i];
 	if (!c)
 		return;
-	g->seen[seq >> 3] |= (unsigned char)(1u << (seq & 7));
+	if (seq < SEQ_MAX) /* (admission's reports, the ones that matter here, come first) */
+		g->seen[seq >> 3] |= (unsigned char)(1u << (seq & 7));
 	if (!strcmp(stage, "allowed")) {
 		c->allowed_seq = seq;
 		json_decref(c->devices);
@@ -300,12 +302,14 @@ static void track_reply(follow *f, const char *gw, const json_t *r)
 	const char *reason = json_string_value(json_object_get(r, "reason"));
 	const char *detail = json_string_value(json_object_get(r, "detail"));
 
+	/* A command that did not verify is answered with a null jti: nothing
+	 * says it was ours (anyone who may publish a command can cause one),
+	 * so it is shown but never taken as our command's answer. */
+	if (!jti)
+		return;
 	for (size_t i = 0; i < f->n_gws; i++) {
 		gw_track *g = &f->gws[i];
-		/* a command that did not verify is answered with a null jti */
-		if (strcmp(g->gw, gw) || g->reply || (jti && strcmp(jti, g->jti)))
-			continue;
-		if (!jti && !json_is_null(json_object_get(r, "jti")))
+		if (strcmp(g->gw, gw) || g->reply || strcmp(jti, g->jti))
 			continue;
 		g->reply = result && !strcmp(result, "accepted") ? 1 : 2;
 		snprintf(g->reason, sizeof(g->reason), "%s", reason ? reason : "");
@@ -331,8 +335,13 @@ static void row_update(row *w, const json_t *r)
 	}
 	snprintf(w->stage, sizeof(w->stage), "%s", stage);
 	if (json_is_object(p)) {
+		/* clamped: the arithmetic below must not overflow on any input */
+		const long long cap = 1LL << 40;
 		long long d = json_integer_value(json_object_get(p, "done"));
-		w->total = json_integer_value(json_object_get(p, "total"));
+		long long t = json_integer_value(json_object_get(p, "total"));
+		d = d < 0 ? 0 : d > cap ? cap : d;
+		t = t < 0 ? 0 : t > cap ? cap : t;
+		w->total = t;
 		if (now > w->mark_ms + 200 && d >= w->mark_done) {
 			double inst = (double)(d - w->mark_done) * 1000.0 / (double)(now - w->mark_ms);
 			w->rate = w->rate > 0 ? 0.7 * w->rate + 0.3 * inst : inst;
@@ -349,27 +358,39 @@ static void row_update(row *w, const json_t *r)
 		snprintf(w->detail, sizeof(w->detail), "%s", detail);
 }
 
-/* Strings from the network reach the operator's terminal: control bytes
- * (escape sequences among them) become '?'. */
-static void defang(json_t *msg)
+/* Strings from the network reach the operator's terminal: control bytes,
+ * C0 and C1 (escape sequences among them), become '?'. */
+void clean_text(char *dst, size_t n, const char *src)
+{
+	size_t k = 0;
+	for (const unsigned char *p = (const unsigned char *)src; *p && k + 1 < n; p++) {
+		if (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) { /* U+0080..U+009F in UTF-8 */
+			dst[k++] = '?';
+			p++;
+		} else {
+			dst[k++] = *p < 0x20 || *p == 0x7f ? '?' : (char)*p;
+		}
+	}
+	dst[k] = 0;
+}
+
+static void defang(json_t *v)
 {
 	const char *k;
-	json_t *v;
+	json_t *m;
+	size_t i;
 
-	json_object_foreach(msg, k, v) {
-		if (!json_is_string(v))
-			continue;
-		const char *s = json_string_value(v);
+	if (json_is_object(v)) {
+		json_object_foreach(v, k, m) defang(m);
+	} else if (json_is_array(v)) {
+		json_array_foreach(v, i, m) defang(m);
+	} else if (json_is_string(v)) {
 		size_t n = json_string_length(v);
-		if (ferry_charset_ok(s, n, FERRY_CS_ANY))
-			continue;
 		char *c = malloc(n + 1);
 		if (!c)
-			continue;
-		for (size_t i = 0; i < n; i++)
-			c[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
-		c[n] = 0;
-		json_string_setn_nocheck(v, c, n);
+			return;
+		clean_text(c, n + 1, json_string_value(v)); /* an embedded NUL ends it */
+		json_string_set(v, c);
 		free(c);
 	}
 }
@@ -389,9 +410,13 @@ void follow_message(follow *f, const char *topic, const char *payload, size_t le
 		return;
 	if (strcmp(kind, "stage") && strcmp(kind, "reply"))
 		return;
+	if (f->n_gws && !track_of(f, gw, NULL))
+		return; /* deploy: a gateway it did not send to (nothing is checked for it) */
 	if (ferry_report_open(payload, len, f->trust, gw, time(NULL), &msg, &st)) {
+		char clean[sizeof(st.detail)];
 		f->refused++;
-		fprintf(stderr, "ferry: refused a message on %s: %s: %s\n", topic, ferry_err_code(st.code), st.detail);
+		clean_text(clean, sizeof(clean), st.detail);
+		fprintf(stderr, "ferry: refused a message on %s: %s: %s\n", topic, ferry_err_code(st.code), clean);
 		return;
 	}
 	defang(msg);
@@ -530,9 +555,9 @@ static bool comp_done(const gw_track *g, const comp_track *c)
 		}
 		return true;
 	}
-	if (!c->first_already)
+	if (!c->first_already || c->first_already >= SEQ_MAX)
 		return false;
-	for (int s = 1; s < c->first_already; s++)
+	for (int64_t s = 1; s < c->first_already; s++)
 		if (!(g->seen[s >> 3] & (1u << (s & 7))))
 			return false;
 	return true; /* every earlier report is in, and none was its `allowed` */
@@ -580,6 +605,23 @@ int follow_result(const follow *f, bool print)
 				fprintf(stderr, "%s: %s%s%s\n", g->gw, g->reply ? g->reason : "no answer",
 					g->detail[0] ? ": " : "", g->detail);
 			continue;
+		}
+		if (!gw_done(g)) {
+			/* accepted, but not every step ended (the commands expired) */
+			rc = 1;
+			for (size_t c = 0; print && c < g->n_comps; c++) {
+				const comp_track *ct = &g->comps[c];
+				size_t k;
+				const json_t *d;
+				if (!ct->allowed_seq && !comp_done(g, ct))
+					fprintf(stderr, "%s: %s: no report of its admission\n", g->gw, ct->name);
+				json_array_foreach(ct->devices, k, d) {
+					char key[200];
+					snprintf(key, sizeof(key), "%s/%s", ct->name, json_string_value(d));
+					if (!json_object_get(g->outcomes, key))
+						fprintf(stderr, "%s: %s on %s: no outcome\n", g->gw, ct->name, json_string_value(d));
+				}
+			}
 		}
 		const char *k;
 		json_t *v;

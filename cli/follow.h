@@ -23,12 +23,16 @@ follow *follow_new(follow_mode mode, FILE *out, const ferry_trust *trust);
 void follow_free(follow *f);
 /* deploy: gateway gw was sent command jti for update uid, whose manifest
  * has these components; op_request: update.request (ends with admission). */
-void follow_expect(follow *f, const char *gw, const char *uid, const char *jti, const char *const *components,
+/* False when out of memory: the caller must not send to that gateway. */
+bool follow_expect(follow *f, const char *gw, const char *uid, const char *jti, const char *const *components,
 		   size_t n, bool op_request);
 /* A message from the broker: topic ferry/v1/GW/KIND and its payload.
  * Filters (NULL: all) limit what is shown. */
 void follow_message(follow *f, const char *topic, const char *payload, size_t len, const char *only_gw,
 		    const char *only_update);
+/* Copies src to dst (n bytes), with every control character (C0, DEL,
+ * C1) made '?': what may reach a terminal from the network. */
+void clean_text(char *dst, size_t n, const char *src);
 /* Redraws the terminal rows (at most ten times a second). */
 void follow_draw(follow *f, bool force);
 /* Every expected gateway has answered and every target ended. */

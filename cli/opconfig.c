@@ -80,6 +80,8 @@ static ferry_err only_known(const json_t *obj, const char *prefix, const char *f
 	json_object_foreach((json_t *)obj, k, v) {
 		char dotted[128];
 		snprintf(dotted, sizeof(dotted), "%s%s%s", prefix, *prefix ? "." : "", k);
+		if (strchr(k, '.'))
+			return refuse(st, file, lines, dotted, "write it as nested keys (files:, then link_secret: under it)");
 		bool section = false;
 		for (const char *const *s = sections; *s && !*prefix; s++)
 			section = section || !strcmp(*s, k);

@@ -25,7 +25,10 @@ struct op_mqtt {
 	size_t n_topics;
 	bool connected, refused, resubscribe;
 	int connect_rc;
-	int acked_mid; /* the last SUBACK or PUBACK */
+	struct {
+		int mid, reason; /* a PUBACK's or SUBACK's reason code (>= 0x80: refused) */
+	} acks[64];
+	unsigned n_acks;
 	int sync_seen;
 	char sync_topic[160];
 };
@@ -72,38 +75,56 @@ static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto
 		m->fn(m->ctx, msg->topic, msg->payload ? msg->payload : "", (size_t)msg->payloadlen, msg->retain);
 }
 
+static void note_ack(op_mqtt *m, int mid, int reason)
+{
+	m->acks[m->n_acks % 64].mid = mid;
+	m->acks[m->n_acks % 64].reason = reason;
+	m->n_acks++;
+}
+
 static void on_ack(struct mosquitto *mosq, void *obj, int mid, int reason, const mosquitto_property *props)
 {
-	((op_mqtt *)obj)->acked_mid = mid;
+	note_ack(obj, mid, reason);
 }
 
 static void on_suback(struct mosquitto *mosq, void *obj, int mid, int n, const int *granted,
 		      const mosquitto_property *props)
 {
-	op_mqtt *m = obj;
+	int worst = 0;
 	for (int i = 0; i < n; i++)
-		if (granted[i] >= 0x80)
-			fprintf(stderr, "ferry: the broker refused a subscription (reason %d)\n", granted[i]);
-	m->acked_mid = mid;
+		worst = granted[i] > worst ? granted[i] : worst;
+	note_ack(obj, mid, worst);
 }
 
-/* loop until *flag (an int compared with want) or the deadline */
-static bool wait_for(op_mqtt *m, const int *val, int want, const bool *flag)
+/* the reason code acknowledged for mid, or -1 while none came */
+static int ack_of(const op_mqtt *m, int mid)
+{
+	unsigned n = m->n_acks < 64 ? m->n_acks : 64;
+	for (unsigned i = 0; i < n; i++)
+		if (m->acks[i].mid == mid)
+			return m->acks[i].reason;
+	return -1;
+}
+
+/* loop until *flag, *val == want, or an acknowledgement of mid (>= 0)
+ * comes, or the deadline passes */
+static bool wait_for(op_mqtt *m, const int *val, int want, const bool *flag, int mid)
 {
 	long long end = now_ms() + WAIT_MS;
-	while (now_ms() < end && !m->refused) {
-		if ((flag && *flag) || (val && *val == want))
+	for (;;) {
+		if ((flag && *flag) || (val && *val == want) || (mid >= 0 && ack_of(m, mid) >= 0))
 			return true;
+		if (now_ms() >= end || m->refused)
+			return false;
 		int rc = mosquitto_loop(m->mosq, 200, 1);
 		if (rc != MOSQ_ERR_SUCCESS && !flag)
-			return false;
+			return false; /* the connection went: what was asked is lost with it */
 		if (rc != MOSQ_ERR_SUCCESS) {
 			struct timespec pause = {0, 200 * 1000000L};
 			nanosleep(&pause, NULL);
 			mosquitto_reconnect(m->mosq);
 		}
 	}
-	return (flag && *flag) || (val && *val == want);
 }
 
 ferry_err op_mqtt_connect(const op_config *c, op_msg_fn fn, void *ctx, op_mqtt **out, ferry_status *st)
@@ -143,7 +164,7 @@ ferry_err op_mqtt_connect(const op_config *c, op_msg_fn fn, void *ctx, op_mqtt *
 	m->connect_rc = -1;
 	if ((rc = mosquitto_connect_bind_v5(m->mosq, c->broker.host, c->broker.port, c->broker.keepalive_s, NULL,
 					    NULL)) != MOSQ_ERR_SUCCESS ||
-	    !wait_for(m, NULL, 0, &m->connected)) {
+	    !wait_for(m, NULL, 0, &m->connected, -1)) {
 		ferry_err e = ferry_fail(st, FERRY_E_INTERNAL, "cannot connect to the broker %s:%d: %s", c->broker.host,
 					 c->broker.port,
 					 rc ? mosquitto_strerror(rc)
@@ -154,7 +175,7 @@ ferry_err op_mqtt_connect(const op_config *c, op_msg_fn fn, void *ctx, op_mqtt *
 	m->resubscribe = false;
 	int mid;
 	if (mosquitto_subscribe_v5(m->mosq, &mid, m->sync_topic, 1, 0, NULL) != MOSQ_ERR_SUCCESS ||
-	    !wait_for(m, &m->acked_mid, mid, NULL)) {
+	    !wait_for(m, NULL, 0, NULL, mid) || ack_of(m, mid) >= 0x80) {
 		op_mqtt_free(m);
 		return ferry_fail(st, FERRY_E_INTERNAL, "the broker did not acknowledge a subscription");
 	}
@@ -170,8 +191,11 @@ ferry_err op_mqtt_subscribe(op_mqtt *m, const char *topic, ferry_status *st)
 		return ferry_fail(st, FERRY_E_INTERNAL, "too many subscriptions");
 	snprintf(m->topics[m->n_topics++], sizeof(m->topics[0]), "%s", topic);
 	if (mosquitto_subscribe_v5(m->mosq, &mid, topic, 1, 0, NULL) != MOSQ_ERR_SUCCESS ||
-	    !wait_for(m, &m->acked_mid, mid, NULL))
+	    !wait_for(m, NULL, 0, NULL, mid))
 		return ferry_fail(st, FERRY_E_INTERNAL, "the broker did not acknowledge the subscription to %s", topic);
+	if (ack_of(m, mid) >= 0x80)
+		return ferry_fail(st, FERRY_E_INTERNAL, "the broker refused the subscription to %s: %s", topic,
+				  mosquitto_reason_string(ack_of(m, mid)));
 	return FERRY_OK;
 }
 
@@ -179,9 +203,13 @@ ferry_err op_mqtt_publish(op_mqtt *m, const char *topic, const char *payload, fe
 {
 	int mid, rc = mosquitto_publish_v5(m->mosq, &mid, topic, (int)strlen(payload), payload, 1, false, NULL);
 
-	if (rc != MOSQ_ERR_SUCCESS || !wait_for(m, &m->acked_mid, mid, NULL))
+	if (rc != MOSQ_ERR_SUCCESS || !wait_for(m, NULL, 0, NULL, mid))
 		return ferry_fail(st, FERRY_E_INTERNAL, "publish on %s: %s", topic,
 				  rc ? mosquitto_strerror(rc) : "the broker did not acknowledge it");
+	/* 0x10, no matching subscribers, is success: a gateway away has a session */
+	if (ack_of(m, mid) >= 0x80)
+		return ferry_fail(st, FERRY_E_INTERNAL, "the broker refused the message on %s: %s", topic,
+				  mosquitto_reason_string(ack_of(m, mid)));
 	return FERRY_OK;
 }
 
@@ -192,7 +220,7 @@ ferry_err op_mqtt_sync(op_mqtt *m, ferry_status *st)
 
 	if (e)
 		return e;
-	if (!wait_for(m, &m->sync_seen, want, NULL))
+	if (!wait_for(m, &m->sync_seen, want, NULL, -1))
 		return ferry_fail(st, FERRY_E_INTERNAL, "the broker did not return the marker message");
 	return FERRY_OK;
 }

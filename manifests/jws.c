@@ -14,6 +14,8 @@
 #include <openssl/ecdsa.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/x509v3.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -165,6 +167,26 @@ static ferry_err check_signature(X509 *leaf, const char *alg, const char *c, con
 	return FERRY_OK;
 }
 
+/* Roles, by extended key usage: a TLS identity (serverAuth, clientAuth)
+ * never signs commands or manifests, so a gateway's key (which signs its
+ * reports) or the broker's cannot speak for the operator; a report is
+ * signed by a client certificate. */
+static ferry_err check_role(X509 *leaf, const char *typ_expected, ferry_status *st)
+{
+	bool has_eku = (X509_get_extension_flags(leaf) & EXFLAG_XKUSAGE) != 0;
+	uint32_t eku = has_eku ? X509_get_extended_key_usage(leaf) : 0;
+
+	if (typ_expected && !strcmp(typ_expected, "ferry-report")) {
+		if (!(eku & XKU_SSL_CLIENT))
+			return ferry_fail(st, FERRY_E_UNTRUSTED_SIGNER,
+					  "a report is signed by a gateway's client certificate (clientAuth); this is not one");
+	} else if (eku & (XKU_SSL_CLIENT | XKU_SSL_SERVER)) {
+		return ferry_fail(st, FERRY_E_UNTRUSTED_SIGNER,
+				  "a TLS certificate (clientAuth or serverAuth) does not sign commands or manifests");
+	}
+	return FERRY_OK;
+}
+
 ferry_err ferry_jws_verify(const char *c, size_t len, const ferry_trust *trust, time_t at,
 			   const char *typ_expected, ferry_jws *out, ferry_status *st)
 {
@@ -188,7 +210,7 @@ ferry_err ferry_jws_verify(const char *c, size_t len, const ferry_trust *trust, 
 	    (e = b64_part(c + off[1], plen[1], "payload", &braw, &blen, st)) ||
 	    (e = b64_part(c + off[2], plen[2], "signature", &sraw, &slen, st)) ||
 	    (e = ferry_trust_verify_x5c(trust, json_object_get(v.header, "x5c"), at, &v.leaf, st)) ||
-	    (e = check_signature(v.leaf, v.alg, c, off, plen, st)))
+	    (e = check_role(v.leaf, typ_expected, st)) || (e = check_signature(v.leaf, v.alg, c, off, plen, st)))
 		goto out;
 	if ((e = ferry_json_load_object((const char *)braw, blen, &v.payload, st))) {
 		ferry_status_prefix(st, "JWS payload: ");

@@ -19,6 +19,10 @@ ferry_err ferry_report_open(const char *buf, size_t len, const ferry_trust *trus
 		return ferry_fail(st, FERRY_E_MALFORMED, "an unsigned message on %s's topics", gateway_id);
 	if ((e = ferry_jws_verify(buf, len, trust, now, "ferry-report", &jws, st)))
 		return e;
+	if (!json_is_string(json_object_get(jws.header, "typ"))) {
+		ferry_jws_clear(&jws);
+		return ferry_fail(st, FERRY_E_MALFORMED, "a report's header names typ ferry-report");
+	}
 	int n = X509_NAME_get_text_by_NID(X509_get_subject_name(jws.leaf), NID_commonName, cn, sizeof(cn));
 	if (n <= 0 || (size_t)n >= sizeof(cn) || strcmp(cn, gateway_id)) {
 		e = ferry_fail(st, FERRY_E_WRONG_GATEWAY, "signed by \"%.64s\", not by %s", n > 0 ? cn : "?", gateway_id);

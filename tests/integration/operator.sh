@@ -39,6 +39,10 @@ sed 's/^  host: 127.0.0.1/  hots: 127.0.0.1/' "$W/pki/operator.yaml" > "$W/bad-o
 rc=0; "$F" watch --config "$W/bad-op.yaml" > "$W/out" 2>&1 || rc=$?
 [ "$rc" = 2 ] && grep -q "bad-op.yaml:4: broker.hots: not a key of operator.yaml" "$W/out" ||
 	fail "a misspelt key in operator.yaml was not refused by name (rc $rc): $(cat "$W/out")"
+{ cat "$W/pki/operator.yaml"; echo "files.link_secret: 0123456789abcdef0123"; } > "$W/dotted.yaml"
+rc=0; "$F" fleet --config "$W/dotted.yaml" > "$W/out" 2>&1 || rc=$?
+[ "$rc" = 2 ] && grep -q "dotted.yaml:[0-9]*: files.link_secret: write it as nested keys" "$W/out" ||
+	fail "a dotted key in operator.yaml was not refused (rc $rc): $(cat "$W/out")"
 rc=0; FERRY_OPERATOR_CONFIG=$W/nowhere.yaml "$F" watch > "$W/out" 2>&1 || rc=$?
 [ "$rc" = 2 ] && grep -q "nowhere.yaml" "$W/out" || fail "a missing operator config was not named: $(cat "$W/out")"
 echo "ok: operator.yaml: a misspelt key is refused with file, line and key"

@@ -28,7 +28,7 @@
 #define NOW 1800000000LL
 #define DAY 86400
 
-enum signer { S_GOOD, S_ED, S_EXPIRED, S_FUTURE, S_OTHER_CA, S_CA_AS_LEAF, S_COUNT };
+enum signer { S_GOOD, S_ED, S_EXPIRED, S_FUTURE, S_OTHER_CA, S_CA_AS_LEAF, S_GATEWAY, S_BROKER, S_COUNT };
 
 static struct world {
 	ferry_trust *trust;
@@ -84,6 +84,10 @@ static int setup(void **state)
 	issue(S_FUTURE, FERRY_PKI_SIGNER, FERRY_PKI_P256, NOW + 2 * DAY, NOW + 9 * DAY, w.ca, w.ca_key);
 	issue(S_OTHER_CA, FERRY_PKI_SIGNER, FERRY_PKI_P256, NOW - DAY, NOW + 365 * DAY, w.other_ca, w.other_key);
 	issue(S_CA_AS_LEAF, FERRY_PKI_CA, FERRY_PKI_P256, NOW - DAY, NOW + 365 * DAY, w.ca, w.ca_key);
+	/* TLS identities from the same CA: a gateway's client certificate (it
+	 * signs the gateway's reports) and a server's */
+	issue(S_GATEWAY, FERRY_PKI_CLIENT, FERRY_PKI_P256, NOW - DAY, NOW + 365 * DAY, w.ca, w.ca_key);
+	issue(S_BROKER, FERRY_PKI_SERVER, FERRY_PKI_P256, NOW - DAY, NOW + 365 * DAY, w.ca, w.ca_key);
 	snprintf(w.dir, sizeof(w.dir), "/tmp/ferry-bad-XXXXXX");
 	assert_non_null(mkdtemp(w.dir));
 	assert_int_equal(ferry_pki_write(w.dir, "ca", w.ca, w.ca_key, &st), FERRY_OK);
@@ -212,6 +216,10 @@ static const tcase cases[] = {
 	{"expired leaf certificate", CMD, NULL, NULL, S_EXPIRED, S_EXPIRED, M_NONE, FERRY_E_UNTRUSTED_SIGNER},
 	{"not-yet-valid leaf certificate", CMD, NULL, NULL, S_FUTURE, S_FUTURE, M_NONE, FERRY_E_UNTRUSTED_SIGNER},
 	{"CA certificate as leaf", CMD, NULL, NULL, S_CA_AS_LEAF, S_CA_AS_LEAF, M_NONE, FERRY_E_UNTRUSTED_SIGNER},
+	{"command signed by a gateway's certificate", CMD, NULL, NULL, S_GATEWAY, S_GATEWAY, M_NONE,
+	 FERRY_E_UNTRUSTED_SIGNER},
+	{"command signed by the broker's certificate", CMD, NULL, NULL, S_BROKER, S_BROKER, M_NONE,
+	 FERRY_E_UNTRUSTED_SIGNER},
 	{"leaf key did not sign", CMD, NULL, NULL, S_GOOD, S_OTHER_CA, M_NONE, FERRY_E_BAD_SIGNATURE},
 	{"Ed25519 leaf with alg ES256", CMD, NULL, "{\"alg\":\"ES256\",\"x5c\":X5C}", S_ED, S_ED, M_NONE,
 	 FERRY_E_BAD_SIGNATURE},
@@ -259,6 +267,8 @@ static const tcase cases[] = {
 	/* --- manifest payload */
 	{"manifest signed as a command", MAN, NULL, "{\"alg\":\"ES256\",\"x5c\":X5C,\"typ\":\"ferry-cmd\"}", S_GOOD,
 	 S_GOOD, M_NONE, FERRY_E_MALFORMED},
+	{"manifest signed by a gateway's certificate", MAN, NULL, NULL, S_GATEWAY, S_GATEWAY, M_NONE,
+	 FERRY_E_UNTRUSTED_SIGNER},
 	{"empty components", MAN, MAN_T(""), NULL, S_GOOD, S_GOOD, M_NONE, FERRY_E_MALFORMED},
 	{"duplicate component names", MAN, MAN_T(COMP("") "," COMP("")), NULL, S_GOOD, S_GOOD, M_NONE,
 	 FERRY_E_MALFORMED},
