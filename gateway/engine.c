@@ -147,9 +147,11 @@ ferry_err eng_report(ferry_engine *e, const ferry_transition *t, ferry_status *s
 {
 	char *body = NULL;
 	int64_t seq = 0;
+	pthread_mutex_lock(&e->report_lock);
 	ferry_err err = ferry_journal_transition(e->journal, t, &body, &seq, st);
 
 	if (err) {
+		pthread_mutex_unlock(&e->report_lock);
 		if (err != FERRY_E_INSUFFICIENT_SPACE) /* the runner waits for room and says so once */
 			ferry_log(LOG_ERR, "journal: %s", st->detail);
 		return err;
@@ -158,6 +160,7 @@ ferry_err eng_report(ferry_engine *e, const ferry_transition *t, ferry_status *s
 		  t->device ? t->device : "", ferry_stage_name(t->stage), t->reason ? " " : "",
 		  t->reason ? t->reason : "");
 	publish_report(e, t->update_id, seq, body);
+	pthread_mutex_unlock(&e->report_lock);
 	free(body);
 	return FERRY_OK;
 }
@@ -242,6 +245,7 @@ ferry_err ferry_engine_new(const ferry_config *cfg, ferry_engine **out, ferry_st
 	pthread_mutex_init(&e->ev_lock, NULL);
 	pthread_cond_init(&e->ev_cond, NULL);
 	pthread_mutex_init(&e->pub_lock, NULL);
+	pthread_mutex_init(&e->report_lock, NULL);
 	pthread_mutex_init(&e->store_lock, NULL);
 	if (!(e->jobs = ferry_jobq_new()) || !(e->claims = eng_claims_new())) {
 		ferry_jobq_free(e->jobs);
@@ -348,6 +352,7 @@ void ferry_engine_free(ferry_engine *e)
 	ferry_store_close(e->store);
 	ferry_journal_close(e->journal);
 	pthread_mutex_destroy(&e->pub_lock);
+	pthread_mutex_destroy(&e->report_lock);
 	pthread_mutex_destroy(&e->store_lock);
 	pthread_mutex_destroy(&e->ev_lock);
 	pthread_cond_destroy(&e->ev_cond);

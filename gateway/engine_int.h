@@ -64,6 +64,10 @@ struct ferry_engine {
 	/* publishing and the message ids of reports not yet acknowledged, under
 	 * one lock: an acknowledgement can never overtake its bookkeeping */
 	pthread_mutex_t pub_lock;
+	/* a report's seq and its publish in one order: held from the journal
+	 * transition to the publish, so the broker gets an update's reports in
+	 * seq order however many threads report */
+	pthread_mutex_t report_lock;
 	struct {
 		int mid;
 		char update_id[FERRY_ID_MAX + 1];
