@@ -12,8 +12,11 @@
 # BLE node's and the radio's -- puts the images on the file host, sends it as
 # one update.deploy and follows every stage live until all eight device steps
 # are installed; while it downloads, a second `ferry deploy` sends an update
-# to a fourth MCU (a display) and it runs beside.  `ferry fleet` shows the
-# new versions, and everything it started is stopped.
+# to a fourth MCU (a display) and it runs beside.  Two more gateways (gw-2 at
+# gw-1's site, gw-3 at another) run ferryd with only their own files, and
+# `ferry campaign` rolls a config file out to every gateway of gw-1's site,
+# one batch at a time.  `ferry fleet` shows the new versions, and everything
+# it started is stopped.
 set -euo pipefail
 cd "$(dirname "$0")"
 . scripts/deps.sh
@@ -59,6 +62,7 @@ W_EXTRA_ADAPTERS="  serial-smp:
         vendor_id: acme
         class_id: ble-node
         component: node-mcu"
+W_MORE_GATEWAYS=gw-3
 world_up build-demo
 sed -i "s|/tmp/PLACEHOLDER|$W|" "$W/ferryd.yaml"
 cp build-demo/adapters/serial-smp.so build-demo/adapters/usb-dfu.so build-demo/adapters/ble-smp.so "$W/plugins/"
@@ -94,7 +98,13 @@ W_FERRYD_ENV="LD_PRELOAD=libumockdev-preload.so.0 UMOCKDEV_DIR=$(cat "$W/usb.roo
 echo "== broker on 127.0.0.1:$W_MQTT_PORT (TLS; operators on $W_OPS_PORT), file host on https://127.0.0.1:$W_FILES_PORT"
 echo "   (client certificates, links bound to one gateway), work dir $W"
 start_ferryd
-echo "== ferryd is up for gateway $W_GW"
+echo "== ferryd is up for gateway $W_GW (site hall-2), with its MCUs"
+# two more gateways with only their own files: gw-2 at the same site, gw-3 at another
+start_gateway gw-2 hall-2
+start_gateway gw-3 hall-3
+wait_mqtt "ferry/v1/gw-2/inventory " 30
+wait_mqtt "ferry/v1/gw-3/inventory " 30
+echo "== ferryd is up for gateways gw-2 (site hall-2) and gw-3 (site hall-3)"
 
 make_update demo 1 1.0.0 1.0.0 2000000
 build-demo/tests/sim/smp_device --make-image 1.5.0 60000 "$W/www/demo-mcu.bin"
@@ -185,9 +195,36 @@ done
 wait_mqtt '{"name":"radio-fw","version":"2.1.0"}' 10
 wait_mqtt '{"name":"node-mcu","version":"3.1.0"}' 10
 wait_mqtt '{"name":"display-mcu","version":"1.0.0"}' 10
+# A campaign: the site's new config file to every gateway at hall-2, one
+# gateway at a time, stopping at the first failure.
+printf 'rev: 1.1\n' > "$W/www/site.conf"
+cat > "$W/site.yaml" <<YAML
+sequence: 3
+components:
+  - name: app-config
+    type: configuration
+    adapter: self
+    target: {vendor_id: acme, class_id: gateway}
+    version: 1.1.0
+    format: file
+    file: www/site.conf
+YAML
+echo "== ferry campaign create hall-2-config --where site=hall-2 --batch 1 --stop-at-failures 1 (app-config 1.1.0):"
+"$W_FERRY" campaign create hall-2-config --manifest "$W/site.yaml" --where site=hall-2 --batch 1 \
+	--stop-at-failures 1 | sed 's/^/  /'
+echo "== ferry campaign run --until-idle: sends each batch when the one before installed, and ends when all have:"
+"$W_FERRY" campaign run --until-idle 2>/dev/null | sed 's/^/  /'
+echo "== ferry campaign status hall-2-config:"
+"$W_FERRY" campaign status hall-2-config | sed 's/^/  /'
+[ "$("$W_FERRY" campaign list | awk '$1 == "hall-2-config" { print $2, $3, $6 }')" = "done 2 2" ] ||
+	{ echo "demo: the campaign did not install on both hall-2 gateways" >&2; exit 1; }
+for _ in $(seq 1 100); do
+	[ "$("$W_FERRY" fleet --where component.app-config=1.1.0 | tail -n 1 | grep -o '2 of 3 gateways match')" ] && break
+	sleep 0.1
+done
 echo "== the fleet after (ferry fleet):"
 "$W_FERRY" fleet | sed 's/^/  /'
 left=$("$W_FERRY" fleet --where 'component.sensor-mcu<1.5.0' | tail -n 1)
 echo "== gateways with a sensor board below 1.5.0 (ferry fleet --where 'component.sensor-mcu<1.5.0'): $left"
-echo "== done: five components on seven devices, all or nothing, and a second update beside it; stopping ferryd, the"
-echo "   MCUs, D-Bus, nginx and mosquitto"
+echo "== done: five components on seven devices, all or nothing, a second update beside it, and a campaign over"
+echo "   the gateways of one site; stopping ferryd, the MCUs, D-Bus, nginx and mosquitto"

@@ -7,6 +7,7 @@
 #include <openssl/x509.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "ferry/err.h"
 
@@ -38,6 +39,21 @@ int cli_verify_file(const char *path, const char *ca, cli_verify_fn verify, void
 int cli_command_sign(const char *op, const char *gw, const char *uid, const char *manifest, json_t *links,
 		     int64_t ttl, EVP_PKEY *key, STACK_OF(X509) *certs, char jti[33], char **jws);
 int cli_deploy(int argc, char **argv);
+int cli_campaign(int argc, char **argv);
+/* The signed manifest in `input`: a spec (its images published to
+ * files.dir, signed with the config's manifest signer; *spec_payload, when
+ * asked, gets the payload signed) or a signed manifest checked against the
+ * org CA.  m: its parsed form. */
+typedef struct op_config op_config;
+typedef struct ferry_manifest ferry_manifest;
+int cli_load_manifest(const char *input, bool atomic, const op_config *cfg, char **jws, ferry_manifest *m,
+		      json_t **spec_payload);
+/* payload signed as a manifest with the config's manifest signer. */
+int cli_sign_manifest(const op_config *cfg, const json_t *payload, char **jws);
+/* The link gateway gw may use for image sha (docs/cli.md: the formula). */
+bool cli_make_link(const op_config *cfg, const char *gw, const char *sha, time_t expires, char *out, size_t n);
+/* prefix + UTC time + 6 random hex digits: an update id. */
+void cli_new_id(const char *prefix, char *out, size_t n);
 int cli_watch(int argc, char **argv);
 int cli_fleet(int argc, char **argv);
 /* True when argv has --help or -h. */

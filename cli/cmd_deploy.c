@@ -218,16 +218,42 @@ typedef struct deploy_args {
 	json_t *links; /* from --link */
 } deploy_args;
 
-/* The signed manifest and its components: from a spec (signed here, images
- * published) or from a signed manifest. */
-static int load_manifest(const deploy_args *a, const op_config *cfg, char **jws, ferry_manifest *m)
+int cli_sign_manifest(const op_config *cfg, const json_t *payload, char **jws)
+{
+	ferry_status st = {0};
+	EVP_PKEY *key = NULL;
+	STACK_OF(X509) *certs = NULL;
+	char *pj = NULL;
+	int rc;
+
+	if (!cfg->manifest_signer.key[0]) {
+		fprintf(stderr, "ferry: %s has no manifest_signer to sign with\n", cfg->file);
+		return CLI_USAGE;
+	}
+	if ((rc = cli_load_signer(cfg->manifest_signer.key, cfg->manifest_signer.cert, NULL, &key, &certs)))
+		return rc;
+	if (!(pj = json_dumps(payload, JSON_COMPACT | JSON_SORT_KEYS)) ||
+	    ferry_jws_sign(pj, strlen(pj), key, certs, "ferry-manifest", jws, &st)) {
+		if (!pj)
+			ferry_fail(&st, FERRY_E_INTERNAL, "out of memory");
+		cli_error(&st);
+		rc = CLI_USAGE;
+	}
+	free(pj);
+	EVP_PKEY_free(key);
+	sk_X509_pop_free(certs, X509_free);
+	return rc;
+}
+
+int cli_load_manifest(const char *input, bool atomic, const op_config *cfg, char **jws, ferry_manifest *m,
+		      json_t **spec_payload)
 {
 	ferry_status st = {0};
 	char *buf = NULL;
 	size_t len;
 	int rc = CLI_USAGE;
 
-	if (ferry_read_file(a->input, FERRY_JWS_MAX, &buf, &len, &st)) {
+	if (ferry_read_file(input, FERRY_JWS_MAX, &buf, &len, &st)) {
 		cli_error(&st);
 		return CLI_USAGE;
 	}
@@ -244,9 +270,9 @@ static int load_manifest(const deploy_args *a, const op_config *cfg, char **jws,
 			return rc;
 		}
 		ferry_trust_free(trust);
-		if (a->atomic && !m->atomic) {
+		if (atomic && !m->atomic) {
 			fprintf(stderr, "ferry deploy: %s is signed without `atomic: true`; --atomic cannot change it\n",
-				a->input);
+				input);
 			ferry_manifest_free(m);
 			free(buf);
 			return CLI_USAGE;
@@ -257,22 +283,17 @@ static int load_manifest(const deploy_args *a, const op_config *cfg, char **jws,
 	free(buf);
 	/* a spec */
 	json_t *payload = NULL, *files = json_object();
-	EVP_PKEY *key = NULL;
-	STACK_OF(X509) *certs = NULL;
-	char *pj = NULL;
 	if (!cfg->manifest_signer.key[0]) {
-		fprintf(stderr, "ferry deploy: %s has no manifest_signer to sign %s with\n", cfg->file, a->input);
+		fprintf(stderr, "ferry deploy: %s has no manifest_signer to sign %s with\n", cfg->file, input);
 		json_decref(files);
 		return CLI_USAGE;
 	}
-	if ((rc = cli_load_signer(cfg->manifest_signer.key, cfg->manifest_signer.cert, NULL, &key, &certs)))
-		goto out;
-	if (ferry_spec_load(a->input, time(NULL), &payload, files, &st)) {
+	if (ferry_spec_load(input, time(NULL), &payload, files, &st)) {
 		cli_error(&st);
 		rc = CLI_REFUSED;
 		goto out;
 	}
-	if (a->atomic)
+	if (atomic)
 		json_object_set_new(payload, "atomic", json_true());
 	if (ferry_manifest_parse(payload, m, &st)) {
 		cli_error(&st);
@@ -292,27 +313,23 @@ static int load_manifest(const deploy_args *a, const op_config *cfg, char **jws,
 			}
 		}
 	}
-	if (!(pj = json_dumps(payload, JSON_COMPACT | JSON_SORT_KEYS)) ||
-	    ferry_jws_sign(pj, strlen(pj), key, certs, "ferry-manifest", jws, &st)) {
-		cli_error(&st);
+	if ((rc = cli_sign_manifest(cfg, payload, jws))) {
 		ferry_manifest_free(m);
-		rc = CLI_USAGE;
 		goto out;
 	}
+	if (spec_payload)
+		*spec_payload = json_incref(payload);
 	rc = CLI_OK;
 out:
-	free(pj);
 	json_decref(payload);
 	json_decref(files);
-	EVP_PKEY_free(key);
-	sk_X509_pop_free(certs, X509_free);
 	return rc;
 }
 
 /* The link for gateway gw to image sha: base_url + sha, and with a link
  * secret the device-bound, expiring form config/nginx-ferry.conf checks:
  * md5 = base64url(MD5(EXPIRES + PATH + GW + " " + SECRET)). */
-static bool make_link(const op_config *cfg, const char *gw, const char *sha, time_t expires, char *out, size_t n)
+bool cli_make_link(const op_config *cfg, const char *gw, const char *sha, time_t expires, char *out, size_t n)
 {
 	int len = snprintf(out, n, "%s%s", cfg->files.base_url, sha);
 	if (len < 0 || (size_t)len >= n)
@@ -337,7 +354,7 @@ static bool make_link(const op_config *cfg, const char *gw, const char *sha, tim
 	return len > 0 && (size_t)len < n - used;
 }
 
-static void new_update_id(char *out, size_t n)
+void cli_new_id(const char *prefix, char *out, size_t n)
 {
 	unsigned char r[3] = {0};
 	time_t now = time(NULL);
@@ -347,7 +364,7 @@ static void new_update_id(char *out, size_t n)
 	RAND_bytes(r, sizeof(r));
 	gmtime_r(&now, &tm);
 	strftime(when, sizeof(when), "%Y%m%d-%H%M%S", &tm);
-	snprintf(out, n, "u-%s-%02x%02x%02x", when, r[0], r[1], r[2]);
+	snprintf(out, n, "%s%s-%02x%02x%02x", prefix, when, r[0], r[1], r[2]);
 }
 
 /* On Ctrl-C at a terminal: ask, and send update.cancel to every gateway.
@@ -388,7 +405,7 @@ static json_t *links_for(const op_config *cfg, const deploy_args *a, const json_
 		const char *given = json_string_value(json_object_get(a->links, name));
 		if (given)
 			snprintf(url, sizeof(url), "%s", given);
-		else if (!make_link(cfg, gw, json_string_value(sha), expires, url, sizeof(url))) {
+		else if (!cli_make_link(cfg, gw, json_string_value(sha), expires, url, sizeof(url))) {
 			json_decref(links);
 			return NULL;
 		}
@@ -523,7 +540,7 @@ int cli_deploy(int argc, char **argv)
 		goto out;
 	}
 	if ((rc = cli_load_signer(cfg.command_signer.key, cfg.command_signer.cert, NULL, &key, &certs)) ||
-	    (rc = load_manifest(&a, &cfg, &manifest, &m)))
+	    (rc = cli_load_manifest(a.input, a.atomic, &cfg, &manifest, &m, NULL)))
 		goto out;
 	for (size_t i = 0; i < m.n; i++) {
 		char hex[65];
@@ -534,7 +551,7 @@ int cli_deploy(int argc, char **argv)
 	if (a.uid)
 		snprintf(uid, sizeof(uid), "%s", a.uid);
 	else
-		new_update_id(uid, sizeof(uid));
+		cli_new_id("u-", uid, sizeof(uid));
 	if (ferry_trust_load(cfg.gateway_ca, &trust, &st)) {
 		cli_error(&st);
 		rc = CLI_USAGE;

@@ -29,6 +29,11 @@ typedef struct cond {
 	ferry_semver ver;
 } cond;
 
+struct fleet_filter {
+	cond conds[CONDS_MAX];
+	size_t n_conds;
+};
+
 typedef struct gw {
 	char id[65];
 	int state; /* 0 unknown, 1 online, 2 offline */
@@ -51,8 +56,7 @@ struct fleet {
 	const ferry_trust *trust;
 	pending *pend;
 	size_t n_pend, cap_pend;
-	cond conds[CONDS_MAX];
-	size_t n_conds;
+	fleet_filter where;
 	unsigned refused;
 };
 
@@ -95,7 +99,22 @@ unsigned fleet_refused(fleet *fl)
 	return fl->refused;
 }
 
+fleet_filter *fleet_filter_new(void)
+{
+	return calloc(1, sizeof(fleet_filter));
+}
+
+void fleet_filter_free(fleet_filter *f)
+{
+	free(f);
+}
+
 ferry_err fleet_where(fleet *fl, const char *s, ferry_status *st)
+{
+	return fleet_filter_add(&fl->where, s, st);
+}
+
+ferry_err fleet_filter_add(fleet_filter *fl, const char *s, ferry_status *st)
 {
 	static const struct {
 		const char *txt;
@@ -364,10 +383,10 @@ static bool ver_holds(const char *text, const cond *c)
 	return false;
 }
 
-static bool matches(const fleet *fl, const gw *g)
+static bool filter_holds(const fleet_filter *f, const gw *g)
 {
-	for (size_t i = 0; i < fl->n_conds; i++) {
-		const cond *c = &fl->conds[i];
+	for (size_t i = 0; i < f->n_conds; i++) {
+		const cond *c = &f->conds[i];
 		if (c->kind == C_ATTR) {
 			const char *v = attr_of(g, c->key);
 			bool eq = v && !strcmp(v, c->value);
@@ -389,6 +408,24 @@ static bool matches(const fleet *fl, const gw *g)
 			return false;
 	}
 	return true;
+}
+
+static bool matches(const fleet *fl, const gw *g)
+{
+	return filter_holds(&fl->where, g);
+}
+
+size_t fleet_select(fleet *fl, const fleet_filter *f, fleet_id **ids)
+{
+	settle(fl);
+	size_t n = 0;
+	*ids = calloc(fl->n ? fl->n : 1, sizeof(**ids));
+	for (size_t i = 0; *ids && i < fl->n; i++)
+		if (fl->g[i].inv && filter_holds(f, &fl->g[i]))
+			snprintf((*ids)[n++], sizeof(fleet_id), "%s", fl->g[i].id);
+	if (*ids)
+		qsort(*ids, n, sizeof(fleet_id), (int (*)(const void *, const void *))strcmp);
+	return n;
 }
 
 size_t fleet_matching(fleet *fl)
@@ -522,8 +559,8 @@ static void print_row(void *ctx, const gw *g, const json_t *d, const json_t *com
 	snprintf(vercol, sizeof(vercol), "%s%s", ver ? ver : "-", b ? " *" : "");
 	n = (size_t)snprintf(line, sizeof(line), "%-16s %-8s %-24s %-16s %-14s", g->id, state_name(g->state), devcol,
 			     name, vercol);
-	for (size_t i = 0; i < p->fl->n_conds && n < sizeof(line); i++) {
-		const cond *c = &p->fl->conds[i];
+	for (size_t i = 0; i < p->fl->where.n_conds && n < sizeof(line); i++) {
+		const cond *c = &p->fl->where.conds[i];
 		if (c->kind == C_ATTR && strcmp(c->key, "gateway") && strcmp(c->key, "state")) {
 			const char *v = attr_of(g, c->key);
 			n += (size_t)snprintf(line + n, sizeof(line) - n, " %-12s", v ? v : "-");
@@ -541,15 +578,15 @@ void fleet_print(fleet *fl, FILE *out)
 	char head[1024];
 	size_t len = (size_t)snprintf(head, sizeof(head), "%-16s %-8s %-24s %-16s %-14s", "GATEWAY", "STATE", "DEVICE",
 				      "COMPONENT", "VERSION");
-	for (size_t i = 0; i < fl->n_conds && len < sizeof(head); i++)
-		if (fl->conds[i].kind == C_ATTR && strcmp(fl->conds[i].key, "gateway") && strcmp(fl->conds[i].key, "state"))
-			len += (size_t)snprintf(head + len, sizeof(head) - len, " %-12s", fl->conds[i].key);
+	for (size_t i = 0; i < fl->where.n_conds && len < sizeof(head); i++)
+		if (fl->where.conds[i].kind == C_ATTR && strcmp(fl->where.conds[i].key, "gateway") && strcmp(fl->where.conds[i].key, "state"))
+			len += (size_t)snprintf(head + len, sizeof(head) - len, " %-12s", fl->where.conds[i].key);
 	put_trimmed(out, head);
 	counts n = walk(fl, best, print_row, &p);
 	fprintf(out, "%zu gateway%s (%zu online, %zu offline), %zu device%s, %zu component%s, %zu behind the newest "
 		"version (*)", n.gateways, n.gateways == 1 ? "" : "s", n.online, n.offline, n.devices,
 		n.devices == 1 ? "" : "s", n.components, n.components == 1 ? "" : "s", n.behind);
-	if (fl->n_conds)
+	if (fl->where.n_conds)
 		fprintf(out, "; %zu of %zu gateways match", n.gateways, fl->n);
 	fputc('\n', out);
 	json_decref(best);

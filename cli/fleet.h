@@ -25,6 +25,16 @@ ferry_err fleet_where(fleet *fl, const char *cond, ferry_status *st) FERRY_WUR;
  * Inventories are kept as they came and opened (signature, chain, CN) on
  * every core at once by the first call below. */
 void fleet_add(fleet *fl, const char *topic, const char *payload, size_t len);
+/* A set of conditions of its own (a campaign's --where), in the syntax of
+ * fleet_where. */
+typedef struct fleet_filter fleet_filter;
+fleet_filter *fleet_filter_new(void);
+void fleet_filter_free(fleet_filter *f);
+ferry_err fleet_filter_add(fleet_filter *f, const char *cond, ferry_status *st) FERRY_WUR;
+/* The gateways with a checked inventory that match f, sorted by id, in a
+ * malloc'd array (NULL when out of memory); returns how many. */
+typedef char fleet_id[65];
+size_t fleet_select(fleet *fl, const fleet_filter *f, fleet_id **ids);
 /* Gateways that match the conditions. */
 size_t fleet_matching(fleet *fl);
 void fleet_print(fleet *fl, FILE *out);

@@ -307,6 +307,11 @@ static void track_reply(follow *f, const char *gw, const json_t *r)
 	 * so it is shown but never taken as our command's answer. */
 	if (!jti)
 		return;
+	/* `replayed` says the gateway has had this very command before (sent
+	 * again after a crash, or by someone who copied it): its answer to the
+	 * first copy is the one that counts */
+	if (reason && !strcmp(reason, "replayed"))
+		return;
 	for (size_t i = 0; i < f->n_gws; i++) {
 		gw_track *g = &f->gws[i];
 		if (strcmp(g->gw, gw) || g->reply || strcmp(jti, g->jti))
@@ -395,6 +400,79 @@ static void defang(json_t *v)
 	}
 }
 
+/* A message that passed ferry_report_open and defang. */
+static void take(follow *f, const char *gw, const char *kind, json_t *msg, const char *only_update)
+{
+	if (!strcmp(kind, "reply")) {
+		const char *uid = json_string_value(json_object_get(msg, "update_id"));
+		/* deploy shows only the gateways it sent to */
+		bool wanted = !only_update || (uid && !strcmp(uid, only_update));
+		if (f->n_gws) {
+			const char *jti = json_string_value(json_object_get(msg, "jti"));
+			wanted = false;
+			for (size_t i = 0; i < f->n_gws; i++)
+				if (!strcmp(f->gws[i].gw, gw) && (jti ? !strcmp(f->gws[i].jti, jti) : !f->gws[i].reply))
+					wanted = true;
+		}
+		if (wanted) {
+			track_reply(f, gw, msg);
+			if (f->mode == FOLLOW_JSON) {
+				emit_json(f, gw, "reply", msg);
+			} else if (f->mode != FOLLOW_QUIET) {
+				const char *res = json_string_value(json_object_get(msg, "result"));
+				const char *reason = json_string_value(json_object_get(msg, "reason"));
+				const char *detail = json_string_value(json_object_get(msg, "detail"));
+				if (f->mode == FOLLOW_TTY && f->drawn) {
+					fprintf(f->out, "\033[%zuA\033[J", f->drawn);
+					f->drawn = 0;
+				}
+				const char *op = json_string_value(json_object_get(msg, "op"));
+				fprintf(f->out, "%s %s %s %s", gw, uid ? uid : "-", op ? op : "command", res ? res : "?");
+				if (reason)
+					fprintf(f->out, " %s", reason);
+				if (detail && *detail)
+					fprintf(f->out, ": %s", detail);
+				fputc('\n', f->out);
+				fflush(f->out);
+			}
+		}
+		return;
+	}
+	if (!report_ok(msg)) {
+		f->refused++;
+		return;
+	}
+	const char *uid = json_string_value(json_object_get(msg, "update_id"));
+	if (only_update && strcmp(uid, only_update))
+		return;
+	gw_track *g = track_of(f, gw, uid);
+	if (g) {
+		track_stage(g, msg);
+	} else if (f->n_gws) {
+		return; /* deploy shows only its own update */
+	}
+	if (f->mode == FOLLOW_JSON)
+		emit_json(f, gw, "stage", msg);
+	else if (f->mode == FOLLOW_PLAIN)
+		plain_stage(f, gw, msg);
+	const char *dev = json_string_value(json_object_get(msg, "device"));
+	const char *comp = json_string_value(json_object_get(msg, "component"));
+	row *w = row_of(f, gw, comp, dev ? dev : "");
+	if (w)
+		row_update(w, msg);
+	/* a device step that ended leaves its image's row with no stage to come */
+	const char *stage = json_string_value(json_object_get(msg, "stage"));
+	row *img = dev && is_outcome(stage) ? row_find(f, gw, comp, "") : NULL;
+	if (img && (!strcmp(img->stage, "downloading") || !strcmp(img->stage, "verifying") ||
+		    !strcmp(img->stage, "allowed"))) {
+		snprintf(img->stage, sizeof(img->stage), "stopped");
+		img->total = -1;
+	}
+	if (f->mode == FOLLOW_TTY)
+		follow_draw(f, false);
+}
+
+
 void follow_message(follow *f, const char *topic, const char *payload, size_t len, const char *only_gw,
 		    const char *only_update)
 {
@@ -420,79 +498,14 @@ void follow_message(follow *f, const char *topic, const char *payload, size_t le
 		return;
 	}
 	defang(msg);
-	if (!strcmp(kind, "reply")) {
-		const char *uid = json_string_value(json_object_get(msg, "update_id"));
-		/* deploy shows only the gateways it sent to */
-		bool wanted = !only_update || (uid && !strcmp(uid, only_update));
-		if (f->n_gws) {
-			const char *jti = json_string_value(json_object_get(msg, "jti"));
-			wanted = false;
-			for (size_t i = 0; i < f->n_gws; i++)
-				if (!strcmp(f->gws[i].gw, gw) && (jti ? !strcmp(f->gws[i].jti, jti) : !f->gws[i].reply))
-					wanted = true;
-		}
-		if (wanted) {
-			track_reply(f, gw, msg);
-			if (f->mode == FOLLOW_JSON) {
-				emit_json(f, gw, "reply", msg);
-			} else {
-				const char *res = json_string_value(json_object_get(msg, "result"));
-				const char *reason = json_string_value(json_object_get(msg, "reason"));
-				const char *detail = json_string_value(json_object_get(msg, "detail"));
-				if (f->mode == FOLLOW_TTY && f->drawn) {
-					fprintf(f->out, "\033[%zuA\033[J", f->drawn);
-					f->drawn = 0;
-				}
-				const char *op = json_string_value(json_object_get(msg, "op"));
-				fprintf(f->out, "%s %s %s %s", gw, uid ? uid : "-", op ? op : "command", res ? res : "?");
-				if (reason)
-					fprintf(f->out, " %s", reason);
-				if (detail && *detail)
-					fprintf(f->out, ": %s", detail);
-				fputc('\n', f->out);
-				fflush(f->out);
-			}
-		}
-		json_decref(msg);
-		return;
-	}
-	if (!report_ok(msg)) {
-		f->refused++;
-		json_decref(msg);
-		return;
-	}
-	const char *uid = json_string_value(json_object_get(msg, "update_id"));
-	if (only_update && strcmp(uid, only_update)) {
-		json_decref(msg);
-		return;
-	}
-	gw_track *g = track_of(f, gw, uid);
-	if (g) {
-		track_stage(g, msg);
-	} else if (f->n_gws) {
-		json_decref(msg); /* deploy shows only its own update */
-		return;
-	}
-	if (f->mode == FOLLOW_JSON)
-		emit_json(f, gw, "stage", msg);
-	else if (f->mode == FOLLOW_PLAIN)
-		plain_stage(f, gw, msg);
-	const char *dev = json_string_value(json_object_get(msg, "device"));
-	const char *comp = json_string_value(json_object_get(msg, "component"));
-	row *w = row_of(f, gw, comp, dev ? dev : "");
-	if (w)
-		row_update(w, msg);
-	/* a device step that ended leaves its image's row with no stage to come */
-	const char *stage = json_string_value(json_object_get(msg, "stage"));
-	row *img = dev && is_outcome(stage) ? row_find(f, gw, comp, "") : NULL;
-	if (img && (!strcmp(img->stage, "downloading") || !strcmp(img->stage, "verifying") ||
-		    !strcmp(img->stage, "allowed"))) {
-		snprintf(img->stage, sizeof(img->stage), "stopped");
-		img->total = -1;
-	}
+	take(f, gw, kind, msg, only_update);
 	json_decref(msg);
-	if (f->mode == FOLLOW_TTY)
-		follow_draw(f, false);
+}
+
+void follow_take(follow *f, const char *gw, const char *kind, json_t *msg)
+{
+	defang(msg);
+	take(f, gw, kind, msg, NULL);
 }
 
 static void bar(char *out, size_t n, long long done, long long total)
@@ -647,6 +660,62 @@ int follow_result(const follow *f, bool print)
 				rc = 1;
 	}
 	return rc;
+}
+
+follow_state follow_outcome(const follow *f, const char *gw, const char *uid, char reason[33], char detail[256])
+{
+	const gw_track *g = NULL;
+	follow_state worst = FS_INSTALLED;
+	bool any_installed = false;
+	const char *k;
+	json_t *v;
+
+	reason[0] = detail[0] = 0;
+	for (size_t i = 0; i < f->n_gws && !g; i++)
+		if (!strcmp(f->gws[i].gw, gw) && !strcmp(f->gws[i].uid, uid))
+			g = &f->gws[i];
+	if (!g || !g->seen || !g->reply)
+		return FS_WAITING;
+	if (g->reply == 2) {
+		snprintf(reason, 33, "%s", g->reason);
+		snprintf(detail, 256, "%s", g->detail);
+		return FS_REFUSED;
+	}
+	if (!gw_done(g))
+		return FS_RUNNING;
+	/* the worst outcome of its steps: failed, rolled back, cancelled */
+	json_object_foreach(g->outcomes, k, v) {
+		const char *s = json_string_value(v);
+		follow_state fs = !strcmp(s, "failed")        ? FS_FAILED
+				  : !strcmp(s, "rolled_back") ? FS_ROLLED_BACK
+				  : !strcmp(s, "cancelled")   ? FS_CANCELLED
+							      : FS_INSTALLED;
+		any_installed = any_installed || !strcmp(s, "installed");
+		if (fs > worst) {
+			worst = fs;
+			const char *slash = strchr(k, '/');
+			for (size_t r = 0; r < f->n_rows && slash; r++) {
+				const row *w = &f->rows[r];
+				if (!strcmp(w->gw, gw) && !strncmp(w->comp, k, (size_t)(slash - k)) && !w->comp[slash - k] &&
+				    !strcmp(w->dev, slash + 1)) {
+					snprintf(reason, 33, "%s", w->reason);
+					snprintf(detail, 256, "%s", w->detail);
+				}
+			}
+		}
+	}
+	for (size_t c = 0; c < g->n_comps; c++)
+		if (g->comps[c].failed && worst < FS_FAILED) {
+			worst = FS_FAILED;
+			const row *w = row_find((follow *)f, gw, g->comps[c].name, "");
+			if (w) {
+				snprintf(reason, 33, "%s", w->reason);
+				snprintf(detail, 256, "%s", w->detail);
+			}
+		}
+	if (worst == FS_INSTALLED && !any_installed)
+		return FS_ALREADY;
+	return worst;
 }
 
 unsigned follow_refused(const follow *f)

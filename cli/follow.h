@@ -12,7 +12,8 @@
 #include <stdbool.h>
 #include <stdio.h>
 
-typedef enum follow_mode { FOLLOW_TTY, FOLLOW_PLAIN, FOLLOW_JSON } follow_mode;
+/* FOLLOW_QUIET: tracks, prints nothing (campaigns). */
+typedef enum follow_mode { FOLLOW_TTY, FOLLOW_PLAIN, FOLLOW_JSON, FOLLOW_QUIET } follow_mode;
 
 typedef struct follow follow;
 
@@ -30,6 +31,23 @@ bool follow_expect(follow *f, const char *gw, const char *uid, const char *jti, 
  * Filters (NULL: all) limit what is shown. */
 void follow_message(follow *f, const char *topic, const char *payload, size_t len, const char *only_gw,
 		    const char *only_update);
+/* A message already opened by ferry_report_open (a campaign's stored
+ * ones): kind is "reply" or "stage"; msg is cleaned in place, not taken. */
+void follow_take(follow *f, const char *gw, const char *kind, json_t *msg);
+/* Where gateway gw stands with update uid, by the same rule as
+ * follow_done; the later states are worse (a gateway's outcome is its worst
+ * step's).  reason and detail: why, for a refusal or a failure. */
+typedef enum follow_state {
+	FS_WAITING,  /* no answer yet */
+	FS_RUNNING,  /* accepted, steps still running */
+	FS_ALREADY,  /* every step already_installed */
+	FS_INSTALLED, /* every step installed or already installed */
+	FS_CANCELLED,
+	FS_ROLLED_BACK,
+	FS_FAILED,
+	FS_REFUSED
+} follow_state;
+follow_state follow_outcome(const follow *f, const char *gw, const char *uid, char reason[33], char detail[256]);
 /* Copies src to dst (n bytes), with every control character (C0, DEL,
  * C1) made '?': what may reach a terminal from the network. */
 void clean_text(char *dst, size_t n, const char *src);

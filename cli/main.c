@@ -22,9 +22,10 @@ static const char usage[] =
 	"  deploy SPEC|MANIFEST --gateway ID... [--op OP] [--ttl S] [--atomic] [--json]\n"
 	"  watch [--gateway ID] [--update ID] [--json]\n"
 	"  fleet [--where COND]... [--json]\n"
+	"  campaign create|run|list|status|pause|resume|cancel|retry-failed ...\n"
 	"  version\n"
 	"\n"
-	"deploy, watch and fleet talk to the broker as the operator: --config F, else\n"
+	"deploy, watch, fleet and campaign talk to the broker as the operator: --config F, else\n"
 	"$FERRY_OPERATOR_CONFIG, else ~/.config/ferry/operator.yaml (ferry pki init\n"
 	"writes one).\n"
 	"\n"
@@ -136,6 +137,8 @@ int main(int argc, char **argv)
 		return cli_watch(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "fleet"))
 		return cli_fleet(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "campaign"))
+		return cli_campaign(argc - 1, argv + 1);
 	fprintf(stderr, "ferry: unknown command \"%s\"\n%s", argv[1], usage);
 	return CLI_USAGE;
 }

@@ -30,7 +30,7 @@ struct op_mqtt {
 	} acks[64];
 	unsigned n_acks;
 	int sync_seen;
-	char sync_topic[160];
+	char sync_topic[160], sync_payload[32];
 };
 
 static long long now_ms(void)
@@ -68,7 +68,10 @@ static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto
 {
 	op_mqtt *m = obj;
 	if (!strcmp(msg->topic, m->sync_topic)) {
-		m->sync_seen++;
+		/* a persistent session may bring an earlier run's marker */
+		if (msg->payloadlen == (int)strlen(m->sync_payload) &&
+		    !memcmp(msg->payload, m->sync_payload, (size_t)msg->payloadlen))
+			m->sync_seen++;
 		return;
 	}
 	if (m->fn)
@@ -129,8 +132,15 @@ static bool wait_for(op_mqtt *m, const int *val, int want, const bool *flag, int
 
 ferry_err op_mqtt_connect(const op_config *c, op_msg_fn fn, void *ctx, op_mqtt **out, ferry_status *st)
 {
+	return op_mqtt_connect_as(c, NULL, fn, ctx, out, st);
+}
+
+ferry_err op_mqtt_connect_as(const op_config *c, const char *session, op_msg_fn fn, void *ctx, op_mqtt **out,
+			     ferry_status *st)
+{
 	op_mqtt *m = calloc(1, sizeof(*m));
 	unsigned char r[6];
+	mosquitto_property *props = NULL;
 	int rc;
 
 	if (!m)
@@ -141,10 +151,13 @@ ferry_err op_mqtt_connect(const op_config *c, op_msg_fn fn, void *ctx, op_mqtt *
 		return ferry_fail(st, FERRY_E_INTERNAL, "no random bytes for the client id");
 	}
 	snprintf(m->id, sizeof(m->id), "ferry-%02x%02x%02x%02x%02x%02x", r[0], r[1], r[2], r[3], r[4], r[5]);
+	snprintf(m->sync_payload, sizeof(m->sync_payload), "sync-%s", m->id + 6);
+	if (session)
+		snprintf(m->id, sizeof(m->id), "%s", session);
 	snprintf(m->sync_topic, sizeof(m->sync_topic), "ferry/v1/_operator/sync/%s", m->id);
 	m->fn = fn;
 	m->ctx = ctx;
-	m->mosq = mosquitto_new(m->id, true, m);
+	m->mosq = mosquitto_new(m->id, !session, m);
 	if (!m->mosq) {
 		free(m);
 		return ferry_fail(st, FERRY_E_INTERNAL, "out of memory");
@@ -162,9 +175,15 @@ ferry_err op_mqtt_connect(const op_config *c, op_msg_fn fn, void *ctx, op_mqtt *
 	mosquitto_publish_v5_callback_set(m->mosq, on_ack);
 	mosquitto_subscribe_v5_callback_set(m->mosq, on_suback);
 	m->connect_rc = -1;
-	if ((rc = mosquitto_connect_bind_v5(m->mosq, c->broker.host, c->broker.port, c->broker.keepalive_s, NULL,
-					    NULL)) != MOSQ_ERR_SUCCESS ||
-	    !wait_for(m, NULL, 0, &m->connected, -1)) {
+	/* a kept session outlives the client for a week: what gateways report
+	 * meanwhile waits for it on the broker */
+	if (session && mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL, 7 * 86400)) {
+		op_mqtt_free(m);
+		return ferry_fail(st, FERRY_E_INTERNAL, "out of memory");
+	}
+	rc = mosquitto_connect_bind_v5(m->mosq, c->broker.host, c->broker.port, c->broker.keepalive_s, NULL, props);
+	mosquitto_property_free_all(&props);
+	if (rc != MOSQ_ERR_SUCCESS || !wait_for(m, NULL, 0, &m->connected, -1)) {
 		ferry_err e = ferry_fail(st, FERRY_E_INTERNAL, "cannot connect to the broker %s:%d: %s", c->broker.host,
 					 c->broker.port,
 					 rc ? mosquitto_strerror(rc)
@@ -216,7 +235,7 @@ ferry_err op_mqtt_publish(op_mqtt *m, const char *topic, const char *payload, fe
 ferry_err op_mqtt_sync(op_mqtt *m, ferry_status *st)
 {
 	int want = m->sync_seen + 1; /* the marker may come back before the PUBACK */
-	ferry_err e = op_mqtt_publish(m, m->sync_topic, "sync", st);
+	ferry_err e = op_mqtt_publish(m, m->sync_topic, m->sync_payload, st);
 
 	if (e)
 		return e;

@@ -15,6 +15,11 @@ typedef void (*op_msg_fn)(void *ctx, const char *topic, const char *payload, siz
 
 /* Connects (waiting up to 30 s for the broker's answer). */
 ferry_err op_mqtt_connect(const op_config *c, op_msg_fn fn, void *ctx, op_mqtt **out, ferry_status *st) FERRY_WUR;
+/* The same with a kept session named `session` (the client id): the
+ * broker keeps its subscriptions and queues what comes for it while it is
+ * away (ferry campaign run). */
+ferry_err op_mqtt_connect_as(const op_config *c, const char *session, op_msg_fn fn, void *ctx, op_mqtt **out,
+			     ferry_status *st) FERRY_WUR;
 /* Subscribes at QoS 1 and waits for the broker's acknowledgement; after a
  * lost connection the loop subscribes again. */
 ferry_err op_mqtt_subscribe(op_mqtt *m, const char *topic, ferry_status *st) FERRY_WUR;

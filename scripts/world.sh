@@ -121,7 +121,7 @@ master_process off; # one process, so a test can kill the server outright
 worker_processes 1;
 pid $W/nginx/nginx.pid;
 error_log $W/nginx/error.log warn;
-events { worker_connections 64; }
+events { worker_connections 512; }
 http {
 	access_log $W/nginx/access.log;
 	client_body_temp_path $W/nginx/body;
@@ -162,23 +162,26 @@ stop_nginx() {
 }
 
 # ferryd's config; self installs files under $W/target.
+# write_config [DIR ID SITE]: another gateway's, in DIR (self only)
 write_config() {
-	mkdir -p "$W/state" "$W/target" "$W/plugins"
-	cat > "$W/ferryd.yaml" <<YAML
-gateway_id: $W_GW
+	local d=${1:-$W} gw=${2:-$W_GW} site=${3:-hall-2} extra=${W_EXTRA_ADAPTERS:-}
+	[ $# -eq 0 ] || extra=
+	mkdir -p "$d/state" "$d/target" "$d/plugins"
+	cat > "$d/ferryd.yaml" <<YAML
+gateway_id: $gw
 broker:
   host: 127.0.0.1
   port: $W_MQTT_PORT
   ca: $W/pki/ca.pem
-  cert: $W/pki/gw-$W_GW.pem
-  key: $W/pki/gw-$W_GW.key
+  cert: $W/pki/gw-$gw.pem
+  key: $W/pki/gw-$gw.key
   reconnect_min_ms: 200
   reconnect_max_ms: 2000
 trust:
   command_ca: $W/pki/ca.pem
   manifest_ca: $W/pki/ca.pem
   clock_skew: 60
-state_dir: $W/state
+state_dir: $d/state
 store:
   cap: ${W_STORE_CAP:-0}
 download:
@@ -188,20 +191,30 @@ download:
   low_speed_time: 10
   retries: ${W_DL_RETRIES:-8}
   retry_delay_ms: 300
-plugin_dir: $W/plugins
+plugin_dir: $d/plugins
 adapters:
   self:
     vendor_id: acme
     class_id: gateway
     files:
       - name: app-config
-        path: $W/target/app.conf
+        path: $d/target/app.conf
       - name: app-bin
-        path: $W/target/app.bin
-${W_EXTRA_ADAPTERS:-}
+        path: $d/target/app.bin${W_APP_BIN_RELOAD:+
+        reload: $W_APP_BIN_RELOAD}
+$extra
 attributes:
-  site: hall-2
+  site: $site
 YAML
+}
+
+# start_gateway ID SITE: another gateway of the PKI, self adapter only, with
+# its journal and files in $W/gws/ID (W_APP_BIN_RELOAD: app-bin's reload
+# command)
+start_gateway() {
+	write_config "$W/gws/$1" "$1" "$2"
+	"$W_BUILD/gateway/ferryd" --config "$W/gws/$1/ferryd.yaml" >> "$W/gws/$1/ferryd.log" 2>&1 &
+	W_GW_PIDS="${W_GW_PIDS:-} $!"
 }
 
 # W_FERRYD_ENV: NAME=VALUE words for ferryd's environment (the USB DFU
@@ -382,6 +395,8 @@ CONF
 
 world_down() {
 	stop_ferryd
+	local p
+	for p in ${W_GW_PIDS:-}; do kill "$p" 2>/dev/null || true; done
 	[ -n "${W_DBUS_PID:-}" ] && kill "$W_DBUS_PID" 2>/dev/null || true
 	[ -n "${W_SUB_PID:-}" ] && kill "$W_SUB_PID" 2>/dev/null || true
 	stop_nginx
@@ -395,8 +410,11 @@ world_up() {
 	W_FERRY=$W_BUILD/cli/ferry
 	W=$(mktemp -d /tmp/ferry-it.XXXXXX)
 	trap world_down EXIT
+	# W_MORE_GATEWAYS: more gateway ids to make certificates for
+	local more=() g
+	for g in ${W_MORE_GATEWAYS:-}; do more+=(--gateway "$g"); done
 	"$W_FERRY" pki init "$W/pki" --gateway "$W_GW" --gateway gw-2 --gateway cloud --gateway cloud-cmd \
-		--gateway cloud-2 > /dev/null
+		--gateway cloud-2 "${more[@]}" > /dev/null
 	start_broker
 	start_nginx
 	write_config

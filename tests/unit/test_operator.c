@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "campaign.h"
 #include "fleet.h"
 #include "follow.h"
 #include "ferry/jws.h"
@@ -203,6 +204,138 @@ static void test_fleet_where(void **state)
 	fleet_free(fl);
 }
 
+/* a gateway's outcome: refused; the worst step; `replayed` never counts */
+static void test_outcome(void **state)
+{
+	char reason[33], detail[256];
+	follow *f = expect_ab();
+
+	assert_int_equal(follow_outcome(f, "gw-1", "u-1", reason, detail), FS_WAITING);
+	/* the same command again (a runner restarted): the gateway says replayed */
+	feed(f, "gw-1", "reply", 0, "{\"jti\":\"j1\",\"update_id\":\"u-1\",\"result\":\"refused\",\"reason\":\"replayed\",\"ts\":1}");
+	assert_int_equal(follow_outcome(f, "gw-1", "u-1", reason, detail), FS_WAITING);
+	feed(f, "gw-1", "reply", 0, ACCEPTED);
+	assert_int_equal(follow_outcome(f, "gw-1", "u-1", reason, detail), FS_RUNNING);
+	feed(f, "gw-1", "stage", 0, STAGE("a", "allowed", ",\"devices\":[\"d1\",\"d2\"]", 1));
+	feed(f, "gw-1", "stage", 0, STAGE("b", "allowed", ",\"devices\":[\"d1\"]", 2));
+	feed(f, "gw-1", "stage", 0, STAGE("a", "installed", ",\"device\":\"d1\",\"version\":\"2.0.0\"", 3));
+	feed(f, "gw-1", "stage", 0, STAGE("b", "installed", ",\"device\":\"d1\",\"version\":\"2.0.0\"", 4));
+	assert_int_equal(follow_outcome(f, "gw-1", "u-1", reason, detail), FS_RUNNING); /* a on d2 */
+	feed(f, "gw-1", "stage", 0, STAGE("a", "failed", ",\"device\":\"d2\",\"reason\":\"install_failed\",\"detail\":\"flash\"", 5));
+	assert_int_equal(follow_outcome(f, "gw-1", "u-1", reason, detail), FS_FAILED);
+	assert_string_equal(reason, "install_failed");
+	assert_string_equal(detail, "flash");
+	assert_int_equal(follow_outcome(f, "gw-1", "u-2", reason, detail), FS_WAITING); /* another update */
+	follow_free(f);
+
+	f = expect_ab();
+	feed(f, "gw-1", "reply", 0, "{\"jti\":\"j1\",\"update_id\":\"u-1\",\"result\":\"refused\",\"reason\":\"stale_sequence\",\"detail\":\"7\",\"ts\":1}");
+	assert_int_equal(follow_outcome(f, "gw-1", "u-1", reason, detail), FS_REFUSED);
+	assert_string_equal(reason, "stale_sequence");
+	follow_free(f);
+
+	f = expect_ab(); /* both already there */
+	feed(f, "gw-1", "reply", 0, ACCEPTED);
+	feed(f, "gw-1", "stage", 0, STAGE("a", "already_installed", ",\"device\":\"d1\",\"version\":\"2.0.0\"", 1));
+	feed(f, "gw-1", "stage", 0, STAGE("b", "already_installed", ",\"device\":\"d1\",\"version\":\"2.0.0\"", 2));
+	assert_int_equal(follow_outcome(f, "gw-1", "u-1", reason, detail), FS_ALREADY);
+	follow_free(f);
+}
+
+static void test_campaign_parsing(void **state)
+{
+	int64_t a, b;
+	assert_true(camp_parse_window("22:00-02:30", &a, &b));
+	assert_int_equal(a, 22 * 60);
+	assert_int_equal(b, 2 * 60 + 30);
+	assert_true(camp_in_window(a, b, 23 * 60));
+	assert_true(camp_in_window(a, b, 60));
+	assert_false(camp_in_window(a, b, 12 * 60));
+	assert_false(camp_in_window(a, b, 2 * 60 + 30)); /* the end is outside */
+	assert_true(camp_in_window(-1, -1, 5));
+	assert_false(camp_parse_window("10:00-10:00", &a, &b));
+	assert_false(camp_parse_window("24:00-01:00", &a, &b));
+	assert_false(camp_parse_window("9:00-10:00", &a, &b));
+	assert_true(camp_parse_time("2026-12-01T10:30Z", &a));
+	assert_int_equal(a, 1796121000);
+	assert_true(camp_parse_time("2026-12-01T10:30:05Z", &a));
+	assert_int_equal(a, 1796121005);
+	assert_true(camp_parse_time("1796121000", &a));
+	assert_false(camp_parse_time("2026-12-01T10:30", &a)); /* no zone: refused, not guessed */
+	assert_false(camp_parse_time("2026-12-01 10:30Z", &a));
+	assert_true(camp_parse_count("3", &a, &b));
+	assert_int_equal(a, 3);
+	assert_int_equal(b, 0);
+	assert_true(camp_parse_count("25%", &a, &b));
+	assert_int_equal(a, 0);
+	assert_int_equal(b, 25);
+	assert_false(camp_parse_count("0", &a, &b));
+	assert_false(camp_parse_count("101%", &a, &b));
+	assert_false(camp_parse_count("-1", &a, &b));
+	assert_false(camp_parse_count("3x", &a, &b));
+}
+
+/* counts per campaign and per component from targets and stored reports */
+static void test_campaign_counts(void **state)
+{
+	char sd[128];
+	ferry_status st = {0};
+	camp_db *db = NULL;
+	campaign c = {.advance_pct = 100, .win_from = -1, .win_to = -1, .ttl = 60, .attempt = 1, .created = 1};
+	json_t *n = NULL;
+
+	snprintf(sd, sizeof(sd), "%s/opstate", dir);
+	assert_int_equal(camp_db_open(sd, &db, &st), 0);
+	snprintf(c.name, sizeof(c.name), "c1");
+	snprintf(c.tag, sizeof(c.tag), "abc");
+	c.manifest = strdup("m");
+	c.components = json_pack("[s,s]", "a", "b");
+	c.images = json_pack("{s:s,s:s}", "a", "00", "b", "11");
+	c.where = json_array();
+	assert_int_equal(camp_insert(db, &c, &st), 0);
+	assert_int_equal(camp_insert(db, &c, &st), FERRY_E_MALFORMED); /* one name, one campaign */
+	sqlite3 *h = camp_db_handle(db);
+	assert_int_equal(sqlite3_exec(h,
+		"INSERT INTO targets(campaign, gateway, batch, attempt, state, added, update_id, reason) VALUES"
+		" ('c1','g1',0,1,'installed',1,'u','')," /* both installed */
+		" ('c1','g2',0,1,'failed',1,'u','install_failed'),"
+		" ('c1','g3',0,1,'pending',1,NULL,''),"
+		" ('c1','g4',0,1,'refused',1,'u','downgrade');"
+		"INSERT INTO messages(campaign, gateway, update_id, kind, body, component, device, stage, reason) VALUES"
+		" ('c1','g1','u','stage','{}','a','d','installed',NULL),"
+		" ('c1','g1','u','stage','{}','b','d','installed',NULL),"
+		" ('c1','g2','u','stage','{}','a','d','installed',NULL),"
+		" ('c1','g2','u','stage','{}','b','d1','installed',NULL),"
+		" ('c1','g2','u','stage','{}','b','d2','failed','install_failed');",
+		NULL, NULL, NULL), SQLITE_OK);
+	/* a target in a state the schema does not know is refused */
+	assert_int_not_equal(sqlite3_exec(h, "INSERT INTO targets(campaign, gateway, batch, attempt, state, added)"
+					     " VALUES ('c1','g9',0,1,'done',1)", NULL, NULL, NULL), SQLITE_OK);
+	assert_int_equal(camp_counts(db, &c, &n, &st), 0);
+	assert_int_equal(json_integer_value(json_object_get(n, "targeted")), 4);
+	assert_int_equal(json_integer_value(json_object_get(n, "installed")), 1);
+	assert_int_equal(json_integer_value(json_object_get(n, "failed")), 1);
+	assert_int_equal(json_integer_value(json_object_get(n, "pending")), 1);
+	assert_int_equal(json_integer_value(json_object_get(n, "refused")), 1);
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(n, "reasons"), "downgrade")), 1);
+	json_t *b = json_object_get(json_object_get(n, "components"), "b");
+	json_t *a = json_object_get(json_object_get(n, "components"), "a");
+	assert_int_equal(json_integer_value(json_object_get(b, "installed")), 1);
+	assert_int_equal(json_integer_value(json_object_get(b, "failed")), 1); /* the worst of its devices */
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(b, "reasons"), "install_failed")), 1);
+	assert_int_equal(json_integer_value(json_object_get(a, "installed")), 2);
+	assert_int_equal(json_integer_value(json_object_get(a, "refused")), 1);
+	assert_int_equal(json_integer_value(json_object_get(a, "pending")), 1);
+	json_decref(n);
+	camp_free(&c);
+	assert_int_equal(camp_get(db, "c1", &c, &st), 0);
+	assert_string_equal(c.state, "active");
+	assert_int_equal(json_array_size(c.components), 2);
+	camp_free(&c);
+	assert_int_equal(camp_get(db, "c2", &c, &st), FERRY_E_UNKNOWN_UPDATE);
+	camp_db_close(db);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -210,6 +343,9 @@ int main(void)
 		cmocka_unit_test(test_allowed_after_already),
 		cmocka_unit_test(test_forgeries_refused),
 		cmocka_unit_test(test_fleet_where),
+		cmocka_unit_test(test_outcome),
+		cmocka_unit_test(test_campaign_parsing),
+		cmocka_unit_test(test_campaign_counts),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
