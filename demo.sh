@@ -21,7 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 . scripts/deps.sh
 # shellcheck disable=SC2086
-ferry_ensure_pkgs $FERRY_BUILD_PKGS mosquitto mosquitto-clients nginx-light openssl libumockdev-dev umockdev dfu-util dbus
+ferry_ensure_pkgs $FERRY_BUILD_PKGS mosquitto mosquitto-clients nginx-light openssl libumockdev-dev umockdev dfu-util dbus curl
 
 echo "== building"
 cmake -S . -B build-demo -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_TESTING=OFF >/dev/null
@@ -82,7 +82,8 @@ SIM_PIDS="$SIM_PIDS $!"
 build-demo/tests/sim/dfu_device --root-file "$W/usb.root" --serial ACME-RADIO-7 --version 2.0.0 --poll-ms 15 \
 	> "$W/usb-sim.log" 2>&1 &
 USB_PID=$!
-trap 'kill $SIM_PIDS $USB_PID $BLE_PID 2>/dev/null; world_down' EXIT
+CONSOLE_PID=
+trap 'kill $SIM_PIDS $USB_PID $BLE_PID $CONSOLE_PID 2>/dev/null; world_down' EXIT
 for _ in $(seq 1 50); do
 	[ -e "$W/ttyMCU0" ] && [ -e "$W/ttyMCU1" ] && [ -e "$W/ttyMCU2" ] && [ -e "$W/ttyMCU3" ] && [ -s "$W/usb.root" ] &&
 		[ -s "$W/ble.stats" ] &&
@@ -105,6 +106,11 @@ start_gateway gw-3 hall-3
 wait_mqtt "ferry/v1/gw-2/inventory " 30
 wait_mqtt "ferry/v1/gw-3/inventory " 30
 echo "== ferryd is up for gateways gw-2 (site hall-2) and gw-3 (site hall-3)"
+CONSOLE_PORT=${FERRY_DEMO_CONSOLE_PORT:-$(free_port)}
+"$W_FERRY" console --listen "127.0.0.1:$CONSOLE_PORT" > "$W/console.log" 2>&1 &
+CONSOLE_PID=$!
+for _ in $(seq 1 100); do grep -q "http://" "$W/console.log" && break; sleep 0.1; done
+echo "== ferry console: open http://127.0.0.1:$CONSOLE_PORT/ to watch the fleet, the campaign and every update live"
 
 make_update demo 1 1.0.0 1.0.0 2000000
 build-demo/tests/sim/smp_device --make-image 1.5.0 60000 "$W/www/demo-mcu.bin"
@@ -222,6 +228,9 @@ for _ in $(seq 1 100); do
 	[ "$("$W_FERRY" fleet --where component.app-config=1.1.0 | tail -n 1 | grep -o '2 of 3 gateways match')" ] && break
 	sleep 0.1
 done
+state=$(curl -s "http://127.0.0.1:$CONSOLE_PORT/api/state" || true)
+echo "== the console's picture (GET /api/state): $(grep -o '"name":"hall-2-config","state":"[a-z]*"' <<< "$state" | head -n 1),"\
+" $(grep -o '"stage":"installed"' <<< "$state" | wc -l) update rows installed"
 echo "== the fleet after (ferry fleet):"
 "$W_FERRY" fleet | sed 's/^/  /'
 left=$("$W_FERRY" fleet --where 'component.sensor-mcu<1.5.0' | tail -n 1)

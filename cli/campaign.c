@@ -420,7 +420,7 @@ ferry_err camp_counts(camp_db *db, const campaign *c, json_t **out, ferry_status
 			       NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(db->db,
 			       "SELECT component, device, stage, reason FROM messages WHERE campaign = ? AND gateway = ?"
-			       " AND update_id = ? AND kind = 'stage' AND stage IN ('installed','already_installed',"
+			       " AND update_id = ? AND kind IN ('stage','step') AND stage IN ('installed','already_installed',"
 			       "'failed','rolled_back','cancelled') ORDER BY n",
 			       -1, &m, NULL) != SQLITE_OK) {
 		e = ferry_fail(st, FERRY_E_INTERNAL, "%s: %s", db->path, sqlite3_errmsg(db->db));

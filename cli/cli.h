@@ -40,6 +40,7 @@ int cli_command_sign(const char *op, const char *gw, const char *uid, const char
 		     int64_t ttl, EVP_PKEY *key, STACK_OF(X509) *certs, char jti[33], char **jws);
 int cli_deploy(int argc, char **argv);
 int cli_campaign(int argc, char **argv);
+int cli_console(int argc, char **argv);
 /* The signed manifest in `input`: a spec (its images published to
  * files.dir, signed with the config's manifest signer; *spec_payload, when
  * asked, gets the payload signed) or a signed manifest checked against the

@@ -687,33 +687,60 @@ static const char *state_text(follow_state s)
 	return "sent";
 }
 
-/* A verified reply or report for a target: stored, followed, and the
- * target's state brought up to date, in one transaction. */
+/* A verified reply, report or status answer for a target: stored,
+ * followed, and the target's state brought up to date, in one transaction.
+ * A status answer also stores each ended step as a `step` row, so the
+ * counts per component hold what lost reports would have said. */
 static void take(runner *r, const char *camp, const char *gw, const char *uid, const char *kind, json_t *msg)
 {
 	ferry_status st = {0};
 	tracked *t = tracked_of(r, camp);
 	char *body = json_dumps(msg, JSON_COMPACT | JSON_SORT_KEYS);
 	char k[200], reason[33], detail[256];
+	bool status = !strcmp(kind, "status");
 
 	if (!t || !body) {
 		free(body);
 		return;
 	}
-	follow_take(t->f, gw, kind, msg);
+	if (status)
+		follow_status(t->f, gw, uid, json_object_get(msg, "status"));
+	else
+		follow_take(t->f, gw, kind, msg);
 	follow_state fs = follow_outcome(t->f, gw, uid, reason, detail);
 	const char *now = state_text(fs);
 	key2(k, sizeof(k), camp, gw);
 	const char *was = json_string_value(json_object_get(r->state_of, k));
 	bool change = was && strcmp(was, now) && !camp_final(was);
-	if (camp_begin(r->k.db, &st) ||
-	    sql_run(r, "INSERT INTO messages(campaign, gateway, update_id, kind, body, component, device, stage, reason)"
-		       " VALUES(?,?,?,?,?,?,?,?,?)", &st, "sssssssss", camp, gw, uid, kind, body,
-		    json_string_value(json_object_get(msg, "component")), json_string_value(json_object_get(msg, "device")),
-		    json_string_value(json_object_get(msg, "stage")), json_string_value(json_object_get(msg, "reason"))) ||
-	    (change && sql_run(r, "UPDATE targets SET state = ?, reason = ?, detail = ? WHERE campaign = ? AND gateway = ?"
-				  " AND update_id = ?", &st, "ssssss", now, reason, detail, camp, gw, uid)) ||
-	    camp_commit(r->k.db, &st)) {
+	ferry_err e = camp_begin(r->k.db, &st);
+	if (!e)
+		e = sql_run(r, "INSERT INTO messages(campaign, gateway, update_id, kind, body, component, device, stage,"
+			       " reason) VALUES(?,?,?,?,?,?,?,?,?)", &st, "sssssssss", camp, gw, uid, kind, body,
+			    status ? NULL : json_string_value(json_object_get(msg, "component")),
+			    status ? NULL : json_string_value(json_object_get(msg, "device")),
+			    status ? NULL : json_string_value(json_object_get(msg, "stage")),
+			    status ? NULL : json_string_value(json_object_get(msg, "reason")));
+	size_t i, j;
+	json_t *c, *step;
+	json_array_foreach(status ? json_object_get(json_object_get(msg, "status"), "components") : NULL, i, c) {
+		json_array_foreach(json_object_get(c, "steps"), j, step) {
+			const char *stage = json_string_value(json_object_get(step, "stage"));
+			if (e || !stage || !json_is_string(json_object_get(c, "name")) ||
+			    !json_is_string(json_object_get(step, "device")))
+				continue;
+			if (!strcmp(stage, "installed") || !strcmp(stage, "already_installed") || !strcmp(stage, "failed") ||
+			    !strcmp(stage, "rolled_back") || !strcmp(stage, "cancelled"))
+				e = sql_run(r, "INSERT INTO messages(campaign, gateway, update_id, kind, body, component, device,"
+					       " stage, reason) VALUES(?,?,?,'step','{}',?,?,?,?)", &st, "sssssss", camp, gw,
+					    uid, json_string_value(json_object_get(c, "name")),
+					    json_string_value(json_object_get(step, "device")), stage,
+					    json_string_value(json_object_get(step, "reason")));
+		}
+	}
+	if (!e && change)
+		e = sql_run(r, "UPDATE targets SET state = ?, reason = ?, detail = ? WHERE campaign = ? AND gateway = ?"
+			       " AND update_id = ?", &st, "ssssss", now, reason, detail, camp, gw, uid);
+	if (e || camp_commit(r->k.db, &st)) {
 		camp_rollback(r->k.db);
 		cli_error(&st);
 		free(body);
@@ -759,9 +786,14 @@ static void on_msg(void *ctx, const char *topic, const char *payload, size_t len
 	if (!strcmp(kind, "reply")) {
 		const char *jti = json_string_value(json_object_get(msg, "jti"));
 		json_t *who = jti ? json_object_get(r->by_jti, jti) : NULL;
-		if (who && !strcmp(json_string_value(json_array_get(who, 1)), gw) &&
-		    !strcmp(json_string_value(json_array_get(who, 2)), "update") && uid)
-			take(r, json_string_value(json_array_get(who, 0)), gw, uid, kind, msg);
+		const char *what = who ? json_string_value(json_array_get(who, 2)) : "";
+		const char *result = json_string_value(json_object_get(msg, "result"));
+		if (who && !strcmp(json_string_value(json_array_get(who, 1)), gw) && uid) {
+			if (!strcmp(what, "update"))
+				take(r, json_string_value(json_array_get(who, 0)), gw, uid, kind, msg);
+			else if (!strcmp(what, "status") && result && !strcmp(result, "accepted"))
+				take(r, json_string_value(json_array_get(who, 0)), gw, uid, "status", msg);
+		}
 	} else if (uid) {
 		key2(k, sizeof(k), gw, uid);
 		const char *camp = json_string_value(json_object_get(r->by_uid, k));
@@ -782,7 +814,7 @@ static ferry_err rebuild(runner *r, ferry_status *st)
 	if (sqlite3_prepare_v2(db, "SELECT campaign, gateway, update_id, jti, state FROM targets WHERE state IN"
 				   " ('sending','sent','running') ORDER BY campaign", -1, &s, NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(db, "SELECT kind, body FROM messages WHERE campaign = ? AND gateway = ? AND update_id = ?"
-				   " ORDER BY n", -1, &m, NULL) != SQLITE_OK) {
+				   " AND kind != 'step' ORDER BY n", -1, &m, NULL) != SQLITE_OK) {
 		e = ferry_fail(st, FERRY_E_INTERNAL, "campaigns.db: %s", sqlite3_errmsg(db));
 		goto out;
 	}
@@ -808,9 +840,12 @@ static ferry_err rebuild(runner *r, ferry_status *st)
 		sqlite3_bind_text(m, 2, gw, -1, SQLITE_TRANSIENT);
 		sqlite3_bind_text(m, 3, uid, -1, SQLITE_TRANSIENT);
 		while (sqlite3_step(m) == SQLITE_ROW) {
+			const char *kind = (const char *)sqlite3_column_text(m, 0);
 			json_t *msg = json_loads((const char *)sqlite3_column_text(m, 1), 0, NULL);
-			if (msg)
-				follow_take(t->f, gw, (const char *)sqlite3_column_text(m, 0), msg);
+			if (msg && !strcmp(kind, "status"))
+				follow_status(t->f, gw, uid, json_object_get(msg, "status"));
+			else if (msg)
+				follow_take(t->f, gw, kind, msg);
 			json_decref(msg);
 		}
 	}
@@ -968,6 +1003,45 @@ static bool send_cancel(runner *r, const campaign *c, const char *gw)
 	return ok;
 }
 
+/* After a restart: ask each gateway whose update was being followed where
+ * it stands (docs/protocol.md, update.status): what was reported while the
+ * last runner died between receiving a report and recording it is in the
+ * answer. */
+static void ask_status(runner *r)
+{
+	sqlite3_stmt *s = NULL;
+	json_t *todo = json_array();
+	size_t i;
+	json_t *v;
+
+	if (sqlite3_prepare_v2(camp_db_handle(r->k.db), "SELECT campaign, gateway, update_id FROM targets WHERE state IN"
+			       " ('sent','running') AND update_id IS NOT NULL", -1, &s, NULL) == SQLITE_OK)
+		while (sqlite3_step(s) == SQLITE_ROW)
+			json_array_append_new(todo, json_pack("[s,s,s]", sqlite3_column_text(s, 0), sqlite3_column_text(s, 1),
+							      sqlite3_column_text(s, 2)));
+	sqlite3_finalize(s);
+	json_array_foreach(todo, i, v) {
+		ferry_status st = {0};
+		campaign c;
+		char jti[33], *jws = NULL, topic[128];
+		const char *camp = json_string_value(json_array_get(v, 0)), *gw = json_string_value(json_array_get(v, 1)),
+			   *uid = json_string_value(json_array_get(v, 2));
+		if (interrupted || camp_get(r->k.db, camp, &c, &st))
+			continue;
+		if (!cli_command_sign("update.status", gw, uid, NULL, NULL, c.ttl, r->key, r->certs, jti, &jws) &&
+		    !sql_run(r, "INSERT INTO commands(jti, campaign, gateway, op, attempt, made) VALUES(?,?,?,'update.status',?,?)",
+			     &st, "sssii", jti, camp, gw, c.attempt, (int64_t)time(NULL))) {
+			json_object_set_new(r->by_jti, jti, json_pack("[s,s,s]", camp, gw, "status"));
+			snprintf(topic, sizeof(topic), "ferry/v1/%s/cmd", gw);
+			if (op_mqtt_publish(r->mq, topic, jws, &st))
+				cli_error(&st);
+		}
+		free(jws);
+		camp_free(&c);
+	}
+	json_decref(todo);
+}
+
 static int64_t count_where(runner *r, const char *sql, const char *camp, int64_t n1)
 {
 	sqlite3_stmt *s = NULL;
@@ -983,7 +1057,7 @@ static int64_t count_where(runner *r, const char *sql, const char *camp, int64_t
 	return v;
 }
 
-static void note(runner *r, campaign *c, const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static void note(runner *r, campaign *c, const char *fmt, ...)
 {
 	tracked *t = tracked_of(r, c->name);
 	char line[256];
@@ -1255,6 +1329,7 @@ static int do_run(int argc, char **argv)
 		goto out;
 	}
 	r.synced = true;
+	ask_status(&r);
 	fprintf(stderr, "ferry campaign run: driving the campaigns in %s/campaigns.db (Ctrl-C stops; run again to go on)\n",
 		r.k.cfg.state_dir);
 	rc = CLI_OK;

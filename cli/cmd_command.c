@@ -20,8 +20,9 @@ static const char help_sign[] =
 	"\n"
 	"Prints a signed command (compact JWS) for gateway ID.  OP is one of\n"
 	"update.request, update.download, update.check, update.install,\n"
-	"update.deploy, update.cancel, inventory.refresh.  --manifest F embeds the\n"
-	"signed manifest in F; --link gives a component's HTTPS download URL.  NBF\n"
+	"update.deploy, update.cancel, update.status, inventory.refresh.\n"
+	"--manifest F embeds the signed manifest in F; --link gives a component's\n"
+	"HTTPS download URL.  NBF\n"
 	"defaults to now, the expiry to now + 3600 s (--ttl).  The jti is random\n"
 	"unless given.  K is a P-256 or Ed25519 private key, C its certificate.\n";
 

@@ -608,18 +608,24 @@ static void json_row(void *ctx, const gw *g, const json_t *d, const json_t *comp
 	json_array_append_new(p->rows, r);
 }
 
-void fleet_print_json(fleet *fl, FILE *out)
+json_t *fleet_json(fleet *fl)
 {
 	settle(fl);
 	json_t *best = newest(fl);
-	print_ctx p = {.fl = fl, .out = out, .rows = json_array()};
+	print_ctx p = {.fl = fl, .rows = json_array()};
 	counts n = walk(fl, best, json_row, &p);
 	json_t *o = json_pack("{s:o,s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I},s:O}", "rows", p.rows, "counts", "gateways",
 			      (json_int_t)n.gateways, "online", (json_int_t)n.online, "offline", (json_int_t)n.offline,
 			      "devices", (json_int_t)n.devices, "components", (json_int_t)n.components, "behind",
 			      (json_int_t)n.behind, "known", (json_int_t)fl->n, "newest", best);
+	json_decref(best);
+	return o;
+}
+
+void fleet_print_json(fleet *fl, FILE *out)
+{
+	json_t *o = fleet_json(fl);
 	json_dumpf(o, out, JSON_INDENT(1) | JSON_SORT_KEYS);
 	fputc('\n', out);
 	json_decref(o);
-	json_decref(best);
 }

@@ -39,6 +39,9 @@ size_t fleet_select(fleet *fl, const fleet_filter *f, fleet_id **ids);
 size_t fleet_matching(fleet *fl);
 void fleet_print(fleet *fl, FILE *out);
 void fleet_print_json(fleet *fl, FILE *out);
+/* What fleet_print_json prints: {"rows": [...], "counts": {...}, "newest": {...}} */
+typedef struct json_t json_t;
+json_t *fleet_json(fleet *fl);
 unsigned fleet_refused(fleet *fl);
 
 #endif

@@ -28,7 +28,7 @@
 #define OUTCOMES_MAX 4096
 
 typedef struct row {
-	char gw[65], comp[65], dev[129];
+	char gw[65], comp[65], dev[129], uid[65];
 	char stage[24], version[65], reason[33], detail[200];
 	long long done, total;
 	long long mark_ms, mark_done; /* for the rate */
@@ -458,8 +458,10 @@ static void take(follow *f, const char *gw, const char *kind, json_t *msg, const
 	const char *dev = json_string_value(json_object_get(msg, "device"));
 	const char *comp = json_string_value(json_object_get(msg, "component"));
 	row *w = row_of(f, gw, comp, dev ? dev : "");
-	if (w)
+	if (w) {
 		row_update(w, msg);
+		snprintf(w->uid, sizeof(w->uid), "%s", uid);
+	}
 	/* a device step that ended leaves its image's row with no stage to come */
 	const char *stage = json_string_value(json_object_get(msg, "stage"));
 	row *img = dev && is_outcome(stage) ? row_find(f, gw, comp, "") : NULL;
@@ -716,6 +718,89 @@ follow_state follow_outcome(const follow *f, const char *gw, const char *uid, ch
 	if (worst == FS_INSTALLED && !any_installed)
 		return FS_ALREADY;
 	return worst;
+}
+
+void follow_status(follow *f, const char *gw, const char *uid, const json_t *given)
+{
+	gw_track *g = track_of(f, gw, uid);
+	size_t i, k;
+	json_t *c, *step;
+
+	if (!g || !g->seen || !json_is_object(given))
+		return;
+	json_t *status = json_deep_copy(given);
+	if (!status)
+		return;
+	defang(status);
+	if (!g->reply)
+		g->reply = 1; /* the gateway has the update: it accepted the command */
+	json_array_foreach(json_object_get(status, "components"), i, c) {
+		const char *name = json_string_value(json_object_get(c, "name"));
+		comp_track *ct = NULL;
+		for (size_t n = 0; name && n < g->n_comps; n++)
+			if (!strcmp(g->comps[n].name, name))
+				ct = &g->comps[n];
+		if (!ct)
+			continue;
+		json_t *devs = json_array();
+		json_array_foreach(json_object_get(c, "steps"), k, step) {
+			const char *dev = json_string_value(json_object_get(step, "device"));
+			const char *stage = json_string_value(json_object_get(step, "stage"));
+			if (!dev || !stage || strlen(dev) > 128)
+				continue;
+			json_array_append_new(devs, json_string(dev));
+			char key[200];
+			snprintf(key, sizeof(key), "%s/%s", name, dev);
+			if (is_outcome(stage) && !json_object_get(g->outcomes, key) &&
+			    json_object_size(g->outcomes) < OUTCOMES_MAX)
+				json_object_set_new(g->outcomes, key, json_string(stage));
+			row *w = row_of(f, gw, name, dev);
+			if (w && !is_outcome(w->stage)) {
+				const char *reason = json_string_value(json_object_get(step, "reason"));
+				const char *ver = json_string_value(json_object_get(step, "version"));
+				snprintf(w->stage, sizeof(w->stage), "%s", stage);
+				snprintf(w->uid, sizeof(w->uid), "%s", uid);
+				if (reason)
+					snprintf(w->reason, sizeof(w->reason), "%s", reason);
+				if (ver)
+					snprintf(w->version, sizeof(w->version), "%s", ver);
+			}
+		}
+		/* the steps are every device the component goes to: what its
+		 * `allowed` lists, and those already running it */
+		if (!ct->allowed_seq) {
+			ct->allowed_seq = INT64_MAX;
+			json_decref(ct->devices);
+			ct->devices = devs;
+		} else {
+			json_decref(devs);
+		}
+		const char *cstage = json_string_value(json_object_get(c, "stage"));
+		if (cstage && !strcmp(cstage, "failed"))
+			ct->failed = true;
+	}
+	json_decref(status);
+}
+
+json_t *follow_rows_json(const follow *f)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; a && i < f->n_rows; i++) {
+		const row *w = &f->rows[i];
+		json_t *r = json_pack("{s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:f}", "gateway", w->gw, "update_id", w->uid,
+				      "component", w->comp, "stage", w->stage, "version", w->version, "done",
+				      (json_int_t)(w->done < 0 ? 0 : w->done), "total", (json_int_t)(w->total < 0 ? 0 : w->total),
+				      "rate", w->rate);
+		if (!r)
+			continue;
+		json_object_set_new(r, "device", w->dev[0] ? json_string(w->dev) : json_null());
+		if (w->reason[0]) {
+			json_object_set_new(r, "reason", json_string(w->reason));
+			json_object_set_new(r, "detail", json_string(w->detail));
+		}
+		json_array_append_new(a, r);
+	}
+	return a;
 }
 
 unsigned follow_refused(const follow *f)

@@ -34,6 +34,9 @@ void follow_message(follow *f, const char *topic, const char *payload, size_t le
 /* A message already opened by ferry_report_open (a campaign's stored
  * ones): kind is "reply" or "stage"; msg is cleaned in place, not taken. */
 void follow_take(follow *f, const char *gw, const char *kind, json_t *msg);
+/* The `status` of a reply to update.status (docs/protocol.md): every step
+ * the update has and those that ended, for what reports were lost. */
+void follow_status(follow *f, const char *gw, const char *uid, const json_t *status);
 /* Where gateway gw stands with update uid, by the same rule as
  * follow_done; the later states are worse (a gateway's outcome is its worst
  * step's).  reason and detail: why, for a refusal or a failure. */
@@ -58,6 +61,9 @@ bool follow_done(const follow *f);
 /* 0 when every target ended installed or already_installed, else 1; prints
  * a summary of what failed (to stderr) when asked. */
 int follow_result(const follow *f, bool print);
+/* Every row as JSON: gateway, update_id, component, device (null for the
+ * image), stage, done, total, rate (bytes/s), version, reason, detail. */
+json_t *follow_rows_json(const follow *f);
 /* How many messages were refused (malformed, unsigned, or not signed by
  * the gateway of their topic) so far; each is also named on stderr. */
 unsigned follow_refused(const follow *f);

@@ -23,9 +23,10 @@ static const char usage[] =
 	"  watch [--gateway ID] [--update ID] [--json]\n"
 	"  fleet [--where COND]... [--json]\n"
 	"  campaign create|run|list|status|pause|resume|cancel|retry-failed ...\n"
+	"  console [--listen 127.0.0.1:PORT]     a live web page of the fleet, campaigns and updates\n"
 	"  version\n"
 	"\n"
-	"deploy, watch, fleet and campaign talk to the broker as the operator: --config F, else\n"
+	"deploy, watch, fleet, campaign and console talk to the broker as the operator: --config F, else\n"
 	"$FERRY_OPERATOR_CONFIG, else ~/.config/ferry/operator.yaml (ferry pki init\n"
 	"writes one).\n"
 	"\n"
@@ -139,6 +140,8 @@ int main(int argc, char **argv)
 		return cli_fleet(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "campaign"))
 		return cli_campaign(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "console"))
+		return cli_console(argc - 1, argv + 1);
 	fprintf(stderr, "ferry: unknown command \"%s\"\n%s", argv[1], usage);
 	return CLI_USAGE;
 }

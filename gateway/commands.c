@@ -13,6 +13,7 @@ typedef struct reply {
 	const ferry_command *cmd; /* NULL when the command did not verify */
 	ferry_err code;
 	const char *detail;
+	json_t *status; /* update.status: where the update stands */
 } reply;
 
 static void send_reply(ferry_engine *e, const reply *r)
@@ -32,6 +33,8 @@ static void send_reply(ferry_engine *e, const reply *r)
 		json_object_set_new(j, "reason", json_string(ferry_err_code(r->code)));
 		json_object_set_new(j, "detail", json_string(r->detail ? r->detail : ""));
 	}
+	if (r->status)
+		json_object_set(j, "status", r->status);
 	json_object_set_new(j, "ts", json_integer(eng_now()));
 	body = json_dumps(j, JSON_COMPACT);
 	json_decref(j);
@@ -526,6 +529,53 @@ static ferry_err cancel(ferry_engine *e, const ferry_command *cmd, ferry_status 
 	return err ? err : ferry_journal_update_move(e->journal, cmd->update_id, state, FERRY_U_CANCELLED, st);
 }
 
+/* update.status: where an update stands, from the journal: its state,
+ * each component's image stage and each step's.  A cloud that lost reports
+ * (a crash of its own between receiving and recording them) learns from it
+ * what it missed. */
+static ferry_err status(ferry_engine *e, const ferry_command *cmd, json_t **out, ferry_status *st)
+{
+	ferry_jupdate u;
+	ferry_jcomponent *cs = NULL;
+	ferry_jstep *steps = NULL;
+	size_t nc = 0, n = 0;
+	ferry_err err;
+
+	if ((err = ferry_journal_update_get(e->journal, cmd->update_id, &u, st)))
+		return err == FERRY_E_UNKNOWN_UPDATE ? ferry_fail(st, FERRY_E_UNKNOWN_UPDATE, "no update %s", cmd->update_id)
+						     : err;
+	json_t *o = json_pack("{s:s,s:[]}", "state", ferry_ustate_name(u.state), "components");
+	ferry_jupdate_free(&u);
+	if ((err = ferry_journal_components(e->journal, cmd->update_id, &cs, &nc, st)) ||
+	    (err = ferry_journal_steps(e->journal, cmd->update_id, &steps, &n, st))) {
+		ferry_jcomponents_free(cs, nc);
+		json_decref(o);
+		return err;
+	}
+	for (size_t i = 0; o && i < nc; i++) {
+		json_t *c = json_pack("{s:s,s:s,s:[]}", "name", cs[i].name, "stage", ferry_stage_name(cs[i].stage), "steps");
+		if (c && cs[i].reason[0])
+			json_object_set_new(c, "reason", json_string(cs[i].reason));
+		for (size_t k = 0; c && k < n; k++) {
+			if (strcmp(steps[k].component, cs[i].name))
+				continue;
+			json_t *s = json_pack("{s:s,s:s}", "device", steps[k].device, "stage", ferry_stage_name(steps[k].stage));
+			if (s && steps[k].reason[0])
+				json_object_set_new(s, "reason", json_string(steps[k].reason));
+			if (s && steps[k].version[0])
+				json_object_set_new(s, "version", json_string(steps[k].version));
+			json_array_append_new(json_object_get(c, "steps"), s);
+		}
+		json_array_append_new(json_object_get(o, "components"), c);
+	}
+	ferry_jcomponents_free(cs, nc);
+	free(steps);
+	if (!o)
+		return ferry_fail(st, FERRY_E_INTERNAL, "out of memory");
+	*out = o;
+	return FERRY_OK;
+}
+
 static ferry_err dispatch(ferry_engine *e, const ferry_command *cmd, ferry_status *st)
 {
 	switch (cmd->op) {
@@ -542,6 +592,8 @@ static ferry_err dispatch(ferry_engine *e, const ferry_command *cmd, ferry_statu
 	case FERRY_OP_INVENTORY_REFRESH:
 		eng_publish_inventory(e);
 		return FERRY_OK;
+	case FERRY_OP_UPDATE_STATUS:
+		break; /* answered by eng_handle_command */
 	}
 	return ferry_fail(st, FERRY_E_UNSUPPORTED, "operation not handled");
 }
@@ -570,10 +622,12 @@ void eng_handle_command(ferry_engine *e, const char *payload, size_t len)
 		refuse(e, NULL, &st);
 		return;
 	}
+	json_t *stat = NULL;
 	if (ferry_journal_jti_use(e->journal, cmd.jti, cmd.exp + e->cfg->trust.clock_skew_s, now, &st) ||
-	    dispatch(e, &cmd, &st))
+	    (cmd.op == FERRY_OP_UPDATE_STATUS ? status(e, &cmd, &stat, &st) : dispatch(e, &cmd, &st)))
 		refuse(e, &cmd, &st);
 	else
-		send_reply(e, &(reply){.cmd = &cmd});
+		send_reply(e, &(reply){.cmd = &cmd, .status = stat});
+	json_decref(stat);
 	ferry_command_free(&cmd);
 }

@@ -16,7 +16,7 @@ static const char *const op_names[FERRY_OP_COUNT] = {
 	[FERRY_OP_UPDATE_REQUEST] = "update.request",   [FERRY_OP_UPDATE_DOWNLOAD] = "update.download",
 	[FERRY_OP_UPDATE_CHECK] = "update.check",       [FERRY_OP_UPDATE_INSTALL] = "update.install",
 	[FERRY_OP_UPDATE_DEPLOY] = "update.deploy",     [FERRY_OP_UPDATE_CANCEL] = "update.cancel",
-	[FERRY_OP_INVENTORY_REFRESH] = "inventory.refresh",
+	[FERRY_OP_INVENTORY_REFRESH] = "inventory.refresh", [FERRY_OP_UPDATE_STATUS] = "update.status",
 };
 
 const char *ferry_op_name(ferry_op op)

@@ -4,7 +4,7 @@
 
 # The libraries ferry links, as -dev packages.
 FERRY_LIB_PKGS="libjose-dev libjansson-dev libssl-dev libyaml-dev libsqlite3-dev libcurl4-openssl-dev
-	libmosquitto-dev libsystemd-dev libcbor-dev libusb-1.0-0-dev"
+	libmosquitto-dev libsystemd-dev libcbor-dev libusb-1.0-0-dev libmicrohttpd-dev"
 # Needed to build ferry and ferryd.
 FERRY_BUILD_PKGS="cmake make pkg-config gcc libc6-dev $FERRY_LIB_PKGS"
 # Needed by the tests: cmocka, the jose and openssl CLIs as oracles, clang with
@@ -13,10 +13,11 @@ FERRY_BUILD_PKGS="cmake make pkg-config gcc libc6-dev $FERRY_LIB_PKGS"
 # umockdev, which puts the simulated USB DFU device behind the real libusb,
 # dbus-daemon, which carries the private bus of the BLE scenario, curl,
 # which fetches device-bound links with each gateway's certificate,
-# systemd for systemd-analyze, which checks the shipped unit, and debhelper
-# and lintian, which build and check the Debian package.
+# systemd for systemd-analyze, which checks the shipped unit, debhelper
+# and lintian, which build and check the Debian package, and chromium, the
+# browser the console test renders its page in.
 FERRY_TEST_PKGS="libcmocka-dev jose openssl clang libclang-rt-14-dev mosquitto mosquitto-clients nginx-light sqlite3 dfu-util
-	libumockdev-dev umockdev dbus systemd debhelper lintian git curl"
+	libumockdev-dev umockdev dbus systemd debhelper lintian git curl chromium"
 
 ferry_missing_pkgs() {
 	local p missing=""

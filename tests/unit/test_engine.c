@@ -1043,6 +1043,25 @@ static void test_lost_ack(void **state)
 	for (size_t i = before; i < C.n; i++)
 		assert_false(!strcmp(C.p[i].suffix, "stage"));
 	pthread_mutex_unlock(&C.lock);
+	/* a cloud that lost reports asks where the update stands */
+	command("update.status", "u8", NULL, NULL);
+	assert_string_equal(wait_reply("u8", "update.status"), "accepted");
+	pthread_mutex_lock(&C.lock);
+	json_t *status = NULL;
+	for (size_t i = reply_mark; i < C.n; i++)
+		if (!strcmp(C.p[i].suffix, "reply") &&
+		    !strcmp(json_string_value(json_object_get(C.p[i].body, "op")) ?: "", "update.status"))
+			status = json_object_get(C.p[i].body, "status");
+	assert_non_null(status);
+	assert_string_equal(json_string_value(json_object_get(status, "state")), "done");
+	json_t *c0 = json_array_get(json_object_get(status, "components"), 0);
+	assert_string_equal(json_string_value(json_object_get(c0, "name")), "fw");
+	json_t *s0 = json_array_get(json_object_get(c0, "steps"), 0);
+	assert_string_equal(json_string_value(json_object_get(s0, "device")), "w1");
+	assert_string_equal(json_string_value(json_object_get(s0, "stage")), "installed");
+	pthread_mutex_unlock(&C.lock);
+	command("update.status", "nope", NULL, NULL);
+	assert_string_equal(wait_reply("nope", "update.status"), "unknown_update");
 	free(m);
 	json_decref(comps);
 }

@@ -23,8 +23,9 @@ typedef enum ferry_op {
 	FERRY_OP_UPDATE_DEPLOY,
 	FERRY_OP_UPDATE_CANCEL,
 	FERRY_OP_INVENTORY_REFRESH,
+	FERRY_OP_UPDATE_STATUS,
 } ferry_op;
-#define FERRY_OP_COUNT 7
+#define FERRY_OP_COUNT 8
 
 const char *ferry_op_name(ferry_op op);
 int ferry_op_parse(const char *s, ferry_op *out) FERRY_WUR;
