@@ -32,10 +32,19 @@ REPS=${FERRY_BENCH_REPS:-3}
 world_up "$BUILD"
 P=$W/pki
 mkdir -p "$W/swarm"
-coproc SWARM { "$BUILD/bench/gw_swarm" "$N" sw- bench "$P/ca.pem" "$P/ca.key" 127.0.0.1 "$W_MQTT_PORT" "$W/swarm"; }
-SWARM_KEEP=$SWARM_PID
-trap '{ kill "$SWARM_KEEP"; } 2>/dev/null || true; world_down' EXIT
-read -r -t 300 line <&"${SWARM[0]}" && [ "$line" = ready ] || { echo "bench: the swarm did not come up" >&2; exit 1; }
+# one swarm per 250 gateways (gw_swarm.c says why); each prints "ready"
+SWARM_PIDS=
+trap '{ [ -z "$SWARM_PIDS" ] || kill $SWARM_PIDS; } 2>/dev/null || true; world_down' EXIT
+for first in $(seq 0 250 $((N - 1))); do
+	count=$((N - first < 250 ? N - first : 250))
+	"$BUILD/bench/gw_swarm" "$count" sw- bench "$P/ca.pem" "$P/ca.key" 127.0.0.1 "$W_MQTT_PORT" "$W/swarm" "$first" \
+		< /dev/null > "$W/swarm-$first.out" 2> "$W/swarm-$first.err" &
+	SWARM_PIDS="$SWARM_PIDS $!"
+done
+for first in $(seq 0 250 $((N - 1))); do
+	for _ in $(seq 1 3000); do grep -qx ready "$W/swarm-$first.out" && break; sleep 0.1; done
+	grep -qx ready "$W/swarm-$first.out" || { echo "bench: a swarm did not come up: $(cat "$W/swarm-$first.err")" >&2; exit 1; }
+done
 echo "== $N lightweight gateways up (site bench)"
 
 gateways=()

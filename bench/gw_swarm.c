@@ -14,10 +14,15 @@
  * It leaves out: checking the command's signature, downloading the image,
  * pushing it to a device, and the journal.
  *
- *   gw_swarm N PREFIX SITE CA.pem CA.key HOST PORT DIR
+ *   gw_swarm N PREFIX SITE CA.pem CA.key HOST PORT DIR [FIRST]
+ *
+ * makes gateways PREFIX + FIRST ... PREFIX + FIRST+N-1 (four digits).
+ * libmosquitto waits on its sockets with select(), so one process holds at
+ * most about 300 clients (three descriptors each, below 1024): the
+ * benchmark runs one swarm per 250 gateways.
  *
  * Prints "ready" once every gateway's inventory is on the broker, then runs
- * until its standard input closes. */
+ * until it is killed. */
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 #include <openssl/evp.h>
@@ -190,11 +195,15 @@ int main(int argc, char **argv)
 	STACK_OF(X509) *cas = NULL;
 	EVP_PKEY *ca_key = NULL;
 
-	if (argc != 9) {
-		fprintf(stderr, "usage: gw_swarm N PREFIX SITE CA.pem CA.key HOST PORT DIR\n");
+	if (argc != 9 && argc != 10) {
+		fprintf(stderr, "usage: gw_swarm N PREFIX SITE CA.pem CA.key HOST PORT DIR [FIRST]\n");
 		return 2;
 	}
-	int n = atoi(argv[1]);
+	int n = atoi(argv[1]), first = argc == 10 ? atoi(argv[9]) : 0;
+	if (n > 300) {
+		fprintf(stderr, "gw_swarm: at most 300 gateways per process (select() in libmosquitto)\n");
+		return 2;
+	}
 	if (n < 1 || ferry_pki_load_certs(argv[4], &cas, &st) || ferry_pki_load_key(argv[5], &ca_key, &st)) {
 		fprintf(stderr, "gw_swarm: %s\n", st.detail);
 		return 2;
@@ -205,8 +214,14 @@ int main(int argc, char **argv)
 	for (int i = 0; i < n; i++) {
 		gw *g = &gws[i];
 		X509 *cert = NULL;
+		/* at most 32 handshakes at once: a storm of them on a small
+		 * machine runs past the broker's connect timeout */
+		while (i - ready > 32) {
+			struct timespec ts = {0, 5000000};
+			nanosleep(&ts, NULL);
+		}
 		char cp[1100], kp[1100];
-		snprintf(g->id, sizeof(g->id), "%s%04d", argv[2], i);
+		snprintf(g->id, sizeof(g->id), "%s%04d", argv[2], first + i);
 		snprintf(g->site, sizeof(g->site), "%s", argv[3]);
 		pthread_mutex_init(&g->mu, NULL);
 		g->updates = json_object();
@@ -238,14 +253,6 @@ int main(int argc, char **argv)
 	}
 	printf("ready\n");
 	fflush(stdout);
-	char buf[64];
-	while (read(STDIN_FILENO, buf, sizeof(buf)) > 0)
-		;
-	for (int i = 0; i < n; i++) {
-		mosquitto_disconnect(gws[i].m);
-		mosquitto_loop_stop(gws[i].m, false);
-		mosquitto_destroy(gws[i].m);
-	}
-	mosquitto_lib_cleanup();
-	return 0;
+	for (;;)
+		pause(); /* the clients' threads answer; SIGTERM ends it */
 }
