@@ -43,8 +43,11 @@ static const char schema[] =
 	"CREATE TABLE IF NOT EXISTS messages("
 	" n INTEGER PRIMARY KEY AUTOINCREMENT, campaign TEXT NOT NULL, gateway TEXT NOT NULL,"
 	" update_id TEXT NOT NULL, kind TEXT NOT NULL, body TEXT NOT NULL, component TEXT, device TEXT,"
-	" stage TEXT, reason TEXT);"
-	"CREATE INDEX IF NOT EXISTS messages_by_target ON messages(campaign, gateway, update_id);";
+	" stage TEXT, reason TEXT, seq INTEGER NOT NULL DEFAULT 0);"
+	"CREATE INDEX IF NOT EXISTS messages_by_target ON messages(campaign, gateway, update_id);"
+	/* a report the gateway sent again (after its reconnection) is kept once */
+	"CREATE UNIQUE INDEX IF NOT EXISTS messages_once ON messages(campaign, gateway, update_id, kind, seq,"
+	" ifnull(component, ''), ifnull(device, ''), ifnull(stage, ''));";
 
 ferry_err camp_db_open(const char *state_dir, camp_db **out, ferry_status *st)
 {

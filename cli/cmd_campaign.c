@@ -577,6 +577,8 @@ out:
 
 /* ------------------------------------------------------------------ run */
 
+#define MESSAGES_PER_UPDATE_MAX 4096
+
 typedef struct tracked {
 	char name[CAMPAIGN_NAME_MAX + 1];
 	follow *f;
@@ -698,6 +700,13 @@ static void take(runner *r, const char *camp, const char *gw, const char *uid, c
 	char *body = json_dumps(msg, JSON_COMPACT | JSON_SORT_KEYS);
 	char k[200], reason[33], detail[256];
 	bool status = !strcmp(kind, "status");
+	const char *stg = json_string_value(json_object_get(msg, "stage"));
+	/* what following a target needs again after a restart: replies,
+	 * `allowed`, outcomes and status answers; progress reports are not
+	 * kept (a restarted runner asks update.status for the rest) */
+	bool keep = strcmp(kind, "stage") || (stg && (!strcmp(stg, "allowed") || !strcmp(stg, "installed") ||
+						      !strcmp(stg, "already_installed") || !strcmp(stg, "failed") ||
+						      !strcmp(stg, "rolled_back") || !strcmp(stg, "cancelled")));
 
 	if (!t || !body) {
 		free(body);
@@ -713,13 +722,28 @@ static void take(runner *r, const char *camp, const char *gw, const char *uid, c
 	const char *was = json_string_value(json_object_get(r->state_of, k));
 	bool change = was && strcmp(was, now) && !camp_final(was);
 	ferry_err e = camp_begin(r->k.db, &st);
-	if (!e)
-		e = sql_run(r, "INSERT INTO messages(campaign, gateway, update_id, kind, body, component, device, stage,"
-			       " reason) VALUES(?,?,?,?,?,?,?,?,?)", &st, "sssssssss", camp, gw, uid, kind, body,
+	/* bounded, whatever a gateway sends: an update of one gateway has at
+	 * most a few reports per device to keep */
+	if (!e && keep) {
+		sqlite3_stmt *q = NULL;
+		if (sqlite3_prepare_v2(camp_db_handle(r->k.db), "SELECT count(*) FROM messages WHERE campaign = ? AND"
+				       " gateway = ? AND update_id = ?", -1, &q, NULL) == SQLITE_OK) {
+			sqlite3_bind_text(q, 1, camp, -1, SQLITE_STATIC);
+			sqlite3_bind_text(q, 2, gw, -1, SQLITE_STATIC);
+			sqlite3_bind_text(q, 3, uid, -1, SQLITE_STATIC);
+			if (sqlite3_step(q) == SQLITE_ROW && sqlite3_column_int64(q, 0) >= MESSAGES_PER_UPDATE_MAX)
+				keep = false;
+		}
+		sqlite3_finalize(q);
+	}
+	if (!e && keep)
+		e = sql_run(r, "INSERT OR IGNORE INTO messages(campaign, gateway, update_id, kind, body, component, device,"
+			       " stage, reason, seq) VALUES(?,?,?,?,?,?,?,?,?,?)", &st, "sssssssssi", camp, gw, uid, kind, body,
 			    status ? NULL : json_string_value(json_object_get(msg, "component")),
 			    status ? NULL : json_string_value(json_object_get(msg, "device")),
 			    status ? NULL : json_string_value(json_object_get(msg, "stage")),
-			    status ? NULL : json_string_value(json_object_get(msg, "reason")));
+			    status ? NULL : json_string_value(json_object_get(msg, "reason")),
+			    (int64_t)(strcmp(kind, "stage") ? 0 : json_integer_value(json_object_get(msg, "seq"))));
 	size_t i, j;
 	json_t *c, *step;
 	json_array_foreach(status ? json_object_get(json_object_get(msg, "status"), "components") : NULL, i, c) {
@@ -737,9 +761,13 @@ static void take(runner *r, const char *camp, const char *gw, const char *uid, c
 					    json_string_value(json_object_get(step, "reason")));
 		}
 	}
-	if (!e && change)
+	if (!e && change) {
+		/* a late message of an earlier attempt changes nothing */
 		e = sql_run(r, "UPDATE targets SET state = ?, reason = ?, detail = ? WHERE campaign = ? AND gateway = ?"
-			       " AND update_id = ?", &st, "ssssss", now, reason, detail, camp, gw, uid);
+			       " AND update_id = ? AND state NOT IN ('installed','already_installed','failed',"
+			       "'rolled_back','refused','cancelled')", &st, "ssssss", now, reason, detail, camp, gw, uid);
+		change = !e && sqlite3_changes(camp_db_handle(r->k.db)) == 1;
+	}
 	if (e || camp_commit(r->k.db, &st)) {
 		camp_rollback(r->k.db);
 		cli_error(&st);
@@ -791,8 +819,12 @@ static void on_msg(void *ctx, const char *topic, const char *payload, size_t len
 		if (who && !strcmp(json_string_value(json_array_get(who, 1)), gw) && uid) {
 			if (!strcmp(what, "update"))
 				take(r, json_string_value(json_array_get(who, 0)), gw, uid, kind, msg);
-			else if (!strcmp(what, "status") && result && !strcmp(result, "accepted"))
-				take(r, json_string_value(json_array_get(who, 0)), gw, uid, "status", msg);
+			else if (!strcmp(what, "status") && result && !strcmp(result, "accepted")) {
+				char camp[CAMPAIGN_NAME_MAX + 1];
+				snprintf(camp, sizeof(camp), "%s", json_string_value(json_array_get(who, 0)));
+				json_object_del(r->by_jti, jti); /* one answer per question */
+				take(r, camp, gw, uid, "status", msg);
+			}
 		}
 	} else if (uid) {
 		key2(k, sizeof(k), gw, uid);
@@ -938,12 +970,25 @@ static bool send_update(runner *r, const campaign *c, const char *gw)
 	json_decref(links);
 	if (rc)
 		return false;
+	/* only as the campaign still is (a retry-failed or a cancel may have
+	 * been committed since it was read), and only for a pending target */
 	if (camp_begin(r->k.db, &st) ||
-	    sql_run(r, "INSERT INTO commands(jti, campaign, gateway, op, attempt, made) VALUES(?,?,?,'update.deploy',?,?)",
-		    &st, "sssii", jti, c->name, gw, c->attempt, (int64_t)time(NULL)) ||
 	    sql_run(r, "UPDATE targets SET state = 'sending', jti = ?, update_id = ?, command = ?, attempt = ?,"
-		       " reason = '', detail = '' WHERE campaign = ? AND gateway = ? AND state = 'pending'",
-		    &st, "sssiss", jti, uid, jws, c->attempt, c->name, gw) ||
+		       " reason = '', detail = '' WHERE campaign = ? AND gateway = ? AND state = 'pending' AND"
+		       " EXISTS (SELECT 1 FROM campaigns WHERE name = ? AND state = 'active' AND attempt = ?)",
+		    &st, "sssisssi", jti, uid, jws, c->attempt, c->name, gw, c->name, c->attempt)) {
+		camp_rollback(r->k.db);
+		cli_error(&st);
+		free(jws);
+		return false;
+	}
+	if (sqlite3_changes(camp_db_handle(r->k.db)) != 1) {
+		camp_rollback(r->k.db);
+		free(jws);
+		return false;
+	}
+	if (sql_run(r, "INSERT INTO commands(jti, campaign, gateway, op, attempt, made) VALUES(?,?,?,'update.deploy',?,?)",
+		    &st, "sssii", jti, c->name, gw, c->attempt, (int64_t)time(NULL)) ||
 	    camp_commit(r->k.db, &st)) {
 		camp_rollback(r->k.db);
 		cli_error(&st);
@@ -1015,7 +1060,7 @@ static void ask_status(runner *r)
 	json_t *v;
 
 	if (sqlite3_prepare_v2(camp_db_handle(r->k.db), "SELECT campaign, gateway, update_id FROM targets WHERE state IN"
-			       " ('sent','running') AND update_id IS NOT NULL", -1, &s, NULL) == SQLITE_OK)
+			       " ('sending','sent','running') AND update_id IS NOT NULL", -1, &s, NULL) == SQLITE_OK)
 		while (sqlite3_step(s) == SQLITE_ROW)
 			json_array_append_new(todo, json_pack("[s,s,s]", sqlite3_column_text(s, 0), sqlite3_column_text(s, 1),
 							      sqlite3_column_text(s, 2)));
@@ -1045,9 +1090,11 @@ static void ask_status(runner *r)
 static int64_t count_where(runner *r, const char *sql, const char *camp, int64_t n1)
 {
 	sqlite3_stmt *s = NULL;
-	int64_t v = 0;
-	if (sqlite3_prepare_v2(camp_db_handle(r->k.db), sql, -1, &s, NULL) != SQLITE_OK)
-		return 0;
+	int64_t v = -1; /* an error: the caller decides nothing this turn */
+	if (sqlite3_prepare_v2(camp_db_handle(r->k.db), sql, -1, &s, NULL) != SQLITE_OK) {
+		fprintf(stderr, "ferry campaign run: campaigns.db: %s\n", sqlite3_errmsg(camp_db_handle(r->k.db)));
+		return -1;
+	}
 	sqlite3_bind_text(s, 1, camp, -1, SQLITE_TRANSIENT);
 	if (sqlite3_bind_parameter_count(s) > 1)
 		sqlite3_bind_int64(s, 2, n1);
@@ -1093,7 +1140,7 @@ static void add_targets(runner *r, campaign *c)
 	n = fleet_select(r->fl, f, &ids);
 	fleet_filter_free(f);
 	int64_t have = count_where(r, "SELECT count(*) FROM targets WHERE campaign = ?", c->name, 0), added = 0;
-	if (camp_begin(r->k.db, &st)) {
+	if (have < 0 || camp_begin(r->k.db, &st)) {
 		free(ids);
 		return;
 	}
@@ -1114,7 +1161,7 @@ static void add_targets(runner *r, campaign *c)
 	}
 	if (!c->targeted) {
 		c->targeted = true;
-		if (camp_save(r->k.db, c, &st)) {
+		if (sql_run(r, "UPDATE campaigns SET targeted = 1 WHERE name = ?", &st, "s", c->name)) {
 			camp_rollback(r->k.db);
 			cli_error(&st);
 			free(ids);
@@ -1132,16 +1179,20 @@ static void add_targets(runner *r, campaign *c)
 	free(ids);
 }
 
+/* The runner changes a campaign only as it read it: a pause, cancel or
+ * retry-failed committed meanwhile wins, and the next turn sees it. */
 static void save_state(runner *r, campaign *c, const char *state, const char *why)
 {
 	ferry_status st = {0};
-	snprintf(c->state, sizeof(c->state), "%s", state);
-	snprintf(c->why, sizeof(c->why), "%s", why);
-	if (camp_begin(r->k.db, &st) || camp_save(r->k.db, c, &st) || camp_commit(r->k.db, &st)) {
-		camp_rollback(r->k.db);
+	if (sql_run(r, "UPDATE campaigns SET state = ?, why = ? WHERE name = ? AND state = 'active' AND attempt = ?",
+		    &st, "sssi", state, why, c->name, c->attempt)) {
 		cli_error(&st);
 		return;
 	}
+	if (sqlite3_changes(camp_db_handle(r->k.db)) != 1)
+		return;
+	snprintf(c->state, sizeof(c->state), "%s", state);
+	snprintf(c->why, sizeof(c->why), "%s", why);
 	printf("%s %s%s%s\n", c->name, state, why[0] ? ": " : "", why);
 	fflush(stdout);
 }
@@ -1149,7 +1200,7 @@ static void save_state(runner *r, campaign *c, const char *state, const char *wh
 /* One campaign, one turn: choose targets, check the failure threshold,
  * advance batches, send what may be sent.  Returns whether it has work
  * left (for --until-idle). */
-static bool drive(runner *r, campaign *c)
+static bool drive(runner *r, campaign *c, bool fleet_changed)
 {
 	static const char q_fail[] =
 		"SELECT count(*) FROM targets WHERE campaign = ? AND state IN ('failed','rolled_back','refused')";
@@ -1180,10 +1231,27 @@ static bool drive(runner *r, campaign *c)
 				send_cancel(r, c, gws[i]);
 		}
 		free(gws);
-		return count_where(r, q_live, c->name, 0) > 0;
+		return count_where(r, q_live, c->name, 0) != 0;
 	}
+	/* a command no answer came for before it expired (and the gateway's
+	 * clock skew) never will be acted on: the gateway refuses it from then */
+	n = gateways_where(r, "SELECT t.gateway FROM targets t JOIN commands m ON m.jti = t.jti WHERE t.campaign = ?"
+			      " AND t.state = 'sent' AND m.made < ?", c->name, (int64_t)now - c->ttl - 300, &gws);
+	for (size_t i = 0; i < n; i++) {
+		ferry_status st = {0};
+		char k[200];
+		if (sql_run(r, "UPDATE targets SET state = 'failed', reason = 'expired', detail = 'no answer from the gateway"
+			       " before its command expired' WHERE campaign = ? AND gateway = ? AND state = 'sent'",
+			    &st, "ss", c->name, gws[i]) || sqlite3_changes(camp_db_handle(r->k.db)) != 1)
+			continue;
+		key2(k, sizeof(k), c->name, gws[i]);
+		json_object_set_new(r->state_of, k, json_string("failed"));
+		printf("%s %s failed expired: no answer from the gateway before its command expired\n", c->name, gws[i]);
+		fflush(stdout);
+	}
+	free(gws);
 	if (strcmp(c->state, "active"))
-		return count_where(r, q_live, c->name, 0) > 0; /* paused, stopped, done: follow what runs */
+		return count_where(r, q_live, c->name, 0) != 0; /* paused, stopped, done: follow what runs */
 	if (c->start_at && now < c->start_at) {
 		char when[32];
 		struct tm tm;
@@ -1195,16 +1263,18 @@ static bool drive(runner *r, campaign *c)
 	}
 	if (!r->synced)
 		return true;
-	if (!c->targeted || (c->continuous && r->fleet_changed))
+	if (!c->targeted || (c->continuous && fleet_changed))
 		add_targets(r, c);
 	int64_t targeted = count_where(r, "SELECT count(*) FROM targets WHERE campaign = ?", c->name, 0);
 	int64_t failures = count_where(r, q_fail, c->name, 0);
+	if (targeted < 0 || failures < 0)
+		return true;
 	if ((c->stop_n && failures >= c->stop_n) || (c->stop_pct && targeted && failures * 100 >= c->stop_pct * targeted)) {
 		char why[200];
 		snprintf(why, sizeof(why), "%lld of %lld targets did not install (stop at %lld%s)", (long long)failures,
 			 (long long)targeted, (long long)(c->stop_n ? c->stop_n : c->stop_pct), c->stop_n ? "" : "%");
 		save_state(r, c, "stopped", why);
-		return count_where(r, q_live, c->name, 0) > 0;
+		return count_where(r, q_live, c->name, 0) != 0;
 	}
 	/* the next batch starts when enough of this one installed */
 	int64_t last = count_where(r, "SELECT coalesce(max(batch), 0) FROM targets WHERE campaign = ?", c->name, 0);
@@ -1213,15 +1283,17 @@ static bool drive(runner *r, campaign *c)
 					   c->cur_batch);
 		int64_t ok = count_where(r, "SELECT count(*) FROM targets WHERE campaign = ? AND batch = ? AND state IN"
 					    " ('installed','already_installed')", c->name, c->cur_batch);
-		if (size && ok * 100 < c->advance_pct * size)
+		if (size < 0 || ok < 0 || (size && ok * 100 < c->advance_pct * size))
 			break;
-		c->cur_batch++;
 		ferry_status st = {0};
-		if (camp_begin(r->k.db, &st) || camp_save(r->k.db, c, &st) || camp_commit(r->k.db, &st)) {
-			camp_rollback(r->k.db);
+		if (sql_run(r, "UPDATE campaigns SET cur_batch = ? WHERE name = ? AND cur_batch = ? AND state = 'active'",
+			    &st, "isi", c->cur_batch + 1, c->name, c->cur_batch)) {
 			cli_error(&st);
 			break;
 		}
+		if (sqlite3_changes(camp_db_handle(r->k.db)) != 1)
+			return true; /* changed meanwhile: the next turn reads it again */
+		c->cur_batch++;
 		printf("%s batch %lld of %lld starts\n", c->name, (long long)c->cur_batch + 1, (long long)last + 1);
 		fflush(stdout);
 	}
@@ -1239,6 +1311,8 @@ static bool drive(runner *r, campaign *c)
 		send_update(r, c, gws[i]);
 	free(gws);
 	int64_t live = count_where(r, q_live, c->name, 0), pending = count_where(r, q_pending, c->name, 0);
+	if (live < 0 || pending < 0)
+		return true;
 	if (!c->continuous && !live && !pending) {
 		char why[200];
 		int64_t ok = count_where(r, "SELECT count(*) FROM targets WHERE campaign = ? AND state IN"
@@ -1337,6 +1411,9 @@ static int do_run(int argc, char **argv)
 		char (*names)[CAMPAIGN_NAME_MAX + 1] = NULL;
 		size_t n = 0;
 		bool busy = false;
+		/* inventories that come while this turn publishes count for the next */
+		bool fleet_changed = r.fleet_changed;
+		r.fleet_changed = false;
 		if (camp_names(r.k.db, &names, &n, &st)) {
 			cli_error(&st);
 			rc = CLI_USAGE;
@@ -1348,11 +1425,10 @@ static int do_run(int argc, char **argv)
 				cli_error(&st);
 				continue;
 			}
-			busy = drive(&r, &c) || busy;
+			busy = drive(&r, &c, fleet_changed) || busy;
 			camp_free(&c);
 		}
 		free(names);
-		r.fleet_changed = false;
 		if (until_idle && !busy)
 			break;
 		if (!op_mqtt_loop(r.mq, 200)) {

@@ -67,6 +67,22 @@ struct follow {
 	unsigned refused;
 };
 
+/* snprintf that never ends on a cut UTF-8 sequence (what gateways send is
+ * cut to fit, and JSON takes only whole characters) */
+static void put_text(char *dst, size_t n, const char *src)
+{
+	snprintf(dst, n, "%s", src);
+	size_t len = strlen(dst), k = len;
+	while (k > 0 && ((unsigned char)dst[k - 1] & 0xc0) == 0x80)
+		k--; /* continuation bytes */
+	if (k > 0 && ((unsigned char)dst[k - 1] & 0x80)) {
+		unsigned char lead = (unsigned char)dst[k - 1];
+		size_t want = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc0 ? 2 : 1;
+		if (len - (k - 1) < want)
+			dst[k - 1] = 0;
+	}
+}
+
 static long long mono_ms(void)
 {
 	struct timespec ts;
@@ -317,8 +333,8 @@ static void track_reply(follow *f, const char *gw, const json_t *r)
 		if (strcmp(g->gw, gw) || g->reply || strcmp(jti, g->jti))
 			continue;
 		g->reply = result && !strcmp(result, "accepted") ? 1 : 2;
-		snprintf(g->reason, sizeof(g->reason), "%s", reason ? reason : "");
-		snprintf(g->detail, sizeof(g->detail), "%s", detail ? detail : "");
+		put_text(g->reason, sizeof(g->reason), reason ? reason : "");
+		put_text(g->detail, sizeof(g->detail), detail ? detail : "");
 	}
 }
 
@@ -356,11 +372,11 @@ static void row_update(row *w, const json_t *r)
 		w->done = d;
 	}
 	if (ver)
-		snprintf(w->version, sizeof(w->version), "%s", ver);
+		put_text(w->version, sizeof(w->version), ver);
 	if (reason)
-		snprintf(w->reason, sizeof(w->reason), "%s", reason);
+		put_text(w->reason, sizeof(w->reason), reason);
 	if (detail)
-		snprintf(w->detail, sizeof(w->detail), "%s", detail);
+		put_text(w->detail, sizeof(w->detail), detail);
 }
 
 /* Strings from the network reach the operator's terminal: control bytes,
@@ -679,8 +695,8 @@ follow_state follow_outcome(const follow *f, const char *gw, const char *uid, ch
 	if (!g || !g->seen || !g->reply)
 		return FS_WAITING;
 	if (g->reply == 2) {
-		snprintf(reason, 33, "%s", g->reason);
-		snprintf(detail, 256, "%s", g->detail);
+		put_text(reason, 33, g->reason);
+		put_text(detail, 256, g->detail);
 		return FS_REFUSED;
 	}
 	if (!gw_done(g))
@@ -700,8 +716,8 @@ follow_state follow_outcome(const follow *f, const char *gw, const char *uid, ch
 				const row *w = &f->rows[r];
 				if (!strcmp(w->gw, gw) && !strncmp(w->comp, k, (size_t)(slash - k)) && !w->comp[slash - k] &&
 				    !strcmp(w->dev, slash + 1)) {
-					snprintf(reason, 33, "%s", w->reason);
-					snprintf(detail, 256, "%s", w->detail);
+					put_text(reason, 33, w->reason);
+					put_text(detail, 256, w->detail);
 				}
 			}
 		}
@@ -711,8 +727,8 @@ follow_state follow_outcome(const follow *f, const char *gw, const char *uid, ch
 			worst = FS_FAILED;
 			const row *w = row_find((follow *)f, gw, g->comps[c].name, "");
 			if (w) {
-				snprintf(reason, 33, "%s", w->reason);
-				snprintf(detail, 256, "%s", w->detail);
+				put_text(reason, 33, w->reason);
+				put_text(detail, 256, w->detail);
 			}
 		}
 	if (worst == FS_INSTALLED && !any_installed)
@@ -758,17 +774,18 @@ void follow_status(follow *f, const char *gw, const char *uid, const json_t *giv
 			if (w && !is_outcome(w->stage)) {
 				const char *reason = json_string_value(json_object_get(step, "reason"));
 				const char *ver = json_string_value(json_object_get(step, "version"));
-				snprintf(w->stage, sizeof(w->stage), "%s", stage);
+				put_text(w->stage, sizeof(w->stage), stage);
 				snprintf(w->uid, sizeof(w->uid), "%s", uid);
 				if (reason)
-					snprintf(w->reason, sizeof(w->reason), "%s", reason);
+					put_text(w->reason, sizeof(w->reason), reason);
 				if (ver)
-					snprintf(w->version, sizeof(w->version), "%s", ver);
+					put_text(w->version, sizeof(w->version), ver);
 			}
 		}
 		/* the steps are every device the component goes to: what its
-		 * `allowed` lists, and those already running it */
-		if (!ct->allowed_seq) {
+		 * `allowed` lists, and those already running it (a component has
+		 * one at least: an answer without any says nothing) */
+		if (!ct->allowed_seq && json_array_size(devs)) {
 			ct->allowed_seq = INT64_MAX;
 			json_decref(ct->devices);
 			ct->devices = devs;

@@ -552,8 +552,10 @@ static ferry_err status(ferry_engine *e, const ferry_command *cmd, json_t **out,
 		json_decref(o);
 		return err;
 	}
-	for (size_t i = 0; o && i < nc; i++) {
+	bool whole = o != NULL; /* an answer that leaves a step out would say it does not exist */
+	for (size_t i = 0; whole && i < nc; i++) {
 		json_t *c = json_pack("{s:s,s:s,s:[]}", "name", cs[i].name, "stage", ferry_stage_name(cs[i].stage), "steps");
+		whole = c != NULL;
 		if (c && cs[i].reason[0])
 			json_object_set_new(c, "reason", json_string(cs[i].reason));
 		for (size_t k = 0; c && k < n; k++) {
@@ -564,14 +566,16 @@ static ferry_err status(ferry_engine *e, const ferry_command *cmd, json_t **out,
 				json_object_set_new(s, "reason", json_string(steps[k].reason));
 			if (s && steps[k].version[0])
 				json_object_set_new(s, "version", json_string(steps[k].version));
-			json_array_append_new(json_object_get(c, "steps"), s);
+			whole = whole && s && !json_array_append_new(json_object_get(c, "steps"), s);
 		}
-		json_array_append_new(json_object_get(o, "components"), c);
+		whole = whole && !json_array_append_new(json_object_get(o, "components"), c);
 	}
 	ferry_jcomponents_free(cs, nc);
 	free(steps);
-	if (!o)
+	if (!whole) {
+		json_decref(o);
 		return ferry_fail(st, FERRY_E_INTERNAL, "out of memory");
+	}
 	*out = o;
 	return FERRY_OK;
 }
