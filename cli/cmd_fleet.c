@@ -1,6 +1,8 @@
 /* `ferry fleet`: one table of the fleet from the retained inventories and
  * states on the broker, filtered by attributes and component versions. */
+#include <errno.h>
 #include <getopt.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,7 +76,19 @@ int cli_fleet(int argc, char **argv)
 		fprintf(stderr, "ferry fleet: unexpected argument \"%s\"\n", argv[optind]);
 		goto out;
 	}
-	if (op_config_load(cfgp, &cfg, &st) || ferry_trust_load(cfg.gateway_ca, &trust, &st) ||
+	if (op_config_load(cfgp, &cfg, &st)) {
+		cli_error(&st);
+		goto out;
+	}
+	char cache[OPCFG_PATH_MAX + 16];
+	snprintf(cache, sizeof(cache), "%s/opened.db", cfg.state_dir);
+	if ((mkdir(cfg.state_dir, 0700) && errno != EEXIST) || fleet_set_cache(ctx.fl, cache, cfg.gateway_ca, &st)) {
+		/* without the cache every message is opened: slower, same table */
+		if (st.code)
+			fprintf(stderr, "ferry fleet: %s (going on without it)\n", st.detail);
+		st = (ferry_status){0};
+	}
+	if (ferry_trust_load(cfg.gateway_ca, &trust, &st) ||
 	    (fleet_set_trust(ctx.fl, trust), op_mqtt_connect(&cfg, on_msg, &ctx, &m, &st)) ||
 	    op_mqtt_subscribe(m, "ferry/v1/+/inventory", &st) || op_mqtt_subscribe(m, "ferry/v1/+/state", &st) ||
 	    op_mqtt_sync(m, &st)) {

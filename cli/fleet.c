@@ -5,6 +5,10 @@
 #include "fleet.h"
 
 #include <jansson.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+#include <sqlite3.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
@@ -47,6 +51,9 @@ typedef struct pending {
 	size_t len;
 	json_t *inv;     /* opened and checked, or NULL */
 	ferry_status st; /* why not */
+	char hash[65];   /* SHA-256 of the trust anchor and the message */
+	bool cached;     /* opened before: taken from the cache */
+	int64_t not_after; /* its certificate's end, for the cache */
 } pending;
 
 struct fleet {
@@ -58,6 +65,9 @@ struct fleet {
 	size_t n_pend, cap_pend;
 	fleet_filter where;
 	unsigned refused;
+	sqlite3 *cache;    /* messages opened before (fleet_set_cache) */
+	json_t *cached;    /* hash -> [payload text, not after] */
+	unsigned char anchor[32];
 };
 
 fleet *fleet_new(void)
@@ -75,10 +85,141 @@ void fleet_set_trust(fleet *fl, const ferry_trust *trust)
 	fl->trust = trust;
 }
 
+static void sha256_hex(const void *a, size_t na, const void *b, size_t nb, char out[65])
+{
+	unsigned char md[32];
+	EVP_MD_CTX *c = EVP_MD_CTX_new();
+	if (!c || !EVP_DigestInit_ex(c, EVP_sha256(), NULL) || !EVP_DigestUpdate(c, a, na) ||
+	    !EVP_DigestUpdate(c, b, nb) || !EVP_DigestFinal_ex(c, md, NULL)) {
+		out[0] = 0;
+	} else {
+		for (int i = 0; i < 32; i++)
+			snprintf(out + 2 * i, 3, "%02x", md[i]);
+	}
+	EVP_MD_CTX_free(c);
+}
+
+ferry_err fleet_set_cache(fleet *fl, const char *path, const char *ca_path, ferry_status *st)
+{
+	FILE *f = fopen(ca_path, "rb");
+	unsigned char buf[65536];
+	size_t n = f ? fread(buf, 1, sizeof(buf), f) : 0;
+	sqlite3_stmt *s = NULL;
+
+	if (f)
+		fclose(f);
+	if (!n)
+		return ferry_fail(st, FERRY_E_MALFORMED, "%s: cannot read", ca_path);
+	unsigned int mdlen = 0;
+	EVP_Digest(buf, n, fl->anchor, &mdlen, EVP_sha256(), NULL);
+	if (sqlite3_open_v2(path, &fl->cache, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOFOLLOW, NULL) ||
+	    sqlite3_busy_timeout(fl->cache, 10000) ||
+	    sqlite3_exec(fl->cache, "CREATE TABLE IF NOT EXISTS opened(hash TEXT PRIMARY KEY, payload TEXT NOT NULL,"
+				    " not_after INTEGER NOT NULL, seen INTEGER NOT NULL)", NULL, NULL, NULL) ||
+	    sqlite3_prepare_v2(fl->cache, "SELECT hash, payload, not_after FROM opened", -1, &s, NULL)) {
+		ferry_err e = ferry_fail(st, FERRY_E_INTERNAL, "%s: %s", path, sqlite3_errmsg(fl->cache));
+		sqlite3_close(fl->cache);
+		fl->cache = NULL;
+		return e;
+	}
+	fl->cached = json_object();
+	while (sqlite3_step(s) == SQLITE_ROW)
+		json_object_set_new(fl->cached, (const char *)sqlite3_column_text(s, 0),
+				    json_pack("[s,I]", sqlite3_column_text(s, 1), (json_int_t)sqlite3_column_int64(s, 2)));
+	sqlite3_finalize(s);
+	return FERRY_OK;
+}
+
+/* The end of the validity of the certificate in a JWS's x5c (0: unknown). */
+static int64_t leaf_not_after(const char *jws, size_t len)
+{
+	const char *dot = memchr(jws, '.', len);
+	size_t n = dot ? (size_t)(dot - jws) : 0;
+	int64_t out = 0;
+	if (!n || n > 65536)
+		return 0;
+	char *b64 = malloc(n + 4);
+	unsigned char *hdr = malloc(n + 4);
+	if (!b64 || !hdr)
+		goto done;
+	memcpy(b64, jws, n);
+	for (size_t i = 0; i < n; i++)
+		b64[i] = b64[i] == '-' ? '+' : b64[i] == '_' ? '/' : b64[i];
+	size_t m = n, pad = 0;
+	while (m % 4) {
+		b64[m++] = '=';
+		pad++;
+	}
+	int hl = EVP_DecodeBlock(hdr, (unsigned char *)b64, (int)m);
+	if (hl <= (int)pad)
+		goto done;
+	json_t *h = json_loadb((char *)hdr, (size_t)hl - pad, 0, NULL);
+	const char *leaf = json_string_value(json_array_get(json_object_get(h, "x5c"), 0));
+	size_t ll = leaf ? strlen(leaf) : 0;
+	unsigned char *der = ll && ll % 4 == 0 ? malloc(ll) : NULL;
+	int dl = der ? EVP_DecodeBlock(der, (const unsigned char *)leaf, (int)ll) : -1;
+	const unsigned char *q = der;
+	X509 *x = dl > 0 ? d2i_X509(NULL, &q, dl) : NULL;
+	struct tm tm;
+	if (x && ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm))
+		out = (int64_t)timegm(&tm);
+	X509_free(x);
+	free(der);
+	json_decref(h);
+done:
+	free(b64);
+	free(hdr);
+	return out;
+}
+
+/* Records what this run opened, and forgets what it no longer saw. */
+static void cache_save(fleet *fl)
+{
+	sqlite3_stmt *ins = NULL, *touch = NULL;
+	int64_t now = (int64_t)time(NULL);
+
+	if (!fl->cache || sqlite3_exec(fl->cache, "BEGIN IMMEDIATE", NULL, NULL, NULL))
+		return;
+	if (!sqlite3_prepare_v2(fl->cache, "INSERT OR REPLACE INTO opened VALUES(?,?,?,?)", -1, &ins, NULL) &&
+	    !sqlite3_prepare_v2(fl->cache, "UPDATE opened SET seen = ? WHERE hash = ?", -1, &touch, NULL)) {
+		for (size_t i = 0; i < fl->n_pend; i++) {
+			pending *p = &fl->pend[i];
+			if (!p->inv || !p->hash[0])
+				continue;
+			if (p->cached) {
+				sqlite3_bind_int64(touch, 1, now);
+				sqlite3_bind_text(touch, 2, p->hash, -1, SQLITE_STATIC);
+				sqlite3_step(touch);
+				sqlite3_reset(touch);
+			} else if (p->not_after > now) {
+				char *text = json_dumps(p->inv, JSON_COMPACT);
+				if (!text)
+					continue;
+				sqlite3_bind_text(ins, 1, p->hash, -1, SQLITE_STATIC);
+				sqlite3_bind_text(ins, 2, text, -1, SQLITE_TRANSIENT);
+				sqlite3_bind_int64(ins, 3, p->not_after);
+				sqlite3_bind_int64(ins, 4, now);
+				sqlite3_step(ins);
+				sqlite3_reset(ins);
+				free(text);
+			}
+		}
+		char del[128];
+		snprintf(del, sizeof(del), "DELETE FROM opened WHERE seen < %lld OR not_after <= %lld", (long long)now,
+			 (long long)now);
+		sqlite3_exec(fl->cache, del, NULL, NULL, NULL);
+	}
+	sqlite3_finalize(ins);
+	sqlite3_finalize(touch);
+	sqlite3_exec(fl->cache, "COMMIT", NULL, NULL, NULL);
+}
+
 void fleet_free(fleet *fl)
 {
 	if (!fl)
 		return;
+	sqlite3_close(fl->cache);
+	json_decref(fl->cached);
 	for (size_t i = 0; i < fl->n_pend; i++) {
 		free(fl->pend[i].payload);
 		json_decref(fl->pend[i].inv);
@@ -291,8 +432,12 @@ static void *open_some(void *arg)
 	for (size_t i = w->first; i < w->fl->n_pend; i += w->step) {
 		pending *p = &w->fl->pend[i];
 		json_t *inv = NULL;
+		if (p->cached)
+			continue;
 		if (ferry_report_open(p->payload, p->len, w->fl->trust, p->id, w->now, &inv, &p->st))
 			continue;
+		if (w->fl->cache)
+			p->not_after = leaf_not_after(p->payload, p->len);
 		if (!inventory_ok(inv, p->id)) {
 			ferry_fail(&p->st, FERRY_E_MALFORMED, "an inventory that names another gateway or lacks members");
 			json_decref(inv);
@@ -316,6 +461,23 @@ static void settle(fleet *fl)
 
 	if (!fl->n_pend)
 		return;
+	/* a message opened before (same anchor, same bytes, its certificate
+	 * still valid) is taken as it was then */
+	time_t now = time(NULL);
+	for (size_t i = 0; fl->cache && i < fl->n_pend; i++) {
+		pending *p = &fl->pend[i];
+		sha256_hex(fl->anchor, sizeof(fl->anchor), p->payload, p->len, p->hash);
+		json_t *hit = p->hash[0] ? json_object_get(fl->cached, p->hash) : NULL;
+		if (!hit || json_integer_value(json_array_get(hit, 1)) <= now)
+			continue;
+		json_t *inv = json_loads(json_string_value(json_array_get(hit, 0)), 0, NULL);
+		if (inv && inventory_ok(inv, p->id)) {
+			p->inv = inv;
+			p->cached = true;
+		} else {
+			json_decref(inv);
+		}
+	}
 	if (n > fl->n_pend)
 		n = fl->n_pend;
 	for (size_t t = 0; t < n; t++)
@@ -329,6 +491,7 @@ static void settle(fleet *fl)
 		else
 			open_some(&w[t]); /* no thread for this share: done here */
 	}
+	cache_save(fl);
 	for (size_t i = 0; i < fl->n_pend; i++) {
 		pending *p = &fl->pend[i];
 		gw *g = p->inv ? gw_of(fl, p->id) : NULL;

@@ -18,6 +18,12 @@ fleet *fleet_new(void);
 typedef struct ferry_trust ferry_trust;
 void fleet_set_trust(fleet *fl, const ferry_trust *trust);
 void fleet_free(fleet *fl);
+/* Keeps what was opened in an SQLite file (`ferry fleet` uses
+ * STATE_DIR/opened.db): a message with the same bytes, under the same
+ * trust anchor (ca_path), whose certificate has not expired, is not
+ * opened again.  The file holds what the last run saw, nothing older.  For
+ * a tool that reads every retained message at once. */
+ferry_err fleet_set_cache(fleet *fl, const char *path, const char *ca_path, ferry_status *st) FERRY_WUR;
 /* A condition (docs/cli.md, ferry fleet): KEY=VALUE, KEY!=VALUE, or
  * component.NAME OP VERSION with OP one of < <= > >= = !=. */
 ferry_err fleet_where(fleet *fl, const char *cond, ferry_status *st) FERRY_WUR;
