@@ -5,8 +5,9 @@
 #include "fleet.h"
 
 #include <jansson.h>
+#include <jose/b64.h>
+#include <stdint.h>
 #include <openssl/evp.h>
-#include <openssl/x509.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,9 +115,12 @@ ferry_err fleet_set_cache(fleet *fl, const char *path, const char *ca_path, ferr
 	EVP_Digest(buf, n, fl->anchor, &mdlen, EVP_sha256(), NULL);
 	if (sqlite3_open_v2(path, &fl->cache, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOFOLLOW, NULL) ||
 	    sqlite3_busy_timeout(fl->cache, 10000) ||
-	    sqlite3_exec(fl->cache, "CREATE TABLE IF NOT EXISTS opened(hash TEXT PRIMARY KEY, payload TEXT NOT NULL,"
+	    /* a cache: WAL with NORMAL sync may lose the last run's rows on a
+	     * power cut, never the file */
+	    sqlite3_exec(fl->cache, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL, NULL) ||
+	    sqlite3_exec(fl->cache, "CREATE TABLE IF NOT EXISTS opened(hash TEXT PRIMARY KEY,"
 				    " not_after INTEGER NOT NULL, seen INTEGER NOT NULL)", NULL, NULL, NULL) ||
-	    sqlite3_prepare_v2(fl->cache, "SELECT hash, payload, not_after FROM opened", -1, &s, NULL)) {
+	    sqlite3_prepare_v2(fl->cache, "SELECT hash, not_after FROM opened", -1, &s, NULL)) {
 		ferry_err e = ferry_fail(st, FERRY_E_INTERNAL, "%s: %s", path, sqlite3_errmsg(fl->cache));
 		sqlite3_close(fl->cache);
 		fl->cache = NULL;
@@ -125,87 +129,63 @@ ferry_err fleet_set_cache(fleet *fl, const char *path, const char *ca_path, ferr
 	fl->cached = json_object();
 	while (sqlite3_step(s) == SQLITE_ROW)
 		json_object_set_new(fl->cached, (const char *)sqlite3_column_text(s, 0),
-				    json_pack("[s,I]", sqlite3_column_text(s, 1), (json_int_t)sqlite3_column_int64(s, 2)));
+				    json_integer((json_int_t)sqlite3_column_int64(s, 1)));
 	sqlite3_finalize(s);
 	return FERRY_OK;
 }
 
-/* The end of the validity of the certificate in a JWS's x5c (0: unknown). */
-static int64_t leaf_not_after(const char *jws, size_t len)
+/* The payload of a compact JWS, not checked: for a message whose very bytes
+ * were opened before. */
+static json_t *payload_of(const char *jws, size_t len)
 {
-	const char *dot = memchr(jws, '.', len);
-	size_t n = dot ? (size_t)(dot - jws) : 0;
-	int64_t out = 0;
-	if (!n || n > 65536)
-		return 0;
-	char *b64 = malloc(n + 4);
-	unsigned char *hdr = malloc(n + 4);
-	if (!b64 || !hdr)
-		goto done;
-	memcpy(b64, jws, n);
-	for (size_t i = 0; i < n; i++)
-		b64[i] = b64[i] == '-' ? '+' : b64[i] == '_' ? '/' : b64[i];
-	size_t m = n, pad = 0;
-	while (m % 4) {
-		b64[m++] = '=';
-		pad++;
-	}
-	int hl = EVP_DecodeBlock(hdr, (unsigned char *)b64, (int)m);
-	if (hl <= (int)pad)
-		goto done;
-	json_t *h = json_loadb((char *)hdr, (size_t)hl - pad, 0, NULL);
-	const char *leaf = json_string_value(json_array_get(json_object_get(h, "x5c"), 0));
-	size_t ll = leaf ? strlen(leaf) : 0;
-	unsigned char *der = ll && ll % 4 == 0 ? malloc(ll) : NULL;
-	int dl = der ? EVP_DecodeBlock(der, (const unsigned char *)leaf, (int)ll) : -1;
-	const unsigned char *q = der;
-	X509 *x = dl > 0 ? d2i_X509(NULL, &q, dl) : NULL;
-	struct tm tm;
-	if (x && ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm))
-		out = (int64_t)timegm(&tm);
-	X509_free(x);
-	free(der);
-	json_decref(h);
-done:
-	free(b64);
-	free(hdr);
-	return out;
+	const char *a = memchr(jws, '.', len);
+	const char *b = a ? memchr(a + 1, '.', len - (size_t)(a + 1 - jws)) : NULL;
+	ferry_status st = {0};
+	json_t *o = NULL;
+	if (!b)
+		return NULL;
+	size_t n = jose_b64_dec_buf(a + 1, (size_t)(b - a - 1), NULL, 0);
+	char *buf = n != SIZE_MAX ? malloc(n + 1) : NULL;
+	if (buf && jose_b64_dec_buf(a + 1, (size_t)(b - a - 1), buf, n) == n && ferry_json_load_object(buf, n, &o, &st))
+		o = NULL;
+	free(buf);
+	return o;
 }
 
 /* Records what this run opened, and forgets what it no longer saw. */
 static void cache_save(fleet *fl)
 {
-	sqlite3_stmt *ins = NULL, *touch = NULL;
-	int64_t now = (int64_t)time(NULL);
+	sqlite3_stmt *ins = NULL, *touch = NULL, *q = NULL;
+	int64_t now = (int64_t)time(NULL), run = 0;
 
 	if (!fl->cache || sqlite3_exec(fl->cache, "BEGIN IMMEDIATE", NULL, NULL, NULL))
 		return;
-	if (!sqlite3_prepare_v2(fl->cache, "INSERT OR REPLACE INTO opened VALUES(?,?,?,?)", -1, &ins, NULL) &&
+	/* each run is numbered; what it did not see goes */
+	if (!sqlite3_prepare_v2(fl->cache, "SELECT ifnull(max(seen), 0) + 1 FROM opened", -1, &q, NULL) &&
+	    sqlite3_step(q) == SQLITE_ROW)
+		run = sqlite3_column_int64(q, 0);
+	sqlite3_finalize(q);
+	if (run && !sqlite3_prepare_v2(fl->cache, "INSERT OR REPLACE INTO opened VALUES(?,?,?)", -1, &ins, NULL) &&
 	    !sqlite3_prepare_v2(fl->cache, "UPDATE opened SET seen = ? WHERE hash = ?", -1, &touch, NULL)) {
 		for (size_t i = 0; i < fl->n_pend; i++) {
 			pending *p = &fl->pend[i];
 			if (!p->inv || !p->hash[0])
 				continue;
 			if (p->cached) {
-				sqlite3_bind_int64(touch, 1, now);
+				sqlite3_bind_int64(touch, 1, run);
 				sqlite3_bind_text(touch, 2, p->hash, -1, SQLITE_STATIC);
 				sqlite3_step(touch);
 				sqlite3_reset(touch);
 			} else if (p->not_after > now) {
-				char *text = json_dumps(p->inv, JSON_COMPACT);
-				if (!text)
-					continue;
 				sqlite3_bind_text(ins, 1, p->hash, -1, SQLITE_STATIC);
-				sqlite3_bind_text(ins, 2, text, -1, SQLITE_TRANSIENT);
-				sqlite3_bind_int64(ins, 3, p->not_after);
-				sqlite3_bind_int64(ins, 4, now);
+				sqlite3_bind_int64(ins, 2, p->not_after);
+				sqlite3_bind_int64(ins, 3, run);
 				sqlite3_step(ins);
 				sqlite3_reset(ins);
-				free(text);
 			}
 		}
 		char del[128];
-		snprintf(del, sizeof(del), "DELETE FROM opened WHERE seen < %lld OR not_after <= %lld", (long long)now,
+		snprintf(del, sizeof(del), "DELETE FROM opened WHERE seen < %lld OR not_after <= %lld", (long long)run,
 			 (long long)now);
 		sqlite3_exec(fl->cache, del, NULL, NULL, NULL);
 	}
@@ -434,10 +414,8 @@ static void *open_some(void *arg)
 		json_t *inv = NULL;
 		if (p->cached)
 			continue;
-		if (ferry_report_open(p->payload, p->len, w->fl->trust, p->id, w->now, &inv, &p->st))
+		if (ferry_report_open_until(p->payload, p->len, w->fl->trust, p->id, w->now, &inv, &p->not_after, &p->st))
 			continue;
-		if (w->fl->cache)
-			p->not_after = leaf_not_after(p->payload, p->len);
 		if (!inventory_ok(inv, p->id)) {
 			ferry_fail(&p->st, FERRY_E_MALFORMED, "an inventory that names another gateway or lacks members");
 			json_decref(inv);
@@ -468,9 +446,9 @@ static void settle(fleet *fl)
 		pending *p = &fl->pend[i];
 		sha256_hex(fl->anchor, sizeof(fl->anchor), p->payload, p->len, p->hash);
 		json_t *hit = p->hash[0] ? json_object_get(fl->cached, p->hash) : NULL;
-		if (!hit || json_integer_value(json_array_get(hit, 1)) <= now)
+		if (!hit || json_integer_value(hit) <= now)
 			continue;
-		json_t *inv = json_loads(json_string_value(json_array_get(hit, 0)), 0, NULL);
+		json_t *inv = payload_of(p->payload, p->len);
 		if (inv && inventory_ok(inv, p->id)) {
 			p->inv = inv;
 			p->cached = true;

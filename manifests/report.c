@@ -5,11 +5,18 @@
 
 #include <openssl/x509.h>
 #include <string.h>
+#include <time.h>
 
 #include "ferry/jws.h"
 
 ferry_err ferry_report_open(const char *buf, size_t len, const ferry_trust *trust, const char *gateway_id, time_t now,
 			    json_t **payload, ferry_status *st)
+{
+	return ferry_report_open_until(buf, len, trust, gateway_id, now, payload, NULL, st);
+}
+
+ferry_err ferry_report_open_until(const char *buf, size_t len, const ferry_trust *trust, const char *gateway_id,
+				  time_t now, json_t **payload, int64_t *not_after, ferry_status *st)
 {
 	ferry_jws jws = {0};
 	char cn[256] = "";
@@ -30,6 +37,10 @@ ferry_err ferry_report_open(const char *buf, size_t len, const ferry_trust *trus
 		return e;
 	}
 	*payload = json_incref(jws.payload);
+	if (not_after) {
+		struct tm tm;
+		*not_after = ASN1_TIME_to_tm(X509_get0_notAfter(jws.leaf), &tm) ? (int64_t)timegm(&tm) : 0;
+	}
 	ferry_jws_clear(&jws);
 	return FERRY_OK;
 }

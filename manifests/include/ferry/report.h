@@ -5,6 +5,7 @@
 #define FERRY_REPORT_H
 
 #include <jansson.h>
+#include <stdint.h>
 #include <time.h>
 
 #include "ferry/err.h"
@@ -17,5 +18,9 @@
  * gateway's certificate (wrong_gateway). */
 ferry_err ferry_report_open(const char *buf, size_t len, const ferry_trust *trust, const char *gateway_id, time_t now,
 			    json_t **payload, ferry_status *st) FERRY_WUR;
+/* The same, and the end of its certificate's validity (seconds since the
+ * epoch) in *not_after: how long what was checked stays true. */
+ferry_err ferry_report_open_until(const char *buf, size_t len, const ferry_trust *trust, const char *gateway_id,
+				  time_t now, json_t **payload, int64_t *not_after, ferry_status *st) FERRY_WUR;
 
 #endif
