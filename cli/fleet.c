@@ -86,12 +86,15 @@ void fleet_set_trust(fleet *fl, const ferry_trust *trust)
 	fl->trust = trust;
 }
 
-static void sha256_hex(const void *a, size_t na, const void *b, size_t nb, char out[65])
+/* SHA-256 of the trust anchor, the gateway of the topic (and a NUL) and the
+ * message: what a cached opening is good for */
+static void sha256_hex(const unsigned char anchor[32], const char *gateway, const void *b, size_t nb, char out[65])
 {
 	unsigned char md[32];
 	EVP_MD_CTX *c = EVP_MD_CTX_new();
-	if (!c || !EVP_DigestInit_ex(c, EVP_sha256(), NULL) || !EVP_DigestUpdate(c, a, na) ||
-	    !EVP_DigestUpdate(c, b, nb) || !EVP_DigestFinal_ex(c, md, NULL)) {
+	if (!c || !EVP_DigestInit_ex(c, EVP_sha256(), NULL) || !EVP_DigestUpdate(c, anchor, 32) ||
+	    !EVP_DigestUpdate(c, gateway, strlen(gateway) + 1) || !EVP_DigestUpdate(c, b, nb) ||
+	    !EVP_DigestFinal_ex(c, md, NULL)) {
 		out[0] = 0;
 	} else {
 		for (int i = 0; i < 32; i++)
@@ -444,7 +447,7 @@ static void settle(fleet *fl)
 	time_t now = time(NULL);
 	for (size_t i = 0; fl->cache && i < fl->n_pend; i++) {
 		pending *p = &fl->pend[i];
-		sha256_hex(fl->anchor, sizeof(fl->anchor), p->payload, p->len, p->hash);
+		sha256_hex(fl->anchor, p->id, p->payload, p->len, p->hash);
 		json_t *hit = p->hash[0] ? json_object_get(fl->cached, p->hash) : NULL;
 		if (!hit || json_integer_value(hit) <= now)
 			continue;

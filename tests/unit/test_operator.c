@@ -237,6 +237,19 @@ static void test_fleet_cache(void **state)
 	assert_int_equal(fleet_refused(fl), 0);
 	assert_int_equal(fleet_matching(fl), 1);
 	fleet_free(fl);
+	/* the same bytes on another gateway's topic: opened (and refused) */
+	fl = fleet_new();
+	fleet_set_trust(fl, other);
+	assert_int_equal(fleet_set_cache(fl, db, ca, &st), 0);
+	fleet_add(fl, "ferry/v1/gw-2/inventory", j, strlen(j));
+	assert_int_equal(fleet_refused(fl), 1);
+	fleet_free(fl);
+	fl = fleet_new(); /* (that run forgot j: record it again) */
+	fleet_set_trust(fl, trust);
+	assert_int_equal(fleet_set_cache(fl, db, ca, &st), 0);
+	fleet_add(fl, "ferry/v1/gw-1/inventory", j, strlen(j));
+	assert_int_equal(fleet_refused(fl), 0);
+	fleet_free(fl);
 	/* other bytes: opened (and refused by the other CA) */
 	fl = fleet_new();
 	fleet_set_trust(fl, other);
