@@ -295,7 +295,7 @@ static ferry_err admit(ferry_engine *e, const ferry_command *cmd, bool deploy, f
 {
 	ferry_manifest m;
 	ferry_jupdate u = {0}, old;
-	const char *names[FERRY_COMPONENTS_MAX];
+	const char *names[FERRY_COMPONENTS_MAX], *links[FERRY_COMPONENTS_MAX];
 	bool settled[FERRY_COMPONENTS_MAX];
 	plan *p = NULL;
 	known k = {0};
@@ -355,8 +355,12 @@ static ferry_err admit(ferry_engine *e, const ferry_command *cmd, bool deploy, f
 	for (size_t i = 0; i < m.n; i++) {
 		names[i] = m.c[m.order[i]].name;
 		settled[i] = p->settled[m.order[i]];
+		links[i] = NULL;
+		for (size_t l = 0; l < cmd->n_links && deploy && !settled[i]; l++)
+			if (!strcmp(cmd->links[l].component, names[i]))
+				links[i] = cmd->links[l].url;
 	}
-	if ((err = ferry_journal_update_add(e->journal, &u, names, settled, m.n, p->steps, p->n, st)))
+	if ((err = ferry_journal_update_add(e->journal, &u, names, settled, links, m.n, p->steps, p->n, st)))
 		goto out;
 	err = report_admitted(e, u.id, &m, p, st);
 out:
@@ -463,10 +467,10 @@ static ferry_err deploy(ferry_engine *e, const ferry_command *cmd, ferry_status 
 
 	if ((err = admit(e, cmd, true, st)))
 		return err;
-	/* every link was checked before anything was admitted: what fails now
-	 * is the journal, and the update stays allowed for a cancel */
-	if ((err = store_links(e, cmd, st)) ||
-	    (err = ferry_journal_update_move(e->journal, cmd->update_id, FERRY_U_ALLOWED, FERRY_U_DOWNLOADING, st)))
+	/* the links went into the journal with the update: a restart from
+	 * here on goes on with the download (eng_resume); what fails now is
+	 * the journal, and the update stays allowed for a cancel */
+	if ((err = ferry_journal_update_move(e->journal, cmd->update_id, FERRY_U_ALLOWED, FERRY_U_DOWNLOADING, st)))
 		return err;
 	return eng_enqueue(e, FERRY_JOB_DOWNLOAD, cmd->update_id) ? FERRY_OK
 								   : ferry_fail(st, FERRY_E_INTERNAL, "out of memory");

@@ -467,8 +467,8 @@ ferry_err ferry_journal_last_sequence(ferry_journal *j, int64_t *out, ferry_stat
 }
 
 ferry_err ferry_journal_update_add(ferry_journal *j, const ferry_jupdate *u, const char *const *names,
-				   const bool *settled, size_t n, const ferry_jstep_new *steps, size_t n_steps,
-				   ferry_status *st)
+				   const bool *settled, const char *const *links, size_t n, const ferry_jstep_new *steps,
+				   size_t n_steps, ferry_status *st)
 {
 	ferry_err e = FERRY_OK;
 	int64_t have = 0;
@@ -485,9 +485,10 @@ ferry_err ferry_journal_update_add(ferry_journal *j, const ferry_jupdate *u, con
 		 run(prep(j, "UPDATE meta SET value = max(value, ?) WHERE key = 'last_sequence'", "i", u->sequence)))
 		e = dberr(j, st, "adding an update");
 	for (size_t i = 0; !e && i < n; i++)
-		if (run(prep(j, "INSERT INTO components(update_id, name, idx, stage) VALUES(?, ?, ?, ?)", "ssis", u->id,
-			     names[i], (int64_t)i,
-			     settled && settled[i] ? ferry_stage_name(FERRY_S_ALREADY_INSTALLED) : "")))
+		if (run(prep(j, "INSERT INTO components(update_id, name, idx, stage, link) VALUES(?, ?, ?, ?, ?)", "ssisn",
+			     u->id, names[i], (int64_t)i,
+			     settled && settled[i] ? ferry_stage_name(FERRY_S_ALREADY_INSTALLED) : "",
+			     links ? links[i] : NULL)))
 			e = dberr(j, st, "adding a component");
 	for (size_t i = 0; !e && i < n_steps; i++) {
 		int64_t idx = -1;

@@ -117,12 +117,14 @@ ferry_err ferry_journal_last_sequence(ferry_journal *j, int64_t *out, ferry_stat
 
 /* A new update with its components in install order (names[0..n)) and its
  * steps; a component listed in `settled` (n of them, may be NULL) starts as
- * already_installed, without a report: every device has it.  Raises the last
- * accepted sequence to u->sequence in the same transaction.  wrong_stage if
- * the id exists. */
+ * already_installed, without a report: every device has it.  `links` (n of
+ * them, may be NULL, an entry may be NULL) are kept with their components in
+ * the same transaction, so a deploy stopped right after it was admitted has
+ * its links and goes on after a restart.  Raises the last accepted sequence
+ * to u->sequence in the same transaction.  wrong_stage if the id exists. */
 ferry_err ferry_journal_update_add(ferry_journal *j, const ferry_jupdate *u, const char *const *names,
-				   const bool *settled, size_t n, const ferry_jstep_new *steps, size_t n_steps,
-				   ferry_status *st) FERRY_WUR;
+				   const bool *settled, const char *const *links, size_t n, const ferry_jstep_new *steps,
+				   size_t n_steps, ferry_status *st) FERRY_WUR;
 /* FERRY_E_UNKNOWN_UPDATE when absent.  Free with ferry_jupdate_free. */
 ferry_err ferry_journal_update_get(ferry_journal *j, const char *id, ferry_jupdate *out, ferry_status *st) FERRY_WUR;
 void ferry_jupdate_free(ferry_jupdate *u);

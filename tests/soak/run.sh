@@ -178,7 +178,7 @@ for r in $(seq 1 "$RUNS"); do
 		--link "app-data=https://127.0.0.1:$W_HTTPS_PORT/u-$r-app.data" \
 		--link "sensor-fw=https://127.0.0.1:$W_HTTPS_PORT/u-$r-sensor.bin" \
 		--link "radio-fw=https://127.0.0.1:$W_HTTPS_PORT/u-$r-radio.dfu"
-	at=0
+	at=0 points=
 	for _ in $(seq 1 $PER_RUN); do
 		# the first update is not killed: it counts the reports of one
 		[ "$TOTAL" -gt 0 ] || break
@@ -190,7 +190,7 @@ for r in $(seq 1 "$RUNS"); do
 		done
 		[ "$(ended "u-$r")" -ge "$N_STEPS" ] && break
 		kill9_ferryd
-		kills=$((kills + 1))
+		kills=$((kills + 1)) points="$points $(reports "u-$r")"
 		up
 	done
 	for _ in $(seq 1 2400); do [ "$(ended "u-$r")" -ge "$N_STEPS" ] && break; sleep 0.1; done
@@ -200,8 +200,19 @@ for r in $(seq 1 "$RUNS"); do
 		consistent=$((consistent + 1))
 		echo "run $r ($v): consistent after $(reports "u-$r") reports"
 	else
-		echo "run $r ($v): NOT consistent:"
+		echo "run $r ($v): NOT consistent (kill points: ${points:-none}):"
 		echo "$wrong" | sed 's/^/    /'
+		# what is needed to tell why: the update's last reports, ferryd's
+		# last words and the journal's view; the world is kept
+		echo "    last reports of u-$r:"
+		grep -F "\"update_id\":\"u-$r\"" "$W/mqtt.log" | tail -n 15 | cut -c1-300 | sed 's/^/      /'
+		echo "    end of ferryd.log:"
+		tail -n 40 "$W/ferryd.log" | cut -c1-300 | sed 's/^/      /'
+		echo "    journal:"
+		sqlite3 "file:$W/state/journal.db?mode=ro" .dump 2>&1 | grep -vE '^(CREATE|PRAGMA|BEGIN|COMMIT)' |
+			grep -F "u-$r" | tail -n 30 | cut -c1-300 | sed 's/^/      /'
+		export FERRY_KEEP=1
+		echo "    the world is kept in $W"
 	fi
 done
 echo "$kills kills of ferryd (SIGKILL)"

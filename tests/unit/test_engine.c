@@ -20,6 +20,7 @@
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <pthread.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +62,39 @@ static struct {
 
 static ferry_cloud_events EV;
 
+/* On: each `allowed` report of a component is checked, as it goes out,
+ * against what a restart would find: the journal, read by a connection of
+ * its own, must hold that component's link already. */
+static struct {
+	bool on;
+	int checked, unlinked;
+} LINKS;
+static char dir[64];
+
+static void check_link_kept(const json_t *body)
+{
+	const char *uid = json_string_value(json_object_get(body, "update_id"));
+	const char *comp = json_string_value(json_object_get(body, "component"));
+	char path[256];
+	sqlite3 *db = NULL;
+	sqlite3_stmt *q = NULL;
+
+	if (!uid || !comp || strcmp(json_string_value(json_object_get(body, "stage")) ?: "", "allowed"))
+		return;
+	snprintf(path, sizeof(path), "file:%s/state/journal.db?mode=ro", dir);
+	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, "SELECT link FROM components WHERE update_id = ? AND name = ?", -1,
+					    &q, NULL),
+			 SQLITE_OK);
+	sqlite3_bind_text(q, 1, uid, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(q, 2, comp, -1, SQLITE_TRANSIENT);
+	LINKS.checked++;
+	if (sqlite3_step(q) != SQLITE_ROW || sqlite3_column_type(q, 0) == SQLITE_NULL)
+		LINKS.unlinked++;
+	sqlite3_finalize(q);
+	sqlite3_close(db);
+}
+
 ferry_err __wrap_ferry_cloud_publish(ferry_cloud *c, const char *suffix, const char *payload, bool retain, int *mid,
 				     ferry_status *st);
 bool __wrap_ferry_cloud_connected(ferry_cloud *c);
@@ -82,6 +116,8 @@ ferry_err __wrap_ferry_cloud_publish(ferry_cloud *c, const char *suffix, const c
 	snprintf(C.p[C.n].suffix, sizeof(C.p[C.n].suffix), "%s", suffix);
 	C.p[C.n].body = json_loads(payload, 0, NULL);
 	C.p[C.n].mid = m;
+	if (LINKS.on && !strcmp(suffix, "stage"))
+		check_link_kept(C.p[C.n].body);
 	C.n++;
 	ack = C.ack;
 	if (!ack && C.n_unacked < 4096)
@@ -375,7 +411,6 @@ static fdev *dev(const char *id)
 
 /* ---- the world: PKI, config, engine ---- */
 
-static char dir[64];
 static ferry_config cfg;
 static ferry_engine *eng;
 static pthread_t eng_thread;
@@ -1383,7 +1418,7 @@ static void crafted(const char *id, const char *m, const char *const *devs, cons
 		steps[i] = (ferry_jstep_new){.component = "fw", .device = devs[i], .adapter = "fake"};
 	snprintf(path, sizeof(path), "%s/state/journal.db", dir);
 	assert_int_equal(ferry_journal_open(path, &j, &st), FERRY_OK);
-	assert_int_equal(ferry_journal_update_add(j, &u, names, NULL, 1, steps, n, &st), FERRY_OK);
+	assert_int_equal(ferry_journal_update_add(j, &u, names, NULL, NULL, 1, steps, n, &st), FERRY_OK);
 	static const ferry_stage comp[] = {FERRY_S_ALLOWED, FERRY_S_DOWNLOADED, FERRY_S_VERIFYING, FERRY_S_VERIFIED};
 	for (size_t k = 0; k < 4; k++) {
 		ferry_transition t = {.update_id = id, .component = "fw", .stage = comp[k], .total = -1, .ts = 1};
@@ -1481,7 +1516,7 @@ static void test_deploy_resumes_from_allowed(void **state)
 		ferry_jupdate u = {.state = FERRY_U_ALLOWED, .sequence = seq_no - 1 + k, .created = time(NULL),
 				   .deploy = true, .manifest = ms[k]};
 		snprintf(u.id, sizeof(u.id), "%s", ids[k]);
-		assert_int_equal(ferry_journal_update_add(j, &u, names, NULL, 1, &step, 1, &st), FERRY_OK);
+		assert_int_equal(ferry_journal_update_add(j, &u, names, NULL, NULL, 1, &step, 1, &st), FERRY_OK);
 		ferry_transition t = {.update_id = ids[k], .component = "fw", .stage = FERRY_S_ALLOWED, .total = -1,
 				      .ts = 1};
 		assert_int_equal(ferry_journal_transition(j, &t, &body, &seq, &st), FERRY_OK);
@@ -1497,6 +1532,28 @@ static void test_deploy_resumes_from_allowed(void **state)
 	free(m2);
 	json_decref(comps);
 	json_decref(comps2);
+}
+
+/* The links of a deploy are kept in the transaction that admits it: when
+ * its first report goes out (the earliest a watcher could see it and a
+ * kill could follow), a restart finds every link and goes on, never
+ * waiting for an update.download nobody sends. */
+static void test_deploy_links_kept_with_admission(void **state)
+{
+	add_dev("w1", "fw", "widget", "1.0.0", true);
+	add_dev("g1", "gfw", "gadget", "1.0.0", true);
+	start_engine(NULL);
+	json_t *comps = json_pack("[oo]", component("fw", "fake", "widget", "2.0.0", NULL, NULL),
+				  component("gfw", "fake", "gadget", "2.0.0", NULL, NULL));
+	char *m = manifest(comps, false);
+	LINKS.on = true;
+	command("update.deploy", "u-links", m, comps);
+	assert_int_equal(wait_end("u-links"), FERRY_U_DONE);
+	LINKS.on = false;
+	assert_int_equal(LINKS.checked, 2);
+	assert_int_equal(LINKS.unlinked, 0);
+	free(m);
+	json_decref(comps);
 }
 
 /* A second update.download (fresh links) leaves a job behind: it must not
@@ -1656,6 +1713,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_slow_update_holds_nobody, per_test_setup, per_test_teardown),
 		cmocka_unit_test_setup_teardown(test_one_device_one_update, per_test_setup, per_test_teardown),
 		cmocka_unit_test_setup_teardown(test_deploy_resumes_from_allowed, per_test_setup, per_test_teardown),
+		cmocka_unit_test_setup_teardown(test_deploy_links_kept_with_admission, per_test_setup, per_test_teardown),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

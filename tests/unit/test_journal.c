@@ -54,7 +54,7 @@ static void add_update(ferry_journal *j, const char *id)
 	ferry_jupdate u = {.state = FERRY_U_ALLOWED, .manifest = "x.y.z", .sequence = 1, .created = 1};
 	ferry_status st = {0};
 	snprintf(u.id, sizeof(u.id), "%s", id);
-	assert_int_equal(ferry_journal_update_add(j, &u, comps, NULL, 2, steps, 3, &st), FERRY_OK);
+	assert_int_equal(ferry_journal_update_add(j, &u, comps, NULL, NULL, 2, steps, 3, &st), FERRY_OK);
 }
 
 static ferry_err try_transition(ferry_journal *j, const char *id, const char *comp, const char *dev, ferry_stage stage,
