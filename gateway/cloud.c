@@ -3,7 +3,13 @@
  * One thread owns the connection: it runs the network loop and, after any
  * loss, waits min(max, min * 2^n) scaled by a random factor in [0.5, 1) before
  * reconnecting, so a fleet that lost its broker does not come back in
- * lock-step.  The session is persistent (clean start off, a session expiry
+ * lock-step.
+ *
+ * The loop is silent while nothing happens: it sleeps in poll() on the
+ * broker's socket and an eventfd, and its only timer is the keepalive (the
+ * next PINGREQ is due a keepalive after the last packet either way).  Other
+ * threads queue packets with libmosquitto (threaded mode: it never writes
+ * from them) and write the eventfd, so the loop asks for POLLOUT.  The session is persistent (clean start off, a session expiry
  * interval), so QoS 1 commands sent while the gateway was away are delivered
  * when it returns.  The will is the retained state "offline".
  */
@@ -14,13 +20,16 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <syslog.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "ferry/jws.h"
 #include "log.h"
@@ -37,6 +46,7 @@ struct ferry_cloud {
 	int backoff_min_ms, backoff_max_ms;
 	pthread_t thread;
 	atomic_bool stop, connected;
+	int wake; /* eventfd: a packet was queued, or stop */
 	/* reports.sign: the broker identity signs what the gateway says */
 	EVP_PKEY *sign_key;
 	STACK_OF(X509) *sign_chain;
@@ -124,15 +134,79 @@ static long jittered(long base_ms)
 	return base_ms / 2 + (long)((base_ms / 2) * (r / 65536.0));
 }
 
-/* Sleep in short steps so that stop is noticed quickly. */
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void wake(ferry_cloud *c)
+{
+	uint64_t one = 1;
+	if (write(c->wake, &one, sizeof(one)) < 0) {
+		/* the counter is full: the loop is awake anyway */
+	}
+}
+
+static void drain(ferry_cloud *c)
+{
+	uint64_t n;
+	if (read(c->wake, &n, sizeof(n)) < 0) {
+		/* nothing to take: EAGAIN */
+	}
+}
+
+/* Wait up to ms, or until stop. */
 static void nap(ferry_cloud *c, long ms)
 {
-	while (ms > 0 && !atomic_load(&c->stop)) {
-		long step = ms > 100 ? 100 : ms;
-		struct timespec ts = {0, step * 1000000L};
-		nanosleep(&ts, NULL);
-		ms -= step;
+	int64_t end = mono_ms() + ms;
+	while (!atomic_load(&c->stop)) {
+		int64_t left = end - mono_ms();
+		if (left <= 0)
+			break;
+		struct pollfd pf = {.fd = c->wake, .events = POLLIN};
+		if (poll(&pf, 1, (int)left) > 0)
+			drain(c);
 	}
+}
+
+/* One turn of the connected loop: wait for the socket, a queued packet or
+ * the keepalive, then let libmosquitto read, write and keep time.  last_in
+ * and last_out are when this loop last read and wrote (ms): libmosquitto
+ * sends its PINGREQ once a keepalive has passed since either, and checks
+ * only when called, so the wait ends a second after the earlier is due
+ * (its clock counts whole seconds). */
+static int turn(ferry_cloud *c, int64_t *last_in, int64_t *last_out)
+{
+	int sock = mosquitto_socket(c->mosq);
+	int rc;
+
+	if (sock < 0)
+		return MOSQ_ERR_NO_CONN;
+	struct pollfd pf[2] = {{.fd = sock, .events = POLLIN}, {.fd = c->wake, .events = POLLIN}};
+	if (mosquitto_want_write(c->mosq))
+		pf[0].events |= POLLOUT;
+	int64_t due = (*last_in < *last_out ? *last_in : *last_out) + (int64_t)c->keepalive * 1000 + 1000;
+	int64_t left = due - mono_ms();
+	if (poll(pf, 2, left < 0 ? 0 : left > 3600000 ? 3600000 : (int)left) < 0)
+		pf[0].revents = pf[1].revents = 0; /* EINTR: look again */
+	if (pf[1].revents & POLLIN)
+		drain(c);
+	if (pf[0].revents & (POLLIN | POLLERR | POLLHUP)) {
+		*last_in = mono_ms();
+		if ((rc = mosquitto_loop_read(c->mosq, 1)))
+			return rc;
+	}
+	if ((rc = mosquitto_loop_misc(c->mosq)))
+		return rc;
+	/* what the read or the keepalive queued goes out in this turn */
+	if (mosquitto_want_write(c->mosq)) {
+		*last_out = mono_ms();
+		if ((rc = mosquitto_loop_write(c->mosq, 1)))
+			return rc;
+	}
+	return MOSQ_ERR_SUCCESS;
 }
 
 static void *run(void *arg)
@@ -140,9 +214,16 @@ static void *run(void *arg)
 	ferry_cloud *c = arg;
 	long delay = c->backoff_min_ms;
 	bool up = false;
+	int64_t last_in = 0, last_out = 0;
 
 	while (!atomic_load(&c->stop)) {
-		int rc = up ? mosquitto_loop(c->mosq, 100, 1) : connect_once(c);
+		int rc;
+		if (up) {
+			rc = turn(c, &last_in, &last_out);
+		} else {
+			rc = connect_once(c);
+			last_in = last_out = mono_ms();
+		}
 		if (rc == MOSQ_ERR_SUCCESS) {
 			up = true;
 			/* Only a session the broker accepted resets the backoff:
@@ -235,6 +316,10 @@ ferry_err ferry_cloud_start(const ferry_config *cfg, const ferry_cloud_events *e
 
 	if (!c)
 		return ferry_fail(st, FERRY_E_INTERNAL, "out of memory");
+	if ((c->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+		free(c);
+		return ferry_fail(st, FERRY_E_INTERNAL, "cannot make the MQTT loop's eventfd");
+	}
 	mosquitto_lib_init();
 	c->ev = *ev;
 	snprintf(c->prefix, sizeof(c->prefix), "%s", cfg->topic_prefix);
@@ -246,12 +331,14 @@ ferry_err ferry_cloud_start(const ferry_config *cfg, const ferry_cloud_events *e
 	if ((e = setup(c, cfg, st))) {
 		mosquitto_destroy(c->mosq);
 		free_signer(c);
+		close(c->wake);
 		free(c);
 		return e;
 	}
 	if (pthread_create(&c->thread, NULL, run, c)) {
 		mosquitto_destroy(c->mosq);
 		free_signer(c);
+		close(c->wake);
 		free(c);
 		return ferry_fail(st, FERRY_E_INTERNAL, "cannot start the MQTT thread");
 	}
@@ -279,6 +366,7 @@ ferry_err ferry_cloud_publish(ferry_cloud *c, const char *suffix, const char *pa
 	}
 	rc = mosquitto_publish_v5(c->mosq, mid, t, (int)strlen(payload), payload, 1, retain, NULL);
 	free(jws);
+	wake(c); /* the loop writes it */
 	if (rc)
 		return ferry_fail(st, FERRY_E_INTERNAL, "publish on %s: %s", t, mosquitto_strerror(rc));
 	return FERRY_OK;
@@ -299,15 +387,18 @@ void ferry_cloud_stop(ferry_cloud *c)
 	if (atomic_load(&c->connected)) {
 		topic(c, "state", t, sizeof(t));
 		mosquitto_publish_v5(c->mosq, NULL, t, (int)strlen(offline), offline, 1, true, NULL);
+		wake(c);
 		/* Give the loop a moment to flush it before the clean disconnect. */
 		struct timespec ts = {0, 200 * 1000000L};
 		nanosleep(&ts, NULL);
 	}
 	atomic_store(&c->stop, true);
+	wake(c);
 	pthread_join(c->thread, NULL);
 	mosquitto_disconnect(c->mosq);
 	mosquitto_destroy(c->mosq);
 	mosquitto_lib_cleanup();
 	free_signer(c);
+	close(c->wake);
 	free(c);
 }

@@ -35,7 +35,9 @@ static void send_reply(ferry_engine *e, const reply *r)
 	}
 	if (r->status)
 		json_object_set(j, "status", r->status);
-	json_object_set_new(j, "ts", json_integer(eng_now()));
+	int64_t now_ms = eng_now_ms();
+	json_object_set_new(j, "ts", json_integer(now_ms / 1000));
+	json_object_set_new(j, "ts_ms", json_integer(now_ms));
 	body = json_dumps(j, JSON_COMPACT);
 	json_decref(j);
 	ferry_log(r->code ? LOG_WARNING : LOG_INFO, "%s %s: %s%s%s", r->cmd ? ferry_op_name(r->cmd->op) : "command",
@@ -274,7 +276,7 @@ static ferry_err report_admitted(ferry_engine *e, const char *uid, const ferry_m
 				json_array_append_new(devs, json_string(p->steps[i].device));
 		if (!p->settled[m->order[k]]) {
 			ferry_transition t = {.update_id = uid, .component = c->name, .stage = FERRY_S_ALLOWED,
-					      .devices = devs, .total = -1, .ts = eng_now()};
+					      .devices = devs, .total = -1, .ts_ms = eng_now_ms()};
 			err = eng_report(e, &t, st);
 		}
 		json_decref(devs);
@@ -283,7 +285,7 @@ static ferry_err report_admitted(ferry_engine *e, const char *uid, const ferry_m
 				continue;
 			ferry_transition t = {.update_id = uid, .component = c->name, .device = p->steps[i].device,
 					      .stage = FERRY_S_ALREADY_INSTALLED, .version = p->step_version[i],
-					      .total = -1, .ts = eng_now()};
+					      .total = -1, .ts_ms = eng_now_ms()};
 			err = eng_report(e, &t, st);
 		}
 	}
@@ -516,7 +518,7 @@ static ferry_err cancel(ferry_engine *e, const ferry_command *cmd, ferry_status 
 			continue;
 		ferry_transition t = {.update_id = cmd->update_id, .component = steps[i].component,
 				      .device = steps[i].device, .stage = FERRY_S_CANCELLED, .reason = "cancelled",
-				      .detail = "cancelled by command", .total = -1, .ts = eng_now()};
+				      .detail = "cancelled by command", .total = -1, .ts_ms = eng_now_ms()};
 		err = eng_report(e, &t, st);
 	}
 	free(steps);

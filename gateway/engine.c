@@ -27,6 +27,13 @@ int64_t eng_now(void)
 	return (int64_t)time(NULL);
 }
 
+int64_t eng_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 int64_t eng_mono_ms(void)
 {
 	struct timespec ts;
@@ -263,18 +270,10 @@ ferry_err ferry_engine_new(const ferry_config *cfg, ferry_engine **out, ferry_st
 static event *pop_event(ferry_engine *e, volatile sig_atomic_t *stop)
 {
 	event *ev;
-	struct timespec until;
 
 	pthread_mutex_lock(&e->ev_lock);
-	while (!e->ev_head && !*stop) {
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_nsec += 200 * 1000000L; /* wake up now and then to see *stop */
-		if (until.tv_nsec >= 1000000000L) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&e->ev_cond, &e->ev_lock, &until);
-	}
+	while (!e->ev_head && !*stop)
+		pthread_cond_wait(&e->ev_cond, &e->ev_lock); /* no timer: idle is silent */
 	ev = e->ev_head;
 	if (ev) {
 		e->ev_head = ev->next;
@@ -283,6 +282,13 @@ static event *pop_event(ferry_engine *e, volatile sig_atomic_t *stop)
 	}
 	pthread_mutex_unlock(&e->ev_lock);
 	return ev;
+}
+
+void ferry_engine_wake(ferry_engine *e)
+{
+	pthread_mutex_lock(&e->ev_lock);
+	pthread_cond_broadcast(&e->ev_cond);
+	pthread_mutex_unlock(&e->ev_lock);
 }
 
 void ferry_engine_run(ferry_engine *e, volatile sig_atomic_t *stop)

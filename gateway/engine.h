@@ -18,8 +18,11 @@ ferry_err ferry_engine_new(const ferry_config *cfg, ferry_engine **out, ferry_st
 /* Events for the cloud session to deliver (safe from its thread). */
 ferry_cloud_events ferry_engine_cloud_events(ferry_engine *e);
 void ferry_engine_attach_cloud(ferry_engine *e, ferry_cloud *c);
-/* Resume unfinished updates, then handle events until *stop is set. */
+/* Resume unfinished updates, then handle events until *stop is set.  It
+ * sleeps until an event comes: whoever sets *stop calls ferry_engine_wake. */
 void ferry_engine_run(ferry_engine *e, volatile sig_atomic_t *stop);
+/* Wake ferry_engine_run to look at *stop (any thread; not a signal handler). */
+void ferry_engine_wake(ferry_engine *e);
 void ferry_engine_free(ferry_engine *e);
 
 /* The adapter host, for a test that registers a scripted adapter. */

@@ -77,6 +77,8 @@ struct ferry_engine {
 };
 
 int64_t eng_now(void);
+/* The wall clock in ms since the epoch: report times (ts_ms). */
+int64_t eng_now_ms(void);
 int64_t eng_mono_ms(void);
 
 /* Commit a transition, then publish its report (or leave it in the outbox

@@ -2,6 +2,7 @@
  * adapters, connects to the cloud and runs the engine until SIGTERM.
  * Exit codes: 0 clean stop, 1 could not start, 2 bad config or arguments. */
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -18,9 +19,20 @@
 
 static volatile sig_atomic_t stop;
 
-static void on_signal(int sig)
+/* SIGTERM and SIGINT are blocked in every thread and taken here, so the
+ * engine sleeps without a timer and is woken for the stop. */
+static void *wait_signal(void *arg)
 {
+	sigset_t set;
+	int sig = 0;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigwait(&set, &sig);
 	stop = 1;
+	ferry_engine_wake(arg);
+	return NULL;
 }
 
 static const char usage[] = "usage: ferryd --config FILE [--check | --reset-journal] [--verbose]\n";
@@ -40,7 +52,8 @@ int main(int argc, char **argv)
 	ferry_status st = {0};
 	ferry_engine *engine = NULL;
 	ferry_cloud *cloud = NULL;
-	struct sigaction sa = {.sa_handler = on_signal};
+	sigset_t sigs;
+	pthread_t sig_thread;
 	int c;
 
 	while ((c = getopt_long(argc, argv, "c:vh", opts, NULL)) != -1) {
@@ -85,8 +98,11 @@ int main(int argc, char **argv)
 		ferry_config_free(&cfg);
 		return rc;
 	}
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
+	/* before any thread starts: they all inherit the mask */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	umask(077); /* the journal, the store and temp files are ferryd's alone */
 	if (ferry_download_global_init(&st) || ferry_engine_new(&cfg, &engine, &st)) {
@@ -102,9 +118,19 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	ferry_engine_attach_cloud(engine, cloud);
+	if (pthread_create(&sig_thread, NULL, wait_signal, engine)) {
+		ferry_log(LOG_ERR, "cannot start the signal thread");
+		ferry_cloud_stop(cloud);
+		ferry_engine_free(engine);
+		ferry_config_free(&cfg);
+		return 1;
+	}
 	ferry_log(LOG_INFO, "gateway %s running, topics under %s/", cfg.gateway_id, cfg.topic_prefix);
 	sd_notify(0, "READY=1");
 	ferry_engine_run(engine, &stop);
+	if (!stop)
+		pthread_kill(sig_thread, SIGTERM); /* the engine ended by itself: release the waiter */
+	pthread_join(sig_thread, NULL);
 	sd_notify(0, "STOPPING=1");
 	ferry_log(LOG_INFO, "stopping");
 	ferry_cloud_stop(cloud);

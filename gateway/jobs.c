@@ -113,7 +113,7 @@ static bool step_report(eng_run *r, ferry_jstep *s, ferry_stage stage, const cha
 	ferry_status st = {0};
 	ferry_transition t = {.update_id = r->u.id, .component = s->component, .device = s->device, .stage = stage,
 			      .reason = reason, .detail = detail, .version = version, .done = done, .total = total,
-			      .ts = eng_now()};
+			      .ts_ms = eng_now_ms()};
 
 	if (report(r, &t, s->stage, wait, &st)) {
 		if (st.code == FERRY_E_INSUFFICIENT_SPACE && progress_only(s->stage, stage, done))
@@ -158,7 +158,7 @@ static bool comp_report_moving(eng_run *r, ferry_jcomponent *c, ferry_stage stag
 	ferry_status st = {0};
 	ferry_transition t = {.update_id = r->u.id, .component = c->name, .stage = stage,
 			      .reason = why ? ferry_err_code(why->code) : NULL, .detail = why ? why->detail : NULL,
-			      .done = done, .total = total, .ts = eng_now(), .moves = to != r->u.state,
+			      .done = done, .total = total, .ts_ms = eng_now_ms(), .moves = to != r->u.state,
 			      .from = r->u.state, .to = to};
 
 	if (report(r, &t, c->stage, true, &st)) {
@@ -178,7 +178,7 @@ static bool comp_report(eng_run *r, ferry_jcomponent *c, ferry_stage stage, cons
 	ferry_status st = {0};
 	ferry_transition t = {.update_id = r->u.id, .component = c->name, .stage = stage,
 			      .reason = why ? ferry_err_code(why->code) : NULL, .detail = why ? why->detail : NULL,
-			      .done = done, .total = total, .ts = eng_now()};
+			      .done = done, .total = total, .ts_ms = eng_now_ms()};
 
 	if (report(r, &t, c->stage, true, &st)) {
 		if (st.code == FERRY_E_INSUFFICIENT_SPACE && progress_only(c->stage, stage, done))

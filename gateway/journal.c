@@ -224,7 +224,8 @@ static char *report_body(const ferry_transition *t, int64_t seq)
 	if (t->device)
 		json_object_set_new(r, "device", json_string(t->device));
 	json_object_set_new(r, "seq", json_integer(seq));
-	json_object_set_new(r, "ts", json_integer(t->ts));
+	json_object_set_new(r, "ts", json_integer(t->ts_ms / 1000));
+	json_object_set_new(r, "ts_ms", json_integer(t->ts_ms));
 	if (t->total >= 0)
 		json_object_set_new(r, "progress", json_pack("{s:I,s:I}", "done", (json_int_t)t->done, "total",
 							     (json_int_t)t->total));
@@ -266,7 +267,7 @@ static int end_v1_updates(ferry_journal *j, int64_t now)
 		ferry_transition t = {.update_id = uid, .component = comp, .stage = FERRY_S_FAILED, .reason = "internal",
 				      .detail = "ferryd was upgraded while this update ran and cannot resume it; "
 						"send it again",
-				      .total = -1, .ts = now};
+				      .total = -1, .ts_ms = now * 1000};
 		char *body;
 		if (rc || scalar(j, &seq, "SELECT next_seq FROM updates WHERE id = ?", "s", uid) != 1 ||
 		    !(body = report_body(&t, seq))) {
@@ -880,7 +881,7 @@ ferry_err ferry_journal_transition(ferry_journal *j, const ferry_transition *t, 
 		   run(prep(j, "INSERT INTO outbox VALUES(?, ?, ?)", "sis", t->update_id, *seq, body)) ||
 		   (t->device && t->stage == FERRY_S_INSTALLED &&
 		    run(prep(j, "INSERT OR REPLACE INTO installed VALUES(?, ?, ?, ?)", "sssi", t->component, t->device,
-			     t->version ? t->version : "", t->ts)))))
+			     t->version ? t->version : "", t->ts_ms / 1000)))))
 		e = dberr(j, st, "recording a transition");
 	e = end(j, e, st, "recording a transition");
 	if (e)

@@ -185,7 +185,7 @@ typedef struct ferry_transition {
 	const char *version;       /* installed / already_installed / trial */
 	const json_t *devices;     /* on `allowed`: the device ids it goes to */
 	int64_t done, total;       /* progress; total < 0: none */
-	int64_t ts;
+	int64_t ts_ms; /* when it happened: ms since the epoch */
 	/* when set, the update moves from `from` to `to` in the same
 	 * transaction (compare and set): the report that ends a phase and the
 	 * state the next command needs arrive together */

@@ -52,6 +52,7 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <limits.h>
+#include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -437,7 +438,23 @@ static int run_reload(const self_file *f)
 
 	if (!f->reload[0])
 		return 0;
-	if (posix_spawn(&pid, "/bin/sh", NULL, NULL, argv, environ))
+	/* ferryd blocks SIGTERM and SIGINT in its threads (one thread waits
+	 * for them): the command gets a clean mask and default handlers */
+	posix_spawnattr_t at;
+	sigset_t none, deflt;
+	sigemptyset(&none);
+	sigemptyset(&deflt);
+	sigaddset(&deflt, SIGTERM);
+	sigaddset(&deflt, SIGINT);
+	sigaddset(&deflt, SIGPIPE);
+	if (posix_spawnattr_init(&at))
+		return -1;
+	posix_spawnattr_setsigmask(&at, &none);
+	posix_spawnattr_setsigdefault(&at, &deflt);
+	posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+	int rc = posix_spawn(&pid, "/bin/sh", NULL, &at, argv, environ);
+	posix_spawnattr_destroy(&at);
+	if (rc)
 		return -1;
 	if (waitpid(pid, &status, 0) < 0)
 		return -1;

@@ -465,6 +465,7 @@ static void start_engine(const char *extra_yaml)
 static void stop_engine(void)
 {
 	eng_stop = 1;
+	ferry_engine_wake(eng);
 	pthread_join(eng_thread, NULL);
 	ferry_engine_free(eng);
 	ferry_config_free(&cfg);
@@ -1421,7 +1422,7 @@ static void crafted(const char *id, const char *m, const char *const *devs, cons
 	assert_int_equal(ferry_journal_update_add(j, &u, names, NULL, NULL, 1, steps, n, &st), FERRY_OK);
 	static const ferry_stage comp[] = {FERRY_S_ALLOWED, FERRY_S_DOWNLOADED, FERRY_S_VERIFYING, FERRY_S_VERIFIED};
 	for (size_t k = 0; k < 4; k++) {
-		ferry_transition t = {.update_id = id, .component = "fw", .stage = comp[k], .total = -1, .ts = 1};
+		ferry_transition t = {.update_id = id, .component = "fw", .stage = comp[k], .total = -1, .ts_ms = 1000};
 		assert_int_equal(ferry_journal_transition(j, &t, &body, &seq, &st), FERRY_OK);
 		free(body);
 	}
@@ -1431,7 +1432,7 @@ static void crafted(const char *id, const char *m, const char *const *devs, cons
 		if (stages[i] == FERRY_S_NONE)
 			continue;
 		ferry_transition t = {.update_id = id, .component = "fw", .device = devs[i], .stage = FERRY_S_INSTALLING,
-				      .total = -1, .ts = 1};
+				      .total = -1, .ts_ms = 1000};
 		assert_int_equal(ferry_journal_transition(j, &t, &body, &seq, &st), FERRY_OK);
 		free(body);
 		if (stages[i] != FERRY_S_INSTALLING) {
@@ -1518,7 +1519,7 @@ static void test_deploy_resumes_from_allowed(void **state)
 		snprintf(u.id, sizeof(u.id), "%s", ids[k]);
 		assert_int_equal(ferry_journal_update_add(j, &u, names, NULL, NULL, 1, &step, 1, &st), FERRY_OK);
 		ferry_transition t = {.update_id = ids[k], .component = "fw", .stage = FERRY_S_ALLOWED, .total = -1,
-				      .ts = 1};
+				      .ts_ms = 1000};
 		assert_int_equal(ferry_journal_transition(j, &t, &body, &seq, &st), FERRY_OK);
 		free(body);
 	}

@@ -60,7 +60,7 @@ static void add_update(ferry_journal *j, const char *id)
 static ferry_err try_transition(ferry_journal *j, const char *id, const char *comp, const char *dev, ferry_stage stage,
 				int64_t *seq, ferry_status *st)
 {
-	ferry_transition t = {.update_id = id, .component = comp, .device = dev, .stage = stage, .total = -1, .ts = 5,
+	ferry_transition t = {.update_id = id, .component = comp, .device = dev, .stage = stage, .total = -1, .ts_ms = 5678,
 			      .version = stage == FERRY_S_INSTALLED ? "1.2.3" : NULL};
 	char *body = NULL;
 	ferry_err e = ferry_journal_transition(j, &t, &body, seq, st);
@@ -68,6 +68,8 @@ static ferry_err try_transition(ferry_journal *j, const char *id, const char *co
 		char want[64];
 		snprintf(want, sizeof(want), "\"stage\":\"%s\"", ferry_stage_name(stage));
 		assert_non_null(strstr(body, want));
+		/* whole seconds as before, and the milliseconds beside them */
+		assert_non_null(strstr(body, "\"ts\":5,\"ts_ms\":5678"));
 		if (dev) {
 			snprintf(want, sizeof(want), "\"device\":\"%s\"", dev);
 			assert_non_null(strstr(body, want));
