@@ -359,7 +359,9 @@ static ferry_err download_image(dl_task *d, ferry_status *st)
 		req.url = c->link;
 	}
 	close(part);
-	return ferry_store_commit(r->e->store, mc->sha256, st);
+	/* every byte went through the digest on its way to the file (those a
+	 * restart found on disk first): the check need not read it again */
+	return ferry_store_commit(r->e->store, mc->sha256, true, st);
 }
 
 typedef struct dl_arg {
@@ -554,6 +556,17 @@ static ferry_err check_image(eng_run *r, const ferry_jcomponent *c, ferry_status
 
 	if (!ferry_store_has(r->e->store, mc->sha256, path))
 		return ferry_fail(st, FERRY_E_DIGEST_MISMATCH, "%s: image is not in the store", c->name);
+	/* hashed as it arrived, and still that file: one hash is enough;
+	 * otherwise (a restart since, or an image an earlier run fetched) the
+	 * whole file is hashed here */
+	if (ferry_store_streamed(r->e->store, mc->sha256, &size)) {
+		ferry_log(LOG_INFO, "%s/%s: image hashed as it arrived: not read again", r->u.id, c->name);
+		if (size != mc->size)
+			return ferry_fail(st, FERRY_E_SIZE_MISMATCH, "%s: %lld bytes, manifest says %lld", c->name,
+					  (long long)size, (long long)mc->size);
+		return FERRY_OK;
+	}
+	ferry_log(LOG_INFO, "%s/%s: hashing the image in the store", r->u.id, c->name);
 	if ((err = hash_file(path, &size, dig, st)))
 		return err;
 	if (size != mc->size)

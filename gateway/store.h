@@ -23,15 +23,19 @@
 typedef struct ferry_store ferry_store;
 
 /* Create DIR and DIR/partial if needed (mode 0700).  cap_bytes bounds what
- * the store may hold (0: only the file system's free space bounds it). */
+ * the store may hold (0: only the file system's free space bounds it).  In
+ * a boot other than the one DIR/.boot names, partial files are set aside as
+ * from an earlier boot (their tails may be garbage after a power cut). */
 ferry_err ferry_store_open(const char *dir, int64_t cap_bytes, ferry_store **out, ferry_status *st) FERRY_WUR;
 void ferry_store_close(ferry_store *s);
 
 /* Path of the complete image with this digest, and whether it is there as
  * a plain file. */
 bool ferry_store_has(ferry_store *s, const uint8_t sha256[32], char path[FERRY_PATH_MAX]);
-/* Open the partial file for this digest read-write, cut to `keep` bytes
- * (what the journal knows to be durable), creating it (0600) if needed.  A
+/* Open the partial file for this digest read-write, creating it (0600) if
+ * needed.  One written in this boot is kept whole; one from an earlier boot
+ * (see ferry_store_open) is cut to `keep` bytes, what the journal knows to
+ * be durable.  A
  * name there that is not a plain file with one link is removed and a fresh
  * file made in its place, with a log line.  Returns the fd, or -1 (st says
  * why). */
@@ -40,8 +44,14 @@ int ferry_store_partial_open(ferry_store *s, const uint8_t sha256[32], int64_t k
  * available to us and what the cap leaves. */
 int64_t ferry_store_free(ferry_store *s);
 /* Move a finished partial file into the store (fsync, rename, fsync dir).
- * The caller has checked its size and digest. */
-ferry_err ferry_store_commit(ferry_store *s, const uint8_t sha256[32], ferry_status *st) FERRY_WUR;
+ * The caller has checked its size and digest; streamed_ok: it hashed every
+ * byte as it wrote it (the download did), so the check need not hash the
+ * file again while it stays the file this committed. */
+ferry_err ferry_store_commit(ferry_store *s, const uint8_t sha256[32], bool streamed_ok, ferry_status *st) FERRY_WUR;
+/* Whether the image with this digest is still the file this process
+ * committed with streamed_ok (same device, inode, size and mtime); *size
+ * then holds its size.  After a restart nothing is: the check hashes. */
+bool ferry_store_streamed(ferry_store *s, const uint8_t sha256[32], int64_t *size);
 /* Delete the complete and the partial image with this digest. */
 void ferry_store_remove(ferry_store *s, const uint8_t sha256[32]);
 
