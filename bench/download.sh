@@ -79,14 +79,21 @@ components:
 YAML
 	"$W_FERRY" manifest sign "$W/$u.yaml" --key "$W/pki/manifest-signer.key" \
 		--cert "$W/pki/manifest-signer.pem" -o "$W/$u.jws" > /dev/null
+	# each measured run starts with nothing dirty in the page cache, so
+	# none pays for the writeback of what came before
+	sync
 	C[$r]=$(secs curl_only "$u.bin")
+	rm -f "$W/curl.out"
 	cmd update.request "$u" --manifest "$W/$u.jws"
 	ts_of "$u" allowed > /dev/null
+	sync
 	cmd update.download "$u" --link "app-bin=$(url "$u.bin")"
 	t0=$(ts_of "$u" downloading '"done":0,')
 	t1=$(ts_of "$u" downloaded)
 	D[$r]=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", (b - a) / 1000 }')
+	sync
 	CD[$r]=$(secs curl_dgst "$u.bin")
+	rm -f "$W/curl.out"
 	echo 5 > /proc/"$W_FERRYD_PID"/clear_refs # resets VmHWM to the RSS now
 	h0=$(hwm)
 	cmd update.check "$u"
@@ -94,7 +101,7 @@ YAML
 	t1=$(ts_of "$u" verified)
 	h1=$(hwm)
 	K[$r]=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", (b - a) / 1000 }')
-	R[$r]=$((h1 - h0))
+	R[$r]=$((h1 > h0 ? h1 - h0 : 0))
 	O[$r]=$(secs openssl dgst -sha256 "$(find "$W/state/store" -name "$(sha256sum "$W/www/$u.bin" | cut -c1-64)*" | head -n 1)")
 	cmd update.cancel "$u"
 	ts_of "$u" cancelled > /dev/null

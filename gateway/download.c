@@ -6,6 +6,11 @@
  * file; a floor on speed stops slow-retrieval attacks; each retry resumes
  * from what is on disk with an HTTP Range request.  URLs are secrets: no
  * error text here ever contains one.
+ *
+ * Two threads share the work: libcurl's (receive, decrypt) copies what
+ * arrives into a small ring of buffers, and a writer thread takes them in
+ * order to the file and the digest, so the hash and the page cache's copy
+ * run beside the transfer instead of after each piece of it.
  */
 #define _GNU_SOURCE /* sync_file_range */
 #include "download.h"
@@ -14,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,22 +37,39 @@
 #define DURABLE_EVERY (8 * 1024 * 1024)
 #define DURABLE_MS 1000
 /* writeback is started on every this many bytes as they arrive */
-#define WRITEBACK_EVERY (2 * 1024 * 1024)
+#define WRITEBACK_EVERY (8 * 1024 * 1024)
 /* libcurl hands over up to this much at a time (its default is 16 KiB) */
 #define CURL_BUFFER (512 * 1024)
 #define RETRY_DELAY_MAX_MS 30000
+/* the ring between libcurl's thread and the writer: RING buffers of
+ * CURL_BUFFER bytes (2 MiB while a download runs) */
+#define RING 4
 
 typedef struct dl {
 	const ferry_dl_req *req;
 	int fd;
 	EVP_MD_CTX *md;
+	/* the writer's (read by the other thread under lock once it drained) */
 	int64_t have;      /* bytes in the file and in the digest */
 	int64_t synced;    /* bytes fsync'd */
 	int64_t synced_ms; /* when */
 	int64_t started;   /* bytes handed to the disk's writeback */
+	bool io_error, no_space;
+	/* libcurl's thread's */
+	int64_t queued;    /* bytes handed to the writer, from have on */
 	int64_t skip;      /* bytes to drop: the server ignored our Range */
-	bool too_big, cancelled, io_error, no_space;
+	bool too_big, cancelled;
 	long status;
+	/* the ring */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	pthread_t writer;
+	unsigned char *buf[RING];
+	size_t len[RING];
+	unsigned head, count; /* the writer's next, and how many are its */
+	unsigned slot;        /* the buffer being filled: (head + count) % RING */
+	size_t fill;          /* bytes in it */
+	bool quit, failed;    /* failed: the writer hit an error and drops the rest */
 } dl;
 
 ferry_err ferry_download_global_init(ferry_status *st)
@@ -82,15 +105,102 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ctx)
 		const char *sp = memchr(buf, ' ', n * size);
 		d->status = sp ? strtol(sp + 1, NULL, 10) : 0;
 		/* Asked for a range but got the whole file: drop what we have. */
-		d->skip = d->status == 200 ? d->have : 0;
+		d->skip = d->status == 200 ? d->queued : 0;
 	}
 	return size * n;
+}
+
+/* The writer thread: each buffer to the file, then to the digest.  A
+ * write that fails stops it taking more bytes (what is queued is dropped:
+ * the next attempt asks for it again from `have`). */
+static void write_piece(dl *d, const unsigned char *p, size_t len)
+{
+	size_t w = 0;
+	ssize_t k = 0;
+
+	/* a short write says nothing; the next one says why (ENOSPC) */
+	while (w < len && ((k = write(d->fd, p + w, len - w)) > 0 || (k < 0 && errno == EINTR)))
+		w += k > 0 ? (size_t)k : 0;
+	if (w < len) {
+		/* a short write leaves bytes past `have`: cut them, so the next
+		 * attempt goes on at `have` */
+		d->no_space = errno == ENOSPC || errno == EDQUOT;
+		d->io_error = true;
+		if (ftruncate(d->fd, d->have) || lseek(d->fd, d->have, SEEK_SET) < 0)
+			d->no_space = false;
+		return;
+	}
+	EVP_DigestUpdate(d->md, p, len);
+	d->have += (int64_t)len;
+	/* start the disk on what has arrived, without waiting for it: the
+	 * fsyncs that make it durable then find little left to do */
+	if (d->have - d->started >= WRITEBACK_EVERY) {
+		sync_file_range(d->fd, d->started, d->have - d->started, SYNC_FILE_RANGE_WRITE);
+		d->started = d->have;
+	}
+	if (d->have - d->synced >= DURABLE_EVERY && mono_ms() - d->synced_ms >= DURABLE_MS && sync_now(d)) {
+		d->no_space = errno == ENOSPC || errno == EDQUOT; /* some file systems say so only here */
+		d->io_error = true;
+	}
+}
+
+static void *writer_main(void *arg)
+{
+	dl *d = arg;
+
+	pthread_mutex_lock(&d->lock);
+	for (;;) {
+		while (!d->count && !d->quit)
+			pthread_cond_wait(&d->cond, &d->lock);
+		if (!d->count)
+			break;
+		unsigned i = d->head;
+		bool drop = d->failed;
+		pthread_mutex_unlock(&d->lock);
+		if (!drop)
+			write_piece(d, d->buf[i], d->len[i]);
+		pthread_mutex_lock(&d->lock);
+		d->failed |= d->io_error;
+		d->head = (d->head + 1) % RING;
+		d->count--;
+		pthread_cond_broadcast(&d->cond);
+	}
+	pthread_mutex_unlock(&d->lock);
+	return NULL;
+}
+
+/* Hand the buffer being filled to the writer (libcurl's thread).  False
+ * when the writer has failed. */
+static bool hand_over(dl *d)
+{
+	pthread_mutex_lock(&d->lock);
+	if (d->fill && !d->failed) {
+		d->len[d->slot] = d->fill;
+		d->count++;
+		pthread_cond_broadcast(&d->cond);
+	}
+	d->fill = 0;
+	bool ok = !d->failed;
+	pthread_mutex_unlock(&d->lock);
+	return ok;
+}
+
+/* Until the writer has taken everything queued; then `have` and the
+ * writer's flags may be read. */
+static void drain(dl *d)
+{
+	hand_over(d);
+	pthread_mutex_lock(&d->lock);
+	while (d->count)
+		pthread_cond_wait(&d->cond, &d->lock);
+	pthread_mutex_unlock(&d->lock);
 }
 
 static size_t on_data(char *buf, size_t size, size_t n, void *ctx)
 {
 	dl *d = ctx;
 	size_t len = size * n, off = 0;
+	int64_t written;
 
 	if (d->status != 200 && d->status != 206)
 		return len; /* an error body: not image bytes, and curl reports the status */
@@ -98,40 +208,42 @@ static size_t on_data(char *buf, size_t size, size_t n, void *ctx)
 		off = (size_t)d->skip < len ? (size_t)d->skip : len;
 		d->skip -= (int64_t)off;
 	}
-	if (d->have + (int64_t)(len - off) > d->req->size) {
+	if (d->queued + (int64_t)(len - off) > d->req->size) {
 		d->too_big = true;
 		return 0;
 	}
-	if (len > off) {
-		size_t w = 0;
-		ssize_t k = 0;
-		/* a short write says nothing; the next one says why (ENOSPC) */
-		while (w < len - off && ((k = write(d->fd, buf + off + w, len - off - w)) > 0 || (k < 0 && errno == EINTR)))
-			w += k > 0 ? (size_t)k : 0;
-		if (w < len - off) {
-			/* a short write leaves bytes past `have`: cut them, so the
-			 * next attempt goes on at `have` */
-			d->no_space = errno == ENOSPC || errno == EDQUOT;
-			d->io_error = true;
-			if (ftruncate(d->fd, d->have) || lseek(d->fd, d->have, SEEK_SET) < 0)
-				d->no_space = false;
+	while (off < len) {
+		if (!d->fill) { /* a buffer to fill: wait for the writer to free one */
+			pthread_mutex_lock(&d->lock);
+			while (d->count == RING && !d->failed)
+				pthread_cond_wait(&d->cond, &d->lock);
+			bool failed = d->failed;
+			d->slot = (d->head + d->count) % RING;
+			pthread_mutex_unlock(&d->lock);
+			if (failed)
+				return 0; /* the writer says why once drained */
+		}
+		/* the buffer being filled is this thread's until handed over */
+		size_t piece = len - off < CURL_BUFFER - d->fill ? len - off : CURL_BUFFER - d->fill;
+		memcpy(d->buf[d->slot] + d->fill, buf + off, piece);
+		d->fill += piece;
+		d->queued += (int64_t)piece;
+		off += piece;
+		if (d->fill == CURL_BUFFER && !hand_over(d))
 			return 0;
-		}
-		EVP_DigestUpdate(d->md, buf + off, len - off);
-		d->have += (int64_t)(len - off);
-		/* start the disk on what has arrived, without waiting for it:
-		 * the fsyncs that make it durable then find little left to do */
-		if (d->have - d->started >= WRITEBACK_EVERY) {
-			sync_file_range(d->fd, d->started, d->have - d->started, SYNC_FILE_RANGE_WRITE);
-			d->started = d->have;
-		}
 	}
-	if (d->have - d->synced >= DURABLE_EVERY && mono_ms() - d->synced_ms >= DURABLE_MS && sync_now(d)) {
-		d->no_space = errno == ENOSPC || errno == EDQUOT; /* some file systems say so only here */
-		d->io_error = true;
+	/* a writer with nothing to do takes what is there now: on a slow link
+	 * bytes reach the file (and progress) as they come; on a fast one the
+	 * writer is busy and buffers go over full */
+	pthread_mutex_lock(&d->lock);
+	bool idle = !d->count;
+	pthread_mutex_unlock(&d->lock);
+	if (idle && d->fill && !hand_over(d))
 		return 0;
-	}
-	if (d->req->progress && !d->req->progress(d->req->ctx, d->have, d->req->size)) {
+	pthread_mutex_lock(&d->lock);
+	written = d->have;
+	pthread_mutex_unlock(&d->lock);
+	if (d->req->progress && !d->req->progress(d->req->ctx, written, d->req->size)) {
 		d->cancelled = true;
 		return 0;
 	}
@@ -235,9 +347,12 @@ static ferry_err attempt(dl *d, bool *retry, ferry_status *st)
 		return ferry_fail(st, FERRY_E_INTERNAL, "libcurl: no handle");
 	d->status = 0;
 	d->skip = 0;
-	d->io_error = d->no_space = false;
+	d->queued = d->have; /* the writer is idle between attempts */
+	d->fill = 0;
+	d->io_error = d->no_space = d->failed = false;
 	rc = curl_easy_perform(c);
 	curl_easy_cleanup(c);
+	drain(d); /* what arrived is in the file (or dropped after an error) */
 	if (rc == CURLE_OPERATION_TIMEDOUT && past_deadline(d->req))
 		return deadline_passed(d, st);
 	if (d->too_big)
@@ -304,7 +419,7 @@ ferry_err ferry_download(const ferry_dl_req *req, ferry_status *st)
 	long delay = req->limits.retry_delay_ms > 0 ? req->limits.retry_delay_ms : 1000;
 	ferry_err e;
 	long space_delay = 250;
-	bool retry, told_space = false;
+	bool retry, told_space = false, writer_on = false;
 
 	if (strncmp(req->url, "https://", 8))
 		return ferry_fail(st, FERRY_E_UNSUPPORTED, "only https:// links are allowed");
@@ -314,6 +429,18 @@ ferry_err ferry_download(const ferry_dl_req *req, ferry_status *st)
 	}
 	if ((e = open_partial(&d, st)))
 		goto out;
+	pthread_mutex_init(&d.lock, NULL);
+	pthread_cond_init(&d.cond, NULL);
+	for (int i = 0; i < RING; i++)
+		if (!(d.buf[i] = malloc(CURL_BUFFER))) {
+			e = ferry_fail(st, FERRY_E_INTERNAL, "out of memory");
+			goto stop;
+		}
+	if (pthread_create(&d.writer, NULL, writer_main, &d)) {
+		e = ferry_fail(st, FERRY_E_INTERNAL, "cannot start the download's writer thread");
+		goto stop;
+	}
+	writer_on = true;
 	for (int i = 0;; i++) {
 		if (d.have == req->size) {
 			e = FERRY_OK;
@@ -359,6 +486,18 @@ ferry_err ferry_download(const ferry_dl_req *req, ferry_status *st)
 		e = finish(&d, st);
 	else if (d.have > d.synced)
 		sync_now(&d); /* keep what arrived for the next attempt */
+stop:
+	if (writer_on) {
+		pthread_mutex_lock(&d.lock);
+		d.quit = true;
+		pthread_cond_broadcast(&d.cond);
+		pthread_mutex_unlock(&d.lock);
+		pthread_join(d.writer, NULL);
+	}
+	for (int i = 0; i < RING; i++)
+		free(d.buf[i]);
+	pthread_cond_destroy(&d.cond);
+	pthread_mutex_destroy(&d.lock);
 out:
 	EVP_MD_CTX_free(d.md); /* the partial file's fd is the caller's */
 	return e;
