@@ -70,6 +70,7 @@ typedef struct dl {
 	unsigned slot;        /* the buffer being filled: (head + count) % RING */
 	size_t fill;          /* bytes in it */
 	bool quit, failed;    /* failed: the writer hit an error and drops the rest */
+	int64_t written;      /* `have` as the writer last told it, for progress */
 } dl;
 
 ferry_err ferry_download_global_init(ferry_status *st)
@@ -160,6 +161,7 @@ static void *writer_main(void *arg)
 		if (!drop)
 			write_piece(d, d->buf[i], d->len[i]);
 		pthread_mutex_lock(&d->lock);
+		d->written = d->have;
 		d->failed |= d->io_error;
 		d->head = (d->head + 1) % RING;
 		d->count--;
@@ -241,7 +243,7 @@ static size_t on_data(char *buf, size_t size, size_t n, void *ctx)
 	if (idle && d->fill && !hand_over(d))
 		return 0;
 	pthread_mutex_lock(&d->lock);
-	written = d->have;
+	written = d->written;
 	pthread_mutex_unlock(&d->lock);
 	if (d->req->progress && !d->req->progress(d->req->ctx, written, d->req->size)) {
 		d->cancelled = true;
@@ -347,7 +349,7 @@ static ferry_err attempt(dl *d, bool *retry, ferry_status *st)
 		return ferry_fail(st, FERRY_E_INTERNAL, "libcurl: no handle");
 	d->status = 0;
 	d->skip = 0;
-	d->queued = d->have; /* the writer is idle between attempts */
+	d->queued = d->written = d->have; /* the writer is idle between attempts */
 	d->fill = 0;
 	d->io_error = d->no_space = d->failed = false;
 	rc = curl_easy_perform(c);
