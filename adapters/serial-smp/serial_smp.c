@@ -324,6 +324,8 @@ static const smp_transport_ops serial_ops = {
 	.recv = ser_recv,
 	.reconnect = ser_reconnect,
 	.max_packet = ser_max_packet,
+	/* a UART is full duplex and the frames carry sequence numbers */
+	.max_in_flight = SMP_WINDOW_MAX,
 };
 
 static void device_id(const port *p, char id[FERRY_ADAPTER_STR_MAX])

@@ -106,23 +106,19 @@ static bool cancelled(const smp_client *c)
 	return c->sh && c->sh->cancelled(c->sh->ctx);
 }
 
-/* One request, one answer with the same sequence number, group and command.
- * Answers to earlier, abandoned requests and bodies that are not maps are
- * skipped, as if lost -- but only until the deadline: a device that keeps
- * sending something else cannot hold the wait. */
-static int transact(smp_client *c, uint8_t op, uint16_t group, uint8_t id, const cbor_item_t *body, long timeout_ms,
-		    cbor_item_t **resp)
+/* An answer to one of the requests whose sequence numbers are in seqs (the
+ * same group and command, op + 1): *which says which one.  Packets that
+ * answer none of them -- late answers to abandoned requests, bodies that
+ * are not maps -- are skipped as if lost, but only until the deadline: a
+ * device that keeps sending something else cannot hold the wait. */
+static int await_answer(smp_client *c, const uint8_t *seqs, unsigned n_seqs, uint8_t op, uint16_t group, uint8_t id,
+			int64_t deadline, cbor_item_t **resp, unsigned *which)
 {
-	uint8_t pkt[SMP_PACKET_MAX], in[SMP_PACKET_MAX];
-	smp_hdr h = {.op = op, .group = group, .id = id, .seq = ++c->seq}, rh;
-	size_t n = smp_packet(&h, body, pkt, sizeof(pkt)), len = 0;
-	int64_t deadline = smp_now_ms() + timeout_ms;
+	uint8_t in[SMP_PACKET_MAX];
+	size_t len = 0;
+	smp_hdr rh;
 
 	*resp = NULL;
-	if (!n)
-		return TX_TOO_BIG;
-	if (c->ops->send(c->t, pkt, n))
-		return TX_UNSENT;
 	for (;;) {
 		int r = c->ops->recv(c->t, in, &len, deadline);
 		struct cbor_load_result res;
@@ -130,18 +126,41 @@ static int transact(smp_client *c, uint8_t op, uint16_t group, uint8_t id, const
 			return TX_TIMEOUT;
 		if (r < 0)
 			return TX_DOWN;
-		if (len <= sizeof(in) && !smp_hdr_unpack(in, len, &rh) && rh.seq == h.seq && rh.group == group &&
-		    rh.id == id && rh.op == op + 1 && smp_body_sane(in + SMP_HDR_LEN, rh.len)) {
-			*resp = cbor_load(in + SMP_HDR_LEN, rh.len, &res);
-			if (*resp && cbor_isa_map(*resp))
-				return TX_OK;
-			if (*resp)
-				cbor_decref(resp);
-			*resp = NULL;
+		if (len <= sizeof(in) && !smp_hdr_unpack(in, len, &rh) && rh.group == group && rh.id == id &&
+		    rh.op == op + 1 && smp_body_sane(in + SMP_HDR_LEN, rh.len)) {
+			for (unsigned i = 0; i < n_seqs; i++) {
+				if (rh.seq != seqs[i])
+					continue;
+				*resp = cbor_load(in + SMP_HDR_LEN, rh.len, &res);
+				if (*resp && cbor_isa_map(*resp)) {
+					*which = i;
+					return TX_OK;
+				}
+				if (*resp)
+					cbor_decref(resp);
+				*resp = NULL;
+			}
 		}
 		if (smp_now_ms() >= deadline)
 			return TX_TIMEOUT;
 	}
+}
+
+/* One request, one answer with the same sequence number, group and command. */
+static int transact(smp_client *c, uint8_t op, uint16_t group, uint8_t id, const cbor_item_t *body, long timeout_ms,
+		    cbor_item_t **resp)
+{
+	uint8_t pkt[SMP_PACKET_MAX];
+	smp_hdr h = {.op = op, .group = group, .id = id, .seq = ++c->seq};
+	size_t n = smp_packet(&h, body, pkt, sizeof(pkt));
+	unsigned which;
+
+	*resp = NULL;
+	if (!n)
+		return TX_TOO_BIG;
+	if (c->ops->send(c->t, pkt, n))
+		return TX_UNSENT;
+	return await_answer(c, &h.seq, 1, op, group, id, smp_now_ms() + timeout_ms, resp, &which);
 }
 
 /* The link went down: bring it back within reset_wait_ms. */
@@ -314,41 +333,36 @@ int smp_client_check(smp_client *c, const ferry_image_v1 *img, char *detail)
 	return smp_client_read_state(c, version, hash, detail);
 }
 
-/* Data bytes per upload request: what the transport and the device take,
- * less the request's own fields; -1 when that leaves too little. */
-static long chunk_for(const smp_client *c)
-{
-	size_t mp = c->ops->max_packet(c->t, c->dev_buf);
-	long chunk;
-
-	if (mp == 0)
-		chunk = 128; /* safe for any device when nobody will say */
-	else if (mp < SMP_UPLOAD_OVERHEAD + 16)
-		return -1;
-	else
-		chunk = (long)mp - SMP_UPLOAD_OVERHEAD;
-	if (chunk > SMP_PACKET_MAX - SMP_UPLOAD_OVERHEAD)
-		chunk = SMP_PACKET_MAX - SMP_UPLOAD_OVERHEAD;
-	if (c->cfg.chunk > 0 && c->cfg.chunk < chunk)
-		chunk = c->cfg.chunk;
-	return chunk;
-}
-
-/* `os params`: the device's buffer size, kept for chunk_for. */
+/* `os params`: the device's buffer size and count, for the upload's
+ * packet size and window. */
 static void read_params(smp_client *c)
 {
 	cbor_item_t *m = cbor_new_definite_map(0), *r = NULL;
 	char detail[FERRY_ADAPTER_DETAIL_MAX];
-	uint64_t buf = 0;
+	uint64_t buf = 0, count = 0;
 
 	c->dev_buf = 0;
+	c->dev_bufs = 0;
 	/* a larger buffer than ours takes whatever we send */
 	if (smp_client_request(c, SMP_OP_READ, SMP_GROUP_OS, SMP_OS_PARAMS, m, c->cfg.timeout_ms, &r, detail) == 0 &&
-	    smp_map_uint(r, "buf_size", &buf) && buf > 0)
+	    smp_map_uint(r, "buf_size", &buf) && buf > 0) {
 		c->dev_buf = buf < SMP_PACKET_MAX ? (size_t)buf : SMP_PACKET_MAX;
+		if (smp_map_uint(r, "buf_count", &count))
+			c->dev_bufs = count < SMP_WINDOW_MAX + 1 ? (unsigned)count : SMP_WINDOW_MAX + 1;
+	}
 	cbor_decref(&m);
 	if (r)
 		cbor_decref(&r);
+}
+
+/* Upload requests in flight at once: one fewer than the device's buffers
+ * (one stays free for the request being received while the others wait),
+ * never more than the transport carries; one when the device did not say. */
+static unsigned window_for(const smp_client *c)
+{
+	unsigned w = c->dev_bufs > 1 ? c->dev_bufs - 1 : 1;
+	unsigned t = c->ops->max_in_flight ? c->ops->max_in_flight : 1;
+	return w < t ? w : t;
 }
 
 static int file_sha(const char *path, uint8_t out[32])
@@ -401,13 +415,78 @@ static int upload_answer(smp_client *c, cbor_item_t *r, uint64_t len, uint64_t *
 	return 0;
 }
 
+/* An upload request in flight.  A stale one was sent before the device
+ * turned out to be elsewhere: its answer only says it left the device's
+ * buffers. */
+typedef struct inflight {
+	uint8_t seq;
+	uint64_t off;
+	size_t n;
+	bool first, stale;
+} inflight;
+
+/* The requests up to q[upto] have their answers (or never will); those
+ * after it are marked stale when `stale`. */
+static void settle_window(inflight *q, unsigned *nq, unsigned upto, bool stale)
+{
+	memmove(q, q + upto + 1, sizeof(q[0]) * (*nq - upto - 1));
+	*nq -= upto + 1;
+	for (unsigned i = 0; stale && i < *nq; i++)
+		q[i].stale = true;
+}
+
+/* Build and send the upload request at off with as many bytes of the image
+ * as the largest packet takes (and cfg.chunk allows).  Its size is measured,
+ * not guessed: the CBOR heads grow with off, len and the data's length, and
+ * a first request carries len, sha and image.  0 sent (q filled in); 1 not
+ * even SMP_UPLOAD_MIN_CHUNK bytes fit; -1 the image could not be read;
+ * TX_UNSENT the link is down. */
+static int send_chunk(smp_client *c, FILE *f, const uint8_t sha[32], uint64_t len, uint64_t off, bool first,
+		      uint8_t *data, inflight *q)
+{
+	uint8_t pkt[SMP_PACKET_MAX];
+	size_t mp = c->ops->max_packet(c->t, c->dev_buf), limit = mp ? SMP_PACKET_MAX : 128, k = 0;
+	smp_hdr h = {.op = SMP_OP_WRITE, .group = SMP_GROUP_IMAGE, .id = SMP_IMG_UPLOAD, .seq = (uint8_t)(c->seq + 1)};
+
+	if (!mp || mp > SMP_PACKET_MAX)
+		mp = SMP_PACKET_MAX;
+	if (c->cfg.chunk > 0 && (size_t)c->cfg.chunk < limit)
+		limit = (size_t)c->cfg.chunk;
+	size_t n = len - off < limit ? (size_t)(len - off) : limit;
+	if (n > mp)
+		n = mp;
+	if (fseek(f, (long)off, SEEK_SET) || fread(data, 1, n, f) != n)
+		return -1;
+	for (;;) {
+		cbor_item_t *req = upload_req(first ? 0 : off, data, n, len, sha);
+		k = smp_packet(&h, req, pkt, sizeof(pkt));
+		cbor_decref(&req);
+		if (k && k <= mp)
+			break;
+		/* too big by what it is over (or, over our own buffer, by a
+		 * request's worth): the heads shrink with n, never grow */
+		size_t over = k ? k - mp : SMP_UPLOAD_OVERHEAD;
+		if (n < SMP_UPLOAD_MIN_CHUNK + over || (off + n < len && n - over < SMP_UPLOAD_MIN_CHUNK))
+			return 1;
+		n -= over;
+	}
+	if (n < SMP_UPLOAD_MIN_CHUNK && off + n < len)
+		return 1;
+	c->seq = h.seq;
+	if (c->ops->send(c->t, pkt, k))
+		return TX_UNSENT;
+	*q = (inflight){.seq = h.seq, .off = off, .n = n, .first = first, .stale = false};
+	return 0;
+}
+
 int smp_client_upload(smp_client *c, const ferry_image_v1 *img, uint64_t *resume_from, char *detail)
 {
 	uint8_t sha[32], *data;
 	FILE *f;
-	uint64_t off = 0, len = img->length;
-	long chunk;
-	int rc = 0, setbacks = 0, relinks = 0;
+	uint64_t off = 0, sent = 0, len = img->length;
+	inflight q[SMP_WINDOW_MAX];
+	unsigned nq = 0, window;
+	int rc = 0, setbacks = 0, relinks = 0, misses = 0;
 	bool first = true;
 
 	if (file_sha(img->path, sha) || !(f = fopen(img->path, "rb")))
@@ -417,39 +496,65 @@ int smp_client_upload(smp_client *c, const ferry_image_v1 *img, uint64_t *resume
 		return FERRY_ADAPTER_E_ADAPTER_ERROR;
 	}
 	read_params(c);
-	chunk = chunk_for(c);
-	smp_log(c->host, FERRY_LOG_INFO, "%s: uploading %llu bytes in chunks of %ld", c->name, (unsigned long long)len,
-		chunk);
+	window = window_for(c);
+	smp_log(c->host, FERRY_LOG_INFO, "%s: uploading %llu bytes in packets of up to %zu bytes, %u in flight",
+		c->name, (unsigned long long)len, c->ops->max_packet(c->t, c->dev_buf), window);
 	while (off < len) {
-		cbor_item_t *req, *r = NULL;
-		uint64_t next;
-		/* the transport's limit may change when the link comes back */
-		if ((chunk = chunk_for(c)) < 0) {
-			rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR,
-				      "%s: the link's packets are too small to carry an upload: at most %zu bytes "
-				      "(the device's buf_size %zu), an upload request needs %d and some data",
-				      c->name, c->ops->max_packet(c->t, c->dev_buf), c->dev_buf,
-				      SMP_UPLOAD_OVERHEAD);
-			break;
-		}
-		size_t n = (size_t)((uint64_t)chunk < len - off ? (uint64_t)chunk : len - off);
+		bool down = false;
 		if (cancelled(c)) {
 			rc = smp_fail(detail, FERRY_ADAPTER_E_CANCELLED, "cancelled at offset %llu",
 				      (unsigned long long)off);
 			break;
 		}
-		if (fseek(f, (long)off, SEEK_SET) || fread(data, 1, n, f) != n) {
-			rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "cannot read the image of %s",
-				      img->component);
-			break;
+		/* Fill the window.  A first request goes alone: its answer says
+		 * where the device stands (and it may erase first). */
+		while (!rc && !down && nq < (first ? 1 : window) && (first ? nq == 0 : sent < len)) {
+			int s = send_chunk(c, f, sha, len, first ? 0 : sent, first, data, &q[nq]);
+			if (s == 1)
+				rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR,
+					      "%s: the link's packets are too small to carry an upload: at most %zu "
+					      "bytes (the device's buf_size %zu), an upload request needs up to %d and "
+					      "some data",
+					      c->name, c->ops->max_packet(c->t, c->dev_buf), c->dev_buf,
+					      SMP_UPLOAD_OVERHEAD);
+			else if (s < 0)
+				rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "cannot read the image of %s",
+					      img->component);
+			else if (s == TX_UNSENT)
+				down = true;
+			else {
+				sent = q[nq].off + q[nq].n;
+				nq++;
+			}
 		}
-		req = upload_req(off, data, n, len, sha);
-		rc = request_ex(c, SMP_OP_WRITE, SMP_GROUP_IMAGE, SMP_IMG_UPLOAD, req,
-				first ? c->cfg.first_timeout_ms : c->cfg.timeout_ms, &r, detail, true);
-		cbor_decref(&req);
-		if (rc == REQ_RELINKED) {
+		if (rc)
+			break;
+		if (!nq && !down) {
+			sent = off; /* nothing in flight, nothing sent: never wait for nothing */
+			continue;
+		}
+		/* the answers come in order; each names the next offset the
+		 * device wants */
+		cbor_item_t *r = NULL;
+		unsigned which = 0;
+		uint8_t seqs[SMP_WINDOW_MAX];
+		for (unsigned i = 0; i < nq; i++)
+			seqs[i] = q[i].seq;
+		int a = down ? TX_DOWN
+			     : await_answer(c, seqs, nq, SMP_OP_WRITE, SMP_GROUP_IMAGE, SMP_IMG_UPLOAD,
+					    smp_now_ms() + (nq && q[0].first && !misses ? c->cfg.first_timeout_ms
+										  : c->cfg.timeout_ms),
+					    &r, &which);
+		if (cancelled(c)) {
+			if (r)
+				cbor_decref(&r);
+			continue; /* said at the top */
+		}
+		if (a == TX_DOWN) {
 			/* The device may have kept the upload (same sha) or lost it:
 			 * a first request makes it say which. */
+			if ((rc = relink(c, detail)))
+				break;
 			if (++relinks > c->cfg.retries) {
 				rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR,
 					      "%s: the link dropped %d times during the upload", c->name, relinks);
@@ -458,47 +563,98 @@ int smp_client_upload(smp_client *c, const ferry_image_v1 *img, uint64_t *resume
 			smp_log(c->host, FERRY_LOG_INFO,
 				"%s: link lost at offset %llu; asking the device where the upload stands", c->name,
 				(unsigned long long)off);
-			rc = 0;
 			first = true;
-			off = 0;
+			off = sent = 0;
+			nq = 0;
 			continue;
 		}
-		if (rc)
-			break;
+		if (a == TX_TIMEOUT) {
+			/* no answer: the same request again (the device may have it:
+			 * then it says where it is) */
+			if (++misses > c->cfg.retries) {
+				rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR,
+					      "%s: the device does not answer (group %u command %u)", c->name,
+					      SMP_GROUP_IMAGE, SMP_IMG_UPLOAD);
+				break;
+			}
+			smp_log(c->host, FERRY_LOG_WARNING, "%s: no answer to group %u command %u, retrying", c->name,
+				SMP_GROUP_IMAGE, SMP_IMG_UPLOAD);
+			sent = off;
+			nq = 0;
+			continue;
+		}
+		if (q[which].stale) {
+			/* it left the device's buffers: room for another */
+			cbor_decref(&r);
+			settle_window(q, &nq, which, false);
+			continue;
+		}
+		uint64_t next;
 		rc = upload_answer(c, r, len, &next, detail);
 		cbor_decref(&r);
 		if (rc)
 			break;
-		if (first && next > n)
+		const inflight got = q[which];
+		unsigned live = 0; /* the oldest request still meant */
+		while (q[live].stale)
+			live++;
+		if (got.first && next > got.n)
 			smp_log(c->host, FERRY_LOG_INFO, "%s: the device holds %llu bytes already; resuming there",
 				c->name, (unsigned long long)next);
-		if (next <= off) {
-			/* Not a step forward: the device lost the session (0), took
-			 * nothing, or wants an earlier offset.  Each can happen
-			 * once in a while; a device that keeps doing it must not
-			 * keep us forever, whether it repeats, goes back or
-			 * swings to and fro. */
-			if (++setbacks > c->cfg.retries) {
-				rc = next == 0 && off > 0
-					 ? smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR,
-						    "%s: the device lost the upload %d times", c->name, setbacks)
-					 : smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR,
-						    "%s: the device does not advance the upload: %d answers at or "
-						    "before the offset sent, the last off %llu for a request at %llu",
-						    c->name, setbacks, (unsigned long long)next,
-						    (unsigned long long)off);
+		if (next == got.off + got.n && next > off) {
+			/* this one, and any before it whose answers were lost */
+			settle_window(q, &nq, which, false);
+			misses = 0;
+		} else if (which > live && next == q[live].off) {
+			/* the device is where the oldest one meant was: that
+			 * request was lost, and those after it were out of step */
+			if (++misses > c->cfg.retries) {
+				rc = smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR,
+					      "%s: the device does not answer (group %u command %u)", c->name,
+					      SMP_GROUP_IMAGE, SMP_IMG_UPLOAD);
 				break;
 			}
-			if (next == 0 && off > 0)
-				smp_log(c->host, FERRY_LOG_WARNING, "%s: the device lost the upload; starting over",
-					c->name);
-			else
-				smp_log(c->host, FERRY_LOG_WARNING,
-					"%s: the device answered off %llu to a request at %llu; going on from there",
-					c->name, (unsigned long long)next, (unsigned long long)off);
+			settle_window(q, &nq, which, true);
+			sent = next;
+			continue;
+		} else {
+			if (next <= off) {
+				/* Not a step forward: the device lost the session (0),
+				 * took nothing, or wants an earlier offset.  Each can
+				 * happen once in a while; a device that keeps doing it
+				 * must not keep us forever, whether it repeats, goes
+				 * back or swings to and fro. */
+				if (++setbacks > c->cfg.retries) {
+					rc = next == 0 && off > 0
+						 ? smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR,
+							    "%s: the device lost the upload %d times", c->name, setbacks)
+						 : smp_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR,
+							    "%s: the device does not advance the upload: %d answers at "
+							    "or before the offset sent, the last off %llu for a request "
+							    "at %llu",
+							    c->name, setbacks, (unsigned long long)next,
+							    (unsigned long long)got.off);
+					break;
+				}
+				if (next == 0 && off > 0)
+					smp_log(c->host, FERRY_LOG_WARNING,
+						"%s: the device lost the upload; starting over", c->name);
+				else
+					smp_log(c->host, FERRY_LOG_WARNING,
+						"%s: the device answered off %llu to a request at %llu; going on from "
+						"there",
+						c->name, (unsigned long long)next, (unsigned long long)got.off);
+			}
+			/* the device is elsewhere: what is in flight is stale (it
+			 * still takes the device's buffers until answered) and
+			 * the upload goes on from where the device is */
+			settle_window(q, &nq, which, true);
+			sent = next;
 		}
 		first = next == 0;
 		off = next;
+		if (sent < off)
+			sent = off;
 		*resume_from = off;
 		if (c->sh)
 			c->sh->progress(c->sh->ctx, off, len);

@@ -30,6 +30,10 @@ typedef struct smp_transport_ops {
 	 * `os params` (0 when it did not say); 0 when the transport does not
 	 * know either. */
 	size_t (*max_packet)(void *t, size_t dev_buf);
+	/* Requests the link carries at once, answers matched by sequence
+	 * number (0 or 1: one at a time).  An upload sends up to this many,
+	 * within what the device's buffers hold. */
+	unsigned max_in_flight;
 } smp_transport_ops;
 
 typedef struct smp_client_cfg {
@@ -40,9 +44,15 @@ typedef struct smp_client_cfg {
 	int retries;           /* resends of one request, reconnects, restarts */
 } smp_client_cfg;
 
-/* Room an upload request needs besides its data: header, keys, len, off,
- * sha, image, CBOR heads. */
+/* Room an upload request needs besides its data, at most: header, keys,
+ * len, off, sha, image, CBOR heads (a first request needs 74-79 bytes, the
+ * rest 20-31; each request's size is measured as it is built).  Bounds the
+ * `chunk` setting. */
 #define SMP_UPLOAD_OVERHEAD 96
+/* Fewer data bytes per request than this: the link is too small. */
+#define SMP_UPLOAD_MIN_CHUNK 32
+/* The most upload requests in flight, whatever the device says. */
+#define SMP_WINDOW_MAX 8
 
 typedef struct smp_client {
 	const smp_transport_ops *ops;
@@ -53,6 +63,7 @@ typedef struct smp_client {
 	const ferry_session_host_v1 *sh; /* progress and cancel; NULL outside a session */
 	uint8_t seq;
 	size_t dev_buf;       /* from os params; 0 until read or when not said */
+	unsigned dev_bufs;    /* buf_count from os params; 0 when not said */
 	unsigned relinks;     /* links brought back in this session */
 	uint8_t new_hash[32]; /* MCUboot SHA256 TLV of the image being installed */
 	bool have_hash;

@@ -106,6 +106,10 @@ void mcu_init(mcu *m, const char *version, const mcu_io *io)
 	m->reset_at = -1;
 	m->reset_delay_ms = 250;
 	m->buf_size = 384;
+	m->buf_count = 4;
+	m->flash_erase_ms = 85;
+	m->flash_write_us = 41;
+	m->flash_page = 4096;
 	m->s[0].data = malloc(64 * 1024);
 	m->s[0].len = mcu_make_image(version, 30000, m->s[0].data);
 	m->s[0].valid = parse_image(&m->s[0]);
@@ -224,6 +228,7 @@ static void upload(mcu *m, const smp_hdr *h, const cbor_item_t *b)
 		m->s[1] = (mcu_slot){.data = calloc(1, len ? len : 1)};
 		m->up_len = len;
 		m->up_off = 0;
+		m->erased_pages = 0;
 		m->up_active = true;
 		m->up_starts++;
 		fprintf(stderr, "mcu: upload started, %zu bytes\n", m->up_len);
@@ -239,6 +244,18 @@ static void upload(mcu *m, const smp_hdr *h, const cbor_item_t *b)
 	if (m->up_off + dn > m->up_len) {
 		reply(m, h, SMP_OP_WRITE_RSP, rc_body(9));
 		return;
+	}
+	/* the flash takes its time: pages erased as the upload first reaches
+	 * them, then the words written */
+	size_t last_page = (m->up_off + dn + m->flash_page - 1) / m->flash_page;
+	long busy_us = (long)(dn + 3) / 4 * m->flash_write_us;
+	if (last_page > m->erased_pages) {
+		busy_us += (long)(last_page - m->erased_pages) * m->flash_erase_ms * 1000;
+		m->erased_pages = last_page;
+	}
+	if (busy_us > 0) {
+		struct timespec ts = {busy_us / 1000000, (busy_us % 1000000) * 1000};
+		nanosleep(&ts, NULL);
 	}
 	memcpy(m->s[1].data + m->up_off, data, dn);
 	m->up_off += dn;
@@ -338,7 +355,7 @@ void mcu_handle(mcu *m, const uint8_t *pkt, size_t len)
 	} else if (h.group == SMP_GROUP_OS && h.id == SMP_OS_PARAMS) {
 		cbor_item_t *r = cbor_new_definite_map(2);
 		smp_map_put(r, "buf_size", smp_uint(m->buf_size));
-		smp_map_put(r, "buf_count", smp_uint(4));
+		smp_map_put(r, "buf_count", smp_uint(m->buf_count));
 		reply(m, &h, SMP_OP_READ_RSP, r);
 	} else if (h.group == SMP_GROUP_OS && h.id == SMP_OS_RESET) {
 		if (m->lose_resets > 0) {
@@ -401,6 +418,12 @@ int mcu_option(mcu *m, int argc, char **argv, int *i)
 		m->lose_resets = atol(argv[++*i]);
 	else if (has_value && !strcmp(a, "--buf-size"))
 		m->buf_size = strtoul(argv[++*i], NULL, 10);
+	else if (has_value && !strcmp(a, "--buf-count"))
+		m->buf_count = (unsigned)strtoul(argv[++*i], NULL, 10);
+	else if (has_value && !strcmp(a, "--flash-erase-ms"))
+		m->flash_erase_ms = atol(argv[++*i]);
+	else if (has_value && !strcmp(a, "--flash-write-us"))
+		m->flash_write_us = atol(argv[++*i]);
 	else
 		return 0;
 	return 1;

@@ -49,6 +49,12 @@ typedef struct mcu {
 	/* the reassembly buffer `os params` reports; a request that does not fit
 	 * in it with the link's framing (frame_overhead bytes) is dropped */
 	size_t buf_size, frame_overhead;
+	/* how many such buffers `os params` reports (buf_count) */
+	unsigned buf_count;
+	/* flash timing of the upload: a page is erased when a write first
+	 * touches it, then each 32-bit word is written; 0 for none */
+	long flash_erase_ms, flash_write_us;
+	size_t flash_page, erased_pages;
 	/* `os reset` answered: the reset happens at reset_due (monotonic ms), 0 when none */
 	long reset_delay_ms;
 	int64_t reset_due;
@@ -85,6 +91,13 @@ void mcu_tick(mcu *m);
  *                      0: at once)
  *   --lose-reset N     the first N `os reset` requests are lost on the way:
  *                      neither answered nor carried out
+ *   --buf-count N      the number of such buffers `os params` reports (4,
+ *                      Zephyr's CONFIG_MCUMGR_TRANSPORT_NETBUF_COUNT)
+ *   --flash-erase-ms MS  time to erase one 4 KiB flash page, done when an
+ *                      upload first writes into it (85: the nRF52840's
+ *                      tERASEPAGE, its datasheet's maximum; 0: none)
+ *   --flash-write-us US  time to write one 32-bit word (41: the nRF52840's
+ *                      tWRITE maximum; 0: none)
  *   --buf-size N       the buffer `os params` reports (384, Zephyr's
  *                      default); longer requests are dropped
  *   --vanish-on-confirm  the confirm makes the image permanent, but neither

@@ -4,12 +4,27 @@
  * (see adapters/smp/smp.h), the line rate, and what a reset does to the line
  * (the device is away for a moment, and whatever was in flight is lost).
  *
+ * The line is full duplex and paced per byte at --rate: each byte is taken
+ * from the host, or handed to it, at the time the line would have finished
+ * carrying it (an absolute schedule, so pauses do not add up), in groups of
+ * at most PACE_GROUP bytes.  Requests go into the device's buffers
+ * (buf_count of them: one is kept for the answer being built) while the
+ * device works on the oldest; a request that finds them full is dropped,
+ * as Zephyr's mcumgr drops a frame it has no buffer for.  Answers go out
+ * byte by byte while the device waits (Zephyr's UART transport polls them
+ * out), so the device takes the next request only after it answered.
+ *
  * Faults, each switched on from the command line, for the tests:
  *   --corrupt-every K  damage every K-th response frame
  *   --rate BPS         bytes per second on the wire (emulates a baud rate)
  *   and the MCU's own (mcu.h): --reset-at N, --drop-every K, --stall-ms MS,
  *   --refuse-confirm, --boot-fails, --reset-delay-ms MS, --lose-reset N,
- *   --buf-size N, --vanish-on-confirm.
+ *   --buf-size N, --buf-count N, --flash-erase-ms MS, --flash-write-us US,
+ *   --vanish-on-confirm.
+ *
+ *   smp_device --link PATH --rate BPS --raw-count N
+ *       the line alone, for the benchmark's reference: takes N bytes at
+ *       the paced rate, then answers "K\n", and again.
  *
  *   smp_device --link PATH --version 1.0.0 [faults]
  *       creates a pty, links PATH to its slave side, and serves forever;
@@ -21,6 +36,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,13 +50,28 @@
 
 static volatile sig_atomic_t stopping;
 
+/* Bytes paced at a time: 2.8 ms at 115200 baud. */
+#define PACE_GROUP 32
+/* The most requests waiting in the device's buffers. */
+#define QUEUE_MAX 16
+
 /* The line: one per simulator. */
 typedef struct uart {
 	int fd;
 	long corrupt_every, rate;
+	long raw_count; /* > 0: the line alone (see above) */
 	unsigned long responses;
 	unsigned reset_ms;
 	mcu dev;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	/* requests in the device's buffers, oldest first */
+	uint8_t *q[QUEUE_MAX];
+	size_t qlen[QUEUE_MAX];
+	unsigned qhead, qn;
+	bool flush_rx;       /* the frame decoder starts over */
+	int64_t away_until;  /* ns: the device resets; what arrives until then is lost */
+	int64_t tx_free;     /* ns: when the line to the host is free (device's thread) */
 } uart;
 
 static void die(const char *m)
@@ -55,6 +86,28 @@ static void sleep_ms(long ms)
 	nanosleep(&ts, NULL);
 }
 
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Wait until the line has carried n more bytes after *line_free (or after
+ * now, if it was idle), and note when that is. */
+static void pace(int64_t *line_free, size_t n, long rate)
+{
+	if (rate <= 0)
+		return;
+	int64_t start = now_ns();
+	if (*line_free > start)
+		start = *line_free;
+	*line_free = start + (int64_t)n * 1000000000 / rate;
+	struct timespec ts = {*line_free / 1000000000, *line_free % 1000000000};
+	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR && !stopping)
+		;
+}
+
 static void uart_send(void *ctx, const uint8_t *pkt, size_t n)
 {
 	uart *u = ctx;
@@ -65,37 +118,112 @@ static void uart_send(void *ctx, const uint8_t *pkt, size_t n)
 	if (u->corrupt_every > 0 && u->responses % (unsigned long)u->corrupt_every == 0)
 		enc[e / 2] = enc[e / 2] == 'A' ? 'B' : 'A';
 	for (size_t off = 0; off < e;) {
-		size_t chunk = u->rate > 0 ? (size_t)(u->rate / 100 > 0 ? u->rate / 100 : 1) : e;
-		if (chunk > e - off)
-			chunk = e - off;
+		size_t chunk = e - off < PACE_GROUP ? e - off : PACE_GROUP;
+		pace(&u->tx_free, chunk, u->rate); /* a byte reaches the host once carried */
 		ssize_t w = write(u->fd, enc + off, chunk);
 		if (w < 0 && errno != EAGAIN && errno != EIO)
 			return;
 		if (w > 0)
 			off += (size_t)w;
-		if (u->rate > 0)
-			sleep_ms(10);
+		else
+			sleep_ms(1);
 	}
 }
 
-/* The device is away for a while; what was on the line is gone. */
+/* The device is away for a while; what was on the line, and in its
+ * buffers, is gone. */
 static void uart_reset(void *ctx)
 {
 	uart *u = ctx;
 	tcdrain(u->fd);
+	pthread_mutex_lock(&u->lock);
+	u->away_until = now_ns() + (int64_t)u->reset_ms * 1000000;
+	while (u->qn) {
+		free(u->q[u->qhead]);
+		u->qhead = (u->qhead + 1) % QUEUE_MAX;
+		u->qn--;
+	}
+	u->flush_rx = true;
+	pthread_mutex_unlock(&u->lock);
 	sleep_ms(u->reset_ms);
 	tcflush(u->fd, TCIOFLUSH);
 	mcu_boot(&u->dev);
 }
 
+/* The receiving side of the line: bytes at the paced rate into the frame
+ * decoder, whole requests into the device's buffers. */
+static void *receive(void *arg)
+{
+	uart *u = arg;
+	smp_serial_rx *rx = malloc(sizeof(*rx));
+	uint8_t buf[PACE_GROUP];
+	int64_t line_free = 0;
+	long raw = 0;
+
+	if (!rx)
+		die("malloc");
+	smp_serial_rx_init(rx);
+	while (!stopping) {
+		struct pollfd p = {.fd = u->fd, .events = POLLIN};
+		if (poll(&p, 1, 200) <= 0)
+			continue;
+		ssize_t n = read(u->fd, buf, sizeof(buf));
+		if (n <= 0) { /* nobody has the slave open: wait */
+			sleep_ms(20);
+			continue;
+		}
+		pace(&line_free, (size_t)n, u->rate);
+		if (u->raw_count > 0) {
+			if ((raw += n) >= u->raw_count) {
+				raw -= u->raw_count;
+				if (write(u->fd, "K\n", 2) != 2)
+					fprintf(stderr, "smp_device: the raw answer was not written\n");
+			}
+			continue;
+		}
+		pthread_mutex_lock(&u->lock);
+		bool away = now_ns() < u->away_until;
+		if (u->flush_rx) {
+			smp_serial_rx_init(rx);
+			u->flush_rx = false;
+		}
+		pthread_mutex_unlock(&u->lock);
+		if (away)
+			continue;
+		for (ssize_t i = 0; i < n; i++) {
+			size_t len;
+			if (smp_serial_feed(rx, buf[i], &len) != 1)
+				continue;
+			pthread_mutex_lock(&u->lock);
+			/* one buffer stays for the answer being built */
+			unsigned room = u->dev.buf_count > 1 ? u->dev.buf_count - 1 : 1;
+			if (room > QUEUE_MAX)
+				room = QUEUE_MAX;
+			uint8_t *copy = u->qn < room ? malloc(len) : NULL;
+			if (copy) {
+				memcpy(copy, rx->pkt, len);
+				unsigned at = (u->qhead + u->qn) % QUEUE_MAX;
+				u->q[at] = copy;
+				u->qlen[at] = len;
+				u->qn++;
+				pthread_cond_broadcast(&u->cond);
+			} else {
+				fprintf(stderr, "smp_device: no free buffer for a request of %zu bytes; dropped\n", len);
+			}
+			pthread_mutex_unlock(&u->lock);
+		}
+	}
+	free(rx);
+	return NULL;
+}
+
 static int serve(uart *u, const char *link)
 {
-	smp_serial_rx *rx = malloc(sizeof(*rx));
 	struct termios t;
-	uint8_t buf[4096];
+	pthread_t rx_thread;
 
 	u->fd = posix_openpt(O_RDWR | O_NOCTTY);
-	if (!rx || u->fd < 0 || grantpt(u->fd) || unlockpt(u->fd))
+	if (u->fd < 0 || grantpt(u->fd) || unlockpt(u->fd))
 		die("pty");
 	tcgetattr(u->fd, &t);
 	cfmakeraw(&t);
@@ -104,30 +232,38 @@ static int serve(uart *u, const char *link)
 	if (symlink(ptsname(u->fd), link))
 		die("symlink");
 	fprintf(stderr, "smp_device: %s -> %s, running %s\n", link, ptsname(u->fd), u->dev.s[0].version);
-	smp_serial_rx_init(rx);
+	pthread_mutex_init(&u->lock, NULL);
+	pthread_cond_init(&u->cond, NULL);
+	if (pthread_create(&rx_thread, NULL, receive, u))
+		die("pthread_create");
+	/* the device: its oldest request, or what it has to do by itself */
+	pthread_mutex_lock(&u->lock);
 	while (!stopping) {
-		struct pollfd p = {.fd = u->fd, .events = POLLIN};
 		long due = mcu_due_ms(&u->dev);
-		int ready = poll(&p, 1, due >= 0 && due < 1000 ? (int)due : 1000);
-		mcu_tick(&u->dev); /* a reset the device answered a moment ago */
-		if (ready <= 0)
-			continue;
-		/* With a rate, take at most 10 ms worth of bytes at a time: the
-		 * host's writes then drain as slowly as a real UART would. */
-		size_t cap = u->rate > 0 ? (size_t)(u->rate / 100 > 0 ? u->rate / 100 : 1) : sizeof(buf);
-		ssize_t n = read(u->fd, buf, cap < sizeof(buf) ? cap : sizeof(buf));
-		if (n > 0 && u->rate > 0)
-			sleep_ms(10);
-		if (n <= 0) { /* nobody has the slave open: wait */
-			sleep_ms(20);
-			continue;
+		if (!u->qn) {
+			struct timespec until;
+			clock_gettime(CLOCK_REALTIME, &until);
+			long wait = due >= 0 && due < 200 ? due : 200;
+			until.tv_nsec += wait * 1000000L;
+			until.tv_sec += until.tv_nsec / 1000000000L;
+			until.tv_nsec %= 1000000000L;
+			pthread_cond_timedwait(&u->cond, &u->lock, &until);
 		}
-		for (ssize_t i = 0; i < n; i++) {
-			size_t len;
-			if (smp_serial_feed(rx, buf[i], &len) == 1)
-				mcu_handle(&u->dev, rx->pkt, len);
+		uint8_t *pkt = u->qn ? u->q[u->qhead] : NULL;
+		size_t len = u->qn ? u->qlen[u->qhead] : 0;
+		pthread_mutex_unlock(&u->lock);
+		mcu_tick(&u->dev); /* a reset the device answered a moment ago */
+		if (pkt)
+			mcu_handle(&u->dev, pkt, len); /* its buffer is taken until answered */
+		pthread_mutex_lock(&u->lock);
+		if (pkt && u->qn && u->q[u->qhead] == pkt) { /* a reset may have emptied the buffers */
+			free(pkt);
+			u->qhead = (u->qhead + 1) % QUEUE_MAX;
+			u->qn--;
 		}
 	}
+	pthread_mutex_unlock(&u->lock);
+	pthread_join(rx_thread, NULL);
 	/* unplugged: the link goes with the device.  Left behind, it would
 	 * point at whatever pty gets this number next -- another test's
 	 * device, which would then answer for this one. */
@@ -138,7 +274,6 @@ static int serve(uart *u, const char *link)
 		if (!strcmp(target, ptsname(u->fd)))
 			unlink(link);
 	}
-	free(rx);
 	return 0;
 }
 
@@ -173,6 +308,7 @@ int main(int argc, char **argv)
 		else if (!strcmp(a, "--version") && v) i++;
 		else if (!strcmp(a, "--corrupt-every") && v) u.corrupt_every = atol(argv[++i]);
 		else if (!strcmp(a, "--rate") && v) u.rate = atol(argv[++i]);
+		else if (!strcmp(a, "--raw-count") && v) u.raw_count = atol(argv[++i]);
 		else {
 			fprintf(stderr, "smp_device: unknown argument %s\n", a);
 			return 2;

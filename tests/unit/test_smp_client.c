@@ -21,8 +21,13 @@
  * upload, and can be told to stay silent, to send a stale answer first, or
  * to drop the link once past an upload offset. */
 typedef struct fake {
-	uint8_t out[4][SMP_PACKET_MAX]; /* answers waiting to be received */
-	size_t out_len[4], n_out;
+	uint8_t out[8][SMP_PACKET_MAX]; /* answers waiting to be received */
+	size_t out_len[8], n_out;
+	/* pipelining: the buffers os params reports (0: not said), upload
+	 * requests sent and not yet answered (the most seen), and one upload
+	 * request (the lose_upload-th) lost on the way */
+	unsigned bufs;
+	int in_flight, most_in_flight, uploads_seen, lose_upload;
 	int sends, silent, stale_first, link_down, reconnects;
 	int flood; /* answer every request with endless answers to another one */
 	uint8_t flood_pkt[SMP_PACKET_MAX];
@@ -59,6 +64,7 @@ typedef struct fake {
 
 static void queue(fake *f, const smp_hdr *req, cbor_item_t *body, uint8_t seq)
 {
+	assert_true(f->n_out < 8);
 	smp_hdr h = {.op = req->op + 1, .group = req->group, .id = req->id, .seq = seq};
 	f->out_len[f->n_out] = smp_packet(&h, body, f->out[f->n_out], SMP_PACKET_MAX);
 	f->n_out++;
@@ -275,11 +281,18 @@ static int f_send(void *t, const uint8_t *pkt, size_t len)
 	}
 	if (h.group == SMP_GROUP_IMAGE && h.id == SMP_IMG_STATE)
 		queue(f, &h, state_body(), h.seq);
-	else if (h.group == SMP_GROUP_IMAGE && h.id == SMP_IMG_UPLOAD)
-		upload(f, &h, b);
-	else if (h.group == SMP_GROUP_OS && h.id == SMP_OS_PARAMS) {
-		cbor_item_t *r = cbor_new_definite_map(1);
+	else if (h.group == SMP_GROUP_IMAGE && h.id == SMP_IMG_UPLOAD) {
+		if (++f->in_flight > f->most_in_flight)
+			f->most_in_flight = f->in_flight;
+		if (++f->uploads_seen == f->lose_upload)
+			f->in_flight--; /* lost on the way: never answered */
+		else
+			upload(f, &h, b);
+	} else if (h.group == SMP_GROUP_OS && h.id == SMP_OS_PARAMS) {
+		cbor_item_t *r = cbor_new_definite_map(f->bufs ? 2 : 1);
 		smp_map_put(r, "buf_size", smp_uint(384));
+		if (f->bufs)
+			smp_map_put(r, "buf_count", smp_uint(f->bufs));
 		queue(f, &h, r, h.seq);
 	}
 	cbor_decref(&b);
@@ -301,6 +314,9 @@ static int f_recv(void *t, uint8_t *buf, size_t *len, int64_t deadline_ms)
 		return 0; /* nothing will come: the deadline passes at once */
 	memcpy(buf, f->out[0], f->out_len[0]);
 	*len = f->out_len[0];
+	smp_hdr h;
+	if (!smp_hdr_unpack(buf, *len, &h) && h.group == SMP_GROUP_IMAGE && h.id == SMP_IMG_UPLOAD && f->in_flight > 0)
+		f->in_flight--;
 	f->n_out--;
 	memmove(f->out, f->out[1], sizeof(f->out[0]) * f->n_out);
 	memmove(f->out_len, f->out_len + 1, sizeof(f->out_len[0]) * f->n_out);
@@ -321,7 +337,9 @@ static size_t f_max_packet(void *t, size_t dev_buf)
 	return ((fake *)t)->mtu_packet;
 }
 
-static const smp_transport_ops ops = {f_send, f_recv, f_reconnect, f_max_packet};
+static const smp_transport_ops ops = {f_send, f_recv, f_reconnect, f_max_packet, 1};
+/* a link that carries several requests at once, as a UART does */
+static const smp_transport_ops ops_window = {f_send, f_recv, f_reconnect, f_max_packet, SMP_WINDOW_MAX};
 
 static void host_log(void *ctx, int level, const char *msg)
 {
@@ -432,6 +450,64 @@ static void test_resume_after_link_loss(void **state)
 	uint8_t sha[32];
 	EVP_Digest(data, sizeof(data), sha, NULL, EVP_sha256(), NULL);
 	assert_memory_equal(f.up_sha, sha, 32);
+}
+
+/* A device with four buffers on a link that carries several requests: the
+ * upload keeps three in flight (one buffer stays for the answer), fills
+ * each packet to the byte, and gets past a request lost on the way (the
+ * requests behind it come back out of step) to a whole image. */
+static void upload_windowed(int lose, int want_in_flight)
+{
+	static uint8_t data[20000], got[20000];
+	fake f = {.mtu_packet = 380, .image = got, .bufs = 4, .lose_upload = lose};
+	char path[64], detail[FERRY_ADAPTER_DETAIL_MAX] = "";
+	smp_client c;
+	uint64_t resume = 0;
+
+	memset(got, 0, sizeof(got));
+	temp_image(path, data, sizeof(data));
+	ferry_image_v1 img = {.size = sizeof(img), .component = "mcu", .path = path, .length = sizeof(data)};
+	smp_client_init(&c, &ops_window, &f, "fake", &cfg, &host, &sh);
+	assert_int_equal(smp_client_upload(&c, &img, &resume, detail), 0);
+	unlink(path);
+	assert_int_equal(resume, sizeof(data));
+	assert_memory_equal(got, data, sizeof(data));
+	assert_int_equal(f.most_in_flight, want_in_flight);
+	assert_int_equal(f.first_requests, 1);
+	/* full packets: 380 bytes, of which a request at an offset past 255
+	 * and under 65536 takes 26 (header 8, map 1, "off" 4 + 3, "data" 5 +
+	 * 3 for the length): 354 bytes of data; the first one carries len, sha
+	 * and image too; a lost request costs it and the two behind it */
+	assert_true(f.uploads_seen <= 1 + (int)((sizeof(data) + 353) / 354) + (lose ? 3 : 0));
+}
+
+static void test_upload_windowed(void **state)
+{
+	upload_windowed(0, 3);
+}
+
+static void test_upload_windowed_lost_request(void **state)
+{
+	upload_windowed(6, 3);
+}
+
+/* A device that does not say how many buffers it has gets one request at
+ * a time. */
+static void test_upload_one_at_a_time(void **state)
+{
+	static uint8_t data[5000], got[5000];
+	fake f = {.mtu_packet = 380, .image = got};
+	char path[64], detail[FERRY_ADAPTER_DETAIL_MAX] = "";
+	smp_client c;
+	uint64_t resume = 0;
+
+	temp_image(path, data, sizeof(data));
+	ferry_image_v1 img = {.size = sizeof(img), .component = "mcu", .path = path, .length = sizeof(data)};
+	smp_client_init(&c, &ops_window, &f, "fake", &cfg, &host, &sh);
+	assert_int_equal(smp_client_upload(&c, &img, &resume, detail), 0);
+	unlink(path);
+	assert_memory_equal(got, data, sizeof(data));
+	assert_int_equal(f.most_in_flight, 1);
 }
 
 static void test_link_too_small(void **state)
@@ -742,6 +818,9 @@ int main(void)
 	    cmocka_unit_test(test_flood_bounded_by_deadline),
 	    cmocka_unit_test(test_resume_after_link_loss),
 	    cmocka_unit_test(test_link_too_small),
+	    cmocka_unit_test(test_upload_windowed),
+	    cmocka_unit_test(test_upload_windowed_lost_request),
+	    cmocka_unit_test(test_upload_one_at_a_time),
 	    cmocka_unit_test(test_upload_stuck_at_zero),
 	    cmocka_unit_test(test_upload_repeats_offset),
 	    cmocka_unit_test(test_upload_swings),
