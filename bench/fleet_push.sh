@@ -13,8 +13,8 @@
 # machine's load falls on all of them.  Goal: 16 devices <= 1.25x one.
 #
 # The model leaves out: real UARTs and USB-serial adapters (each MCU is the
-# simulator on a pty, paced at 11520 bytes/s in 10 ms steps), flash erase and
-# write time on the MCU, and radio or bus contention between devices.  Each
+# simulator on a pty, full duplex, paced per byte at 11520 bytes/s, its flash
+# timed as an nRF52840's), and radio or bus contention between devices.  Each
 # N runs its own ferryd (own state directory, config listing only its N
 # ports) against the same sixteen simulators, broker and file host, with
 # install.parallel at 16 (the default, 8, would push sixteen MCUs in two

@@ -100,7 +100,10 @@ static void pace(int64_t *line_free, size_t n, long rate)
 	if (rate <= 0)
 		return;
 	int64_t start = now_ns();
-	if (*line_free > start)
+	/* bytes that were waiting while this thread slept go on the line right
+	 * after the last ones: the wake-up's own lateness (well under a
+	 * millisecond) is not added to the line's time */
+	if (*line_free > start - 1000000)
 		start = *line_free;
 	*line_free = start + (int64_t)n * 1000000000 / rate;
 	struct timespec ts = {*line_free / 1000000000, *line_free % 1000000000};
