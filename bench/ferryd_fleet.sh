@@ -15,7 +15,7 @@
 #   - memory per instance: RSS and USS (Private_Clean + Private_Dirty of
 #     /proc/PID/smaps_rollup), mean and largest, once the deploy is over;
 #   - the delay of every stage report, from its ts_ms to its arrival at a
-#     cloud subscriber (the time report_lines reads it), p50 and p99;
+#     cloud subscriber (mosquitto_sub's arrival time, -F %U), p50 and p99;
 #   - the wall time of `ferry deploy` to all N.
 # Reference, in the same run: the same deploy to one instance (the first),
 # before the others start: its report delays and deploy time.
@@ -38,8 +38,8 @@ write_operator_config
 SUB2=
 trap 'kill $SUB2 2>/dev/null; world_down' EXIT
 # shellcheck disable=SC2046
-mosquitto_sub $(mqtt_opts cloud-2) -t "ferry/v1/+/stage" -t "ferry/v1/+/reply" -q 1 -v 2>> "$W/mqtt.err" \
-	> >("$W_BUILD/tests/sim/report_lines" --stamp "$W/pki/ca.pem" > "$W/timed.log") &
+mosquitto_sub $(mqtt_opts cloud-2) -t "ferry/v1/+/stage" -t "ferry/v1/+/reply" -q 1 -F '%U %t %p' 2>> "$W/mqtt.err" \
+	> >("$W_BUILD/tests/sim/report_lines" --stamped "$W/pki/ca.pem" > "$W/timed.log") &
 SUB2=$!
 
 online() { grep -cE "^ferry/v1/f-[0-9]{4}/state \{\"state\":\"online\"\}" "$W/mqtt.log" || true; }
@@ -106,11 +106,15 @@ for g in "${ids[@]:1}"; do start_gateway "$g" bench; done
 wait_count online "$N" 600 || echo "bench: only $(online) of $N instances came online" >&2
 up=$(online)
 for g in "${ids[@]}"; do W_TO=$g cmd inventory.refresh "inv-$g"; done
-refreshed() { grep -cF '"op":"inventory.refresh","update_id":"inv-f-' "$W/timed.log" || true; }
+refreshed() { grep -E '^[0-9.]+ ferry/v1/f-[0-9]{4}/reply ' "$W/timed.log" | grep -cF '"op":"inventory.refresh"' || true; }
 wait_count refreshed "$N" 600 || true
 inv=$(refreshed)
 spec 2
 t_all=$(deploy 2 all "${ids[@]}")
+# ferry deploy has seen every gateway through; the subscriber may still be
+# opening the last reports
+complete_all() { complete all; }
+wait_count complete_all "$N" 120 || true
 done_n=$(complete all)
 read -r all50 all99 < <(delays all | pcts)
 

@@ -3,13 +3,13 @@
 #include <getopt.h>
 #include <sys/stat.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
 #include "opconfig.h"
 #include "pki.h"
 
-#define GATEWAYS_MAX 256
 
 static const char help[] =
 	"usage: ferry pki init DIR [--gateway ID]...\n"
@@ -31,7 +31,7 @@ int cli_pki(int argc, char **argv)
 	static const struct option opts[] = {{"gateway", required_argument, NULL, 'g'},
 					     {"help", no_argument, NULL, 'h'},
 					     {NULL, 0, NULL, 0}};
-	const char *gws[GATEWAYS_MAX];
+	const char **gws = calloc((size_t)argc, sizeof(*gws)); /* no more than the words given */
 	size_t n = 0;
 	ferry_status st = {0};
 	int c;
@@ -42,23 +42,27 @@ int cli_pki(int argc, char **argv)
 	}
 	optind = 1;
 	while ((c = getopt_long(argc - 1, argv + 1, "g:h", opts, NULL)) != -1) {
-		if (c == 'g' && n < GATEWAYS_MAX) {
+		if (c == 'g' && gws) {
 			gws[n++] = optarg;
 		} else {
 			fputs(help, stderr);
+			free(gws);
 			return CLI_USAGE;
 		}
 	}
 	if (optind + 1 != argc - 1) {
 		fprintf(stderr, "ferry pki init: give exactly one DIR\n");
+		free(gws);
 		return CLI_USAGE;
 	}
 	char files[4096];
 	snprintf(files, sizeof(files), "%s/files", argv[optind + 1]);
 	if (ferry_pki_init(argv[optind + 1], gws, n, &st) || op_config_write_default(argv[optind + 1], &st)) {
 		cli_error(&st);
+		free(gws);
 		return CLI_USAGE;
 	}
+	free(gws);
 	if (mkdir(files, 0755) && errno != EEXIST) {
 		fprintf(stderr, "ferry: %s: %s\n", files, strerror(errno));
 		return CLI_USAGE;

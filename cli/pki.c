@@ -245,11 +245,26 @@ static ferry_err issue_and_write(const char *dir, const pki_item *it, X509 *ca, 
 	return e;
 }
 
-#define PKI_GATEWAYS_MAX 256
+static ferry_err pki_init_items(const char *dir, const char *const *gateways, size_t n_gw, pki_item *items,
+				ferry_status *st);
 
 ferry_err ferry_pki_init(const char *dir, const char *const *gateways, size_t n_gw, ferry_status *st)
 {
-	pki_item items[4 + PKI_GATEWAYS_MAX] = {
+	if (n_gw > FERRY_PKI_GATEWAYS_MAX)
+		return ferry_fail(st, FERRY_E_MALFORMED, "at most %d gateways at once, not %zu", FERRY_PKI_GATEWAYS_MAX,
+				  n_gw);
+	pki_item *items = calloc(3 + n_gw, sizeof(*items));
+	if (!items)
+		return ferry_fail(st, FERRY_E_INTERNAL, "out of memory");
+	ferry_err e = pki_init_items(dir, gateways, n_gw, items, st);
+	free(items);
+	return e;
+}
+
+static ferry_err pki_init_items(const char *dir, const char *const *gateways, size_t n_gw, pki_item *items,
+				ferry_status *st)
+{
+	static const pki_item fixed[] = {
 		{"cmd-signer", FERRY_PKI_SIGNER, "ferry command signer", 730},
 		{"manifest-signer", FERRY_PKI_SIGNER, "ferry manifest signer", 730},
 		{"broker", FERRY_PKI_SERVER, "localhost", 730},
@@ -261,8 +276,7 @@ ferry_err ferry_pki_init(const char *dir, const char *const *gateways, size_t n_
 	EVP_PKEY *ca_key;
 	ferry_err e;
 
-	if (n_gw > PKI_GATEWAYS_MAX)
-		return ferry_fail(st, FERRY_E_MALFORMED, "at most %d gateways at once", PKI_GATEWAYS_MAX);
+	memcpy(items, fixed, sizeof(fixed));
 	for (size_t i = 0; i < n_gw; i++) {
 		size_t len = strlen(gateways[i]);
 		/* The CN becomes an MQTT topic level: nothing that could reach

@@ -38,6 +38,8 @@ ferry_err ferry_pki_write(const char *dir, const char *name, X509 *cert, EVP_PKE
 ferry_err ferry_pki_load_key(const char *path, EVP_PKEY **out, ferry_status *st) FERRY_WUR;
 /* One or more PEM certificates, leaf first. */
 ferry_err ferry_pki_load_certs(const char *path, STACK_OF(X509) **out, ferry_status *st) FERRY_WUR;
+/* The most gateway certificates one ferry pki init makes. */
+#define FERRY_PKI_GATEWAYS_MAX 4096
 /* The demo PKI of `ferry pki init`; never overwrites a file. */
 ferry_err ferry_pki_init(const char *dir, const char *const *gateways, size_t n_gateways,
 			 ferry_status *st) FERRY_WUR;

@@ -26,6 +26,9 @@ expect 2 "unknown command \"frobnicate\"" "$FERRY" frobnicate
 expect 2 "give exactly one DIR" "$FERRY" pki init
 expect 2 "malformed: .*gateway id \"bad/id\"" "$FERRY" pki init "$T/x" --gateway bad/id
 [ ! -e "$T/x/ca.key" ] || fail "pki init wrote a CA although a gateway id was bad"
+# shellcheck disable=SC2046
+expect 2 "at most 4096 gateways at once, not 4097" "$FERRY" pki init "$T/y" $(for i in $(seq 1 4097); do echo --gateway "g$i"; done)
+[ ! -e "$T/y/ca.key" ] || fail "pki init wrote a CA for more gateways than it takes"
 
 expect 0 "PKI written" "$FERRY" pki init "$T/pki" --gateway gw-1 --gateway gw-2
 for f in ca cmd-signer manifest-signer broker gw-gw-1 gw-gw-2; do

@@ -11,6 +11,9 @@
  *
  * --stamp puts the time each line was read (Unix seconds with microseconds,
  * as mosquitto_sub's %U) and a space before it, for the benchmarks.
+ * --stamped takes lines that start with such a stamp already (mosquitto_sub
+ * -F '%U %t %p': the time the message arrived, before this reader's own
+ * backlog) and keeps it.
  */
 #include <stdbool.h>
 #include <stdio.h>
@@ -28,19 +31,27 @@ int main(int argc, char **argv)
 	size_t cap = 0;
 	ssize_t n;
 
-	bool stamp = argc == 3 && !strcmp(argv[1], "--stamp");
-	if (argc != 2 + stamp) {
-		fprintf(stderr, "usage: report_lines [--stamp] CA.pem\n");
+	bool stamp = argc == 3 && !strcmp(argv[1], "--stamp"), stamped = argc == 3 && !strcmp(argv[1], "--stamped");
+	if (argc != 2 + (stamp || stamped)) {
+		fprintf(stderr, "usage: report_lines [--stamp|--stamped] CA.pem\n");
 		return 2;
 	}
-	if (ferry_trust_load(argv[1 + stamp], &trust, &st)) {
+	if (ferry_trust_load(argv[argc - 1], &trust, &st)) {
 		fprintf(stderr, "report_lines: %s\n", st.detail);
 		return 2;
 	}
 	while ((n = getline(&line, &cap, stdin)) > 0) {
-		char gw[65], kind[16];
+		char gw[65], kind[16], *start = line;
 		if (line[n - 1] == '\n')
 			line[--n] = 0;
+		if (stamped) {
+			char *sp0 = strchr(line, ' ');
+			if (sp0) {
+				*sp0 = 0;
+				printf("%s ", line);
+				line = sp0 + 1;
+			}
+		}
 		if (stamp) {
 			struct timespec ts;
 			clock_gettime(CLOCK_REALTIME, &ts);
@@ -52,6 +63,7 @@ int main(int argc, char **argv)
 		    (strcmp(kind, "reply") && strcmp(kind, "stage") && strcmp(kind, "inventory"))) {
 			printf("%s\n", line);
 			fflush(stdout);
+			line = start;
 			continue;
 		}
 		json_t *payload = NULL;
@@ -67,6 +79,7 @@ int main(int argc, char **argv)
 			json_decref(payload);
 		}
 		fflush(stdout);
+		line = start;
 	}
 	free(line);
 	ferry_trust_free(trust);
