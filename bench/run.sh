@@ -10,3 +10,4 @@ B=$(cd "${1:-$(dirname "$0")/../build}" && pwd)
 "$(dirname "$0")/report_latency.sh" "$B"
 "$(dirname "$0")/fleet_scale.sh" "$B"
 "$(dirname "$0")/campaign_scale.sh" "$B"
+"$(dirname "$0")/ferryd_fleet.sh" "$B"
