@@ -22,12 +22,12 @@
 # take the same time either way), gateways that are offline or fail, and a
 # broker on another machine.
 #
-#   bench/campaign_scale.sh [BUILD_DIR]    FERRY_BENCH_CAMPAIGN_GATEWAYS (500), FERRY_BENCH_REPS (3)
+#   bench/campaign_scale.sh [BUILD_DIR]    FERRY_BENCH_CAMPAIGN_GATEWAYS (500), FERRY_BENCH_REPS (5)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=$(cd "${1:-build}" && pwd)
 N=${FERRY_BENCH_CAMPAIGN_GATEWAYS:-500}
-REPS=${FERRY_BENCH_REPS:-3}
+REPS=${FERRY_BENCH_REPS:-5}
 . scripts/world.sh
 world_up "$BUILD"
 P=$W/pki
@@ -95,5 +95,6 @@ for r in $(seq 1 "$REPS"); do
 done
 dm=$(printf '%s\n' "${deploy_t[@]}" | median)
 cm=$(printf '%s\n' "${camp_t[@]}" | median)
+echo "row: | campaign over $N gateways (time) | $cm s | ferry deploy to the same, $dm s | $(awk -v a="$cm" -v b="$dm" 'BEGIN { printf "%.2f", a / b }') | $(for r in $(seq 0 $((REPS - 1))); do awk -v a="${camp_t[$r]}" -v b="${deploy_t[$r]}" 'BEGIN { printf "%.2f\n", a / b }'; done | sort -g | sed -n '1p;$p' | paste -sd-) | completes, counts right |"
 echo "campaign_scale: $N gateways in batches of 100: ferry campaign run $cm s (median of $REPS), ferry deploy" \
 	"$dm s, ratio $(awk -v a="$cm" -v b="$dm" 'BEGIN { printf "%.2f", a / b }')x"

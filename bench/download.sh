@@ -125,3 +125,10 @@ printf '  vs curl -o FILE alone:  %.2fx (per repetition %s; goal >= 0.7)\n' \
 	"$(awk -v a="$mc" -v b="$md" 'BEGIN { print a / b }')" "$(ratios C D)"
 printf '  check: %.2fx openssl dgst (time; per repetition %s; goal <= 1.05); RSS grew by at most %d KiB (goal < 1024)\n' \
 	"$(awk -v a="$mk" -v b="$mo" 'BEGIN { print a / b }')" "$(ratios K O)" "$(printf '%s\n' "${R[@]}" | sort -g | tail -n 1)"
+printf 'row: | download of %d MiB (throughput) | %s s | curl -o FILE + openssl dgst, %s s | %.2f | %s | >= 1.0 |\n' \
+	"$MIB" "$md" "$mcd" "$(awk -v a="$mcd" -v b="$md" 'BEGIN { print a / b }')" "$(ratios CD D)"
+printf 'row: | download of %d MiB (throughput) | %s s | curl -o FILE, %s s | %.2f | %s | >= 0.7 |\n' \
+	"$MIB" "$md" "$mc" "$(awk -v a="$mc" -v b="$md" 'BEGIN { print a / b }')" "$(ratios C D)"
+printf 'row: | check of %d MiB (time) | %s s | openssl dgst -sha256, %s s | %.2f | %s | <= 1.05, RSS +< 1 MiB (+%d KiB) |\n' \
+	"$MIB" "$mk" "$mo" "$(awk -v a="$mk" -v b="$mo" 'BEGIN { print a / b }')" "$(ratios K O)" \
+	"$(printf '%s\n' "${R[@]}" | sort -g | tail -n 1)"

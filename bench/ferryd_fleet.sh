@@ -133,4 +133,7 @@ awk -v r="$rss" -v u="$uss" -v n="$n" -v mr="$maxr" -v mu="$maxu" 'BEGIN {
 		r / n / 1024, mr / 1024, u / n / 1024, mu / 1024 }'
 echo "  stage report delay (ts_ms to the subscriber): p50 $all50 ms, p99 $all99 ms; one instance alone: p50 $one50, p99 $one99 ms"
 echo "  ferry deploy to all: $t_all s; to one instance alone: $t_one s"
+echo "row: | $N real ferryd on one broker, complete | $done_n of $N | - | - | one run | all |"
+echo "row: | $N real ferryd, stage report delay p99 | $all99 ms | one instance alone, $one99 ms | - | one run | - |"
+echo "row: | $N real ferryd, memory per instance | USS $(awk -v u="$uss" -v n="$n" 'BEGIN { printf "%.1f", u / n / 1024 }') MiB | - | - | one reading | - |"
 [ "$done_n" -eq "$N" ]

@@ -113,5 +113,8 @@ for n in $SIZES; do
 	printf '  %2d MCUs: %6.1f s (median)  = %.2fx one MCU  (per repetition %.2f-%.2f)\n' "$n" "$med" \
 		"$(awk -v a="$med" -v b="$ref" 'BEGIN { print a / b }')" "$(echo "$ratios" | head -n 1)" \
 		"$(echo "$ratios" | tail -n 1)"
+	[ "$n" = 1 ] || printf 'row: | push to %d serial MCUs (time) | %.1f s | one MCU, %.1f s | %.2f | %.2f-%.2f | <= 1.25 |\n' \
+		"$n" "$med" "$ref" "$(awk -v a="$med" -v b="$ref" 'BEGIN { print a / b }')" "$(echo "$ratios" | head -n 1)" \
+		"$(echo "$ratios" | tail -n 1)"
 done
 echo "  goal: 16 MCUs <= 1.25x one MCU"

@@ -59,6 +59,8 @@ rows=$("$W_FERRY" fleet | tail -n 1)
 echo "$rows" | grep -q "^$N gateways" || { echo "bench: ferry fleet did not see $N gateways: $rows" >&2; exit 1; }
 fm=$(printf '%s\n' "${fleet_t[@]:1}" | median)
 rm=$(printf '%s\n' "${raw_t[@]}" | median)
+echo "row: | ferry fleet over $N gateways, cold | $cold s | mosquitto_sub alone, $rm s | $(awk -v a="$cold" -v b="$rm" 'BEGIN { printf "%.2f", a / b }') | one run | <= 2 s |"
+echo "row: | ferry fleet over $N gateways, warm | $fm s | mosquitto_sub alone, $rm s | $(awk -v a="$fm" -v b="$rm" 'BEGIN { printf "%.2f", a / b }') | $(printf '%s\n' "${fleet_t[@]:1}" | sort -g | sed -n '1p;$p' | paste -sd-) s | <= 2 s |"
 echo "fleet_scale: $N gateways: ferry fleet cold $cold s, warm $fm s (median of $((REPS - 1)); goal <= 2 s)," \
 	"mosquitto_sub alone $rm s, ratio warm $(awk -v a="$fm" -v b="$rm" 'BEGIN { printf "%.2f", a / b }')x," \
 	"cold $(awk -v a="$cold" -v b="$rm" 'BEGIN { printf "%.2f", a / b }')x"
