@@ -20,6 +20,7 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
+#include <openssl/ssl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -176,10 +177,18 @@ static void nap(ferry_cloud *c, long ms)
  * and last_out are when this loop last read and wrote (ms): libmosquitto
  * sends its PINGREQ once a keepalive has passed since either, and checks
  * only when called, so the wait ends a second after the earlier is due
- * (its clock counts whole seconds). */
+ * (its clock counts whole seconds).  When that wait ends, libmosquitto has
+ * sent its PINGREQ (and counts from it, as this loop then does) or found
+ * an unanswered one and given up on the connection.
+ *
+ * TLS keeps a record it has decrypted but not handed out where poll()
+ * cannot see it: while OpenSSL holds bytes, the loop reads without
+ * waiting.  The socket is read on any readiness, writable included, which
+ * is also what takes a TLS handshake that wanted to write further. */
 static int turn(ferry_cloud *c, int64_t *last_in, int64_t *last_out)
 {
 	int sock = mosquitto_socket(c->mosq);
+	SSL *ssl = mosquitto_ssl_get(c->mosq);
 	int rc;
 
 	if (sock < 0)
@@ -187,19 +196,24 @@ static int turn(ferry_cloud *c, int64_t *last_in, int64_t *last_out)
 	struct pollfd pf[2] = {{.fd = sock, .events = POLLIN}, {.fd = c->wake, .events = POLLIN}};
 	if (mosquitto_want_write(c->mosq))
 		pf[0].events |= POLLOUT;
+	bool held = ssl && SSL_pending(ssl) > 0;
 	int64_t due = (*last_in < *last_out ? *last_in : *last_out) + (int64_t)c->keepalive * 1000 + 1000;
-	int64_t left = due - mono_ms();
-	if (poll(pf, 2, left < 0 ? 0 : left > 3600000 ? 3600000 : (int)left) < 0)
+	int64_t left = held ? 0 : due - mono_ms();
+	int n = poll(pf, 2, left < 0 ? 0 : left > 3600000 ? 3600000 : (int)left);
+	if (n < 0)
 		pf[0].revents = pf[1].revents = 0; /* EINTR: look again */
 	if (pf[1].revents & POLLIN)
 		drain(c);
-	if (pf[0].revents & (POLLIN | POLLERR | POLLHUP)) {
-		*last_in = mono_ms();
+	if (held || (pf[0].revents & (POLLIN | POLLOUT | POLLERR | POLLHUP))) {
+		if (held || (pf[0].revents & (POLLIN | POLLERR | POLLHUP)))
+			*last_in = mono_ms();
 		if ((rc = mosquitto_loop_read(c->mosq, 1)))
 			return rc;
 	}
 	if ((rc = mosquitto_loop_misc(c->mosq)))
 		return rc;
+	if (n == 0 && !held) /* the keepalive's turn: a PINGREQ went out, or nothing was due */
+		*last_in = *last_out = mono_ms();
 	/* what the read or the keepalive queued goes out in this turn */
 	if (mosquitto_want_write(c->mosq)) {
 		*last_out = mono_ms();

@@ -89,8 +89,11 @@ static int64_t mono_ms(void)
 
 static int sync_now(dl *d)
 {
-	if (fsync(d->fd))
+	if (fsync(d->fd)) {
+		if (d->req->unsure)
+			*d->req->unsure = true;
 		return -1;
+	}
 	d->synced = d->have;
 	d->synced_ms = mono_ms();
 	if (d->req->durable)

@@ -37,6 +37,10 @@ typedef struct ferry_dl_req {
 	int64_t deadline;
 	ferry_err deadline_code;
 	const char *deadline_what;
+	/* Set (may be NULL) when an fsync of the partial file failed on the
+	 * way: what the digest saw may not be what the disk holds, so the
+	 * check must read the file again. */
+	bool *unsure;
 } ferry_dl_req;
 
 /* Download (or finish downloading) req->url into req->part_fd.  Bytes

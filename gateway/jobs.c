@@ -341,6 +341,8 @@ static ferry_err download_image(dl_task *d, ferry_status *st)
 		req.deadline_code = FERRY_E_DOWNLOAD_FAILED;
 		req.deadline_what = "the downloads took longer than download.deadline allows";
 	}
+	bool unsure = false;
+	req.unsure = &unsure;
 	memcpy(req.sha256, mc->sha256, 32);
 	dl_progress(d, c->dl_offset, mc->size);
 	for (int fresh = 0;; fresh++) {
@@ -360,8 +362,9 @@ static ferry_err download_image(dl_task *d, ferry_status *st)
 	}
 	close(part);
 	/* every byte went through the digest on its way to the file (those a
-	 * restart found on disk first): the check need not read it again */
-	return ferry_store_commit(r->e->store, mc->sha256, true, st);
+	 * restart found on disk first): the check need not read it again,
+	 * unless the disk once failed to make bytes durable */
+	return ferry_store_commit(r->e->store, mc->sha256, !unsure, st);
 }
 
 typedef struct dl_arg {

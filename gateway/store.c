@@ -185,12 +185,19 @@ int ferry_store_partial_open(ferry_store *s, const uint8_t sha256[32], int64_t k
 	ferry_hex32_fmt(sha256, hex);
 	snprintf(older, sizeof(older), "%s.earlier", hex);
 	if (plain(s->pfd, older, &exists)) {
-		/* from an earlier boot: only its durable prefix is kept (below) */
-		if (renameat(s->pfd, older, s->pfd, hex)) {
+		/* from an earlier boot: only its durable prefix is kept, cut
+		 * before it takes the name a restart in this boot keeps whole */
+		struct stat ob;
+		int ofd = openat(s->pfd, older, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+		bool ok = ofd >= 0 && !fstat(ofd, &ob) && (ob.st_size <= keep || !ftruncate(ofd, keep)) && !fsync(ofd);
+		if (ofd >= 0)
+			close(ofd);
+		if (!ok || renameat(s->pfd, older, s->pfd, hex)) {
 			ferry_fail(st, FERRY_E_INTERNAL, "store: partial file %s/partial/%s: %s", s->dir, older,
 				   strerror(errno));
 			return -1;
 		}
+		keep = INT64_MAX;
 	} else {
 		if (exists) {
 			ferry_log(LOG_WARNING, "store: %s/partial/%s is not a plain file of ours; removed", s->dir, older);

@@ -566,6 +566,7 @@ int smp_client_upload(smp_client *c, const ferry_image_v1 *img, uint64_t *resume
 			first = true;
 			off = sent = 0;
 			nq = 0;
+			misses = 0; /* a new first request: it may wait for an erase */
 			continue;
 		}
 		if (a == TX_TIMEOUT) {
@@ -652,6 +653,8 @@ int smp_client_upload(smp_client *c, const ferry_image_v1 *img, uint64_t *resume
 			sent = next;
 		}
 		first = next == 0;
+		if (first)
+			misses = 0; /* a new first request: it may wait for an erase */
 		off = next;
 		if (sent < off)
 			sent = off;

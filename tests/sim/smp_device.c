@@ -69,6 +69,7 @@ typedef struct uart {
 	uint8_t *q[QUEUE_MAX];
 	size_t qlen[QUEUE_MAX];
 	unsigned qhead, qn;
+	bool busy;           /* the device works on one more, taken out of the queue */
 	bool flush_rx;       /* the frame decoder starts over */
 	int64_t away_until;  /* ns: the device resets; what arrives until then is lost */
 	int64_t tx_free;     /* ns: when the line to the host is free (device's thread) */
@@ -198,11 +199,15 @@ static void *receive(void *arg)
 			if (smp_serial_feed(rx, buf[i], &len) != 1)
 				continue;
 			pthread_mutex_lock(&u->lock);
+			if (now_ns() < u->away_until) { /* a reset began while it came */
+				pthread_mutex_unlock(&u->lock);
+				break;
+			}
 			/* one buffer stays for the answer being built */
 			unsigned room = u->dev.buf_count > 1 ? u->dev.buf_count - 1 : 1;
 			if (room > QUEUE_MAX)
 				room = QUEUE_MAX;
-			uint8_t *copy = u->qn < room ? malloc(len) : NULL;
+			uint8_t *copy = u->qn + u->busy < room ? malloc(len) : NULL;
 			if (copy) {
 				memcpy(copy, rx->pkt, len);
 				unsigned at = (u->qhead + u->qn) % QUEUE_MAX;
@@ -252,18 +257,22 @@ static int serve(uart *u, const char *link)
 			until.tv_nsec %= 1000000000L;
 			pthread_cond_timedwait(&u->cond, &u->lock, &until);
 		}
-		uint8_t *pkt = u->qn ? u->q[u->qhead] : NULL;
-		size_t len = u->qn ? u->qlen[u->qhead] : 0;
 		pthread_mutex_unlock(&u->lock);
-		mcu_tick(&u->dev); /* a reset the device answered a moment ago */
-		if (pkt)
-			mcu_handle(&u->dev, pkt, len); /* its buffer is taken until answered */
+		mcu_tick(&u->dev); /* a reset the device answered a moment ago (it empties the buffers) */
 		pthread_mutex_lock(&u->lock);
-		if (pkt && u->qn && u->q[u->qhead] == pkt) { /* a reset may have emptied the buffers */
-			free(pkt);
-			u->qhead = (u->qhead + 1) % QUEUE_MAX;
-			u->qn--;
-		}
+		if (!u->qn)
+			continue;
+		/* the oldest request: its buffer stays taken (busy) until answered */
+		uint8_t *pkt = u->q[u->qhead];
+		size_t len = u->qlen[u->qhead];
+		u->qhead = (u->qhead + 1) % QUEUE_MAX;
+		u->qn--;
+		u->busy = true;
+		pthread_mutex_unlock(&u->lock);
+		mcu_handle(&u->dev, pkt, len);
+		free(pkt);
+		pthread_mutex_lock(&u->lock);
+		u->busy = false;
 	}
 	pthread_mutex_unlock(&u->lock);
 	pthread_join(rx_thread, NULL);
