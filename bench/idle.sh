@@ -53,9 +53,11 @@ kib() { # kib PID FIELD...: the sum of these smaps_rollup fields, in KiB
 	awk -v f=" $* " 'index(f, " " substr($1, 1, length($1) - 1) " ") { s += $2 } END { print s + 0 }' \
 		/proc/"$pid"/smaps_rollup
 }
-top_maps() { # top_maps PID: the six files whose mappings hold most RSS
+top_maps() { # top_maps PID: the eight files whose mappings hold most RSS, with their private part
 	awk '/^[0-9a-f]+-[0-9a-f]+ / { name = (NF >= 6 ? $6 : "[anon]") } /^Rss:/ { r[name] += $2 }
-		END { for (n in r) printf "%8d KiB  %s\n", r[n], n }' /proc/"$1"/smaps | sort -rn | head -n 6
+		/^Private_(Clean|Dirty):/ { u[name] += $2 }
+		END { for (n in r) printf "%8d KiB (private %5d KiB)  %s\n", r[n], u[n], n }' /proc/"$1"/smaps |
+		sort -rn | head -n 8
 }
 
 # the subscriber is online once the broker lists it; one more keepalive
@@ -89,5 +91,5 @@ echo "row: | ferryd idle, RSS | $(mib "$frss") MiB | mosquitto_sub, $(mib "$srss
 echo "row: | ferryd idle, USS | $(mib "$fuss") MiB | mosquitto_sub, $(mib "$suss") MiB | - | one reading | <= 3 MiB |"
 echo "  ferryd's threads that woke (thread id: wake-ups in the window):"
 join "$W/threads0" "$W/threads1" | awk '$3 > $2 { printf "    %s: %d\n", $1, $3 - $2 }'
-echo "  ferryd's largest mappings:"
+echo "  ferryd's largest mappings (private: pages no other process maps, in its USS):"
 top_maps "$W_FERRYD_PID" | sed 's/^/  /'
