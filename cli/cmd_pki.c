@@ -31,7 +31,7 @@ int cli_pki(int argc, char **argv)
 	static const struct option opts[] = {{"gateway", required_argument, NULL, 'g'},
 					     {"help", no_argument, NULL, 'h'},
 					     {NULL, 0, NULL, 0}};
-	const char **gws = calloc((size_t)argc, sizeof(*gws)); /* no more than the words given */
+	const char **gws;
 	size_t n = 0;
 	ferry_status st = {0};
 	int c;
@@ -40,6 +40,7 @@ int cli_pki(int argc, char **argv)
 		fputs(help, argc >= 2 && cli_wants_help(argc, argv) ? stdout : stderr);
 		return argc >= 2 && cli_wants_help(argc, argv) ? CLI_OK : CLI_USAGE;
 	}
+	gws = calloc((size_t)argc, sizeof(*gws)); /* no more than the words given */
 	optind = 1;
 	while ((c = getopt_long(argc - 1, argv + 1, "g:h", opts, NULL)) != -1) {
 		if (c == 'g' && gws) {
