@@ -14,7 +14,8 @@ trap 'rm -f "$out"' EXIT
 {
 	"$B/bench/smp_goodput" "$B/adapters/serial-smp.so" "$B/tests/sim/smp_device" "${FERRY_BENCH_BYTES:-65536}" \
 		"${FERRY_BENCH_REPS:-5}"
-	"$B/bench/dfu_goodput" "$B/adapters/usb-dfu.so" "$B/tests/sim/dfu_device" "${FERRY_BENCH_DFU_BYTES:-262144}"
+	"$B/bench/dfu_goodput" "$B/adapters/usb-dfu.so" "$B/tests/sim/dfu_device" "${FERRY_BENCH_DFU_BYTES:-262144}" \
+		"${FERRY_BENCH_REPS:-5}"
 	"$D/fleet_push.sh" "$B"
 	"$D/download.sh" "$B"
 	"$D/idle.sh" "$B"
