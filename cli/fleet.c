@@ -2,10 +2,10 @@
  * that does not parse, or that names another gateway than its topic, is
  * counted and left out; strings are cleaned of control bytes before they
  * reach a terminal. */
+#define _GNU_SOURCE
 #include "fleet.h"
 
 #include <jansson.h>
-#include <jose/b64.h>
 #include <stdint.h>
 #include <openssl/evp.h>
 #include <sqlite3.h>
@@ -13,11 +13,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "follow.h"
 #include "ferry/jsonfield.h"
+#include "ferry/jws.h"
 #include "ferry/report.h"
 #include "ferry/semver.h"
 
@@ -147,9 +151,10 @@ static json_t *payload_of(const char *jws, size_t len)
 	json_t *o = NULL;
 	if (!b)
 		return NULL;
-	size_t n = jose_b64_dec_buf(a + 1, (size_t)(b - a - 1), NULL, 0);
-	char *buf = n != SIZE_MAX ? malloc(n + 1) : NULL;
-	if (buf && jose_b64_dec_buf(a + 1, (size_t)(b - a - 1), buf, n) == n && ferry_json_load_object(buf, n, &o, &st))
+	unsigned char *buf = NULL;
+	size_t n = 0;
+	if (ferry_b64url_decode(a + 1, (size_t)(b - a - 1), &buf, &n) &&
+	    ferry_json_load_object((const char *)buf, n, &o, &st))
 		o = NULL;
 	free(buf);
 	return o;
@@ -429,14 +434,101 @@ static void *open_some(void *arg)
 	return NULL;
 }
 
-/* Opens the inventories that came, on as many threads as there are cores
- * (at most 8), then takes them in the order they came. */
+/* How many threads this process runs, from /proc/self/stat; 0 if unknown. */
+static long threads_now(void)
+{
+	char buf[1024], *p;
+	long n = 0;
+	FILE *f = fopen("/proc/self/stat", "r");
+	size_t got = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+
+	if (f)
+		fclose(f);
+	buf[got] = '\0';
+	/* the command name can hold anything but ends at the last ')' */
+	if (!(p = strrchr(buf, ')')))
+		return 0;
+	/* after ") ": state, ppid, pgrp, ... num_threads is the 18th field after the name */
+	for (int field = 0; field < 18 && p; field++)
+		p = strchr(p + 1, ' ');
+	if (p)
+		n = strtol(p + 1, NULL, 10);
+	return n;
+}
+
+/* A child's results, as JSON in a memfd: [[index, code, detail, not_after,
+ * inventory or null], ...] for each message of its share. */
+static void share_in_child(worker *w, int fd)
+{
+	json_t *out = json_array();
+	open_some(w);
+	for (size_t i = w->first; out && i < w->fl->n_pend; i += w->step) {
+		pending *p = &w->fl->pend[i];
+		if (p->cached)
+			continue;
+		json_array_append_new(out, json_pack("[I,i,s,I,O?]", (json_int_t)i, (int)p->st.code, p->st.detail,
+						     (json_int_t)p->not_after, p->inv));
+	}
+	char *text = out ? json_dumps(out, JSON_COMPACT) : NULL;
+	size_t len = text ? strlen(text) : 0, done = 0;
+	while (text && done < len) {
+		ssize_t k = write(fd, text + done, len - done);
+		if (k <= 0)
+			_exit(1);
+		done += (size_t)k;
+	}
+	_exit(text ? 0 : 1);
+}
+
+/* Takes a child's results; false if they are not all there. */
+static bool share_from_child(fleet *fl, const worker *w, int fd)
+{
+	json_error_t jerr;
+	json_t *res, *r;
+	size_t k, taken = 0, due = 0;
+
+	for (size_t i = w->first; i < fl->n_pend; i += w->step)
+		due += !fl->pend[i].cached;
+	struct stat sb;
+	void *m;
+	if (fstat(fd, &sb) || sb.st_size <= 0 ||
+	    (m = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0)) == MAP_FAILED)
+		return false;
+	res = json_loadb(m, (size_t)sb.st_size, 0, &jerr);
+	munmap(m, (size_t)sb.st_size);
+	if (!res)
+		return false;
+	json_array_foreach(res, k, r) {
+		json_int_t i = json_integer_value(json_array_get(r, 0));
+		json_t *inv = json_array_get(r, 4);
+		if (i < 0 || (size_t)i >= fl->n_pend || (size_t)i % w->step != w->first || fl->pend[i].cached)
+			continue;
+		pending *p = &fl->pend[i];
+		p->st.code = (ferry_err)json_integer_value(json_array_get(r, 1));
+		const char *d = json_string_value(json_array_get(r, 2));
+		snprintf(p->st.detail, sizeof(p->st.detail), "%s", d ? d : "");
+		p->not_after = json_integer_value(json_array_get(r, 3));
+		p->inv = json_is_object(inv) ? json_incref(inv) : NULL;
+		taken++;
+	}
+	json_decref(res);
+	return taken == due;
+}
+
+/* Opens the inventories that came, on as many cores as there are (at most
+ * 8), then takes them in the order they came.  A process with one thread
+ * (ferry fleet) opens each share but the first in a child process: OpenSSL
+ * 3.0's shared locks let two threads reach only about 1.3 times one, while
+ * processes share nothing.  Where other threads run (the console), forking
+ * could copy a lock another thread holds, so shares go to threads. */
 static void settle(fleet *fl)
 {
 	enum { WORKERS_MAX = 8 };
 	pthread_t th[WORKERS_MAX];
 	worker w[WORKERS_MAX];
 	bool started[WORKERS_MAX] = {false};
+	pid_t kid[WORKERS_MAX] = {0};
+	int out[WORKERS_MAX];
 	long cores = sysconf(_SC_NPROCESSORS_ONLN);
 	size_t n = cores < 1 ? 1 : cores > WORKERS_MAX ? WORKERS_MAX : (size_t)cores;
 
@@ -461,16 +553,40 @@ static void settle(fleet *fl)
 	}
 	if (n > fl->n_pend)
 		n = fl->n_pend;
+	bool fork_ok = threads_now() == 1;
 	for (size_t t = 0; t < n; t++)
 		w[t] = (worker){.fl = fl, .first = t, .step = n, .now = time(NULL)};
-	for (size_t t = 1; t < n; t++)
+	for (size_t t = 1; t < n; t++) {
+		if (fork_ok && (out[t] = memfd_create("ferry-fleet-share", MFD_CLOEXEC)) >= 0) {
+			fflush(NULL); /* nothing buffered is written twice */
+			if ((kid[t] = fork()) == 0)
+				share_in_child(&w[t], out[t]);
+			if (kid[t] > 0)
+				continue;
+			kid[t] = 0;
+			close(out[t]);
+		}
 		started[t] = !pthread_create(&th[t], NULL, open_some, &w[t]);
+	}
 	open_some(&w[0]);
 	for (size_t t = 1; t < n; t++) {
-		if (started[t])
+		if (kid[t]) {
+			int status = 0;
+			bool whole = waitpid(kid[t], &status, 0) == kid[t] && WIFEXITED(status) &&
+				     WEXITSTATUS(status) == 0 && share_from_child(fl, &w[t], out[t]);
+			close(out[t]);
+			if (whole)
+				continue;
+			for (size_t i = w[t].first; i < fl->n_pend; i += w[t].step) {
+				json_decref(fl->pend[i].inv);
+				fl->pend[i].inv = NULL;
+			}
+			open_some(&w[t]); /* the child failed: its share is done here */
+		} else if (started[t]) {
 			pthread_join(th[t], NULL);
-		else
+		} else {
 			open_some(&w[t]); /* no thread for this share: done here */
+		}
 	}
 	cache_save(fl);
 	for (size_t i = 0; i < fl->n_pend; i++) {

@@ -15,35 +15,63 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/x509v3.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ferry/jsonfield.h"
 
+static int b64url_value(char c)
+{
+	return c >= 'A' && c <= 'Z' ? c - 'A'
+	       : c >= 'a' && c <= 'z' ? c - 'a' + 26
+	       : c >= '0' && c <= '9' ? c - '0' + 52
+	       : c == '-' ? 62
+	       : c == '_' ? 63
+	                  : -1;
+}
+
+/* OpenSSL's table decoder does the work, on a copy mapped to the standard
+ * alphabet and padded: libjose's decoder was a tenth of the time `ferry
+ * fleet` spent opening ten thousand reports. */
+bool ferry_b64url_decode(const char *p, size_t len, unsigned char **out, size_t *outlen)
+{
+	size_t padded = (len + 3) / 4 * 4, tail = len % 4;
+	int last = len ? b64url_value(p[len - 1]) : 0;
+
+	*out = NULL;
+	if (tail == 1 || !ferry_charset_ok(p, len, FERRY_CS_B64URL) || memchr(p, '=', len) ||
+	    (tail == 2 && (last & 0x0f)) || (tail == 3 && (last & 0x03)) || padded > INT_MAX)
+		return false;
+	unsigned char *t = malloc(padded + 1), *o = malloc(padded / 4 * 3 + 1);
+	int n = -1;
+	if (t && o) {
+		for (size_t i = 0; i < len; i++)
+			t[i] = p[i] == '-' ? '+' : p[i] == '_' ? '/' : (unsigned char)p[i];
+		memset(t + len, '=', padded - len);
+		n = EVP_DecodeBlock(o, t, (int)padded);
+	}
+	free(t);
+	if (n < 0) {
+		free(o);
+		return false;
+	}
+	/* EVP_DecodeBlock counts each '=' as a zero byte */
+	*outlen = (size_t)n - (padded - len);
+	o[*outlen] = '\0';
+	*out = o;
+	return true;
+}
+
 /* Decode one base64url part; canonical, unpadded, non-empty. */
 static ferry_err b64_part(const char *p, size_t len, const char *what, unsigned char **out, size_t *outlen,
 			  ferry_status *st)
 {
-	size_t n;
-
 	if (len == 0)
 		return ferry_fail(st, FERRY_E_MALFORMED, "JWS %s is empty", what);
-	if (!ferry_charset_ok(p, len, FERRY_CS_B64URL) || memchr(p, '.', len) || len % 4 == 1)
+	if (memchr(p, '.', len) || !ferry_b64url_decode(p, len, out, outlen))
 		return ferry_fail(st, FERRY_E_MALFORMED, "JWS %s is not base64url", what);
-	n = jose_b64_dec_buf(p, len, NULL, 0);
-	if (n == SIZE_MAX)
-		return ferry_fail(st, FERRY_E_MALFORMED, "JWS %s is not base64url", what);
-	*out = malloc(n + 1);
-	if (!*out)
-		return ferry_fail(st, FERRY_E_INTERNAL, "out of memory");
-	if (jose_b64_dec_buf(p, len, *out, n) != n) {
-		free(*out);
-		*out = NULL;
-		return ferry_fail(st, FERRY_E_MALFORMED, "JWS %s is not base64url", what);
-	}
-	(*out)[n] = '\0';
-	*outlen = n;
 	return FERRY_OK;
 }
 
@@ -109,16 +137,13 @@ static bool key_is(EVP_PKEY *k, const char *alg)
  * takes it as a DER ECDSA-Sig-Value, built here from the two numbers, and
  * verifies it over SHA-256 of "header.payload" with the certificate's own
  * key (its named curve keeps OpenSSL on its fast P-256 code). */
-static bool verify_es256(EVP_PKEY *k, const char *c, const size_t off[3], const size_t plen[3])
+static bool verify_es256(EVP_PKEY *k, const char *c, const size_t plen[3], const unsigned char *sig, size_t siglen)
 {
-	unsigned char *sig = NULL, *der = NULL;
-	size_t siglen = 0;
+	unsigned char *der = NULL;
 	bool ok = false;
 
-	if (b64_part(c + off[2], plen[2], "signature", &sig, &siglen, NULL) != FERRY_OK || siglen != 64) {
-		free(sig);
+	if (siglen != 64)
 		return false;
-	}
 	ECDSA_SIG *es = ECDSA_SIG_new();
 	BIGNUM *r = BN_bin2bn(sig, 32, NULL), *s = BN_bin2bn(sig + 32, 32, NULL);
 	if (es && r && s && ECDSA_SIG_set0(es, r, s)) {
@@ -133,34 +158,29 @@ static bool verify_es256(EVP_PKEY *k, const char *c, const size_t off[3], const 
 	BN_free(s);
 	ECDSA_SIG_free(es);
 	OPENSSL_free(der);
-	free(sig);
 	return ok;
 }
 
-static bool verify_eddsa(EVP_PKEY *k, const char *c, const size_t off[3], const size_t plen[3])
+static bool verify_eddsa(EVP_PKEY *k, const char *c, const size_t plen[3], const unsigned char *sig, size_t siglen)
 {
-	unsigned char *sig = NULL;
-	size_t siglen = 0;
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
 	bool ok = false;
 
-	if (md && b64_part(c + off[2], plen[2], "signature", &sig, &siglen, NULL) == FERRY_OK && siglen == 64 &&
-	    EVP_DigestVerifyInit(md, NULL, NULL, NULL, k) == 1)
+	if (md && siglen == 64 && EVP_DigestVerifyInit(md, NULL, NULL, NULL, k) == 1)
 		ok = EVP_DigestVerify(md, sig, siglen, (const unsigned char *)c, plen[0] + 1 + plen[1]) == 1;
 	EVP_MD_CTX_free(md);
-	free(sig);
 	return ok;
 }
 
-static ferry_err check_signature(X509 *leaf, const char *alg, const char *c, const size_t off[3],
-				 const size_t plen[3], ferry_status *st)
+static ferry_err check_signature(X509 *leaf, const char *alg, const char *c, const size_t plen[3],
+				 const unsigned char *sig, size_t siglen, ferry_status *st)
 {
 	EVP_PKEY *k = X509_get0_pubkey(leaf);
 	bool ok;
 
 	if (!k || !key_is(k, alg))
 		return ferry_fail(st, FERRY_E_BAD_SIGNATURE, "the signer certificate's key does not fit alg %s", alg);
-	ok = !strcmp(alg, "EdDSA") ? verify_eddsa(k, c, off, plen) : verify_es256(k, c, off, plen);
+	ok = !strcmp(alg, "EdDSA") ? verify_eddsa(k, c, plen, sig, siglen) : verify_es256(k, c, plen, sig, siglen);
 	ERR_clear_error();
 	if (!ok)
 		return ferry_fail(st, FERRY_E_BAD_SIGNATURE, "signature does not verify with the signer certificate's key");
@@ -210,7 +230,7 @@ ferry_err ferry_jws_verify(const char *c, size_t len, const ferry_trust *trust, 
 	    (e = b64_part(c + off[1], plen[1], "payload", &braw, &blen, st)) ||
 	    (e = b64_part(c + off[2], plen[2], "signature", &sraw, &slen, st)) ||
 	    (e = ferry_trust_verify_x5c(trust, json_object_get(v.header, "x5c"), at, &v.leaf, st)) ||
-	    (e = check_role(v.leaf, typ_expected, st)) || (e = check_signature(v.leaf, v.alg, c, off, plen, st)))
+	    (e = check_role(v.leaf, typ_expected, st)) || (e = check_signature(v.leaf, v.alg, c, plen, sraw, slen, st)))
 		goto out;
 	if ((e = ferry_json_load_object((const char *)braw, blen, &v.payload, st))) {
 		ferry_status_prefix(st, "JWS payload: ");

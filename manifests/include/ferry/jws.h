@@ -4,6 +4,7 @@
 #define FERRY_JWS_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 #include <time.h>
@@ -31,6 +32,11 @@ typedef struct ferry_jws {
 ferry_err ferry_jws_verify(const char *compact, size_t len, const ferry_trust *trust, time_t at,
 			   const char *typ_expected, ferry_jws *out, ferry_status *st) FERRY_WUR;
 void ferry_jws_clear(ferry_jws *jws);
+
+/* Decode canonical, unpadded base64url (RFC 7515, 2): the URL alphabet only
+ * and zero bits after the last byte.  *out is malloc'd with a NUL after its
+ * *outlen bytes.  False, with nothing allocated, on any other input. */
+bool ferry_b64url_decode(const char *p, size_t len, unsigned char **out, size_t *outlen);
 
 /* Sign payload bytes with key (P-256 gives ES256, Ed25519 gives EdDSA) and
  * put chain (leaf first) in x5c.  *out is a malloc'd NUL-terminated string. */
