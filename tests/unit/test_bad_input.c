@@ -473,12 +473,52 @@ static void test_sign_round_trip(void **state)
 	sk_X509_free(chain);
 }
 
+/* The base64url decoder every JWS part goes through: canonical and
+ * unpadded only. */
+static void test_b64url(void **state)
+{
+	static const struct {
+		const char *in;
+		const char *out; /* NULL: refused */
+		size_t len;
+	} b64[] = {
+	    {"", "", 0},
+	    {"QQ", "A", 1},
+	    {"QUI", "AB", 2},
+	    {"QUJD", "ABC", 3},
+	    {"-_8", "\xfb\xff", 2},
+	    {"QR", NULL, 0},   /* bits after the last byte */
+	    {"QUJ", NULL, 0},  /* same, with two bytes */
+	    {"QQ==", NULL, 0}, /* padding */
+	    {"Q", NULL, 0},    /* a length no encoding has */
+	    {"+/8", NULL, 0},  /* the standard alphabet */
+	    {"QU I", NULL, 0}, /* whitespace */
+	};
+	(void)state;
+	for (size_t i = 0; i < sizeof(b64) / sizeof(b64[0]); i++) {
+		unsigned char *out = NULL;
+		size_t n = 99;
+		bool ok = ferry_b64url_decode(b64[i].in, strlen(b64[i].in), &out, &n);
+		if (!b64[i].out) {
+			assert_false(ok);
+			assert_null(out);
+			continue;
+		}
+		assert_true(ok);
+		assert_int_equal(n, b64[i].len);
+		assert_memory_equal(out, b64[i].out, n);
+		assert_int_equal(out[n], 0);
+		free(out);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_table),
 		cmocka_unit_test(test_install_order),
 		cmocka_unit_test(test_sign_round_trip),
+		cmocka_unit_test(test_b64url),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
