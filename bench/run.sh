@@ -23,6 +23,7 @@ trap 'rm -f "$out"' EXIT
 	"$D/fleet_scale.sh" "$B"
 	"$D/campaign_scale.sh" "$B"
 	"$D/ferryd_fleet.sh" "$B"
+	"$D/delta.sh" "$B"
 } 2>&1 | tee "$out"
 echo
 echo "ferry benchmarks, $(date -u +%Y-%m-%d), $(nproc) cores, $(awk '/^MemTotal:/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)"

@@ -57,6 +57,7 @@ bool cli_make_link(const op_config *cfg, const char *gw, const char *sha, time_t
 void cli_new_id(const char *prefix, char *out, size_t n);
 int cli_watch(int argc, char **argv);
 int cli_fleet(int argc, char **argv);
+int cli_delta(int argc, char **argv);
 /* True when argv has --help or -h. */
 bool cli_wants_help(int argc, char **argv);
 

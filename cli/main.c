@@ -17,6 +17,7 @@ static const char usage[] =
 	"  pki init DIR [--gateway ID]...      make a demo PKI (CA, signers, broker, gateways)\n"
 	"  manifest sign SPEC.yaml --key K --cert C [--chain F] -o OUT\n"
 	"  manifest verify FILE --ca CA [--at T] [--skew S]\n"
+	"  delta make OLD NEW -o PATCH          a ferry-delta-1 patch; delta apply BASE PATCH -o NEW\n"
 	"  cmd sign --op OP --gateway ID ... --key K --cert C\n"
 	"  cmd verify FILE --ca CA --gateway ID [--at T] [--skew S]\n"
 	"  deploy SPEC|MANIFEST --gateway ID... [--op OP] [--ttl S] [--atomic] [--json]\n"
@@ -140,6 +141,8 @@ int main(int argc, char **argv)
 		return cli_fleet(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "campaign"))
 		return cli_campaign(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "delta"))
+		return cli_delta(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "console"))
 		return cli_console(argc - 1, argv + 1);
 	fprintf(stderr, "ferry: unknown command \"%s\"\n%s", argv[1], usage);

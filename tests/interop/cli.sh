@@ -119,4 +119,23 @@ hdr=$(cut -d. -f1 "$T/ed.jws")
 while [ $((${#hdr} % 4)) -ne 0 ]; do hdr="$hdr="; done
 echo -n "$hdr" | basenc --base64url -d | grep -q '"alg":"EdDSA"' || fail "not signed with EdDSA"
 expect 0 "inventory.refresh" "$FERRY" cmd verify "$T/ed.jws" --ca "$T/pki/ca.pem" --gateway gw-1
+# Deltas: a patch rebuilds the image exactly; the wrong base, a bad patch or
+# a too-small limit is refused, and the output file is never written.
+head -c 300000 /dev/urandom > "$T/old.bin"
+{ head -c 100000 "$T/old.bin"; printf 'a new function'; tail -c +100100 "$T/old.bin"; } > "$T/new.bin"
+expect 0 "p.fdl: [0-9]+ bytes, 0\.[0-9]+% of" "$FERRY" delta make "$T/old.bin" "$T/new.bin" -o "$T/p.fdl"
+expect 0 "rebuilt.bin: $(stat -c %s "$T/new.bin") bytes, sha256 $(sha256sum "$T/new.bin" | cut -c1-64)" \
+	"$FERRY" delta apply "$T/old.bin" "$T/p.fdl" -o "$T/rebuilt.bin"
+cmp -s "$T/rebuilt.bin" "$T/new.bin" || fail "the rebuilt image differs"
+expect 2 "nothing.bin: No such file" "$FERRY" delta apply "$T/nothing.bin" "$T/p.fdl" -o "$T/x.bin"
+cp "$T/old.bin" "$T/other.bin" && printf 'X' | dd of="$T/other.bin" bs=1 seek=5 conv=notrunc 2>/dev/null
+expect 1 "digest_mismatch: the base has SHA-256 [0-9a-f]{64}; this delta was made from" \
+	"$FERRY" delta apply "$T/other.bin" "$T/p.fdl" -o "$T/x.bin"
+expect 1 "size_mismatch: the delta makes a [0-9]+-byte image; at most 1000 allowed" \
+	"$FERRY" delta apply "$T/old.bin" "$T/p.fdl" -o "$T/x.bin" --max-size 1000
+head -c 120 "$T/p.fdl" > "$T/cut.fdl"
+expect 1 "malformed: the (diff|extra) stream runs past the end of the patch" \
+	"$FERRY" delta apply "$T/old.bin" "$T/cut.fdl" -o "$T/x.bin"
+[ ! -e "$T/x.bin" ] || fail "a refused delta wrote its output"
+expect 2 "give two files and -o OUT" "$FERRY" delta make "$T/old.bin" -o "$T/x.fdl"
 echo "ok: ferry CLI"
