@@ -57,3 +57,32 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 echo "  all: ferry $(pct $tf), bsdiff $(pct $tb), zstd --patch-from $(pct $tz) of $tn bytes; every image rebuilt exactly"
 echo "row: | delta patches, $(ls "$DIR"/*.old.bin | wc -l) firmware pairs (size) | $(pct $tf) of the new images | bsdiff, $(pct $tb) | $(ratio $tf $tb) | one run (deterministic) | < 1.0 |"
 echo "row: | delta patches, same pairs (size) | $(pct $tf) | zstd -19 --patch-from, $(pct $tz) | $(ratio $tf $tz) | one run (deterministic) | - |"
+
+# a 4 MiB pair from the real ones, repeated end to end
+big=$((4 * 1024 * 1024))
+while [ "$(stat -c %s "$T/old4" 2> /dev/null || echo 0)" -lt "$big" ]; do
+	cat "$DIR"/*.old.bin >> "$T/old4"
+	cat "$DIR"/*.new.bin >> "$T/new4"
+done
+truncate -s "$big" "$T/old4" "$T/new4"
+"$BUILD/cli/ferry" delta make "$T/old4" "$T/new4" -o "$T/p4" > /dev/null
+bsdiff "$T/old4" "$T/new4" "$T/b4"
+rss() { /usr/bin/time -f %M "$@" 2>&1 > /dev/null | tail -n 1; }
+frss=$(rss "$BUILD/cli/ferry" delta apply "$T/old4" "$T/p4" -o "$T/out4")
+cmp -s "$T/out4" "$T/new4" || { echo "delta: the 4 MiB image was not rebuilt exactly" >&2; exit 1; }
+brss=$(rss bspatch "$T/old4" "$T/outb" "$T/b4")
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+echo "  apply, 4 MiB image: peak RSS ferry $(mib "$frss") MiB, bspatch $(mib "$brss") MiB (patch $(stat -c %s "$T/p4") bytes)"
+echo "row: | delta apply, 4 MiB image (peak RSS) | $(mib "$frss") MiB | bspatch, $(mib "$brss") MiB | $(ratio "$frss" "$brss") | one run | <= 12 MiB |"
+secs() { local t0 t1; t0=$(date +%s%N); "$@" > /dev/null 2>&1; t1=$(date +%s%N); echo $(((t1 - t0) / 1000)); }
+at=() ct=()
+for _ in $(seq 1 "${FERRY_BENCH_REPS:-5}"); do
+	at+=("$(secs "$BUILD/cli/ferry" delta apply "$T/old4" "$T/p4" -o "$T/out4")")
+	ct+=("$(secs dd if="$T/new4" of="$T/outc" bs=1M conv=fsync)")
+done
+med() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+am=$(med "${at[@]}") cm=$(med "${ct[@]}")
+rr=()
+for i in "${!at[@]}"; do rr+=("$(ratio "${at[$i]}" "${ct[$i]}")"); done
+echo "  apply, 4 MiB image: $((am / 1000)) ms, a plain copy $((cm / 1000)) ms (medians)"
+echo "row: | delta apply, 4 MiB image (time) | $((am / 1000)) ms | dd conv=fsync of the image, $((cm / 1000)) ms | $(ratio "$am" "$cm") | $(printf '%s\n' "${rr[@]}" | sort -g | sed -n '1p;$p' | paste -sd-) | - |"

@@ -51,6 +51,9 @@ int cli_load_manifest(const char *input, bool atomic, const op_config *cfg, char
 		      json_t **spec_payload);
 /* payload signed as a manifest with the config's manifest signer. */
 int cli_sign_manifest(const op_config *cfg, const json_t *payload, char **jws);
+/* What a command links for manifest m: component -> its image's sha256,
+ * and NAME@BASE -> the sha256 of the delta from BASE. */
+json_t *cli_images_of(const ferry_manifest *m);
 /* The link gateway gw may use for image sha (docs/cli.md: the formula). */
 bool cli_make_link(const op_config *cfg, const char *gw, const char *sha, time_t expires, char *out, size_t n);
 /* prefix + UTC time + 6 random hex digits: an update id. */

@@ -102,13 +102,9 @@ static void fill_from_manifest(campaign *c, const ferry_manifest *m)
 	json_decref(c->components);
 	json_decref(c->images);
 	c->components = json_array();
-	c->images = json_object();
-	for (size_t i = 0; i < m->n; i++) {
-		char hex[65];
-		ferry_hex32_fmt(m->c[i].sha256, hex);
+	c->images = cli_images_of(m); /* whole images, and deltas as NAME@BASE */
+	for (size_t i = 0; i < m->n; i++)
 		json_array_append_new(c->components, json_string(m->c[i].name));
-		json_object_set_new(c->images, m->c[i].name, json_string(hex));
-	}
 	c->sequence = m->sequence;
 	c->atomic = m->atomic;
 }

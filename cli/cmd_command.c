@@ -48,7 +48,12 @@ static int add_link(json_t *links, const char *arg)
 		fprintf(stderr, "ferry cmd sign: --link wants NAME=URL, not \"%s\"\n", arg);
 		return CLI_USAGE;
 	}
-	char name[FERRY_ID_MAX + 1];
+	char name[FERRY_ID_MAX + 66]; /* NAME, or NAME@BASE for a delta */
+	if ((size_t)(eq - arg) >= sizeof(name)) {
+		fprintf(stderr, "ferry cmd sign: --link: the name before = is longer than %zu characters\n",
+			sizeof(name) - 1);
+		return CLI_USAGE;
+	}
 	snprintf(name, sizeof(name), "%.*s", (int)(eq - arg), arg);
 	json_object_set_new(links, name, json_string(eq + 1));
 	return CLI_OK;

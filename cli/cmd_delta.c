@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -24,14 +25,6 @@ static const char help[] =
 	"BASE and PATCH as ferryd does: the base must be the image the patch was made\n"
 	"from (size and SHA-256), and the new image at most BYTES (default 1 GiB).\n"
 	"It prints the new image's size and SHA-256.  NEW is written whole or not at all.\n";
-
-static void sha_hex(const unsigned char *p, size_t n, char out[65])
-{
-	unsigned char md[32];
-	EVP_Digest(p, n, md, NULL, EVP_sha256(), NULL);
-	for (int i = 0; i < 32; i++)
-		snprintf(out + 2 * i, 3, "%02x", md[i]);
-}
 
 static int make(const char *oldp, const char *newp, const char *outp)
 {
@@ -61,55 +54,66 @@ out:
 	return rc;
 }
 
-typedef struct grow {
-	unsigned char *p;
-	size_t n, cap, max;
-} grow;
+/* The new image goes to a temporary file beside OUT, renamed over it only
+ * once whole: memory stays the decoder's, whatever the image's size. */
+typedef struct out_file {
+	int fd;
+	EVP_MD_CTX *md;
+	uint64_t n;
+} out_file;
 
 static ferry_err sink(void *ctx, const unsigned char *p, size_t n, ferry_status *st)
 {
-	grow *g = ctx;
-	if (n > g->max - g->n)
-		return ferry_fail(st, FERRY_E_SIZE_MISMATCH, "the new image grows past %zu bytes", g->max);
-	if (n > g->cap - g->n) {
-		size_t cap = g->cap ? g->cap * 2 : 65536;
-		while (cap - g->n < n)
-			cap *= 2;
-		unsigned char *q = realloc(g->p, cap);
-		if (!q)
-			return ferry_fail(st, FERRY_E_INTERNAL, "out of memory");
-		g->p = q;
-		g->cap = cap;
+	out_file *o = ctx;
+	EVP_DigestUpdate(o->md, p, n);
+	o->n += n;
+	while (n) {
+		ssize_t w = write(o->fd, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return ferry_fail(st, FERRY_E_INTERNAL, "writing the new image: %s", strerror(errno));
+		p += w;
+		n -= (size_t)w;
 	}
-	memcpy(g->p + g->n, p, n);
-	g->n += n;
 	return FERRY_OK;
 }
 
 static int apply(const char *basep, const char *patchp, const char *outp, int64_t max)
 {
 	ferry_status st = {0};
-	grow g = {.max = (size_t)max};
+	char tmp[4200], sha[65];
+	unsigned char md[32];
+	out_file o = {.fd = -1, .md = EVP_MD_CTX_new()};
 	int bfd = open(basep, O_RDONLY | O_CLOEXEC), pfd = open(patchp, O_RDONLY | O_CLOEXEC), rc = CLI_USAGE;
-	char sha[65];
 
+	snprintf(tmp, sizeof(tmp), "%s.tmp.XXXXXX", outp);
 	if (bfd < 0 || pfd < 0) {
 		fprintf(stderr, "ferry: %s: %s\n", bfd < 0 ? basep : patchp, strerror(errno));
-	} else if (ferry_delta_apply(bfd, pfd, (uint64_t)max, sink, &g, &st)) {
+	} else if (!o.md || !EVP_DigestInit_ex(o.md, EVP_sha256(), NULL) || (o.fd = mkstemp(tmp)) < 0) {
+		fprintf(stderr, "ferry: %s: cannot create a temporary file: %s\n", outp, strerror(errno));
+	} else if (ferry_delta_apply(bfd, pfd, (uint64_t)max, sink, &o, &st)) {
 		cli_error(&st);
 		rc = st.code == FERRY_E_INTERNAL ? CLI_USAGE : CLI_REFUSED;
-	} else if (ferry_write_file(outp, g.p ? g.p : (unsigned char *)"", g.n, &st)) {
-		cli_error(&st);
+	} else if (fchmod(o.fd, 0644) || fsync(o.fd) || rename(tmp, outp)) {
+		fprintf(stderr, "ferry: %s: %s\n", outp, strerror(errno));
 	} else {
-		sha_hex(g.p ? g.p : (unsigned char *)"", g.n, sha);
-		printf("%s: %zu bytes, sha256 %s\n", outp, g.n, sha);
+		EVP_DigestFinal_ex(o.md, md, NULL);
+		for (int i = 0; i < 32; i++)
+			snprintf(sha + 2 * i, 3, "%02x", md[i]);
+		printf("%s: %llu bytes, sha256 %s\n", outp, (unsigned long long)o.n, sha);
 		rc = CLI_OK;
+	}
+	if (o.fd >= 0) {
+		close(o.fd);
+		if (rc != CLI_OK)
+			unlink(tmp);
 	}
 	if (bfd >= 0)
 		close(bfd);
 	if (pfd >= 0)
 		close(pfd);
-	free(g.p);
+	EVP_MD_CTX_free(o.md);
 	return rc;
 }
 

@@ -209,6 +209,24 @@ static int publish_image(const char *dir, const char *src, const char *sha, ferr
 	return rc;
 }
 
+json_t *cli_images_of(const ferry_manifest *m)
+{
+	json_t *images = json_object();
+	for (size_t i = 0; i < m->n; i++) {
+		char hex[65];
+		ferry_hex32_fmt(m->c[i].sha256, hex);
+		json_object_set_new(images, m->c[i].name, json_string(hex));
+		for (size_t k = 0; k < m->c[i].n_deltas; k++) {
+			char key[FERRY_ID_MAX + 66], base[65];
+			ferry_hex32_fmt(m->c[i].deltas[k].base_sha256, base);
+			ferry_hex32_fmt(m->c[i].deltas[k].sha256, hex);
+			snprintf(key, sizeof(key), "%s@%s", m->c[i].name, base);
+			json_object_set_new(images, key, json_string(hex));
+		}
+	}
+	return images;
+}
+
 typedef struct deploy_args {
 	const char *input, *op, *uid, *cfgp;
 	const char *gws[GATEWAYS_MAX];
@@ -310,6 +328,19 @@ int cli_load_manifest(const char *input, bool atomic, const op_config *cfg, char
 				ferry_manifest_free(m);
 				rc = CLI_USAGE;
 				goto out;
+			}
+			for (size_t k = 0; k < m->c[i].n_deltas; k++) {
+				char key[FERRY_ID_MAX + 66], base[65];
+				ferry_hex32_fmt(m->c[i].deltas[k].base_sha256, base);
+				ferry_hex32_fmt(m->c[i].deltas[k].sha256, hex);
+				snprintf(key, sizeof(key), "%s@%s", m->c[i].name, base);
+				src = json_string_value(json_object_get(files, key));
+				if (src && publish_image(cfg->files.dir, src, hex, &st)) {
+					cli_error(&st);
+					ferry_manifest_free(m);
+					rc = CLI_USAGE;
+					goto out;
+				}
 			}
 		}
 	}
@@ -542,12 +573,10 @@ int cli_deploy(int argc, char **argv)
 	if ((rc = cli_load_signer(cfg.command_signer.key, cfg.command_signer.cert, NULL, &key, &certs)) ||
 	    (rc = cli_load_manifest(a.input, a.atomic, &cfg, &manifest, &m, NULL)))
 		goto out;
-	for (size_t i = 0; i < m.n; i++) {
-		char hex[65];
+	for (size_t i = 0; i < m.n; i++)
 		names[i] = m.c[i].name;
-		ferry_hex32_fmt(m.c[i].sha256, hex);
-		json_object_set_new(images, m.c[i].name, json_string(hex));
-	}
+	json_decref(images);
+	images = cli_images_of(&m);
 	if (a.uid)
 		snprintf(uid, sizeof(uid), "%s", a.uid);
 	else

@@ -10,7 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "delta.h"
+#include "ferry/delta.h"
 #include "ferry/manifest.h"
+#include "files.h"
 #include "ferry/yaml.h"
 
 /* Size and SHA-256 of a file, streamed. */
@@ -51,10 +54,9 @@ static ferry_err hash_file(const char *path, int64_t *size, char hex[65], ferry_
  * refused with the file, the line and the key instead. */
 static const char *const top_keys[] = {"sequence", "created", "expires", "allow_downgrade", "atomic", "components",
 				       NULL};
-static const char *const component_keys[] = {"name", "type",  "adapter", "target",     "version", "format",
-					      "file", "after", "delta",   "encryption", NULL};
+static const char *const component_keys[] = {"name", "type",  "adapter",    "target",     "version", "format",
+					      "file", "after", "delta_from", "encryption", NULL};
 static const char *const target_keys[] = {"vendor_id", "class_id", "match", NULL};
-static const char *const delta_keys[] = {"from_sha256", "sha256", "size", "format", NULL};
 
 static bool listed(const char *const *keys, const char *k)
 {
@@ -90,17 +92,88 @@ static ferry_err check_keys(const char *file, const json_t *spec, const json_t *
 		return e;
 	json_array_foreach(comps, i, c) {
 		char path[64], sub[96];
-		const json_t *t = json_object_get(c, "target"), *d = json_object_get(c, "delta");
+		const json_t *t = json_object_get(c, "target");
 		snprintf(path, sizeof(path), "components[%zu]", i);
 		if (json_is_object(c) && (e = known_keys(file, lines, c, path, component_keys, st)))
 			return e;
 		snprintf(sub, sizeof(sub), "%s.target", path);
 		if (json_is_object(t) && (e = known_keys(file, lines, t, sub, target_keys, st)))
 			return e;
-		snprintf(sub, sizeof(sub), "%s.delta", path);
-		if (json_is_object(d) && (e = known_keys(file, lines, d, sub, delta_keys, st)))
-			return e;
 	}
+	return FERRY_OK;
+}
+
+/* delta_from: a patch from each older image to this one, written beside
+ * the image as IMAGE.from-BASE12.fdl; `deltas` gets what the gateway needs,
+ * files gets each patch's path as NAME@BASE (so `ferry deploy` publishes
+ * it and links it for every gateway). */
+static ferry_err make_deltas(json_t *c, size_t i, const char *dir, const char *img_path, const char *img_hex,
+			     json_t *files, ferry_status *st)
+{
+	const json_t *from = json_object_get(c, "delta_from"), *f;
+	const char *name = json_string_value(json_object_get(c, "name"));
+	char *nw = NULL;
+	size_t nn = 0, k;
+	json_t *deltas = json_array();
+	ferry_err e = FERRY_OK;
+
+	if (!json_is_array(from) || json_array_size(from) < 1 || json_array_size(from) > FERRY_DELTAS_MAX) {
+		json_decref(deltas);
+		return ferry_fail(st, FERRY_E_MALFORMED, "components[%zu]: delta_from must list 1-%d older images", i,
+				  FERRY_DELTAS_MAX);
+	}
+	if ((e = ferry_read_file(img_path, FERRY_DELTA_MAKE_MAX, &nw, &nn, st))) {
+		json_decref(deltas);
+		return e;
+	}
+	json_array_foreach(from, k, f) {
+		char path[4096], out[4200], base_hex[65], patch_hex[65], *old = NULL;
+		unsigned char *patch = NULL, md[32];
+		size_t on = 0, pn = 0;
+		const char *p = json_string_value(f);
+		if (!p || !p[0]) {
+			e = ferry_fail(st, FERRY_E_MALFORMED, "components[%zu]: delta_from[%zu] is not a file name", i, k);
+			break;
+		}
+		snprintf(path, sizeof(path), "%s%s%s", p[0] == '/' ? "" : dir, p[0] == '/' ? "" : "/", p);
+		if ((e = ferry_read_file(path, FERRY_DELTA_MAKE_MAX, &old, &on, st)))
+			break;
+		EVP_Digest(old, on, md, NULL, EVP_sha256(), NULL);
+		ferry_hex32_fmt(md, base_hex);
+		if (!strcmp(base_hex, img_hex)) {
+			free(old);
+			e = ferry_fail(st, FERRY_E_MALFORMED, "components[%zu]: delta_from[%zu] (%s) is the image itself",
+				       i, k, p);
+			break;
+		}
+		snprintf(out, sizeof(out), "%s.from-%.12s.fdl", img_path, base_hex);
+		e = ferry_delta_make((unsigned char *)old, on, (unsigned char *)nw, nn, &patch, &pn, st);
+		free(old);
+		if (!e)
+			e = ferry_write_file(out, patch, pn, st);
+		if (!e) {
+			EVP_Digest(patch, pn, md, NULL, EVP_sha256(), NULL);
+			ferry_hex32_fmt(md, patch_hex);
+			json_array_append_new(deltas, json_pack("{s:s,s:s,s:I,s:s}", "base_sha256", base_hex, "sha256",
+								 patch_hex, "size", (json_int_t)pn, "format",
+								 FERRY_DELTA_FORMAT));
+			if (files && name) {
+				char key[200];
+				snprintf(key, sizeof(key), "%s@%s", name, base_hex);
+				json_object_set_new(files, key, json_string(out));
+			}
+		}
+		free(patch);
+		if (e)
+			break;
+	}
+	free(nw);
+	if (e) {
+		json_decref(deltas);
+		return e;
+	}
+	json_object_del(c, "delta_from");
+	json_object_set_new(c, "deltas", deltas);
 	return FERRY_OK;
 }
 
@@ -124,6 +197,8 @@ static ferry_err fill_component(json_t *c, size_t i, const char *dir, json_t *fi
 		return e;
 	if (files && json_is_string(json_object_get(c, "name")))
 		json_object_set_new(files, json_string_value(json_object_get(c, "name")), json_string(path));
+	if (json_object_get(c, "delta_from") && (e = make_deltas(c, i, dir, path, hex, files, st)))
+		return e;
 	json_object_del(c, "file");
 	json_object_set_new(c, "size", json_integer(size));
 	json_object_set_new(c, "sha256", json_string(hex));

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bases.h"
 #include "engine_int.h"
 #include "ferry/jws.h"
 #include "log.h"
@@ -172,9 +173,8 @@ static ferry_err bind_component(ferry_engine *e, const ferry_manifest *m, size_t
 	if (!ferry_adapter_takes_format(ad, ferry_format_name(c->format)))
 		return ferry_fail(st, FERRY_E_UNSUPPORTED, "%s: adapter %s does not take format %s", c->name,
 				  c->adapter, ferry_format_name(c->format));
-	if (c->has_delta || c->encryption)
-		return ferry_fail(st, FERRY_E_UNSUPPORTED, "%s: %s images are not supported yet", c->name,
-				  c->has_delta ? "delta" : "encrypted");
+	if (c->encryption)
+		return ferry_fail(st, FERRY_E_UNSUPPORTED, "%s: encrypted images are not supported yet", c->name);
 	for (size_t i = 0; i < k->n; i++) {
 		const ferry_devinfo *d = &k->d[i];
 		char buf[65];
@@ -292,12 +292,47 @@ static ferry_err report_admitted(ferry_engine *e, const char *uid, const ferry_m
 	return err;
 }
 
+/* Can component c be fetched with the links of cmd?  A whole-image link
+ * always does; a delta's link ("NAME@BASE") does when the gateway holds its
+ * base.  Delta links must name deltas of the manifest. */
+static ferry_err check_links(ferry_engine *e, const ferry_command *cmd, const ferry_component *c, ferry_status *st)
+{
+	bool full = false, usable = false;
+	size_t deltas = 0;
+
+	for (size_t l = 0; l < cmd->n_links; l++) {
+		const ferry_link *k = &cmd->links[l];
+		const ferry_delta *d;
+		char path[FERRY_PATH_MAX];
+		if (strcmp(k->component, c->name))
+			continue;
+		if (!k->delta) {
+			full = true;
+			continue;
+		}
+		if (!(d = eng_delta_of(c, k->base_hex)))
+			return ferry_fail(st, FERRY_E_MALFORMED, "links: %s@%.12s... names no delta of component %s",
+					  c->name, k->base_hex, c->name);
+		deltas++;
+		usable = usable || eng_delta_base(e, c, d->base_sha256, path);
+	}
+	if (full || usable)
+		return FERRY_OK;
+	if (deltas)
+		return ferry_fail(st, FERRY_E_BASE_MISSING,
+				  "%s: the gateway holds none of the %zu base%s its delta links need, and no whole image "
+				  "is linked", c->name, deltas, deltas == 1 ? "" : "s");
+	return ferry_fail(st, FERRY_E_MALFORMED, "links: no link for component %s", c->name);
+}
+
 /* update.request and the first half of update.deploy. */
 static ferry_err admit(ferry_engine *e, const ferry_command *cmd, bool deploy, ferry_status *st)
 {
 	ferry_manifest m;
 	ferry_jupdate u = {0}, old;
 	const char *names[FERRY_COMPONENTS_MAX], *links[FERRY_COMPONENTS_MAX];
+	ferry_jdelta_link dlinks[FERRY_LINKS_MAX];
+	size_t n_dlinks = 0;
 	bool settled[FERRY_COMPONENTS_MAX];
 	plan *p = NULL;
 	known k = {0};
@@ -330,17 +365,19 @@ static ferry_err admit(ferry_engine *e, const ferry_command *cmd, bool deploy, f
 		err = bind_component(e, &m, m.order[i], &k, p, st);
 	if (!err && m.atomic)
 		err = check_atomic(e, &m, p, st);
-	for (size_t i = 0; i < m.n && !err && deploy; i++) {
-		bool linked = p->settled[i];
-		for (size_t l = 0; l < cmd->n_links && !linked; l++)
-			linked = !strcmp(cmd->links[l].component, m.c[i].name);
-		if (!linked)
-			err = ferry_fail(st, FERRY_E_MALFORMED, "links: no link for component %s", m.c[i].name);
-	}
+	for (size_t i = 0; i < m.n && !err && deploy; i++)
+		if (!p->settled[i])
+			err = check_links(e, cmd, &m.c[i], st);
 	if (err)
 		goto out;
 	need = bytes_needed(e, &m, p);
 	avail = ferry_store_free(e->store);
+	/* bases kept for deltas give way to an update that needs the room, and
+	 * only when that makes it fit: a refusal changes nothing */
+	if (need > avail && need <= avail + eng_bases_spare(e, &m, false)) {
+		eng_bases_spare(e, &m, true);
+		avail = ferry_store_free(e->store);
+	}
 	if (need > avail) {
 		err = ferry_fail(st, FERRY_E_INSUFFICIENT_SPACE, "needs %lld bytes, %lld free", (long long)need,
 				 (long long)avail);
@@ -358,11 +395,19 @@ static ferry_err admit(ferry_engine *e, const ferry_command *cmd, bool deploy, f
 		names[i] = m.c[m.order[i]].name;
 		settled[i] = p->settled[m.order[i]];
 		links[i] = NULL;
-		for (size_t l = 0; l < cmd->n_links && deploy && !settled[i]; l++)
-			if (!strcmp(cmd->links[l].component, names[i]))
-				links[i] = cmd->links[l].url;
+		for (size_t l = 0; l < cmd->n_links && deploy && !settled[i]; l++) {
+			const ferry_link *lk = &cmd->links[l];
+			if (strcmp(lk->component, names[i]))
+				continue;
+			if (!lk->delta)
+				links[i] = lk->url;
+			else
+				dlinks[n_dlinks++] = (ferry_jdelta_link){.component = names[i], .base_hex = lk->base_hex,
+									 .url = lk->url};
+		}
 	}
-	if ((err = ferry_journal_update_add(e->journal, &u, names, settled, links, m.n, p->steps, p->n, st)))
+	if ((err = ferry_journal_update_add(e->journal, &u, names, settled, links, m.n, dlinks, n_dlinks, p->steps,
+					    p->n, st)))
 		goto out;
 	err = report_admitted(e, u.id, &m, p, st);
 out:
@@ -390,31 +435,43 @@ static ferry_err need_state(ferry_engine *e, const ferry_command *cmd, const fer
 
 /* Links for every component that still needs bytes; they are secrets kept
  * in the journal only until used. */
-static ferry_err store_links(ferry_engine *e, const ferry_command *cmd, ferry_status *st)
+static ferry_err store_links(ferry_engine *e, const ferry_command *cmd, const ferry_jupdate *u, ferry_status *st)
 {
 	ferry_jcomponent *cs;
+	ferry_manifest m;
 	size_t n;
 	ferry_err err = ferry_journal_components(e->journal, cmd->update_id, &cs, &n, st);
 
 	if (err)
 		return err;
+	/* as it was when the update was admitted */
+	if ((err = eng_load_manifest(e, u, u->created, &m, st))) {
+		ferry_jcomponents_free(cs, n);
+		return err;
+	}
 	for (size_t i = 0; !err && i < n; i++) {
-		const char *url = NULL;
+		const ferry_component *c = NULL;
 		if (cs[i].stage != FERRY_S_ALLOWED && cs[i].stage != FERRY_S_DOWNLOADING)
 			continue;
-		for (size_t k = 0; k < cmd->n_links; k++)
-			if (!strcmp(cmd->links[k].component, cs[i].name))
-				url = cmd->links[k].url;
-		if (!url)
-			err = ferry_fail(st, FERRY_E_MALFORMED, "links: no link for component %s", cs[i].name);
+		for (size_t k = 0; k < m.n && !c; k++)
+			if (!strcmp(m.c[k].name, cs[i].name))
+				c = &m.c[k];
+		err = c ? check_links(e, cmd, c, st)
+			: ferry_fail(st, FERRY_E_INTERNAL, "journal: component %s is not in the manifest", cs[i].name);
 	}
 	for (size_t i = 0; !err && i < n; i++) {
 		if (cs[i].stage != FERRY_S_ALLOWED && cs[i].stage != FERRY_S_DOWNLOADING)
 			continue;
-		for (size_t k = 0; k < cmd->n_links && !err; k++)
-			if (!strcmp(cmd->links[k].component, cs[i].name))
-				err = ferry_journal_set_link(e->journal, cmd->update_id, cs[i].name, cmd->links[k].url, st);
+		for (size_t k = 0; k < cmd->n_links && !err; k++) {
+			const ferry_link *l = &cmd->links[k];
+			if (strcmp(l->component, cs[i].name))
+				continue;
+			err = l->delta ? ferry_journal_set_delta_link(e->journal, cmd->update_id, cs[i].name, l->base_hex,
+								      l->url, st)
+				       : ferry_journal_set_link(e->journal, cmd->update_id, cs[i].name, l->url, st);
+		}
 	}
+	ferry_manifest_free(&m);
 	ferry_jcomponents_free(cs, n);
 	return err;
 }
@@ -431,7 +488,7 @@ static ferry_err start_stage(ferry_engine *e, const ferry_command *cmd, ferry_st
 	case FERRY_OP_UPDATE_DOWNLOAD:
 		if ((err = need_state(e, cmd, for_download, 2, &u, st)))
 			return err;
-		err = store_links(e, cmd, st);
+		err = store_links(e, cmd, &u, st);
 		if (!err && u.state == FERRY_U_ALLOWED)
 			err = ferry_journal_update_move(e->journal, u.id, FERRY_U_ALLOWED, FERRY_U_DOWNLOADING, st);
 		ferry_jupdate_free(&u);
@@ -526,9 +583,13 @@ static ferry_err cancel(ferry_engine *e, const ferry_command *cmd, ferry_status 
 		ferry_jcomponent *cs;
 		size_t nc;
 		if (!(err = ferry_journal_components(e->journal, cmd->update_id, &cs, &nc, st))) {
-			for (size_t i = 0; i < nc && !err; i++)
+			for (size_t i = 0; i < nc && !err; i++) {
 				if (cs[i].link)
 					err = ferry_journal_set_link(e->journal, cmd->update_id, cs[i].name, NULL, st);
+				if (!err)
+					err = ferry_journal_set_delta_link(e->journal, cmd->update_id, cs[i].name, NULL,
+									   NULL, st);
+			}
 			ferry_jcomponents_free(cs, nc);
 		}
 	}

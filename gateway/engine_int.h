@@ -106,6 +106,10 @@ void eng_resume(ferry_engine *e);
 /* Remove from the store what no unfinished update needs. */
 /* Let go of the images no unfinished update needs (store_lock held by it). */
 void eng_prune_store(ferry_engine *e);
+/* Bytes of images the store keeps only as bases for deltas (no unfinished
+ * update and not the manifest m needs them); let go of when drop is set.
+ * Called with store_lock held. */
+int64_t eng_bases_spare(ferry_engine *e, const ferry_manifest *m, bool drop);
 
 /* inventory.c */
 char *eng_inventory_json(ferry_engine *e);

@@ -26,8 +26,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "bases.h"
 #include "download.h"
 #include "log.h"
 #include "run.h"
@@ -114,6 +116,13 @@ static bool step_report(eng_run *r, ferry_jstep *s, ferry_stage stage, const cha
 	ferry_transition t = {.update_id = r->u.id, .component = s->component, .device = s->device, .stage = stage,
 			      .reason = reason, .detail = detail, .version = version, .done = done, .total = total,
 			      .ts_ms = eng_now_ms()};
+	/* the image the device runs now: its base for a later delta */
+	char image[65];
+	const ferry_component *mc = stage == FERRY_S_INSTALLED ? run_component(r, s->component) : NULL;
+	if (mc) {
+		ferry_hex32_fmt(mc->sha256, image);
+		t.image = image;
+	}
 
 	if (report(r, &t, s->stage, wait, &st)) {
 		if (st.code == FERRY_E_INSUFFICIENT_SPACE && progress_only(s->stage, stage, done))
@@ -192,9 +201,12 @@ static bool comp_report(eng_run *r, ferry_jcomponent *c, ferry_stage stage, cons
 
 static void forget_links(eng_run *r)
 {
-	for (size_t i = 0; i < r->n_cs; i++)
+	for (size_t i = 0; i < r->n_cs; i++) {
 		if (r->cs[i].link && ferry_journal_set_link(r->e->journal, r->u.id, r->cs[i].name, NULL, NULL))
 			ferry_log(LOG_ERR, "journal: cannot forget the link of %s/%s", r->u.id, r->cs[i].name);
+		if (ferry_journal_set_delta_link(r->e->journal, r->u.id, r->cs[i].name, NULL, NULL, NULL))
+			ferry_log(LOG_ERR, "journal: cannot forget the delta links of %s/%s", r->u.id, r->cs[i].name);
+	}
 }
 
 static bool move(eng_run *r, ferry_ustate to)
@@ -305,10 +317,90 @@ static char *fresh_link(eng_run *r, const char *component, const char *used)
 	return out;
 }
 
-static ferry_err download_image(dl_task *d, ferry_status *st)
+/* What every download of the update shares: the file host's CA, the
+ * gateway's identity, the limits and the deadline. */
+static void dl_setup(dl_task *d, ferry_dl_req *req)
 {
 	eng_run *r = d->r;
 	const ferry_config *cfg = r->e->cfg;
+
+	*req = (ferry_dl_req){
+		.ca_file = cfg->download.ca,
+		/* the gateway's MQTT identity is also who it is to the file host */
+		.cert_file = cfg->broker.cert, .key_file = cfg->broker.key,
+		.limits = {.connect_timeout_s = cfg->download.connect_timeout_s,
+			   .low_speed_bytes = cfg->download.low_speed_bytes,
+			   .low_speed_time_s = cfg->download.low_speed_time_s, .retries = cfg->download.retries,
+			   .retry_delay_ms = cfg->download.retry_delay_ms},
+		.progress = dl_progress, .ctx = d};
+	/* whichever comes first: the update's expiry, the configured deadline */
+	int64_t by = cfg->download.deadline_s ? r->dl_started + cfg->download.deadline_s : 0;
+	if (r->u.expires && (!by || r->u.expires <= by)) {
+		req->deadline = r->u.expires;
+		req->deadline_code = FERRY_E_EXPIRED;
+		req->deadline_what = "the update expired before the download ended";
+	} else if (by) {
+		req->deadline = by;
+		req->deadline_code = FERRY_E_DOWNLOAD_FAILED;
+		req->deadline_what = "the downloads took longer than download.deadline allows";
+	}
+}
+
+/* The image from one of the component's deltas whose base the gateway
+ * holds: the patch is fetched into the store (from its first byte: patches
+ * are small), the image rebuilt beside it and checked, the patch dropped.
+ * base_missing when no linked delta has a base here. */
+static ferry_err image_from_delta(dl_task *d, ferry_jcomponent *c, const ferry_component *mc, ferry_status *st)
+{
+	eng_run *r = d->r;
+	char(*bases)[65] = NULL, **urls = NULL;
+	size_t n = 0;
+	ferry_err err;
+
+	if ((err = ferry_journal_delta_links(r->e->journal, r->u.id, c->name, &bases, &urls, &n, st)))
+		return err;
+	err = ferry_fail(st, FERRY_E_BASE_MISSING, "%s: the gateway holds none of the bases of its %zu delta link%s",
+			 c->name, n, n == 1 ? "" : "s");
+	for (size_t i = 0; i < n && err != FERRY_E_CANCELLED; i++) {
+		const ferry_delta *dl = eng_delta_of(mc, bases[i]);
+		char base[FERRY_PATH_MAX];
+		ferry_dl_req req;
+		int part;
+		if (!dl || !eng_delta_base(r->e, mc, dl->base_sha256, base))
+			continue;
+		if ((part = ferry_store_partial_open(r->e->store, dl->sha256, 0, st)) < 0) {
+			err = st->code;
+			continue;
+		}
+		dl_setup(d, &req);
+		req.url = urls[i];
+		req.part_fd = part;
+		req.size = dl->size;
+		memcpy(req.sha256, dl->sha256, 32);
+		if (ftruncate(part, 0))
+			err = ferry_fail(st, FERRY_E_INTERNAL, "store: %s", strerror(errno));
+		else
+			err = ferry_download(&req, st);
+		/* applied from where it was fetched: a partial file is never
+		 * pruned, and the patch never becomes an image of the store */
+		if (!err)
+			err = eng_rebuild(r->e, mc, base, part, st);
+		close(part);
+		ferry_store_remove_partial(r->e->store, dl->sha256);
+		if (!err) {
+			ferry_log(LOG_INFO, "%s/%s: rebuilt from a %lld-byte delta (the image is %lld bytes)", r->u.id,
+				  c->name, (long long)dl->size, (long long)mc->size);
+			break;
+		}
+		ferry_log(LOG_WARNING, "%s/%s: delta from base %.12s: %s", r->u.id, c->name, bases[i], st->detail);
+	}
+	ferry_jdelta_urls_free(bases, urls, n);
+	return err;
+}
+
+static ferry_err download_image(dl_task *d, ferry_status *st)
+{
+	eng_run *r = d->r;
 	ferry_jcomponent *c = &r->cs[d->first];
 	const ferry_component *mc = run_component(r, c->name);
 	char have[FERRY_PATH_MAX];
@@ -317,30 +409,29 @@ static ferry_err download_image(dl_task *d, ferry_status *st)
 
 	if (ferry_store_has(r->e->store, mc->sha256, have))
 		return FERRY_OK;
+	/* a delta first: only its bytes cross the network */
+	if (mc->n_deltas) {
+		ferry_status dst = {0};
+		if (!(err = image_from_delta(d, c, mc, &dst)))
+			return FERRY_OK;
+		if (err == FERRY_E_CANCELLED || !c->link) {
+			*st = dst;
+			return err;
+		}
+		if (err != FERRY_E_BASE_MISSING)
+			ferry_log(LOG_WARNING, "%s/%s: the delta did not give the image (%s); fetching the whole image",
+				  r->u.id, c->name, dst.detail);
+	}
 	if (!c->link)
 		return ferry_fail(st, FERRY_E_DOWNLOAD_FAILED, "%s: no download link; send update.download", c->name);
 	if ((part = ferry_store_partial_open(r->e->store, mc->sha256, c->dl_offset, st)) < 0)
 		return st->code;
-	ferry_dl_req req = {
-		.url = c->link, .ca_file = cfg->download.ca, .part_fd = part, .size = mc->size,
-		/* the gateway's MQTT identity is also who it is to the file host */
-		.cert_file = cfg->broker.cert, .key_file = cfg->broker.key,
-		.limits = {.connect_timeout_s = cfg->download.connect_timeout_s,
-			   .low_speed_bytes = cfg->download.low_speed_bytes,
-			   .low_speed_time_s = cfg->download.low_speed_time_s, .retries = cfg->download.retries,
-			   .retry_delay_ms = cfg->download.retry_delay_ms},
-		.durable = dl_durable, .progress = dl_progress, .ctx = d};
-	/* whichever comes first: the update's expiry, the configured deadline */
-	int64_t by = cfg->download.deadline_s ? r->dl_started + cfg->download.deadline_s : 0;
-	if (r->u.expires && (!by || r->u.expires <= by)) {
-		req.deadline = r->u.expires;
-		req.deadline_code = FERRY_E_EXPIRED;
-		req.deadline_what = "the update expired before the download ended";
-	} else if (by) {
-		req.deadline = by;
-		req.deadline_code = FERRY_E_DOWNLOAD_FAILED;
-		req.deadline_what = "the downloads took longer than download.deadline allows";
-	}
+	ferry_dl_req req;
+	dl_setup(d, &req);
+	req.url = c->link;
+	req.part_fd = part;
+	req.size = mc->size;
+	req.durable = dl_durable;
 	bool unsure = false;
 	req.unsure = &unsure;
 	memcpy(req.sha256, mc->sha256, 32);
@@ -505,8 +596,9 @@ static bool phase_download(eng_run *r)
 		for (size_t k = 0; k < tasks[i].n_members; k++) {
 			ferry_jcomponent *c = &r->cs[tasks[i].members[k]];
 			const ferry_component *mc = run_component(r, c->name);
-			if (ferry_journal_set_link(r->e->journal, r->u.id, c->name, NULL, NULL))
-				ferry_log(LOG_ERR, "journal: cannot forget the link of %s/%s", r->u.id, c->name);
+			if (ferry_journal_set_link(r->e->journal, r->u.id, c->name, NULL, NULL) ||
+			    ferry_journal_set_delta_link(r->e->journal, r->u.id, c->name, NULL, NULL, NULL))
+				ferry_log(LOG_ERR, "journal: cannot forget the links of %s/%s", r->u.id, c->name);
 			free(c->link);
 			c->link = NULL;
 			if (!comp_report_moving(r, c, FERRY_S_DOWNLOADED, NULL, mc->size, mc->size,
@@ -1031,7 +1123,7 @@ static ferry_err images_of(ferry_engine *e, const char *id, uint8_t (*out)[32], 
 void eng_prune_store(ferry_engine *e)
 {
 	ferry_status st = {0};
-	json_t *open_ids = NULL, *ended = NULL, *id;
+	json_t *open_ids = NULL, *ended = NULL, *pinned = NULL, *unpinned = NULL, *id;
 	uint8_t(*keep)[32] = NULL, imgs[FERRY_COMPONENTS_MAX][32];
 	size_t n_keep = 0, n, i;
 
@@ -1040,10 +1132,17 @@ void eng_prune_store(ferry_engine *e)
 		goto out;
 	if (!json_array_size(ended))
 		goto out;
-	if (!(keep = calloc(json_array_size(open_ids) * FERRY_COMPONENTS_MAX + 1, sizeof(*keep)))) {
+	/* images a device was last given stay: bases for deltas */
+	if (ferry_journal_installed_images(e->journal, &pinned, &st))
+		goto out;
+	if (!(keep = calloc(json_array_size(open_ids) * FERRY_COMPONENTS_MAX + json_array_size(pinned) + 1,
+			    sizeof(*keep)))) {
 		ferry_fail(&st, FERRY_E_INTERNAL, "out of memory");
 		goto out;
 	}
+	json_array_foreach(pinned, i, id)
+		if (!ferry_hex32(json_string_value(id), keep[n_keep]))
+			n_keep++;
 	json_array_foreach(open_ids, i, id) {
 		if (images_of(e, json_string_value(id), imgs, &n, &st))
 			goto out;
@@ -1059,8 +1158,25 @@ void eng_prune_store(ferry_engine *e)
 				needed = !memcmp(keep[q], imgs[k], 32);
 			if (!needed)
 				ferry_store_remove(e->store, imgs[k]);
+			else /* kept whole (a base, or another update's): no partial copy stays */
+				ferry_store_remove_partial(e->store, imgs[k]);
 		}
 		if (ferry_journal_set_pruned(e->journal, json_string_value(id), &st))
+			goto out;
+	}
+	/* an image a device was given before its newest one is no base now */
+	if (ferry_journal_unpinned(e->journal, &unpinned, &st))
+		goto out;
+	json_array_foreach(unpinned, i, id) {
+		uint8_t sha[32];
+		bool needed = false;
+		if (!ferry_hex32(json_string_value(id), sha)) {
+			for (size_t q = 0; q < n_keep && !needed; q++)
+				needed = !memcmp(keep[q], sha, 32);
+			if (!needed)
+				ferry_store_remove(e->store, sha);
+		}
+		if (ferry_journal_unpinned_done(e->journal, json_string_value(id), &st))
 			goto out;
 	}
 	st.code = FERRY_OK;
@@ -1071,6 +1187,57 @@ out:
 	free(keep);
 	json_decref(open_ids);
 	json_decref(ended);
+	json_decref(pinned);
+	json_decref(unpinned);
+}
+
+int64_t eng_bases_spare(ferry_engine *e, const ferry_manifest *m, bool drop)
+{
+	ferry_status st = {0};
+	json_t *open_ids = NULL, *pinned = NULL, *id;
+	uint8_t(*keep)[32] = NULL, imgs[FERRY_COMPONENTS_MAX][32];
+	size_t n_keep = 0, n, i;
+	int64_t bytes = 0;
+
+	if (ferry_journal_unfinished(e->journal, &open_ids, &st) ||
+	    ferry_journal_installed_images(e->journal, &pinned, &st) ||
+	    !(keep = calloc(json_array_size(open_ids) * FERRY_COMPONENTS_MAX + m->n * (1 + FERRY_DELTAS_MAX) + 1,
+			    sizeof(*keep))))
+		goto out;
+	json_array_foreach(open_ids, i, id) {
+		if (images_of(e, json_string_value(id), imgs, &n, &st))
+			goto out;
+		memcpy(keep + n_keep, imgs, n * sizeof(imgs[0]));
+		n_keep += n;
+	}
+	/* what the new update takes from the store: its images, its bases */
+	for (size_t c = 0; c < m->n; c++) {
+		memcpy(keep[n_keep++], m->c[c].sha256, 32);
+		for (size_t k = 0; k < m->c[c].n_deltas; k++)
+			memcpy(keep[n_keep++], m->c[c].deltas[k].base_sha256, 32);
+	}
+	json_array_foreach(pinned, i, id) {
+		uint8_t sha[32];
+		char path[FERRY_PATH_MAX];
+		struct stat sb;
+		bool needed = false;
+		if (ferry_hex32(json_string_value(id), sha))
+			continue;
+		for (size_t q = 0; q < n_keep && !needed; q++)
+			needed = !memcmp(keep[q], sha, 32);
+		if (needed || !ferry_store_has(e->store, sha, path) || stat(path, &sb))
+			continue;
+		bytes += sb.st_size;
+		if (drop)
+			ferry_store_remove(e->store, sha);
+	}
+	if (drop && bytes)
+		ferry_log(LOG_INFO, "store: %lld bytes of kept bases let go of to make room", (long long)bytes);
+out:
+	free(keep);
+	json_decref(open_ids);
+	json_decref(pinned);
+	return bytes;
 }
 
 void *eng_runner(void *arg)

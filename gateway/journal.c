@@ -17,7 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION 3
 
 struct ferry_journal {
 	sqlite3 *db;
@@ -106,6 +106,15 @@ static const char migrate_1_2[] =
 	"ALTER TABLE installed2 RENAME TO installed;"
 	"CREATE TABLE identity(id TEXT NOT NULL);"
 	"PRAGMA user_version = 2;";
+
+/* Schema 3: deltas.  An installed record names the image (the device's
+ * base for a delta), and delta links are kept beside whole-image ones. */
+static const char migrate_2_3[] =
+	"ALTER TABLE installed ADD COLUMN image TEXT NOT NULL DEFAULT '';"
+	"CREATE TABLE delta_links(update_id TEXT NOT NULL REFERENCES updates(id), component TEXT NOT NULL,"
+	" base TEXT NOT NULL, url TEXT NOT NULL, PRIMARY KEY(update_id, component, base));"
+	"CREATE TABLE unpinned(image TEXT PRIMARY KEY);"
+	"PRAGMA user_version = 3;";
 
 /* A database or disk that is full is insufficient_space: the runner keeps
  * the fact and tries again once there is room (jobs.c); anything else is
@@ -322,10 +331,22 @@ static ferry_err check_and_migrate(ferry_journal *j, ferry_status *st)
 	if ((s = prep(j, "PRAGMA user_version", "")) && sqlite3_step(s) == SQLITE_ROW)
 		version = sqlite3_column_int(s, 0);
 	sqlite3_finalize(s);
-	if (version == 0)
-		return in_transaction(j, schema, false, st, "creating the tables");
-	if (version == 1)
-		return in_transaction(j, migrate_1_2, true, st, "moving to schema 2");
+	ferry_err e;
+	if (version == 0) {
+		if ((e = in_transaction(j, schema, false, st, "creating the tables")))
+			return e;
+		version = 2;
+	}
+	if (version == 1) {
+		if ((e = in_transaction(j, migrate_1_2, true, st, "moving to schema 2")))
+			return e;
+		version = 2;
+	}
+	if (version == 2) {
+		if ((e = in_transaction(j, migrate_2_3, false, st, "moving to schema 3")))
+			return e;
+		version = 3;
+	}
 	if (version != SCHEMA_VERSION)
 		return ferry_fail(st, FERRY_E_INTERNAL, "journal %s has schema %d; this ferryd knows %d", j->path,
 				  version, SCHEMA_VERSION);
@@ -468,7 +489,8 @@ ferry_err ferry_journal_last_sequence(ferry_journal *j, int64_t *out, ferry_stat
 }
 
 ferry_err ferry_journal_update_add(ferry_journal *j, const ferry_jupdate *u, const char *const *names,
-				   const bool *settled, const char *const *links, size_t n, const ferry_jstep_new *steps,
+				   const bool *settled, const char *const *links, size_t n,
+				   const ferry_jdelta_link *dlinks, size_t n_dlinks, const ferry_jstep_new *steps,
 				   size_t n_steps, ferry_status *st)
 {
 	ferry_err e = FERRY_OK;
@@ -491,6 +513,10 @@ ferry_err ferry_journal_update_add(ferry_journal *j, const ferry_jupdate *u, con
 			     settled && settled[i] ? ferry_stage_name(FERRY_S_ALREADY_INSTALLED) : "",
 			     links ? links[i] : NULL)))
 			e = dberr(j, st, "adding a component");
+	for (size_t i = 0; !e && i < n_dlinks; i++)
+		if (run(prep(j, "INSERT INTO delta_links VALUES(?, ?, ?, ?)", "ssss", u->id, dlinks[i].component,
+			     dlinks[i].base_hex, dlinks[i].url)))
+			e = dberr(j, st, "adding a delta link");
 	for (size_t i = 0; !e && i < n_steps; i++) {
 		int64_t idx = -1;
 		if (scalar(j, &idx, "SELECT idx FROM components WHERE update_id = ? AND name = ?", "ss", u->id,
@@ -649,6 +675,147 @@ ferry_err ferry_journal_set_link(ferry_journal *j, const char *update_id, const 
 		pthread_mutex_unlock(&j->lock);
 	}
 	return e;
+}
+
+ferry_err ferry_journal_set_delta_link(ferry_journal *j, const char *update_id, const char *component,
+				       const char *base_hex, const char *url, ferry_status *st)
+{
+	ferry_err e = FERRY_OK;
+
+	if (begin(j))
+		return dberr(j, st, "begin");
+	if (url ? run(prep(j, "INSERT OR REPLACE INTO delta_links VALUES(?, ?, ?, ?)", "ssss", update_id, component,
+			   base_hex, url))
+		: base_hex ? run(prep(j, "DELETE FROM delta_links WHERE update_id = ? AND component = ? AND base = ?",
+				      "sss", update_id, component, base_hex))
+			   : run(prep(j, "DELETE FROM delta_links WHERE update_id = ? AND component = ?", "ss", update_id,
+				      component)))
+		e = dberr(j, st, "delta link");
+	e = end(j, e, st, "delta link");
+	if (!e && !url) {
+		/* as for whole-image links: no copy stays behind in the log */
+		pthread_mutex_lock(&j->lock);
+		sqlite3_wal_checkpoint_v2(j->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+		pthread_mutex_unlock(&j->lock);
+	}
+	return e;
+}
+
+ferry_err ferry_journal_delta_links(ferry_journal *j, const char *update_id, const char *component,
+				    char (**bases)[65], char ***urls, size_t *n, ferry_status *st)
+{
+	sqlite3_stmt *s;
+	int rc = SQLITE_ERROR;
+	size_t cap = 0;
+
+	*bases = NULL;
+	*urls = NULL;
+	*n = 0;
+	pthread_mutex_lock(&j->lock);
+	s = prep(j, "SELECT base, url FROM delta_links WHERE update_id = ? AND component = ? ORDER BY rowid", "ss",
+		 update_id, component);
+	while (s && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if (*n == cap) {
+			size_t c2 = cap ? cap * 2 : 8;
+			char(*b)[65] = realloc(*bases, c2 * sizeof(**bases));
+			char **u = b ? realloc(*urls, c2 * sizeof(**urls)) : NULL;
+			if (b)
+				*bases = b;
+			if (!u) {
+				rc = SQLITE_NOMEM;
+				break;
+			}
+			*urls = u;
+			cap = c2;
+		}
+		copy_col(s, 0, (*bases)[*n], 65);
+		if (!((*urls)[*n] = strdup((const char *)sqlite3_column_text(s, 1)))) {
+			rc = SQLITE_NOMEM;
+			break;
+		}
+		(*n)++;
+	}
+	sqlite3_finalize(s);
+	pthread_mutex_unlock(&j->lock);
+	if (rc == SQLITE_DONE)
+		return FERRY_OK;
+	ferry_jdelta_urls_free(*bases, *urls, *n);
+	*bases = NULL;
+	*urls = NULL;
+	*n = 0;
+	return dberr(j, st, "delta links");
+}
+
+void ferry_jdelta_urls_free(char (*bases)[65], char **urls, size_t n)
+{
+	for (size_t i = 0; urls && i < n; i++)
+		free(urls[i]);
+	free(urls);
+	free(bases);
+}
+
+ferry_err ferry_journal_image_devices(ferry_journal *j, const char *component, const char *image_hex, json_t **out,
+				      ferry_status *st)
+{
+	sqlite3_stmt *s;
+	int rc = SQLITE_ERROR;
+
+	pthread_mutex_lock(&j->lock);
+	s = prep(j, "SELECT device, version FROM installed WHERE component = ? AND image = ?", "ss", component,
+		 image_hex);
+	*out = json_array();
+	while (s && (rc = sqlite3_step(s)) == SQLITE_ROW)
+		json_array_append_new(*out, json_pack("[s,s]", sqlite3_column_text(s, 0), sqlite3_column_text(s, 1)));
+	sqlite3_finalize(s);
+	pthread_mutex_unlock(&j->lock);
+	if (rc == SQLITE_DONE)
+		return FERRY_OK;
+	json_decref(*out);
+	*out = NULL;
+	return dberr(j, st, "installed images");
+}
+
+ferry_err ferry_journal_unpinned(ferry_journal *j, json_t **out, ferry_status *st)
+{
+	sqlite3_stmt *s;
+	int rc = SQLITE_ERROR;
+
+	pthread_mutex_lock(&j->lock);
+	s = prep(j, "SELECT image FROM unpinned", "");
+	*out = json_array();
+	while (s && (rc = sqlite3_step(s)) == SQLITE_ROW)
+		json_array_append_new(*out, json_string((const char *)sqlite3_column_text(s, 0)));
+	sqlite3_finalize(s);
+	pthread_mutex_unlock(&j->lock);
+	if (rc == SQLITE_DONE)
+		return FERRY_OK;
+	json_decref(*out);
+	*out = NULL;
+	return dberr(j, st, "unpinned images");
+}
+
+ferry_err ferry_journal_unpinned_done(ferry_journal *j, const char *image_hex, ferry_status *st)
+{
+	CHANGE("unpinned images", "DELETE FROM unpinned WHERE image = ?", "s", image_hex);
+}
+
+ferry_err ferry_journal_installed_images(ferry_journal *j, json_t **out, ferry_status *st)
+{
+	sqlite3_stmt *s;
+	int rc = SQLITE_ERROR;
+
+	pthread_mutex_lock(&j->lock);
+	s = prep(j, "SELECT DISTINCT image FROM installed WHERE image != ''", "");
+	*out = json_array();
+	while (s && (rc = sqlite3_step(s)) == SQLITE_ROW)
+		json_array_append_new(*out, json_string((const char *)sqlite3_column_text(s, 0)));
+	sqlite3_finalize(s);
+	pthread_mutex_unlock(&j->lock);
+	if (rc == SQLITE_DONE)
+		return FERRY_OK;
+	json_decref(*out);
+	*out = NULL;
+	return dberr(j, st, "installed images");
 }
 
 ferry_err ferry_journal_set_dl_offset(ferry_journal *j, const char *update_id, const char *component, int64_t off,
@@ -880,8 +1047,14 @@ ferry_err ferry_journal_transition(ferry_journal *j, const ferry_transition *t, 
 		   sqlite3_changes(j->db) != 1 ||
 		   run(prep(j, "INSERT INTO outbox VALUES(?, ?, ?)", "sis", t->update_id, *seq, body)) ||
 		   (t->device && t->stage == FERRY_S_INSTALLED &&
-		    run(prep(j, "INSERT OR REPLACE INTO installed VALUES(?, ?, ?, ?)", "sssi", t->component, t->device,
-			     t->version ? t->version : "", t->ts_ms / 1000)))))
+		    /* the image the device had before is its base no more */
+		    run(prep(j, "INSERT OR IGNORE INTO unpinned SELECT image FROM installed WHERE component = ? AND"
+				" device = ? AND image != '' AND image != ?", "sss", t->component, t->device,
+			     t->image ? t->image : ""))) ||
+		   (t->device && t->stage == FERRY_S_INSTALLED &&
+		    run(prep(j, "INSERT OR REPLACE INTO installed(component, device, version, ts, image)"
+			     " VALUES(?, ?, ?, ?, ?)", "sssis", t->component, t->device, t->version ? t->version : "",
+			     t->ts_ms / 1000, t->image ? t->image : "")))))
 		e = dberr(j, st, "recording a transition");
 	e = end(j, e, st, "recording a transition");
 	if (e)

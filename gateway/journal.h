@@ -122,8 +122,15 @@ ferry_err ferry_journal_last_sequence(ferry_journal *j, int64_t *out, ferry_stat
  * the same transaction, so a deploy stopped right after it was admitted has
  * its links and goes on after a restart.  Raises the last accepted sequence
  * to u->sequence in the same transaction.  wrong_stage if the id exists. */
+/* A link to one delta of a component (docs/delta.md): its base image's
+ * SHA-256 in hex.  Kept, like whole-image links, until used. */
+typedef struct ferry_jdelta_link {
+	const char *component, *base_hex, *url;
+} ferry_jdelta_link;
+
 ferry_err ferry_journal_update_add(ferry_journal *j, const ferry_jupdate *u, const char *const *names,
-				   const bool *settled, const char *const *links, size_t n, const ferry_jstep_new *steps,
+				   const bool *settled, const char *const *links, size_t n,
+				   const ferry_jdelta_link *dlinks, size_t n_dlinks, const ferry_jstep_new *steps,
 				   size_t n_steps, ferry_status *st) FERRY_WUR;
 /* FERRY_E_UNKNOWN_UPDATE when absent.  Free with ferry_jupdate_free. */
 ferry_err ferry_journal_update_get(ferry_journal *j, const char *id, ferry_jupdate *out, ferry_status *st) FERRY_WUR;
@@ -158,6 +165,26 @@ ferry_err ferry_journal_steps(ferry_journal *j, const char *update_id, ferry_jst
 			      ferry_status *st) FERRY_WUR;
 ferry_err ferry_journal_set_link(ferry_journal *j, const char *update_id, const char *component, const char *url,
 				 ferry_status *st) FERRY_WUR; /* url NULL forgets it */
+/* Delta links: set one (url NULL forgets it; base_hex NULL too: every one
+ * of the component), and read a component's (bases[i] 65 bytes each,
+ * urls[i] malloc'd; free with ferry_jdelta_urls_free). */
+ferry_err ferry_journal_set_delta_link(ferry_journal *j, const char *update_id, const char *component,
+				       const char *base_hex, const char *url, ferry_status *st) FERRY_WUR;
+ferry_err ferry_journal_delta_links(ferry_journal *j, const char *update_id, const char *component,
+				    char (**bases)[65], char ***urls, size_t *n, ferry_status *st) FERRY_WUR;
+void ferry_jdelta_urls_free(char (*bases)[65], char **urls, size_t n);
+/* Devices on which ferryd installed the image image_hex of component, with
+ * the version it was: [[device, version], ...].  What makes a kept image a
+ * delta's base for a device that still runs it. */
+ferry_err ferry_journal_image_devices(ferry_journal *j, const char *component, const char *image_hex, json_t **out,
+				      ferry_status *st) FERRY_WUR;
+/* Images that stopped being a device's base (another image was installed
+ * on it), until the store has let go of them (hex SHA-256s). */
+ferry_err ferry_journal_unpinned(ferry_journal *j, json_t **out, ferry_status *st) FERRY_WUR;
+ferry_err ferry_journal_unpinned_done(ferry_journal *j, const char *image_hex, ferry_status *st) FERRY_WUR;
+/* Every image ferryd installed and a device may still run (hex SHA-256s):
+ * the store keeps them as bases for deltas. */
+ferry_err ferry_journal_installed_images(ferry_journal *j, json_t **out, ferry_status *st) FERRY_WUR;
 ferry_err ferry_journal_set_dl_offset(ferry_journal *j, const char *update_id, const char *component, int64_t off,
 				      ferry_status *st) FERRY_WUR;
 ferry_err ferry_journal_set_push_offset(ferry_journal *j, const char *update_id, const char *component,
@@ -183,6 +210,7 @@ typedef struct ferry_transition {
 	const char *reason;        /* NULL unless failed/rolled_back/cancelled */
 	const char *detail;        /* likewise */
 	const char *version;       /* installed / already_installed / trial */
+	const char *image;         /* installed: the image's SHA-256 (hex), kept as the device's base */
 	const json_t *devices;     /* on `allowed`: the device ids it goes to */
 	int64_t done, total;       /* progress; total < 0: none */
 	int64_t ts_ms; /* when it happened: ms since the epoch */

@@ -331,6 +331,14 @@ void ferry_store_remove(ferry_store *s, const uint8_t sha256[32])
 
 	ferry_hex32_fmt(sha256, hex);
 	unlinkat(s->dfd, hex, 0);
+	ferry_store_remove_partial(s, sha256);
+}
+
+void ferry_store_remove_partial(ferry_store *s, const uint8_t sha256[32])
+{
+	char hex[65];
+
+	ferry_hex32_fmt(sha256, hex);
 	unlinkat(s->pfd, hex, 0);
 	char older[80];
 	snprintf(older, sizeof(older), "%s.earlier", hex);

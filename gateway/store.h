@@ -54,5 +54,7 @@ ferry_err ferry_store_commit(ferry_store *s, const uint8_t sha256[32], bool stre
 bool ferry_store_streamed(ferry_store *s, const uint8_t sha256[32], int64_t *size);
 /* Delete the complete and the partial image with this digest. */
 void ferry_store_remove(ferry_store *s, const uint8_t sha256[32]);
+/* Only the partial file (and one set aside from an earlier boot). */
+void ferry_store_remove_partial(ferry_store *s, const uint8_t sha256[32]);
 
 #endif

@@ -4,6 +4,7 @@
 #include "ferry/command.h"
 
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "ferry/jsonfield.h"
@@ -56,9 +57,15 @@ static ferry_err parse_links(const json_t *obj, ferry_command *c, ferry_status *
 	if (!c->links)
 		return ferry_fail(st, FERRY_E_INTERNAL, "out of memory");
 	json_object_foreach((json_t *)obj, name, v) {
-		size_t nl = strlen(name), ul;
+		const char *at = strchr(name, '@');
+		size_t nl = at ? (size_t)(at - name) : strlen(name), ul;
 		if (nl == 0 || nl > FERRY_ID_MAX || !ferry_charset_ok(name, nl, FERRY_CS_ID))
 			return ferry_fail(st, FERRY_E_MALFORMED, "links: component name \"%.64s\" is not an id", name);
+		/* NAME@BASE: a delta's link, BASE its base image's SHA-256 */
+		if (at && (strlen(at + 1) != 64 || !ferry_charset_ok(at + 1, 64, FERRY_CS_HEX)))
+			return ferry_fail(st, FERRY_E_MALFORMED,
+					  "links: \"%.64s\": after the @ comes a delta's base_sha256 (64 lowercase hex digits)",
+					  name);
 		if (!json_is_string(v))
 			return ferry_fail(st, FERRY_E_MALFORMED, "links.%s must be a string", name);
 		ul = json_string_length(v);
@@ -69,7 +76,11 @@ static ferry_err parse_links(const json_t *obj, ferry_command *c, ferry_status *
 		/* Links are secrets: the detail names the component, never the URL. */
 		if (strncmp(json_string_value(v), "https://", 8) || ul <= 8)
 			return ferry_fail(st, FERRY_E_UNSUPPORTED, "links.%s is not an https:// URL", name);
-		snprintf(c->links[i].component, sizeof(c->links[i].component), "%s", name);
+		snprintf(c->links[i].component, sizeof(c->links[i].component), "%.*s", (int)nl, name);
+		if (at) {
+			c->links[i].delta = true;
+			memcpy(c->links[i].base_hex, at + 1, 65);
+		}
 		if (!(c->links[i].url = strdup(json_string_value(v))))
 			return ferry_fail(st, FERRY_E_INTERNAL, "out of memory");
 		c->n_links = ++i;

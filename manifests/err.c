@@ -33,6 +33,7 @@ const char *ferry_err_code(ferry_err e)
 	case FERRY_E_VERSION_MISMATCH: return "version_mismatch";
 	case FERRY_E_CANCELLED: return "cancelled";
 	case FERRY_E_INTERNAL: return "internal";
+	case FERRY_E_BASE_MISSING: return "base_missing";
 	}
 	return NULL;
 }
@@ -65,6 +66,7 @@ const char *ferry_strerror(ferry_err e)
 	case FERRY_E_VERSION_MISMATCH: return "the subdevice does not report the new version after activation";
 	case FERRY_E_CANCELLED: return "cancelled";
 	case FERRY_E_INTERNAL: return "internal error";
+	case FERRY_E_BASE_MISSING: return "the gateway holds no base for the component's deltas, and no full image was linked";
 	}
 	return "unknown error code";
 }

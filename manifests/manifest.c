@@ -90,17 +90,45 @@ static ferry_err parse_target(const json_t *t, ferry_component *c, ferry_status 
 	return FERRY_OK;
 }
 
-static ferry_err parse_delta(const json_t *d, ferry_delta *out, ferry_status *st)
+static ferry_err parse_delta(const json_t *d, const ferry_component *c, ferry_delta *out, ferry_status *st)
 {
 	ferry_err e;
 
-	if ((e = sha_field(d, "from_sha256", out->from_sha256, st)) || (e = sha_field(d, "sha256", out->sha256, st)) ||
+	if (!json_is_object(d))
+		return ferry_fail(st, FERRY_E_MALFORMED, "not an object");
+	if ((e = sha_field(d, "base_sha256", out->base_sha256, st)) || (e = sha_field(d, "sha256", out->sha256, st)) ||
 	    (e = ferry_json_int(d, "size", true, 1, FERRY_IMAGE_SIZE_MAX, &out->size, NULL, st)) ||
 	    (e = ferry_json_str(d, "format", true, 1, FERRY_FORMAT_MAX, FERRY_CS_ID, out->format,
 				sizeof(out->format), NULL, st)))
 		return e;
-	if (strcmp(out->format, "zstd-patch"))
-		return ferry_fail(st, FERRY_E_UNSUPPORTED, "delta format \"%s\" is not supported", out->format);
+	if (strcmp(out->format, "ferry-delta-1"))
+		return ferry_fail(st, FERRY_E_UNSUPPORTED, "delta format \"%s\" is not supported (ferry-delta-1 is)",
+				  out->format);
+	if (!memcmp(out->base_sha256, c->sha256, 32))
+		return ferry_fail(st, FERRY_E_MALFORMED, "a delta from the image itself");
+	return FERRY_OK;
+}
+
+/* deltas: up to FERRY_DELTAS_MAX patches, each from another base. */
+static ferry_err parse_deltas(const json_t *arr, ferry_component *c, ferry_status *st)
+{
+	const json_t *d;
+	size_t i;
+
+	if (!json_is_array(arr) || json_array_size(arr) < 1 || json_array_size(arr) > FERRY_DELTAS_MAX)
+		return ferry_fail(st, FERRY_E_MALFORMED, "deltas must be an array of 1-%d patches", FERRY_DELTAS_MAX);
+	json_array_foreach(arr, i, d) {
+		ferry_err e = parse_delta(d, c, &c->deltas[i], st);
+		if (e) {
+			ferry_status_prefix(st, "deltas[%zu]: ", i);
+			return e;
+		}
+		for (size_t k = 0; k < i; k++)
+			if (!memcmp(c->deltas[k].base_sha256, c->deltas[i].base_sha256, 32))
+				return ferry_fail(st, FERRY_E_MALFORMED, "deltas[%zu]: a second delta from the base of "
+						  "deltas[%zu]", i, k);
+		c->n_deltas = i + 1;
+	}
 	return FERRY_OK;
 }
 
@@ -108,7 +136,7 @@ static ferry_err parse_component(const json_t *o, ferry_component *c, ferry_stat
 {
 	char buf[FERRY_FORMAT_MAX + 1];
 	const char *ver;
-	const json_t *target, *delta, *enc;
+	const json_t *target, *deltas, *enc;
 	int i;
 	ferry_err e;
 
@@ -138,16 +166,11 @@ static ferry_err parse_component(const json_t *o, ferry_component *c, ferry_stat
 	if (i == FERRY_FORMAT_COUNT)
 		return ferry_fail(st, FERRY_E_UNSUPPORTED, "format \"%s\" is not supported", buf);
 	c->format = (ferry_format)i;
-	if ((e = ferry_json_member(o, "delta", false, JSON_OBJECT, &delta, st)) ||
+	if ((e = ferry_json_member(o, "deltas", false, JSON_ARRAY, &deltas, st)) ||
 	    (e = ferry_json_member(o, "encryption", false, JSON_OBJECT, &enc, st)))
 		return e;
-	if (delta) {
-		c->has_delta = true;
-		if ((e = parse_delta(delta, &c->delta, st))) {
-			ferry_status_prefix(st, "delta: ");
-			return e;
-		}
-	}
+	if (deltas && (e = parse_deltas(deltas, c, st)))
+		return e;
 	if (enc)
 		c->encryption = json_deep_copy(enc);
 	return FERRY_OK;

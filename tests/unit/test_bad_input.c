@@ -176,6 +176,7 @@ typedef struct tcase {
 	"\"target\":{\"vendor_id\":\"acme\",\"class_id\":\"s2\"},\"version\":\"1.2.3\",\"size\":1024," \
 	"\"sha256\":\"" SHA "\",\"format\":\"mcuboot\"" extra "}"
 #define SHA "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+#define SHA2 "1111111111111111111111111111111111111111111111111111111111111111"
 #define MAN_T(comps) "{\"sequence\":4,\"created\":1800000000,\"components\":[" comps "]}"
 #define MAN_OK MAN_T(COMP(""))
 
@@ -299,8 +300,18 @@ static const tcase cases[] = {
 	{"unknown type", MAN, MAN_T("{\"name\":\"mcu\",\"type\":\"bootloader\",\"adapter\":\"serial-smp\","
 		"\"target\":{\"vendor_id\":\"acme\",\"class_id\":\"s2\"},\"version\":\"1.2.3\",\"size\":1,"
 		"\"sha256\":\"" SHA "\",\"format\":\"raw\"}"), NULL, S_GOOD, S_GOOD, M_NONE, FERRY_E_UNSUPPORTED},
-	{"unknown delta format", MAN, MAN_T(COMP(",\"delta\":{\"from_sha256\":\"" SHA "\",\"sha256\":\"" SHA
-		"\",\"size\":9,\"format\":\"bsdiff\"}")), NULL, S_GOOD, S_GOOD, M_NONE, FERRY_E_UNSUPPORTED},
+	{"unknown delta format", MAN, MAN_T(COMP(",\"deltas\":[{\"base_sha256\":\"" SHA2 "\",\"sha256\":\"" SHA
+		"\",\"size\":9,\"format\":\"bsdiff\"}]")), NULL, S_GOOD, S_GOOD, M_NONE, FERRY_E_UNSUPPORTED},
+	{"deltas not a list", MAN, MAN_T(COMP(",\"deltas\":{\"base_sha256\":\"" SHA2 "\"}")), NULL, S_GOOD, S_GOOD,
+	 M_NONE, FERRY_E_MALFORMED},
+	{"deltas empty", MAN, MAN_T(COMP(",\"deltas\":[]")), NULL, S_GOOD, S_GOOD, M_NONE, FERRY_E_MALFORMED},
+	{"a delta from the image itself", MAN, MAN_T(COMP(",\"deltas\":[{\"base_sha256\":\"" SHA "\",\"sha256\":\""
+		SHA2 "\",\"size\":9,\"format\":\"ferry-delta-1\"}]")), NULL, S_GOOD, S_GOOD, M_NONE, FERRY_E_MALFORMED},
+	{"two deltas from one base", MAN, MAN_T(COMP(",\"deltas\":[{\"base_sha256\":\"" SHA2 "\",\"sha256\":\""
+		SHA "\",\"size\":9,\"format\":\"ferry-delta-1\"},{\"base_sha256\":\"" SHA2 "\",\"sha256\":\"" SHA
+		"\",\"size\":8,\"format\":\"ferry-delta-1\"}]")), NULL, S_GOOD, S_GOOD, M_NONE, FERRY_E_MALFORMED},
+	{"a delta without its size", MAN, MAN_T(COMP(",\"deltas\":[{\"base_sha256\":\"" SHA2 "\",\"sha256\":\""
+		SHA "\",\"format\":\"ferry-delta-1\"}]")), NULL, S_GOOD, S_GOOD, M_NONE, FERRY_E_MALFORMED},
 	{"after names a missing component", MAN, MAN_T(COMP(",\"after\":[\"nothing\"]")), NULL, S_GOOD, S_GOOD,
 	 M_NONE, FERRY_E_MALFORMED},
 	{"after names itself", MAN, MAN_T(COMP(",\"after\":[\"mcu\"]")), NULL, S_GOOD, S_GOOD, M_NONE,

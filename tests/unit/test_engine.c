@@ -1419,7 +1419,7 @@ static void crafted(const char *id, const char *m, const char *const *devs, cons
 		steps[i] = (ferry_jstep_new){.component = "fw", .device = devs[i], .adapter = "fake"};
 	snprintf(path, sizeof(path), "%s/state/journal.db", dir);
 	assert_int_equal(ferry_journal_open(path, &j, &st), FERRY_OK);
-	assert_int_equal(ferry_journal_update_add(j, &u, names, NULL, NULL, 1, steps, n, &st), FERRY_OK);
+	assert_int_equal(ferry_journal_update_add(j, &u, names, NULL, NULL, 1, NULL, 0, steps, n, &st), FERRY_OK);
 	static const ferry_stage comp[] = {FERRY_S_ALLOWED, FERRY_S_DOWNLOADED, FERRY_S_VERIFYING, FERRY_S_VERIFIED};
 	for (size_t k = 0; k < 4; k++) {
 		ferry_transition t = {.update_id = id, .component = "fw", .stage = comp[k], .total = -1, .ts_ms = 1000};
@@ -1517,7 +1517,7 @@ static void test_deploy_resumes_from_allowed(void **state)
 		ferry_jupdate u = {.state = FERRY_U_ALLOWED, .sequence = seq_no - 1 + k, .created = time(NULL),
 				   .deploy = true, .manifest = ms[k]};
 		snprintf(u.id, sizeof(u.id), "%s", ids[k]);
-		assert_int_equal(ferry_journal_update_add(j, &u, names, NULL, NULL, 1, &step, 1, &st), FERRY_OK);
+		assert_int_equal(ferry_journal_update_add(j, &u, names, NULL, NULL, 1, NULL, 0, &step, 1, &st), FERRY_OK);
 		ferry_transition t = {.update_id = ids[k], .component = "fw", .stage = FERRY_S_ALLOWED, .total = -1,
 				      .ts_ms = 1000};
 		assert_int_equal(ferry_journal_transition(j, &t, &body, &seq, &st), FERRY_OK);
@@ -1634,8 +1634,9 @@ static long long store_bytes(int *files)
 }
 
 /* The store lets go of what ended updates used: through a hundred updates
- * it never holds more than the running one's image, stays under its cap,
- * and a partial download of an ended update is gone too.  The runner prunes
+ * it never holds more than the running one's image and the one the device
+ * runs (a delta's base), stays under its cap, and a partial download of an
+ * ended update is gone too.  The runner prunes
  * after each update, before it takes the next: so the next update's first
  * report from the runner (downloaded) says the prune is done. */
 static void test_store_bounded(void **state)
@@ -1669,7 +1670,9 @@ static void test_store_bounded(void **state)
 		pthread_mutex_unlock(&F.lock);
 		long long bytes = store_bytes(&files);
 		assert_true(bytes <= 4000);
-		assert_int_equal(files, i % 10 == 0 ? 2 : 1); /* this update's image only */
+		/* this update's image, and the one the device runs (kept as the
+		 * base for a delta); every older one is gone */
+		assert_int_equal(files, (i % 10 == 0 ? 2 : 1) + (i > 1));
 		pthread_mutex_lock(&F.lock);
 		F.gate_shut = false;
 		pthread_cond_broadcast(&F.cond);
@@ -1679,21 +1682,73 @@ static void test_store_bounded(void **state)
 		json_decref(comps);
 	}
 	assert_string_equal(dev("w1")->running, "1.100.0");
-	/* the last one's goes once the runner is done with it: the next
-	 * command is answered after the prune at the latest, when it restarts */
+	/* after a restart (the next command is answered after the prune at
+	 * the latest) only the image the device runs stays, as its base */
 	stop_engine();
 	start_engine("store: {cap: 4000}\n");
 	command("inventory.refresh", NULL, NULL, NULL);
 	wait_reply("", "inventory.refresh");
 	int files;
-	assert_int_equal(store_bytes(&files), 0);
-	assert_int_equal(files, 0);
+	assert_int_equal(store_bytes(&files), 1000);
+	assert_int_equal(files, 1);
+}
+
+/* The image a device was last given stays as its base for a delta, and
+ * gives way when an update needs the room: with a cap of 1500 bytes and a
+ * 1000-byte base kept, an update that must fetch 1000 bytes is admitted
+ * only because the base is let go of; one that would not fit even then is
+ * refused, and the base stays. */
+static void test_bases_give_way(void **state)
+{
+	char path[600];
+	add_dev("w1", "fw", "widget", "1.0.0", true);
+	add_dev("w2", "gw", "widget", "1.0.0", true);
+	start_engine("store: {cap: 1500}\n");
+	json_t *c1 = component("fw", "fake", "widget", "1.1.0", NULL, NULL);
+	json_t *comps = json_pack("[O]", c1);
+	char *m = manifest(comps, false);
+	command("update.deploy", "b1", m, comps);
+	assert_int_equal(wait_end("b1"), FERRY_U_DONE);
+	free(m);
+	json_decref(comps);
+	snprintf(path, sizeof(path), "%s/state/store/%s", dir, json_string_value(json_object_get(c1, "sha256")));
+	assert_int_equal(access(path, F_OK), 0); /* kept: w1 runs it */
+
+	/* two images to fetch (2000 bytes) do not fit even without the base */
+	json_t *c2 = component("fw", "fake", "widget", "1.2.0", NULL, NULL);
+	json_t *c3 = component("gw", "fake", "widget", "1.1.0", NULL, NULL);
+	char p2[600], p3[600];
+	snprintf(p2, sizeof(p2), "%s/state/store/%s", dir, json_string_value(json_object_get(c2, "sha256")));
+	snprintf(p3, sizeof(p3), "%s/state/store/%s", dir, json_string_value(json_object_get(c3, "sha256")));
+	unlink(p2);
+	unlink(p3);
+	comps = json_pack("[O,O]", c2, c3);
+	m = manifest(comps, false);
+	command("update.deploy", "b2", m, comps);
+	assert_string_equal(wait_reply("b2", "update.deploy"), "insufficient_space");
+	assert_int_equal(access(path, F_OK), 0); /* a refusal changes nothing */
+	free(m);
+	json_decref(comps);
+
+	/* one image to fetch fits once the base goes */
+	comps = json_pack("[O]", c2);
+	m = manifest(comps, false);
+	command("update.deploy", "b3", m, comps);
+	assert_string_equal(wait_reply("b3", "update.deploy"), "accepted");
+	assert_int_not_equal(access(path, F_OK), 0);
+	wait_end("b3"); /* the link leads nowhere: it fails, and that is all */
+	free(m);
+	json_decref(comps);
+	json_decref(c1);
+	json_decref(c2);
+	json_decref(c3);
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_staged_fan_out, per_test_setup, per_test_teardown),
+		cmocka_unit_test_setup_teardown(test_bases_give_way, per_test_setup, per_test_teardown),
 		cmocka_unit_test_setup_teardown(test_already_and_match, per_test_setup, per_test_teardown),
 		cmocka_unit_test_setup_teardown(test_parallel_limit, per_test_setup, per_test_teardown),
 		cmocka_unit_test_setup_teardown(test_cancel_queued, per_test_setup, per_test_teardown),

@@ -54,7 +54,7 @@ static void add_update(ferry_journal *j, const char *id)
 	ferry_jupdate u = {.state = FERRY_U_ALLOWED, .manifest = "x.y.z", .sequence = 1, .created = 1};
 	ferry_status st = {0};
 	snprintf(u.id, sizeof(u.id), "%s", id);
-	assert_int_equal(ferry_journal_update_add(j, &u, comps, NULL, NULL, 2, steps, 3, &st), FERRY_OK);
+	assert_int_equal(ferry_journal_update_add(j, &u, comps, NULL, NULL, 2, NULL, 0, steps, 3, &st), FERRY_OK);
 }
 
 static ferry_err try_transition(ferry_journal *j, const char *id, const char *comp, const char *dev, ferry_stage stage,
@@ -196,6 +196,81 @@ static void test_installed_per_device(void **state)
 	assert_false(found);
 	assert_int_equal(ferry_journal_installed(j, "b", "d2", v, &found, &st), FERRY_OK);
 	assert_false(found);
+	ferry_journal_close(j);
+}
+
+/* Deltas: delta links are kept with the update and forgotten per
+ * component; `installed` names the image, which is a base while it is the
+ * device's last one and unpinned once another is installed there. */
+static void test_delta_links_and_bases(void **state)
+{
+	static const char *const comps[] = {"a", "b"};
+	static const ferry_jstep_new steps[] = {{"a", "d1", "ad"}, {"a", "d2", "ad"}, {"b", "d1", "ad"}};
+	const ferry_jdelta_link dl[] = {{"a", "1111111111111111111111111111111111111111111111111111111111111111", "https://h/p1"},
+					{"a", "2222222222222222222222222222222222222222222222222222222222222222", "https://h/p2"}};
+	ferry_jupdate u = {.state = FERRY_U_ALLOWED, .manifest = "x.y.z", .sequence = 1, .created = 1};
+	ferry_journal *j = open_j();
+	ferry_status st = {0};
+	char(*bases)[65];
+	char **urls;
+	size_t n;
+	json_t *imgs, *devs;
+
+	snprintf(u.id, sizeof(u.id), "dl");
+	assert_int_equal(ferry_journal_update_add(j, &u, comps, NULL, NULL, 2, dl, 2, steps, 3, &st), FERRY_OK);
+	assert_int_equal(ferry_journal_delta_links(j, "dl", "a", &bases, &urls, &n, &st), FERRY_OK);
+	assert_int_equal(n, 2);
+	assert_string_equal(bases[1], dl[1].base_hex);
+	assert_string_equal(urls[0], "https://h/p1");
+	ferry_jdelta_urls_free(bases, urls, n);
+	assert_int_equal(ferry_journal_delta_links(j, "dl", "b", &bases, &urls, &n, &st), FERRY_OK);
+	assert_int_equal(n, 0);
+	ferry_jdelta_urls_free(bases, urls, n);
+	assert_int_equal(ferry_journal_set_delta_link(j, "dl", "a", NULL, NULL, &st), FERRY_OK);
+	assert_int_equal(ferry_journal_delta_links(j, "dl", "a", &bases, &urls, &n, &st), FERRY_OK);
+	assert_int_equal(n, 0);
+	ferry_jdelta_urls_free(bases, urls, n);
+
+	/* installed with an image: d1 runs image X as version 1.2.3 */
+	ferry_transition t = {.update_id = "dl", .component = "a", .device = "d1", .total = -1, .ts_ms = 1,
+			      .version = "1.2.3", .image = "aaaa"};
+	char *body;
+	int64_t seq;
+	ferry_stage moves[] = {FERRY_S_INSTALLING, FERRY_S_ACTIVATING, FERRY_S_INSTALLED};
+	for (size_t i = 0; i < 3; i++) {
+		t.stage = moves[i];
+		assert_int_equal(ferry_journal_transition(j, &t, &body, &seq, &st), FERRY_OK);
+		free(body);
+	}
+	assert_int_equal(ferry_journal_installed_images(j, &imgs, &st), FERRY_OK);
+	assert_int_equal(json_array_size(imgs), 1);
+	assert_string_equal(json_string_value(json_array_get(imgs, 0)), "aaaa");
+	json_decref(imgs);
+	assert_int_equal(ferry_journal_image_devices(j, "a", "aaaa", &devs, &st), FERRY_OK);
+	assert_int_equal(json_array_size(devs), 1);
+	assert_string_equal(json_string_value(json_array_get(json_array_get(devs, 0), 1)), "1.2.3");
+	json_decref(devs);
+	assert_int_equal(ferry_journal_unpinned(j, &imgs, &st), FERRY_OK);
+	assert_int_equal(json_array_size(imgs), 0);
+	json_decref(imgs);
+
+	/* a second update gives d1 image Y: X is unpinned */
+	add_update(j, "dl2");
+	t.update_id = "dl2";
+	t.image = "bbbb";
+	for (size_t i = 0; i < 3; i++) {
+		t.stage = moves[i];
+		assert_int_equal(ferry_journal_transition(j, &t, &body, &seq, &st), FERRY_OK);
+		free(body);
+	}
+	assert_int_equal(ferry_journal_unpinned(j, &imgs, &st), FERRY_OK);
+	assert_int_equal(json_array_size(imgs), 1);
+	assert_string_equal(json_string_value(json_array_get(imgs, 0)), "aaaa");
+	json_decref(imgs);
+	assert_int_equal(ferry_journal_unpinned_done(j, "aaaa", &st), FERRY_OK);
+	assert_int_equal(ferry_journal_unpinned(j, &imgs, &st), FERRY_OK);
+	assert_int_equal(json_array_size(imgs), 0);
+	json_decref(imgs);
 	ferry_journal_close(j);
 }
 
@@ -406,6 +481,7 @@ int main(void)
 		cmocka_unit_test(test_last_sequence_error),
 		cmocka_unit_test(test_devices_remembered),
 		cmocka_unit_test(test_schema_1_moves_on),
+		cmocka_unit_test(test_delta_links_and_bases),
 		cmocka_unit_test(test_replay_store),
 		cmocka_unit_test(test_outbox_and_links),
 		cmocka_unit_test(test_damaged_file_refused),

@@ -30,9 +30,13 @@ typedef enum ferry_op {
 const char *ferry_op_name(ferry_op op);
 int ferry_op_parse(const char *s, ferry_op *out) FERRY_WUR;
 
+/* A link to a component's whole image (key "NAME"), or to one of its
+ * deltas (key "NAME@BASE": BASE the delta's base_sha256, lowercase hex). */
 typedef struct ferry_link {
 	char component[FERRY_ID_MAX + 1];
-	char *url; /* https:// only */
+	bool delta;
+	char base_hex[65]; /* when delta */
+	char *url;         /* https:// only */
 } ferry_link;
 
 typedef struct ferry_command {

@@ -32,11 +32,13 @@ typedef struct ferry_kv {
 	char value[FERRY_ID_MAX + 1];
 } ferry_kv;
 
+/* A patch from one base image to the component's image (docs/delta.md). */
+#define FERRY_DELTAS_MAX 8
 typedef struct ferry_delta {
-	uint8_t from_sha256[32];
-	uint8_t sha256[32];
-	int64_t size;
-	char format[FERRY_FORMAT_MAX + 1]; /* "zstd-patch" */
+	uint8_t base_sha256[32]; /* the image it applies to */
+	uint8_t sha256[32];      /* of the patch itself */
+	int64_t size;            /* of the patch */
+	char format[FERRY_FORMAT_MAX + 1]; /* "ferry-delta-1" */
 } ferry_delta;
 
 typedef struct ferry_component {
@@ -53,8 +55,8 @@ typedef struct ferry_component {
 	ferry_format format;
 	size_t after[FERRY_COMPONENTS_MAX]; /* indexes of components that go first */
 	size_t n_after;
-	bool has_delta;
-	ferry_delta delta;
+	ferry_delta deltas[FERRY_DELTAS_MAX]; /* one per base the operator prepared */
+	size_t n_deltas;
 	json_t *encryption; /* kept as signed; the gateway decides if it can honour it */
 } ferry_component;
 

@@ -1,0 +1,214 @@
+/* Bases for delta images (docs/delta.md), and rebuilding an image from one.
+ *
+ * A delta applies to one exact image.  The gateway holds it for a component
+ * when
+ *   - the component is one of the gateway's own files (adapter `self`) and
+ *     the file installed at its path has the base's SHA-256; or
+ *   - ferryd installed the base on a device the component goes to, the
+ *     store still has it (it keeps every image a device was last given),
+ *     and that device reports the version it was installed as: it still
+ *     runs it.
+ * The rebuilt image goes into the store only when its size and SHA-256 are
+ * the manifest's; the base is hashed again as the patch is applied, so a
+ * base that changed since it was chosen fails the rebuild, never the
+ * install. */
+#include "bases.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "adapter_host.h"
+#include "engine_int.h"
+#include "ferry/delta.h"
+#include "log.h"
+
+static bool sha_of_fd(int fd, uint8_t out[32])
+{
+	unsigned char buf[65536];
+	EVP_MD_CTX *c = EVP_MD_CTX_new();
+	bool ok = c && EVP_DigestInit_ex(c, EVP_sha256(), NULL);
+	ssize_t r;
+
+	while (ok && (r = read(fd, buf, sizeof(buf))) != 0) {
+		if (r < 0 && errno == EINTR)
+			continue;
+		ok = r > 0 && EVP_DigestUpdate(c, buf, (size_t)r);
+	}
+	ok = ok && EVP_DigestFinal_ex(c, out, NULL);
+	EVP_MD_CTX_free(c);
+	return ok;
+}
+
+/* The path of the gateway file that is component `name` (self's config). */
+static bool self_file(ferry_engine *e, const char *name, char path[FERRY_PATH_MAX], bool *follow)
+{
+	const json_t *files = json_object_get(json_object_get(e->cfg->adapters, "self"), "files"), *f;
+	size_t i;
+
+	json_array_foreach(files, i, f) {
+		const char *n = json_string_value(json_object_get(f, "name"));
+		const char *p = json_string_value(json_object_get(f, "path"));
+		const json_t *fl = json_object_get(f, "follow_symlink");
+		if (!n || !p || strcmp(n, name) || strlen(p) >= FERRY_PATH_MAX)
+			continue;
+		snprintf(path, FERRY_PATH_MAX, "%s", p);
+		*follow = json_is_true(fl) || (json_is_string(fl) && !strcmp(json_string_value(fl), "true"));
+		return true;
+	}
+	return false;
+}
+
+static bool installed_file_is(ferry_engine *e, const ferry_component *c, const uint8_t base[32],
+			      char path[FERRY_PATH_MAX])
+{
+	bool follow = false;
+	uint8_t sha[32];
+	struct stat sb;
+
+	if (strcmp(c->adapter, "self") || !self_file(e, c->name, path, &follow))
+		return false;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW));
+	bool ok = fd >= 0 && !fstat(fd, &sb) && S_ISREG(sb.st_mode) && sha_of_fd(fd, sha) && !memcmp(sha, base, 32);
+	if (fd >= 0)
+		close(fd);
+	return ok;
+}
+
+static bool kept_image_runs(ferry_engine *e, const ferry_component *c, const uint8_t base[32],
+			    char path[FERRY_PATH_MAX])
+{
+	char hex[65];
+	json_t *rows = NULL, *row;
+	size_t i, n_devs = 0;
+	bool runs = false;
+
+	if (!ferry_store_has(e->store, base, path))
+		return false;
+	ferry_hex32_fmt(base, hex);
+	if (ferry_journal_image_devices(e->journal, c->name, hex, &rows, NULL))
+		return false;
+	ferry_devinfo *devs = ferry_adapters_devices(e->adapters, &n_devs);
+	json_array_foreach(rows, i, row) {
+		const char *dev = json_string_value(json_array_get(row, 0));
+		const char *ver = json_string_value(json_array_get(row, 1));
+		for (size_t k = 0; devs && k < n_devs && !runs; k++) {
+			const char *now;
+			if (strcmp(devs[k].dev.id, dev) || strcmp(ferry_adapter_name(devs[k].ad), c->adapter))
+				continue;
+			now = ferry_device_version(&devs[k].dev, c->name);
+			runs = now && ver && ver[0] && !strcmp(now, ver);
+		}
+	}
+	free(devs);
+	json_decref(rows);
+	return runs;
+}
+
+bool eng_delta_base(ferry_engine *e, const ferry_component *c, const uint8_t base[32], char path[FERRY_PATH_MAX])
+{
+	return installed_file_is(e, c, base, path) || kept_image_runs(e, c, base, path);
+}
+
+const ferry_delta *eng_delta_of(const ferry_component *c, const char *base_hex)
+{
+	for (size_t i = 0; i < c->n_deltas; i++) {
+		char hex[65];
+		ferry_hex32_fmt(c->deltas[i].base_sha256, hex);
+		if (!strcmp(hex, base_hex))
+			return &c->deltas[i];
+	}
+	return NULL;
+}
+
+typedef struct rebuild {
+	int fd;
+	EVP_MD_CTX *md;
+	int64_t written, limit;
+} rebuild;
+
+static ferry_err to_partial(void *ctx, const unsigned char *p, size_t n, ferry_status *st)
+{
+	rebuild *b = ctx;
+	if ((int64_t)n > b->limit - b->written)
+		return ferry_fail(st, FERRY_E_SIZE_MISMATCH, "the rebuilt image grows past the manifest's %lld bytes",
+				  (long long)b->limit);
+	while (n) {
+		ssize_t w = write(b->fd, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return ferry_fail(st, errno == ENOSPC || errno == EDQUOT ? FERRY_E_INSUFFICIENT_SPACE : FERRY_E_INTERNAL,
+					  "store: writing the rebuilt image: %s", strerror(w < 0 ? errno : EIO));
+		EVP_DigestUpdate(b->md, p, (size_t)w);
+		p += w;
+		n -= (size_t)w;
+		b->written += w;
+	}
+	return FERRY_OK;
+}
+
+ferry_err eng_rebuild(ferry_engine *e, const ferry_component *c, const char *base_path, int patch_fd,
+		      ferry_status *st)
+{
+	bool follow = false;
+	char own[FERRY_PATH_MAX];
+	/* the gateway's own file may be a symlink only where its config says */
+	if (!strcmp(c->adapter, "self") && self_file(e, c->name, own, &follow) && strcmp(own, base_path))
+		follow = false;
+	int bfd = open(base_path, O_RDONLY | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW));
+	rebuild b = {.fd = -1, .md = EVP_MD_CTX_new(), .limit = c->size};
+	uint8_t sha[32];
+	ferry_err err;
+
+	if (bfd < 0) {
+		err = ferry_fail(st, FERRY_E_INTERNAL, "%s: %s", base_path, strerror(errno));
+		goto out;
+	}
+	if (!b.md || !EVP_DigestInit_ex(b.md, EVP_sha256(), NULL)) {
+		err = ferry_fail(st, FERRY_E_INTERNAL, "out of memory");
+		goto out;
+	}
+	if ((b.fd = ferry_store_partial_open(e->store, c->sha256, 0, st)) < 0) {
+		err = st->code;
+		goto out;
+	}
+	/* a rebuild always starts from the first byte */
+	if (ftruncate(b.fd, 0) || lseek(b.fd, 0, SEEK_SET) != 0) {
+		err = ferry_fail(st, FERRY_E_INTERNAL, "store: %s", strerror(errno));
+		goto out;
+	}
+	if ((err = ferry_delta_apply(bfd, patch_fd, (uint64_t)c->size, to_partial, &b, st)))
+		goto out;
+	if (!EVP_DigestFinal_ex(b.md, sha, NULL)) {
+		err = ferry_fail(st, FERRY_E_INTERNAL, "SHA-256 failed");
+		goto out;
+	}
+	if (b.written != c->size) {
+		err = ferry_fail(st, FERRY_E_SIZE_MISMATCH, "the delta rebuilt %lld bytes; the manifest says %lld",
+				 (long long)b.written, (long long)c->size);
+		goto out;
+	}
+	if (memcmp(sha, c->sha256, 32)) {
+		char got[65], want[65];
+		ferry_hex32_fmt(sha, got);
+		ferry_hex32_fmt(c->sha256, want);
+		err = ferry_fail(st, FERRY_E_DIGEST_MISMATCH, "the image rebuilt from the delta has SHA-256 %s, not %s",
+				 got, want);
+		goto out;
+	}
+	close(b.fd);
+	b.fd = -1;
+	/* every byte went through the digest on its way to the file */
+	err = ferry_store_commit(e->store, c->sha256, true, st);
+out:
+	if (b.fd >= 0)
+		close(b.fd);
+	if (bfd >= 0)
+		close(bfd);
+	EVP_MD_CTX_free(b.md);
+	return err;
+}

@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# Delta images through the real ferryd and nginx (docs/delta.md): the spec's
+# delta_from makes the patch, the gateway fetches only the patch, rebuilds
+# the image from the file it has installed and installs it; a patch whose
+# base the gateway does not hold is refused with base_missing, or passed
+# over for the whole image when the command links that too; a damaged patch
+# gives way to the whole image; a link that names no delta is refused.
+# For an MCU, the base is the image ferryd last pushed to it, kept in the
+# store while the MCU runs it.
+cd "$(dirname "$0")"
+. ../../scripts/world.sh
+BUILD=$(cd "${1:?usage: delta.sh BUILD_DIR}" && pwd)
+SIM="$BUILD/tests/sim/smp_device"
+W_EXTRA_ADAPTERS="  serial-smp:
+    timeout_ms: 700
+    first_timeout_ms: 3000
+    reset_wait_ms: 8000
+    ports:
+      - path: /tmp/PLACEHOLDER/ttyMCU
+        vendor_id: acme
+        class_id: sensor-v2
+        component: sensor-mcu"
+world_up "$BUILD"
+sed -i "s|/tmp/PLACEHOLDER|$W|" "$W/ferryd.yaml"
+cp "$BUILD/adapters/serial-smp.so" "$W/plugins/"
+"$SIM" --link "$W/ttyMCU" --version 1.0.0 >> "$W/sim.log" 2>&1 &
+SIM_PID=$!
+trap 'kill "$SIM_PID" 2>/dev/null; world_down' EXIT
+for _ in $(seq 1 50); do [ -e "$W/ttyMCU" ] && break; sleep 0.1; done
+start_ferryd
+wait_mqtt "ferry/v1/gw-1/inventory" 10
+u="https://127.0.0.1:$W_HTTPS_PORT"
+
+# 1.0.0, whole
+make_update d1 1 1.0.0 1.0.0 300000
+# shellcheck disable=SC2046
+cmd update.deploy u-d1 --manifest "$W/d1.jws" $(links_for d1)
+[ "$(outcome u-d1 app-bin)" = installed ] || fail "u-d1 did not install"
+base=$(sha256sum "$W/www/d1-app.bin" | cut -c1-64)
+
+# spec_for NAME SEQ VERSION FILE FROM: a spec of app-bin with delta_from FROM, signed
+spec_for() {
+	cat > "$W/$1.yaml" <<YAML
+sequence: $2
+components:
+  - name: app-bin
+    type: application
+    adapter: self
+    target: {vendor_id: acme, class_id: gateway}
+    version: "$3"
+    format: file
+    file: $4
+    delta_from: [$5]
+YAML
+	"$W_FERRY" manifest sign "$W/$1.yaml" --key "$W/pki/manifest-signer.key" \
+		--cert "$W/pki/manifest-signer.pem" -o "$W/$1.jws" > /dev/null
+}
+
+# 1.0.1: a few bytes differ; only the delta is linked
+cp "$W/www/d1-app.bin" "$W/www/d2-app.bin"
+printf 'version 1.0.1' | dd of="$W/www/d2-app.bin" bs=1 seek=5000 conv=notrunc 2> /dev/null
+spec_for d2 2 1.0.1 www/d2-app.bin www/d1-app.bin
+patch="$W/www/d2-app.bin.from-${base:0:12}.fdl"
+[ -f "$patch" ] || fail "manifest sign did not write the patch beside the image"
+psize=$(stat -c %s "$patch")
+[ "$psize" -lt 3000 ] || fail "a 13-byte change made a $psize-byte patch"
+"$W_FERRY" manifest verify "$W/d2.jws" --ca "$W/pki/ca.pem" > "$W/d2.json"
+grep -q "\"base_sha256\": \"$base\"" "$W/d2.json" && grep -q "\"size\": $psize" "$W/d2.json" &&
+	grep -q '"format": "ferry-delta-1"' "$W/d2.json" || fail "the manifest's deltas are wrong: $(cat "$W/d2.json")"
+cmd update.deploy u-d2 --manifest "$W/d2.jws" --link "app-bin@$base=$u/d2-app.bin.from-${base:0:12}.fdl"
+[ "$(outcome u-d2 app-bin)" = installed ] || fail "u-d2 did not install: $(grep -F u-d2 "$W/mqtt.log" | tail -n 3)"
+cmp -s "$W/www/d2-app.bin" "$W/target/app.bin" || fail "app.bin is not 1.0.1"
+# only the patch crossed the network: its bytes are the download's total
+grep -F '"update_id":"u-d2"' "$W/mqtt.log" | grep -F '"stage":"downloading"' |
+	grep -q "\"total\":$psize}" || fail "the download was not the $psize-byte patch"
+grep -q "u-d2/app-bin: rebuilt from a $psize-byte delta" "$W/ferryd.log" || fail "no rebuild in the log"
+psha=$(sha256sum "$patch" | cut -c1-64)
+[ ! -e "$W/state/store/$psha" ] && [ ! -e "$W/state/store/partial/$psha" ] || fail "the patch stayed in the store"
+echo "ok: a 13-byte change crossed as a $psize-byte delta and installed"
+
+# 1.0.2 from an image the gateway never had: base_missing, and nothing moves
+head -c 300000 /dev/urandom > "$W/www/other.bin"
+cp "$W/www/d2-app.bin" "$W/www/d3-app.bin"
+printf 'version 1.0.2' | dd of="$W/www/d3-app.bin" bs=1 seek=9000 conv=notrunc 2> /dev/null
+spec_for d3 3 1.0.2 www/d3-app.bin www/other.bin
+other=$(sha256sum "$W/www/other.bin" | cut -c1-64)
+cmd update.deploy u-d3 --manifest "$W/d3.jws" --link "app-bin@$other=$u/d3-app.bin.from-${other:0:12}.fdl"
+wait_mqtt '"update_id":"u-d3","result":"refused","reason":"base_missing"' 10
+grep -F '"update_id":"u-d3","result":"refused"' "$W/mqtt.log" | grep -q "none of the 1 base" ||
+	fail "base_missing does not say what is missing"
+cmp -s "$W/www/d2-app.bin" "$W/target/app.bin" || fail "a refused update changed app.bin"
+
+# the same with the whole image linked too: the whole image it is
+cmd update.deploy u-d4 --manifest "$W/d3.jws" --link "app-bin@$other=$u/d3-app.bin.from-${other:0:12}.fdl" \
+	--link "app-bin=$u/d3-app.bin"
+[ "$(outcome u-d4 app-bin)" = installed ] || fail "u-d4 did not install"
+cmp -s "$W/www/d3-app.bin" "$W/target/app.bin" || fail "app.bin is not 1.0.2"
+grep -F '"update_id":"u-d4"' "$W/mqtt.log" | grep -F '"stage":"downloading"' | grep -q '"total":300000}' ||
+	fail "u-d4 did not fetch the whole image"
+echo "ok: without the base: base_missing, or the whole image when it is linked"
+
+# a damaged patch, with the whole image linked: the whole image
+cp "$W/www/d3-app.bin" "$W/www/d5-app.bin"
+printf 'version 1.0.3' | dd of="$W/www/d5-app.bin" bs=1 seek=100 conv=notrunc 2> /dev/null
+base=$(sha256sum "$W/www/d3-app.bin" | cut -c1-64)
+spec_for d5 5 1.0.3 www/d5-app.bin www/d3-app.bin
+bad="$W/www/d5-app.bin.from-${base:0:12}.fdl"
+printf 'X' | dd of="$bad" bs=1 seek=100 conv=notrunc 2> /dev/null
+cmd update.deploy u-d5 --manifest "$W/d5.jws" --link "app-bin@$base=$u/d5-app.bin.from-${base:0:12}.fdl" \
+	--link "app-bin=$u/d5-app.bin"
+[ "$(outcome u-d5 app-bin)" = installed ] || fail "u-d5 did not install"
+cmp -s "$W/www/d5-app.bin" "$W/target/app.bin" || fail "app.bin is not 1.0.3"
+grep -q "u-d5/app-bin: the delta did not give the image (SHA-256 of the download differs" "$W/ferryd.log" ||
+	fail "the damaged patch was not noticed: $(grep u-d5 "$W/ferryd.log" | tail -n 3)"
+echo "ok: a damaged patch gives way to the whole image"
+
+# a link that names no delta of the manifest
+cp "$W/www/d5-app.bin" "$W/www/d6-app.bin"
+printf 'version 1.0.4' | dd of="$W/www/d6-app.bin" bs=1 seek=200 conv=notrunc 2> /dev/null
+spec_for d6 6 1.0.4 www/d6-app.bin www/d5-app.bin
+cmd update.deploy u-d6 --manifest "$W/d6.jws" --link "app-bin@$other=$u/x.fdl" --link "app-bin=$u/d6-app.bin"
+wait_mqtt '"update_id":"u-d6","result":"refused","reason":"malformed"' 10
+grep -F '"update_id":"u-d6","result":"refused"' "$W/mqtt.log" | grep -q "names no delta of component app-bin" ||
+	fail "the stray delta link is not named"
+echo "ok: a link to a delta the manifest does not list is refused"
+
+# An MCU: 1.1.0 whole, then 1.2.0 as a delta from the image ferryd pushed
+# mcu_spec NAME SEQ VERSION [FROM]
+mcu_spec() {
+	cat > "$W/$1.yaml" <<YAML
+sequence: $2
+components:
+  - name: sensor-mcu
+    type: firmware
+    adapter: serial-smp
+    target: {vendor_id: acme, class_id: sensor-v2}
+    version: "$3"
+    format: mcuboot
+    file: www/$1-mcu.bin
+${4:+    delta_from: [$4]}
+YAML
+	"$W_FERRY" manifest sign "$W/$1.yaml" --key "$W/pki/manifest-signer.key" \
+		--cert "$W/pki/manifest-signer.pem" -o "$W/$1.jws" > /dev/null
+}
+"$SIM" --make-image 1.1.0 20000 "$W/www/m1-mcu.bin"
+mcu_spec m1 7 1.1.0
+cmd update.deploy u-m1 --manifest "$W/m1.jws" --link "sensor-mcu=$u/m1-mcu.bin"
+[ "$(outcome u-m1 sensor-mcu)" = installed ] || fail "u-m1 did not install"
+"$SIM" --make-image 1.2.0 20000 "$W/www/m2-mcu.bin"
+mcu_spec m2 8 1.2.0 www/m1-mcu.bin
+mbase=$(sha256sum "$W/www/m1-mcu.bin" | cut -c1-64)
+[ -f "$W/state/store/$mbase" ] || fail "the image the MCU runs was not kept as its base"
+cmd update.deploy u-m2 --manifest "$W/m2.jws" --link "sensor-mcu@$mbase=$u/m2-mcu.bin.from-${mbase:0:12}.fdl"
+[ "$(outcome u-m2 sensor-mcu)" = installed ] || fail "u-m2 did not install: $(grep -F u-m2 "$W/mqtt.log" | tail -n 2)"
+grep -q "u-m2/sensor-mcu: rebuilt from a [0-9]*-byte delta" "$W/ferryd.log" || fail "u-m2 was not rebuilt from the delta"
+wait_mqtt '{"name":"sensor-mcu","version":"1.2.0"}' 15
+# once the journal says u-m2's images were let go of, 1.1.0 is gone: the MCU
+# was given a newer image, so it is no base any more
+for _ in $(seq 1 300); do
+	[ "$(sqlite3 "file:$W/state/journal.db?mode=ro" "select pruned from updates where id = 'u-m2'" 2>/dev/null)" = 1 ] &&
+		break
+	sleep 0.1
+done
+[ ! -e "$W/state/store/$mbase" ] || fail "the image the MCU no longer runs stayed in the store"
+[ -f "$W/state/store/$(sha256sum "$W/www/m2-mcu.bin" | cut -c1-64)" ] || fail "the image the MCU runs was not kept"
+echo "ok: an MCU's update rebuilt from the image ferryd last pushed to it"
+
+# the MCU runs 1.2.0 now: the 1.1.0 image is no base any more
+"$SIM" --make-image 1.3.0 20000 "$W/www/m3-mcu.bin"
+mcu_spec m3 9 1.3.0 www/m1-mcu.bin
+cmd update.deploy u-m3 --manifest "$W/m3.jws" --link "sensor-mcu@$mbase=$u/m3-mcu.bin.from-${mbase:0:12}.fdl"
+wait_mqtt '"update_id":"u-m3","result":"refused","reason":"base_missing"' 10
+echo "ok: an image the MCU no longer runs is no base"
