@@ -250,6 +250,11 @@ YAML
 echo "== ferry deploy app-bin 1.0.1, with delta_from the 1.0.0 the gateway runs:"
 "$W_FERRY" deploy "$W/app-1.0.1.yaml" --gateway "$W_GW" --update u-delta 2>&1 | sed 's/^/  /'
 cmp -s "$W/target/app.bin" "$W/www/demo-app-1.0.1.bin" || { echo "demo: app.bin is not 1.0.1" >&2; exit 1; }
+# gw-1 publishes its inventory after the install: the fleet shows 1.0.1 once it has
+for _ in $(seq 1 100); do
+	"$W_FERRY" fleet --where component.app-bin=1.0.1 | tail -n 1 | grep -q '1 of 3 gateways match' && break
+	sleep 0.1
+done
 patch=$(stat -c %s "$W"/www/demo-app-1.0.1.bin.from-*.fdl)
 echo "== app-bin 1.0.1 is installed: the gateway fetched a $patch-byte delta, not the 2000000-byte image, and"
 echo "   rebuilt the image from the file it runs, checked against the signed manifest"
