@@ -6,8 +6,9 @@
  *     the file installed at its path has the base's SHA-256; or
  *   - ferryd installed the base on a device the component goes to, the
  *     store still has it (it keeps every image a device was last given),
- *     and that device reports the version it was installed as: it still
- *     runs it.
+ *     and that device reports the version it was installed as and, for an
+ *     MCUboot device that names the image it runs (image0_hash), the hash
+ *     TLV of the kept image: it still runs it.
  * The rebuilt image goes into the store only when its size and SHA-256 are
  * the manifest's; the base is hashed again as the patch is applied, so a
  * base that changed since it was chosen fails the rebuild, never the
@@ -18,6 +19,7 @@
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -25,6 +27,7 @@
 #include "engine_int.h"
 #include "ferry/delta.h"
 #include "log.h"
+#include "mcuboot.h"
 
 static bool sha_of_fd(int fd, uint8_t out[32])
 {
@@ -78,9 +81,43 @@ static bool installed_file_is(ferry_engine *e, const ferry_component *c, const u
 	return ok;
 }
 
+static const char *attribute(const ferry_device_v1 *d, const char *key)
+{
+	for (size_t i = 0; i < d->n_attributes && i < FERRY_ADAPTER_ATTRS_MAX; i++)
+		if (!strcmp(d->attributes[i].key, key))
+			return d->attributes[i].value;
+	return NULL;
+}
+
+/* The MCUboot image hash (the SHA256 TLV, what `image state` reports) of the
+ * image at path, in hex; false when it is not an MCUboot image. */
+static bool mcuboot_hash_of(const char *path, char hex[65])
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	struct stat sb;
+	mcuboot_info info;
+	const char *why;
+	bool ok = false;
+
+	if (fd < 0)
+		return false;
+	if (!fstat(fd, &sb) && S_ISREG(sb.st_mode) && sb.st_size > 0) {
+		void *m = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+		if (m != MAP_FAILED) {
+			ok = mcuboot_parse(m, (size_t)sb.st_size, &info, &why) == 0;
+			munmap(m, (size_t)sb.st_size);
+		}
+	}
+	close(fd);
+	if (ok)
+		ferry_hex32_fmt(info.hash, hex);
+	return ok;
+}
+
 static bool kept_image_runs(ferry_engine *e, const ferry_component *c, const uint8_t base[32],
 			    char path[FERRY_PATH_MAX])
 {
+	char tlv[65] = "";
 	char hex[65];
 	json_t *rows = NULL, *row;
 	size_t i, n_devs = 0;
@@ -101,6 +138,11 @@ static bool kept_image_runs(ferry_engine *e, const ferry_component *c, const uin
 				continue;
 			now = ferry_device_version(&devs[k].dev, c->name);
 			runs = now && ver && ver[0] && !strcmp(now, ver);
+			/* an MCUboot device names the image it runs: two builds of
+			 * one version are told apart by it */
+			const char *h = attribute(&devs[k].dev, "image0_hash");
+			if (runs && c->format == FERRY_FMT_MCUBOOT && h && (tlv[0] || mcuboot_hash_of(path, tlv)))
+				runs = !strcmp(h, tlv);
 		}
 	}
 	free(devs);

@@ -171,3 +171,18 @@ mcu_spec m3 9 1.3.0 www/m1-mcu.bin
 cmd update.deploy u-m3 --manifest "$W/m3.jws" --link "sensor-mcu@$mbase=$u/m3-mcu.bin.from-${mbase:0:12}.fdl"
 wait_mqtt '"update_id":"u-m3","result":"refused","reason":"base_missing"' 10
 echo "ok: an image the MCU no longer runs is no base"
+
+# the MCU runs another build of 1.2.0 than the one ferryd gave it (its
+# image hash says so): the kept image is no base for it
+kill "$SIM_PID" 2>/dev/null; wait "$SIM_PID" 2>/dev/null || true
+rm -f "$W/ttyMCU"
+"$SIM" --link "$W/ttyMCU" --version 1.2.0 >> "$W/sim.log" 2>&1 &
+SIM_PID=$!
+for _ in $(seq 1 50); do [ -e "$W/ttyMCU" ] && break; sleep 0.1; done
+m2base=$(sha256sum "$W/www/m2-mcu.bin" | cut -c1-64)
+[ -f "$W/state/store/$m2base" ] || fail "the image ferryd gave the MCU is not kept"
+"$SIM" --make-image 1.3.0 20000 "$W/www/m4-mcu.bin"
+mcu_spec m4 10 1.3.0 www/m2-mcu.bin
+cmd update.deploy u-m4 --manifest "$W/m4.jws" --link "sensor-mcu@$m2base=$u/m4-mcu.bin.from-${m2base:0:12}.fdl"
+wait_mqtt '"update_id":"u-m4","result":"refused","reason":"base_missing"' 20
+echo "ok: a kept image whose hash is not the one the MCU runs is no base"
