@@ -6,7 +6,9 @@
 # over for the whole image when the command links that too; a damaged patch
 # gives way to the whole image; a link that names no delta is refused.
 # For an MCU, the base is the image ferryd last pushed to it, kept in the
-# store while the MCU runs it.
+# store while the MCU runs it: not once it runs a newer one, nor another
+# build of the same version (its image hash tells).  A SIGKILL while the
+# patch downloads ends with the image installed and nothing left over.
 cd "$(dirname "$0")"
 . ../../scripts/world.sh
 BUILD=$(cd "${1:?usage: delta.sh BUILD_DIR}" && pwd)
@@ -186,3 +188,22 @@ mcu_spec m4 10 1.3.0 www/m2-mcu.bin
 cmd update.deploy u-m4 --manifest "$W/m4.jws" --link "sensor-mcu@$m2base=$u/m4-mcu.bin.from-${m2base:0:12}.fdl"
 wait_mqtt '"update_id":"u-m4","result":"refused","reason":"base_missing"' 20
 echo "ok: a kept image whose hash is not the one the MCU runs is no base"
+
+# SIGKILL while the patch is on its way: after the restart the delta is
+# fetched and applied again, and nothing of the first try stays
+base=$(sha256sum "$W/target/app.bin" | cut -c1-64)
+cp "$W/target/app.bin" "$W/www/d7-app.bin"
+head -c 150000 /dev/urandom | dd of="$W/www/d7-app.bin" bs=1 seek=100000 conv=notrunc 2> /dev/null
+spec_for d7 11 1.0.5 www/d7-app.bin www/d5-app.bin
+[ "$(sha256sum "$W/www/d5-app.bin" | cut -c1-64)" = "$base" ] || fail "app.bin is not 1.0.3 before u-d7"
+cmd update.deploy u-d7 --manifest "$W/d7.jws" --link "app-bin@$base=$u/slow/d7-app.bin.from-${base:0:12}.fdl"
+wait_mqtt '"update_id":"u-d7","component":"app-bin","stage":"downloading"' 20 3 # some of the patch is in
+kill9_ferryd
+! grep -qF '"update_id":"u-d7","component":"app-bin","stage":"downloaded"' "$W/mqtt.log" ||
+	fail "the kill came after the patch was in"
+start_ferryd
+[ "$(outcome u-d7 app-bin)" = installed ] || fail "u-d7 did not install after the kill"
+cmp -s "$W/www/d7-app.bin" "$W/target/app.bin" || fail "app.bin is not 1.0.5 after the kill"
+[ "$(grep -c "u-d7/app-bin: rebuilt from a" "$W/ferryd.log")" -eq 1 ] || fail "u-d7 was not rebuilt once"
+[ -z "$(find "$W/state/store/partial" -type f)" ] || fail "a partial file stayed: $(ls "$W/state/store/partial")"
+echo "ok: SIGKILL while the patch downloads: fetched and applied again after the restart"
