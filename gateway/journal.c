@@ -775,13 +775,14 @@ ferry_err ferry_journal_image_devices(ferry_journal *j, const char *component, c
 	return dberr(j, st, "installed images");
 }
 
-ferry_err ferry_journal_unpinned(ferry_journal *j, json_t **out, ferry_status *st)
+/* The first column of every row of sql (no parameters), as strings. */
+static ferry_err column_strings(ferry_journal *j, const char *sql, const char *what, json_t **out, ferry_status *st)
 {
 	sqlite3_stmt *s;
 	int rc = SQLITE_ERROR;
 
 	pthread_mutex_lock(&j->lock);
-	s = prep(j, "SELECT image FROM unpinned", "");
+	s = prep(j, sql, "");
 	*out = json_array();
 	while (s && (rc = sqlite3_step(s)) == SQLITE_ROW)
 		json_array_append_new(*out, json_string((const char *)sqlite3_column_text(s, 0)));
@@ -791,7 +792,12 @@ ferry_err ferry_journal_unpinned(ferry_journal *j, json_t **out, ferry_status *s
 		return FERRY_OK;
 	json_decref(*out);
 	*out = NULL;
-	return dberr(j, st, "unpinned images");
+	return dberr(j, st, what);
+}
+
+ferry_err ferry_journal_unpinned(ferry_journal *j, json_t **out, ferry_status *st)
+{
+	return column_strings(j, "SELECT image FROM unpinned", "unpinned images", out, st);
 }
 
 ferry_err ferry_journal_unpinned_done(ferry_journal *j, const char *image_hex, ferry_status *st)
@@ -801,21 +807,7 @@ ferry_err ferry_journal_unpinned_done(ferry_journal *j, const char *image_hex, f
 
 ferry_err ferry_journal_installed_images(ferry_journal *j, json_t **out, ferry_status *st)
 {
-	sqlite3_stmt *s;
-	int rc = SQLITE_ERROR;
-
-	pthread_mutex_lock(&j->lock);
-	s = prep(j, "SELECT DISTINCT image FROM installed WHERE image != ''", "");
-	*out = json_array();
-	while (s && (rc = sqlite3_step(s)) == SQLITE_ROW)
-		json_array_append_new(*out, json_string((const char *)sqlite3_column_text(s, 0)));
-	sqlite3_finalize(s);
-	pthread_mutex_unlock(&j->lock);
-	if (rc == SQLITE_DONE)
-		return FERRY_OK;
-	json_decref(*out);
-	*out = NULL;
-	return dberr(j, st, "installed images");
+	return column_strings(j, "SELECT DISTINCT image FROM installed WHERE image != ''", "installed images", out, st);
 }
 
 ferry_err ferry_journal_set_dl_offset(ferry_journal *j, const char *update_id, const char *component, int64_t off,

@@ -290,6 +290,17 @@ wait_mqtt() {
 	fail "no MQTT message containing: $1"
 }
 
+# wait_pruned UPDATE: until the journal says the runner let go of the
+# update's images (it prunes after an update ends), up to 30 s
+wait_pruned() {
+	for _ in $(seq 1 300); do
+		[ "$(sqlite3 "file:$W/state/journal.db?mode=ro" "select pruned from updates where id = '$1'" 2>/dev/null)" = 1 ] &&
+			return 0
+		sleep 0.1
+	done
+	fail "$1's images were not let go of"
+}
+
 # fresh_inventory: ask for an inventory and print the one that answers.
 # ferryd replies to inventory.refresh after it has published the inventory,
 # so the reply marks the end of that discovery (an inventory published after

@@ -158,11 +158,7 @@ grep -q "u-m2/sensor-mcu: rebuilt from a [0-9]*-byte delta" "$W/ferryd.log" || f
 wait_mqtt '{"name":"sensor-mcu","version":"1.2.0"}' 15
 # once the journal says u-m2's images were let go of, 1.1.0 is gone: the MCU
 # was given a newer image, so it is no base any more
-for _ in $(seq 1 300); do
-	[ "$(sqlite3 "file:$W/state/journal.db?mode=ro" "select pruned from updates where id = 'u-m2'" 2>/dev/null)" = 1 ] &&
-		break
-	sleep 0.1
-done
+wait_pruned u-m2
 [ ! -e "$W/state/store/$mbase" ] || fail "the image the MCU no longer runs stayed in the store"
 [ -f "$W/state/store/$(sha256sum "$W/www/m2-mcu.bin" | cut -c1-64)" ] || fail "the image the MCU runs was not kept"
 echo "ok: an MCU's update rebuilt from the image ferryd last pushed to it"

@@ -21,13 +21,7 @@ cmd update.deploy u-base --manifest "$W/base.jws" $(links_for base)
 wait_mqtt '"update_id":"u-base","component":"app-bin","stage":"installed"' 30
 # the snapshot after the runner let go of u-base's images (the journal says
 # when it has), so that only a refused command could change it
-for _ in $(seq 1 300); do
-	[ "$(sqlite3 "file:$W/state/journal.db?mode=ro" "select pruned from updates where id = 'u-base'" 2>/dev/null)" = 1 ] &&
-		break
-	sleep 0.1
-done
-[ "$(sqlite3 "file:$W/state/journal.db?mode=ro" "select pruned from updates where id = 'u-base'")" = 1 ] ||
-	fail "u-base's images were not let go of"
+wait_pruned u-base
 snapshot "$W/before"
 
 make_update down 6 1.0.0 0.9.0 1000
