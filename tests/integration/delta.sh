@@ -107,7 +107,8 @@ printf 'version 1.0.3' | dd of="$W/www/d5-app.bin" bs=1 seek=100 conv=notrunc 2>
 base=$(sha256sum "$W/www/d3-app.bin" | cut -c1-64)
 spec_for d5 5 1.0.3 www/d5-app.bin www/d3-app.bin
 bad="$W/www/d5-app.bin.from-${base:0:12}.fdl"
-printf 'X' | dd of="$bad" bs=1 seek=100 conv=notrunc 2> /dev/null
+# 16 zero bytes: a byte written by chance could be the one already there
+head -c 16 /dev/zero | dd of="$bad" bs=1 seek=100 conv=notrunc 2> /dev/null
 cmd update.deploy u-d5 --manifest "$W/d5.jws" --link "app-bin@$base=$u/d5-app.bin.from-${base:0:12}.fdl" \
 	--link "app-bin=$u/d5-app.bin"
 [ "$(outcome u-d5 app-bin)" = installed ] || fail "u-d5 did not install"

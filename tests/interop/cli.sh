@@ -128,7 +128,8 @@ expect 0 "rebuilt.bin: $(stat -c %s "$T/new.bin") bytes, sha256 $(sha256sum "$T/
 	"$FERRY" delta apply "$T/old.bin" "$T/p.fdl" -o "$T/rebuilt.bin"
 cmp -s "$T/rebuilt.bin" "$T/new.bin" || fail "the rebuilt image differs"
 expect 2 "nothing.bin: No such file" "$FERRY" delta apply "$T/nothing.bin" "$T/p.fdl" -o "$T/x.bin"
-cp "$T/old.bin" "$T/other.bin" && printf 'X' | dd of="$T/other.bin" bs=1 seek=5 conv=notrunc 2>/dev/null
+cp "$T/old.bin" "$T/other.bin" && head -c 16 /dev/zero | dd of="$T/other.bin" bs=1 seek=5 conv=notrunc 2>/dev/null
+! cmp -s "$T/old.bin" "$T/other.bin" || fail "other.bin is old.bin"
 expect 1 "digest_mismatch: the base has SHA-256 [0-9a-f]{64}; this delta was made from" \
 	"$FERRY" delta apply "$T/other.bin" "$T/p.fdl" -o "$T/x.bin"
 expect 1 "size_mismatch: the delta makes a [0-9]+-byte image; at most 1000 allowed" \
