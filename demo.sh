@@ -17,8 +17,10 @@
 # `ferry campaign` rolls a config file out to every gateway of gw-1's site,
 # one batch at a time.  A last `ferry deploy` sends the next build of the 2 MB
 # application as a delta from the one gw-1 runs (the spec's delta_from):
-# only the patch crosses the network.  `ferry fleet` shows the new versions,
-# and everything it started is stopped.
+# only the patch crosses the network.  Then an encrypted configuration file:
+# the file host gets only ciphertext, and its key, wrapped for gw-1's
+# key-agreement certificate, travels in gw-1's command.  `ferry fleet` shows
+# the new versions, and everything it started is stopped.
 set -euo pipefail
 cd "$(dirname "$0")"
 . scripts/deps.sh
@@ -258,6 +260,33 @@ done
 patch=$(stat -c %s "$W"/www/demo-app-1.0.1.bin.from-*.fdl)
 echo "== app-bin 1.0.1 is installed: the gateway fetched a $patch-byte delta, not the 2000000-byte image, and"
 echo "   rebuilt the image from the file it runs, checked against the signed manifest"
+# an encrypted image: ferry deploy encrypts it, puts only the ciphertext on
+# the file host and wraps its key for the certificate gw-1's inventory
+# publishes (docs/encryption.md)
+printf 'rev: 2.0\nsecret: only gw-1 reads this\n' > "$W/www/secret.conf"
+cat > "$W/secret.yaml" <<YAML
+sequence: 5
+components:
+  - name: app-config
+    type: configuration
+    adapter: self
+    target: {vendor_id: acme, class_id: gateway}
+    version: 2.0.0
+    format: file
+    file: www/secret.conf
+    encrypt: true                    # the file host and the network see only ciphertext
+YAML
+echo "== ferry deploy app-config 2.0.0, encrypted, its key wrapped for gw-1 alone:"
+"$W_FERRY" deploy "$W/secret.yaml" --gateway "$W_GW" --update u-secret 2>&1 | sed 's/^/  /'
+cmp -s "$W/target/app.conf" "$W/www/secret.conf" || { echo "demo: app.conf is not 2.0.0" >&2; exit 1; }
+ct=$(sha256sum "$W/www/secret.conf.fenc" | cut -c1-64)
+grep -q "secret: only gw-1" "$W/www/files/$ct" && { echo "demo: the file host has the plaintext" >&2; exit 1; }
+for _ in $(seq 1 100); do
+	"$W_FERRY" fleet --where component.app-config=2.0.0 | tail -n 1 | grep -q '1 of 3 gateways match' && break
+	sleep 0.1
+done
+echo "== app-config 2.0.0 is installed: the file host served $(stat -c %s "$W/www/files/$ct") bytes of ciphertext"\
+" (files/${ct:0:12}...), and gw-1 decrypted them into its store"
 state=$(curl -s "http://127.0.0.1:$CONSOLE_PORT/api/state" || true)
 echo "== the console's picture (GET /api/state): $(grep -o '"name":"hall-2-config","state":"[a-z]*"' <<< "$state" | head -n 1),"\
 " $(grep -o '"stage":"installed"' <<< "$state" | wc -l) update rows installed"
@@ -266,4 +295,5 @@ echo "== the fleet after (ferry fleet):"
 left=$("$W_FERRY" fleet --where 'component.sensor-mcu<1.5.0' | tail -n 1)
 echo "== gateways with a sensor board below 1.5.0 (ferry fleet --where 'component.sensor-mcu<1.5.0'): $left"
 echo "== done: five components on seven devices, all or nothing, a second update beside it, a campaign over"
-echo "   the gateways of one site and a delta update; stopping ferryd, the MCUs, D-Bus, nginx and mosquitto"
+echo "   the gateways of one site, a delta update and an encrypted one; stopping ferryd, the MCUs, D-Bus,"
+echo "   nginx and mosquitto"

@@ -37,18 +37,20 @@ int cli_verify_file(const char *path, const char *ca, cli_verify_fn verify, void
  * jti (copied to jti), valid from now for ttl seconds; manifest (a signed
  * manifest) and links (component -> URL) may be NULL. */
 int cli_command_sign(const char *op, const char *gw, const char *uid, const char *manifest, json_t *links,
-		     int64_t ttl, EVP_PKEY *key, STACK_OF(X509) *certs, char jti[33], char **jws);
+		     json_t *keys, int64_t ttl, EVP_PKEY *key, STACK_OF(X509) *certs, char jti[33], char **jws);
+
 int cli_deploy(int argc, char **argv);
 int cli_campaign(int argc, char **argv);
 int cli_console(int argc, char **argv);
 /* The signed manifest in `input`: a spec (its images published to
  * files.dir, signed with the config's manifest signer; *spec_payload, when
  * asked, gets the payload signed) or a signed manifest checked against the
- * org CA.  m: its parsed form. */
+ * org CA.  m: its parsed form.  keys (may be NULL: then a spec may not
+ * encrypt) receives the content keys of the components a spec encrypts. */
 typedef struct op_config op_config;
 typedef struct ferry_manifest ferry_manifest;
 int cli_load_manifest(const char *input, bool atomic, const op_config *cfg, char **jws, ferry_manifest *m,
-		      json_t **spec_payload);
+		      json_t **spec_payload, json_t *keys);
 /* payload signed as a manifest with the config's manifest signer. */
 int cli_sign_manifest(const op_config *cfg, const json_t *payload, char **jws);
 /* What a command links for manifest m: component -> its image's sha256,

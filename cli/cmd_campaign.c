@@ -97,6 +97,18 @@ static int check_name(const char *sub, const char *n)
 	return CLI_USAGE;
 }
 
+/* A campaign keeps no content keys: encrypted components go by ferry deploy. */
+static int no_encryption(const ferry_manifest *m)
+{
+	for (size_t i = 0; i < m->n; i++)
+		if (m->c[i].encrypted) {
+			fprintf(stderr, "ferry campaign: %s is encrypted; campaigns carry no content keys yet: send it with "
+				"ferry deploy\n", m->c[i].name);
+			return CLI_USAGE;
+		}
+	return CLI_OK;
+}
+
 static void fill_from_manifest(campaign *c, const ferry_manifest *m)
 {
 	json_decref(c->components);
@@ -188,7 +200,8 @@ static int do_create(int argc, char **argv)
 		goto out;
 	snprintf(c.name, sizeof(c.name), "%s", argv[optind]);
 	if ((rc = open_common(cfgp, &k)) ||
-	    (rc = cli_load_manifest(input, atomic, &k.cfg, &c.manifest, &m, &c.payload)))
+	    (rc = cli_load_manifest(input, atomic, &k.cfg, &c.manifest, &m, &c.payload, NULL)) ||
+	    (rc = no_encryption(&m)))
 		goto out;
 	fill_from_manifest(&c, &m);
 	unsigned char r[3];
@@ -497,7 +510,7 @@ static int do_retry(int argc, char **argv)
 		goto out;
 	}
 	if (input) {
-		if ((rc = cli_load_manifest(input, c.atomic, &k.cfg, &jws, &m, &payload)))
+		if ((rc = cli_load_manifest(input, c.atomic, &k.cfg, &jws, &m, &payload, NULL)) || (rc = no_encryption(&m)))
 			goto out;
 		if (m.sequence <= c.sequence) {
 			fprintf(stderr, "ferry campaign retry-failed: %s has sequence %lld; it must be above %lld\n", input,
@@ -962,7 +975,7 @@ static bool send_update(runner *r, const campaign *c, const char *gw)
 		}
 		json_object_set_new(links, name, json_string(url));
 	}
-	int rc = cli_command_sign("update.deploy", gw, uid, c->manifest, links, c->ttl, r->key, r->certs, jti, &jws);
+	int rc = cli_command_sign("update.deploy", gw, uid, c->manifest, links, NULL, c->ttl, r->key, r->certs, jti, &jws);
 	json_decref(links);
 	if (rc)
 		return false;
@@ -1022,7 +1035,7 @@ static bool send_cancel(runner *r, const campaign *c, const char *gw)
 			snprintf(uid, sizeof(uid), "%s", (const char *)sqlite3_column_text(s, 0));
 	}
 	sqlite3_finalize(s);
-	if (!uid[0] || cli_command_sign("update.cancel", gw, uid, NULL, NULL, c->ttl, r->key, r->certs, jti, &jws))
+	if (!uid[0] || cli_command_sign("update.cancel", gw, uid, NULL, NULL, NULL, c->ttl, r->key, r->certs, jti, &jws))
 		return false;
 	if (camp_begin(r->k.db, &st) ||
 	    sql_run(r, "INSERT INTO commands(jti, campaign, gateway, op, attempt, made) VALUES(?,?,?,'update.cancel',?,?)",
@@ -1069,7 +1082,7 @@ static void ask_status(runner *r)
 			   *uid = json_string_value(json_array_get(v, 2));
 		if (interrupted || camp_get(r->k.db, camp, &c, &st))
 			continue;
-		if (!cli_command_sign("update.status", gw, uid, NULL, NULL, c.ttl, r->key, r->certs, jti, &jws) &&
+		if (!cli_command_sign("update.status", gw, uid, NULL, NULL, NULL, c.ttl, r->key, r->certs, jti, &jws) &&
 		    !sql_run(r, "INSERT INTO commands(jti, campaign, gateway, op, attempt, made) VALUES(?,?,?,'update.status',?,?)",
 			     &st, "sssii", jti, camp, gw, c.attempt, (int64_t)time(NULL))) {
 			json_object_set_new(r->by_jti, jti, json_pack("[s,s,s]", camp, gw, "status"));

@@ -1,7 +1,9 @@
 /* `ferry cmd`: sign a command for one gateway, or verify one as that gateway
  * would (without its replay store). */
 #include <getopt.h>
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
+#include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,18 +13,26 @@
 #include "files.h"
 #include "ferry/command.h"
 #include "ferry/jsonfield.h"
+#include "ferry/jwe.h"
 #include "ferry/jws.h"
+#include "keys.h"
+#include "pki.h"
 
 static const char help_sign[] =
 	"usage: ferry cmd sign --op OP --gateway ID --update ID [--manifest F]\n"
-	"                      [--link NAME=URL]... [--nbf T] [--exp T | --ttl S]\n"
+	"                      [--link NAME=URL]... [--keys F --wrap-key-for CERT]\n"
+	"                      [--wrapped-key NAME=JWE]...\n"
+	"                      [--nbf T] [--exp T | --ttl S]\n"
 	"                      [--iss ORG] [--jti J] --key K --cert C [--chain F]\n"
 	"\n"
 	"Prints a signed command (compact JWS) for gateway ID.  OP is one of\n"
 	"update.request, update.download, update.check, update.install,\n"
 	"update.deploy, update.cancel, update.status, inventory.refresh.\n"
 	"--manifest F embeds the signed manifest in F; --link gives a component's\n"
-	"HTTPS download URL.  NBF\n"
+	"HTTPS download URL.  --keys F (from `ferry manifest sign --encrypt`) with\n"
+	"--wrap-key-for CERT wraps each content key for the gateway's key-agreement\n"
+	"certificate CERT (its inventory's decryption_cert); --wrapped-key gives a\n"
+	"key wrapped elsewhere (a compact JWE, e.g. from a key service) as it is.  NBF\n"
 	"defaults to now, the expiry to now + 3600 s (--ttl).  The jti is random\n"
 	"unless given.  K is a P-256 or Ed25519 private key, C its certificate.\n";
 
@@ -38,6 +48,7 @@ typedef struct sign_args {
 	const char *op, *gw, *update, *manifest, *iss, *jti, *key, *cert, *chain;
 	int64_t nbf, exp, ttl;
 	json_t *links;
+	json_t *keys; /* wrapped: component -> JWE */
 } sign_args;
 
 static int add_link(json_t *links, const char *arg)
@@ -90,6 +101,8 @@ static int build_payload(const sign_args *a, const char *manifest_text, json_t *
 		json_object_set_new(p, "update_id", json_string(a->update));
 	if (json_object_size(a->links))
 		json_object_set(p, "links", a->links);
+	if (json_object_size(a->keys))
+		json_object_set(p, "keys", a->keys);
 	if (manifest_text)
 		json_object_set_new(p, "manifest", json_string(manifest_text));
 	if (ferry_command_parse(p, &cmd, &st)) {
@@ -111,8 +124,12 @@ static int do_sign(int argc, char **argv)
 		{"exp", required_argument, NULL, 'e'},     {"ttl", required_argument, NULL, 't'},
 		{"iss", required_argument, NULL, 'i'},     {"jti", required_argument, NULL, 'j'},
 		{"key", required_argument, NULL, 'k'},     {"cert", required_argument, NULL, 'c'},
-		{"chain", required_argument, NULL, 'C'},   {"help", no_argument, NULL, 'h'},
+		{"chain", required_argument, NULL, 'C'},   {"keys", required_argument, NULL, 'K'},
+		{"wrap-key-for", required_argument, NULL, 'W'}, {"wrapped-key", required_argument, NULL, 'w'},
+		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}};
+	const char *keys_file = NULL, *wrap_for = NULL;
+	json_t *plain_keys = NULL, *given = json_object();
 	sign_args a = {.iss = "ferry", .nbf = -1, .exp = -1, .ttl = 3600, .links = json_object()};
 	const int64_t tmax = INT64_C(1) << 53;
 	ferry_status st = {0};
@@ -138,12 +155,49 @@ static int do_sign(int argc, char **argv)
 		case 'k': a.key = optarg; break;
 		case 'c': a.cert = optarg; break;
 		case 'C': a.chain = optarg; break;
+		case 'K': keys_file = optarg; break;
+		case 'W': wrap_for = optarg; break;
+		case 'w': {
+			const char *eq = strchr(optarg, '=');
+			if (!eq || eq == optarg || eq - optarg > FERRY_ID_MAX) {
+				fprintf(stderr, "ferry cmd sign: --wrapped-key wants NAME=JWE, not \"%.80s\"\n", optarg);
+				goto out;
+			}
+			char name[FERRY_ID_MAX + 1];
+			snprintf(name, sizeof(name), "%.*s", (int)(eq - optarg), optarg);
+			json_object_set_new(given, name, json_string(eq + 1));
+			break;
+		}
 		default: fputs(help_sign, stderr); goto out;
 		}
 	}
 	if (optind != argc || !a.op || !a.gw) {
 		fprintf(stderr, "ferry cmd sign: --op and --gateway are required, and no other arguments\n");
 		goto out;
+	}
+	if (!keys_file != !wrap_for) {
+		fprintf(stderr, "ferry cmd sign: --keys and --wrap-key-for go together\n");
+		goto out;
+	}
+	if (keys_file) {
+		STACK_OF(X509) *kc = NULL;
+		if (ferry_pki_load_certs(wrap_for, &kc, &st)) {
+			cli_error(&st);
+			goto out;
+		}
+		ferry_err e = cli_read_keys(keys_file, &plain_keys, &st);
+		if (!e)
+			e = cli_wrap_keys(plain_keys, sk_X509_value(kc, 0), &a.keys, &st);
+		sk_X509_pop_free(kc, X509_free);
+		if (e) {
+			cli_error(&st);
+			goto out;
+		}
+	}
+	if (json_object_size(given)) {
+		if (!a.keys)
+			a.keys = json_object();
+		json_object_update(a.keys, given);
 	}
 	if (a.manifest) {
 		size_t len;
@@ -165,6 +219,9 @@ static int do_sign(int argc, char **argv)
 	rc = CLI_OK;
 out:
 	json_decref(a.links);
+	json_decref(a.keys);
+	json_decref(plain_keys);
+	json_decref(given);
 	json_decref(payload);
 	free(mtext);
 	free(pj);
@@ -175,10 +232,10 @@ out:
 }
 
 int cli_command_sign(const char *op, const char *gw, const char *uid, const char *manifest, json_t *links,
-		     int64_t ttl, EVP_PKEY *key, STACK_OF(X509) *certs, char jti[33], char **jws)
+		     json_t *keys, int64_t ttl, EVP_PKEY *key, STACK_OF(X509) *certs, char jti[33], char **jws)
 {
 	sign_args a = {.op = op, .gw = gw, .update = uid, .iss = "ferry", .nbf = -1, .exp = -1, .ttl = ttl,
-		       .links = links};
+		       .links = links, .keys = keys};
 	ferry_status st = {0};
 	json_t *payload = NULL;
 	char *pj = NULL;

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <poll.h>
 #include <signal.h>
@@ -17,6 +18,7 @@
 #include "cli.h"
 #include "files.h"
 #include "follow.h"
+#include "keys.h"
 #include "ferry/jsonfield.h"
 #include "ferry/jws.h"
 #include "ferry/manifest.h"
@@ -30,7 +32,7 @@
 static const char help_deploy[] =
 	"usage: ferry deploy SPEC.yaml|MANIFEST.jws --gateway ID [--gateway ID]...\n"
 	"                    [--op update.deploy|update.request] [--ttl S] [--atomic]\n"
-	"                    [--update ID] [--link NAME=URL]... [--config F] [--json]\n"
+	"                    [--update ID] [--link NAME=URL]... [--keys F] [--config F] [--json]\n"
 	"\n"
 	"Signs the manifest (from a spec, with the config's manifest signer; a signed\n"
 	"manifest is checked against the org CA), puts each image on the file host\n"
@@ -41,6 +43,9 @@ static const char help_deploy[] =
 	"gateway, component and device; otherwise one line per report, or one JSON\n"
 	"object per report with --json.  --ttl: the commands' lifetime (default\n"
 	"3600 s); deploy waits no longer.  Ctrl-C offers to send update.cancel.\n"
+	"Encrypted components (the spec's encrypt: true) have their content keys\n"
+	"wrapped for each gateway's decryption_cert from its inventory; --keys F\n"
+	"gives the keys of an already signed manifest (manifest sign --encrypt).\n"
 	"Exit status: 0 every target installed or already installed; 1 a failure,\n"
 	"a rollback or a refusal (each printed with its reason); 2 usage or I/O.\n";
 
@@ -71,11 +76,40 @@ static void catch_signals(void)
 typedef struct watch_ctx {
 	follow *f;
 	const char *gw, *update;
+	json_t *certs; /* gateway -> decryption_cert (PEM) from retained inventories, when asked */
 } watch_ctx;
+
+/* An inventory's payload, signed (compact JWS) or not, without checking
+ * the signature: what is taken from it, the key-agreement certificate, is
+ * checked on its own against the org CA. */
+static json_t *inventory_payload(const char *payload, size_t len)
+{
+	const char *d1 = memchr(payload, '.', len), *d2 = d1 ? memchr(d1 + 1, '.', len - (size_t)(d1 + 1 - payload)) : NULL;
+	unsigned char *raw = NULL;
+	size_t n = 0;
+	json_t *j;
+
+	if (len && payload[0] == '{')
+		return json_loadb(payload, len, JSON_REJECT_DUPLICATES, NULL);
+	if (!d2 || !ferry_b64url_decode(d1 + 1, (size_t)(d2 - d1 - 1), &raw, &n))
+		return NULL;
+	j = json_loadb((const char *)raw, n, JSON_REJECT_DUPLICATES, NULL);
+	free(raw);
+	return j;
+}
 
 static void on_msg(void *ctx, const char *topic, const char *payload, size_t len, bool retained)
 {
 	watch_ctx *w = ctx;
+	char gw[65];
+	if (retained && w->certs && sscanf(topic, "ferry/v1/%64[^/]/inventory", gw) == 1) {
+		json_t *inv = inventory_payload(payload, len);
+		const json_t *c = json_object_get(json_object_get(inv, "gateway"), "decryption_cert");
+		if (json_is_string(c))
+			json_object_set(w->certs, gw, (json_t *)c);
+		json_decref(inv);
+		return;
+	}
 	if (retained)
 		return; /* replies and reports are never retained: such a message is a replay */
 	follow_message(w->f, topic, payload, len, w->gw, w->update);
@@ -214,7 +248,8 @@ json_t *cli_images_of(const ferry_manifest *m)
 	json_t *images = json_object();
 	for (size_t i = 0; i < m->n; i++) {
 		char hex[65];
-		ferry_hex32_fmt(m->c[i].sha256, hex);
+		/* an encrypted image is on the file host as its ciphertext */
+		ferry_hex32_fmt(m->c[i].encrypted ? m->c[i].enc.sha256 : m->c[i].sha256, hex);
 		json_object_set_new(images, m->c[i].name, json_string(hex));
 		for (size_t k = 0; k < m->c[i].n_deltas; k++) {
 			char key[FERRY_ID_MAX + 66], base[65];
@@ -228,7 +263,7 @@ json_t *cli_images_of(const ferry_manifest *m)
 }
 
 typedef struct deploy_args {
-	const char *input, *op, *uid, *cfgp;
+	const char *input, *op, *uid, *cfgp, *keys_file;
 	const char *gws[GATEWAYS_MAX];
 	size_t n_gws;
 	int64_t ttl;
@@ -264,7 +299,7 @@ int cli_sign_manifest(const op_config *cfg, const json_t *payload, char **jws)
 }
 
 int cli_load_manifest(const char *input, bool atomic, const op_config *cfg, char **jws, ferry_manifest *m,
-		      json_t **spec_payload)
+		      json_t **spec_payload, json_t *keys)
 {
 	ferry_status st = {0};
 	char *buf = NULL;
@@ -306,7 +341,7 @@ int cli_load_manifest(const char *input, bool atomic, const op_config *cfg, char
 		json_decref(files);
 		return CLI_USAGE;
 	}
-	if (ferry_spec_load(input, time(NULL), &payload, files, &st)) {
+	if (ferry_spec_load(input, time(NULL), false, &payload, files, keys, &st)) {
 		cli_error(&st);
 		rc = CLI_REFUSED;
 		goto out;
@@ -321,7 +356,7 @@ int cli_load_manifest(const char *input, bool atomic, const op_config *cfg, char
 	if (cfg->files.dir[0]) {
 		for (size_t i = 0; i < m->n; i++) {
 			char hex[65];
-			ferry_hex32_fmt(m->c[i].sha256, hex);
+			ferry_hex32_fmt(m->c[i].encrypted ? m->c[i].enc.sha256 : m->c[i].sha256, hex);
 			const char *src = json_string_value(json_object_get(files, m->c[i].name));
 			if (src && publish_image(cfg->files.dir, src, hex, &st)) {
 				cli_error(&st);
@@ -446,8 +481,8 @@ static json_t *links_for(const op_config *cfg, const deploy_args *a, const json_
 }
 
 static int send_all(op_mqtt *m, const deploy_args *a, const op_config *cfg, const char *op, const char *uid,
-		    const char *manifest, const json_t *images, EVP_PKEY *key, STACK_OF(X509) *certs, follow *f,
-		    const char *const *names, size_t n_names)
+		    const char *manifest, const json_t *images, const json_t *wrapped, EVP_PKEY *key,
+		    STACK_OF(X509) *certs, follow *f, const char *const *names, size_t n_names)
 {
 	ferry_status st = {0};
 
@@ -458,7 +493,8 @@ static int send_all(op_mqtt *m, const deploy_args *a, const op_config *cfg, cons
 			fprintf(stderr, "ferry deploy: a link for %s would be too long\n", a->gws[i]);
 			return CLI_USAGE;
 		}
-		int rc = cli_command_sign(op, a->gws[i], uid, manifest, links, a->ttl, key, certs, jti, &jws);
+		int rc = cli_command_sign(op, a->gws[i], uid, manifest, links, json_object_get(wrapped, a->gws[i]), a->ttl,
+					  key, certs, jti, &jws);
 		json_decref(links);
 		if (rc)
 			return rc;
@@ -499,6 +535,7 @@ static int parse_deploy(int argc, char **argv, deploy_args *a)
 					     {"atomic", no_argument, NULL, 'a'},
 					     {"update", required_argument, NULL, 'u'},
 					     {"link", required_argument, NULL, 'l'},
+					     {"keys", required_argument, NULL, 'K'},
 					     {"config", required_argument, NULL, 'c'},
 					     {"json", no_argument, NULL, 'j'},
 					     {"help", no_argument, NULL, 'h'},
@@ -526,6 +563,7 @@ static int parse_deploy(int argc, char **argv, deploy_args *a)
 		case 'u': a->uid = optarg; break;
 		case 'l': if (add_link(a->links, optarg)) return CLI_USAGE; break;
 		case 'c': a->cfgp = optarg; break;
+		case 'K': a->keys_file = optarg; break;
 		case 'j': a->json = true; break;
 		default: fputs(help_deploy, stderr); return CLI_USAGE;
 		}
@@ -542,6 +580,56 @@ static int parse_deploy(int argc, char **argv, deploy_args *a)
 	return CLI_OK;
 }
 
+/* Each gateway's content keys, wrapped for the decryption_cert its
+ * retained inventory publishes, once that certificate chains to the org
+ * CA, names the gateway and is for key agreement.  Any gateway without
+ * one: nothing is sent to any. */
+static int wrap_for_each(op_mqtt *mq, watch_ctx *w, const deploy_args *a, const ferry_trust *trust,
+			 const json_t *keys, json_t **out)
+{
+	ferry_status st = {0};
+	char t[128];
+
+	*out = json_object();
+	for (size_t i = 0; i < a->n_gws; i++) {
+		snprintf(t, sizeof(t), "ferry/v1/%s/inventory", a->gws[i]);
+		if (op_mqtt_subscribe(mq, t, &st)) {
+			cli_error(&st);
+			return CLI_USAGE;
+		}
+	}
+	if (op_mqtt_sync(mq, &st)) { /* every retained inventory is in */
+		cli_error(&st);
+		return CLI_USAGE;
+	}
+	for (size_t i = 0; i < a->n_gws; i++) {
+		const char *pem = json_string_value(json_object_get(w->certs, a->gws[i]));
+		BIO *b = pem ? BIO_new_mem_buf(pem, -1) : NULL;
+		X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+		json_t *k = NULL;
+		BIO_free(b);
+		if (!x) {
+			fprintf(stderr, "ferry deploy: %s publishes no decryption_cert in its inventory (its config has no "
+				"decryption section, or it never connected): nothing sent\n", a->gws[i]);
+			return CLI_USAGE;
+		}
+		if (ferry_trust_verify_kek(trust, x, a->gws[i], time(NULL), &st)) {
+			fprintf(stderr, "ferry deploy: %s: its decryption_cert: ", a->gws[i]);
+			cli_error(&st);
+			X509_free(x);
+			return CLI_REFUSED;
+		}
+		ferry_err e = cli_wrap_keys(keys, x, &k, &st);
+		X509_free(x);
+		if (e) {
+			cli_error(&st);
+			return CLI_USAGE;
+		}
+		json_object_set_new(*out, a->gws[i], k);
+	}
+	return CLI_OK;
+}
+
 int cli_deploy(int argc, char **argv)
 {
 	deploy_args a = {.op = "update.deploy", .ttl = 3600, .links = json_object()};
@@ -553,9 +641,10 @@ int cli_deploy(int argc, char **argv)
 	ferry_trust *trust = NULL;
 	EVP_PKEY *key = NULL;
 	STACK_OF(X509) *certs = NULL;
-	json_t *images = json_object();
+	json_t *images = json_object(), *keys = json_object(), *wrapped = NULL, *w_certs = NULL;
 	char *manifest = NULL, uid[65];
 	const char *names[FERRY_COMPONENTS_MAX];
+	size_t n_enc = 0;
 	int rc;
 
 	if (cli_wants_help(argc, argv)) {
@@ -571,10 +660,28 @@ int cli_deploy(int argc, char **argv)
 		goto out;
 	}
 	if ((rc = cli_load_signer(cfg.command_signer.key, cfg.command_signer.cert, NULL, &key, &certs)) ||
-	    (rc = cli_load_manifest(a.input, a.atomic, &cfg, &manifest, &m, NULL)))
+	    (rc = cli_load_manifest(a.input, a.atomic, &cfg, &manifest, &m, NULL, keys)))
 		goto out;
-	for (size_t i = 0; i < m.n; i++)
+	if (a.keys_file) {
+		json_decref(keys);
+		if (cli_read_keys(a.keys_file, &keys, &st)) {
+			cli_error(&st);
+			rc = CLI_USAGE;
+			goto out;
+		}
+	}
+	for (size_t i = 0; i < m.n; i++) {
 		names[i] = m.c[i].name;
+		if (!m.c[i].encrypted)
+			continue;
+		n_enc++;
+		if (!json_object_get(keys, m.c[i].name)) {
+			fprintf(stderr, "ferry deploy: %s is encrypted and no content key for it is at hand (--keys F)\n",
+				m.c[i].name);
+			rc = CLI_USAGE;
+			goto out;
+		}
+	}
 	json_decref(images);
 	images = cli_images_of(&m);
 	if (a.uid)
@@ -587,14 +694,17 @@ int cli_deploy(int argc, char **argv)
 		goto out;
 	}
 	f = follow_new(mode_for(a.json), stdout, trust);
-	watch_ctx w = {.f = f};
+	watch_ctx w = {.f = f, .certs = n_enc ? json_object() : NULL};
+	w_certs = w.certs;
 	catch_signals();
 	if (!f || op_mqtt_connect(&cfg, on_msg, &w, &mq, &st) || subscribe_reports(mq, a.n_gws == 1 ? a.gws[0] : NULL, &st)) {
 		cli_error(&st);
 		rc = CLI_USAGE;
 		goto out;
 	}
-	if ((rc = send_all(mq, &a, &cfg, a.op, uid, manifest, images, key, certs, f, names, m.n)))
+	if (n_enc && (rc = wrap_for_each(mq, &w, &a, trust, keys, &wrapped)))
+		goto out;
+	if ((rc = send_all(mq, &a, &cfg, a.op, uid, manifest, images, wrapped, key, certs, f, names, m.n)))
 		goto out;
 	fprintf(stderr, "ferry deploy: %s sent to %zu gateway%s (%s)\n", uid, a.n_gws, a.n_gws == 1 ? "" : "s", a.op);
 	time_t until = time(NULL) + a.ttl + 60;
@@ -608,7 +718,7 @@ int cli_deploy(int argc, char **argv)
 				goto out;
 			}
 			cancel_asked = true;
-			if ((rc = send_all(mq, &a, &cfg, "update.cancel", uid, NULL, NULL, key, certs, NULL, NULL, 0)))
+			if ((rc = send_all(mq, &a, &cfg, "update.cancel", uid, NULL, NULL, NULL, key, certs, NULL, NULL, 0)))
 				goto out;
 			fprintf(stderr, "ferry deploy: update.cancel sent; following what the gateways do\n");
 		}
@@ -633,6 +743,9 @@ out:
 	ferry_manifest_free(&m);
 	free(manifest);
 	json_decref(images);
+	json_decref(keys);
+	json_decref(wrapped);
+	json_decref(w_certs);
 	json_decref(a.links);
 	EVP_PKEY_free(key);
 	sk_X509_pop_free(certs, X509_free);

@@ -1,6 +1,7 @@
 /* `ferry manifest`: sign a manifest from a YAML spec, or verify one exactly
  * as a gateway would (minus the gateway's own sequence and version state). */
 #include <getopt.h>
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,12 +14,15 @@
 #include "ferry/manifest.h"
 
 static const char help_sign[] =
-	"usage: ferry manifest sign SPEC.yaml --key K --cert C [--chain F] -o OUT\n"
+	"usage: ferry manifest sign SPEC.yaml --key K --cert C [--chain F] [--encrypt] -o OUT\n"
 	"\n"
 	"Reads SPEC.yaml (see docs/manifest.md), computes each component's size and\n"
 	"sha256 from its `file`, checks the result as a gateway would, and writes the\n"
 	"signed manifest (compact JWS) to OUT.  K is a P-256 (ES256) or Ed25519 (EdDSA)\n"
-	"private key; C its certificate (leaf first); F more chain certificates.\n";
+	"private key; C its certificate (leaf first); F more chain certificates.\n"
+	"--encrypt encrypts every component (the spec's `encrypt: true` one): each\n"
+	"image goes to FILE.fenc under a fresh content key, and the keys to OUT.keys\n"
+	"(mode 0600), for `ferry cmd sign --keys OUT.keys --wrap-key-for CERT`.\n";
 
 static const char help_verify[] =
 	"usage: ferry manifest verify FILE --ca CA [--at T] [--skew S]\n"
@@ -31,8 +35,12 @@ static int do_sign(int argc, char **argv)
 {
 	static const struct option opts[] = {{"key", required_argument, NULL, 'k'}, {"cert", required_argument, NULL, 'c'},
 					     {"chain", required_argument, NULL, 'C'}, {"output", required_argument, NULL, 'o'},
-					     {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+					     {"encrypt", no_argument, NULL, 'E'}, {"help", no_argument, NULL, 'h'},
+					     {NULL, 0, NULL, 0}};
 	const char *key = NULL, *cert = NULL, *chain = NULL, *outp = NULL;
+	bool encrypt = false;
+	json_t *keys = json_object();
+	char *kj = NULL;
 	ferry_status st = {0};
 	EVP_PKEY *pkey = NULL;
 	STACK_OF(X509) *certs = NULL;
@@ -47,18 +55,28 @@ static int do_sign(int argc, char **argv)
 		case 'c': cert = optarg; break;
 		case 'C': chain = optarg; break;
 		case 'o': outp = optarg; break;
-		default: fputs(help_sign, stderr); return CLI_USAGE;
+		case 'E': encrypt = true; break;
+		default: fputs(help_sign, stderr); json_decref(keys); return CLI_USAGE;
 		}
 	}
 	if (optind + 1 != argc || !outp) {
 		fprintf(stderr, "ferry manifest sign: give one SPEC.yaml and -o OUT\n");
+		json_decref(keys);
 		return CLI_USAGE;
 	}
-	if ((rc = cli_load_signer(key, cert, chain, &pkey, &certs)))
+	char keys_path[4200];
+	snprintf(keys_path, sizeof(keys_path), "%s.keys", outp);
+	if ((rc = cli_load_signer(key, cert, chain, &pkey, &certs))) {
+		json_decref(keys);
 		return rc;
-	if (ferry_spec_load(argv[optind], time(NULL), &payload, NULL, &st) ||
+	}
+	/* the keys are written first: a manifest is never there without them */
+	if (ferry_spec_load(argv[optind], time(NULL), encrypt, &payload, NULL, keys, &st) ||
 	    !(pj = json_dumps(payload, JSON_COMPACT | JSON_SORT_KEYS)) ||
 	    ferry_jws_sign(pj, strlen(pj), pkey, certs, "ferry-manifest", &jws, &st) ||
+	    (json_object_size(keys) &&
+	     (!(kj = json_dumps(keys, JSON_COMPACT | JSON_SORT_KEYS)) ||
+	      ferry_write_secret(keys_path, kj, strlen(kj), &st))) ||
 	    ferry_write_file(outp, jws, strlen(jws), &st)) {
 		if (!st.code)
 			ferry_fail(&st, FERRY_E_INTERNAL, "cannot serialise the manifest");
@@ -66,7 +84,14 @@ static int do_sign(int argc, char **argv)
 		rc = st.code == FERRY_E_INTERNAL ? CLI_USAGE : CLI_REFUSED;
 	} else {
 		printf("signed manifest written to %s\n", outp);
+		if (json_object_size(keys))
+			printf("content keys of its %zu encrypted component%s written to %s\n", json_object_size(keys),
+			       json_object_size(keys) == 1 ? "" : "s", keys_path);
 	}
+	if (kj)
+		OPENSSL_cleanse(kj, strlen(kj));
+	free(kj);
+	json_decref(keys);
 	json_decref(payload);
 	free(pj);
 	free(jws);

@@ -20,6 +20,7 @@ static const char help[] =
 	"  manifest-signer.pem, .key         signs manifests\n"
 	"  broker.pem, .key                  MQTT/HTTPS server certificate for localhost and 127.0.0.1\n"
 	"  gw-ID.pem, .key                   one client certificate per --gateway, CN = ID\n"
+	"  kek-ID.pem, .key                  its key-agreement key (content keys of encrypted images)\n"
 	"  operators-ca.pem, .key            the CA of the broker's operator listener\n"
 	"  operator.pem, .key                the operator's client certificate (CN @operator)\n"
 	"  operator.yaml                     the operator's config (docs/cli.md), naming these\n"

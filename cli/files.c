@@ -43,7 +43,7 @@ ferry_err ferry_read_file(const char *path, size_t max, char **out, size_t *len,
 	return FERRY_OK;
 }
 
-ferry_err ferry_write_file(const char *path, const void *buf, size_t len, ferry_status *st)
+static ferry_err write_mode(const char *path, const void *buf, size_t len, mode_t mode, ferry_status *st)
 {
 	char tmp[4096];
 	int fd;
@@ -53,7 +53,7 @@ ferry_err ferry_write_file(const char *path, const void *buf, size_t len, ferry_
 	fd = mkstemp(tmp);
 	if (fd < 0)
 		return ferry_fail(st, FERRY_E_MALFORMED, "%s: cannot create a temporary file: %s", path, strerror(errno));
-	if (write(fd, buf, len) != (ssize_t)len || fchmod(fd, 0644) || fsync(fd)) {
+	if (write(fd, buf, len) != (ssize_t)len || fchmod(fd, mode) || fsync(fd)) {
 		int err = errno;
 		close(fd);
 		unlink(tmp);
@@ -66,6 +66,16 @@ ferry_err ferry_write_file(const char *path, const void *buf, size_t len, ferry_
 		return ferry_fail(st, FERRY_E_MALFORMED, "%s: %s", path, strerror(err));
 	}
 	return FERRY_OK;
+}
+
+ferry_err ferry_write_file(const char *path, const void *buf, size_t len, ferry_status *st)
+{
+	return write_mode(path, buf, len, 0644, st);
+}
+
+ferry_err ferry_write_secret(const char *path, const void *buf, size_t len, ferry_status *st)
+{
+	return write_mode(path, buf, len, 0600, st);
 }
 
 size_t ferry_trim_len(const char *s, size_t len)

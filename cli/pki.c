@@ -70,6 +70,9 @@ static int add_kind_exts(X509 *cert, X509 *issuer, ferry_pki_kind kind)
 		return ok && add_ext(cert, issuer, NID_basic_constraints, "critical,CA:FALSE") &&
 		       add_ext(cert, issuer, NID_key_usage, "critical,digitalSignature") &&
 		       add_ext(cert, issuer, NID_ext_key_usage, "clientAuth");
+	case FERRY_PKI_KEK:
+		return ok && add_ext(cert, issuer, NID_basic_constraints, "critical,CA:FALSE") &&
+		       add_ext(cert, issuer, NID_key_usage, "critical,keyAgreement");
 	}
 	return 0;
 }
@@ -253,7 +256,7 @@ ferry_err ferry_pki_init(const char *dir, const char *const *gateways, size_t n_
 	if (n_gw > FERRY_PKI_GATEWAYS_MAX)
 		return ferry_fail(st, FERRY_E_MALFORMED, "at most %d gateways at once, not %zu", FERRY_PKI_GATEWAYS_MAX,
 				  n_gw);
-	pki_item *items = calloc(3 + n_gw, sizeof(*items));
+	pki_item *items = calloc(3 + 2 * n_gw, sizeof(*items));
 	if (!items)
 		return ferry_fail(st, FERRY_E_INTERNAL, "out of memory");
 	ferry_err e = pki_init_items(dir, gateways, n_gw, items, st);
@@ -286,6 +289,13 @@ static ferry_err pki_init_items(const char *dir, const char *const *gateways, si
 					  gateways[i]);
 		snprintf(items[n].name, sizeof(items[n].name), "gw-%s", gateways[i]);
 		items[n].kind = FERRY_PKI_CLIENT;
+		items[n].cn = gateways[i];
+		items[n].days = 730;
+		n++;
+		/* its key-agreement key, apart from its TLS and signing key:
+		 * encrypted images' content keys are wrapped for it */
+		snprintf(items[n].name, sizeof(items[n].name), "kek-%s", gateways[i]);
+		items[n].kind = FERRY_PKI_KEK;
 		items[n].cn = gateways[i];
 		items[n].days = 730;
 		n++;

@@ -15,6 +15,7 @@ typedef enum ferry_pki_kind {
 	FERRY_PKI_SIGNER, /* CA:FALSE, digitalSignature: command and manifest signers */
 	FERRY_PKI_SERVER, /* CA:FALSE, serverAuth, SAN localhost and 127.0.0.1 */
 	FERRY_PKI_CLIENT, /* CA:FALSE, clientAuth: a gateway's MQTT identity */
+	FERRY_PKI_KEK,    /* CA:FALSE, keyAgreement: what content keys are wrapped for */
 } ferry_pki_kind;
 
 typedef enum ferry_pki_keytype { FERRY_PKI_P256, FERRY_PKI_ED25519 } ferry_pki_keytype;

@@ -4,14 +4,19 @@
 #include "spec.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <jose/b64.h>
+#include <openssl/crypto.h>
 #include <libgen.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "delta.h"
 #include "ferry/delta.h"
+#include "ferry/enc.h"
 #include "ferry/manifest.h"
 #include "files.h"
 #include "ferry/yaml.h"
@@ -55,7 +60,7 @@ static ferry_err hash_file(const char *path, int64_t *size, char hex[65], ferry_
 static const char *const top_keys[] = {"sequence", "created", "expires", "allow_downgrade", "atomic", "components",
 				       NULL};
 static const char *const component_keys[] = {"name", "type",  "adapter",    "target",     "version", "format",
-					      "file", "after", "delta_from", "encryption", NULL};
+					      "file", "after", "delta_from", "encrypt", NULL};
 static const char *const target_keys[] = {"vendor_id", "class_id", "match", NULL};
 
 static bool listed(const char *const *keys, const char *k)
@@ -177,7 +182,60 @@ static ferry_err make_deltas(json_t *c, size_t i, const char *dir, const char *i
 	return FERRY_OK;
 }
 
-static ferry_err fill_component(json_t *c, size_t i, const char *dir, json_t *files, ferry_status *st)
+/* The image encrypted with a fresh content key into IMAGE.fenc (written
+ * through a temporary file, 0644: it is ciphertext); `encryption` gets its
+ * size and digest, files its path, keys the content key. */
+static ferry_err encrypt_image(json_t *c, size_t i, const char *img_path, json_t *files, json_t *keys,
+			       ferry_status *st)
+{
+	const char *name = json_string_value(json_object_get(c, "name"));
+	char out[4200], tmp[4300], hex[65], b64[64];
+	uint8_t key[FERRY_ENC_KEY];
+	int64_t size;
+	ferry_err e;
+
+	if (!keys)
+		return ferry_fail(st, FERRY_E_UNSUPPORTED, "components[%zu]: encrypt: this command keeps no content keys "
+				  "(ferry manifest sign and ferry deploy do)", i);
+	if (!name)
+		return ferry_fail(st, FERRY_E_MALFORMED, "components[%zu]: an encrypted component needs a name", i);
+	if (json_object_get(c, "delta_from"))
+		return ferry_fail(st, FERRY_E_MALFORMED, "components[%zu]: an encrypted component takes no delta_from", i);
+	if (!ferry_enc_keygen(key))
+		return ferry_fail(st, FERRY_E_INTERNAL, "no random content key (libsodium)");
+	snprintf(out, sizeof(out), "%s.fenc", img_path);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", out);
+	int in = open(img_path, O_RDONLY | O_CLOEXEC), fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (in < 0 || fd < 0)
+		e = ferry_fail(st, FERRY_E_MALFORMED, "%s: %s", in < 0 ? img_path : tmp, strerror(errno));
+	else if (!(e = ferry_enc_encrypt(in, fd, key, st)) && (fsync(fd) || rename(tmp, out)))
+		e = ferry_fail(st, FERRY_E_INTERNAL, "%s: %s", out, strerror(errno));
+	if (in >= 0)
+		close(in);
+	if (fd >= 0)
+		close(fd);
+	if (e)
+		unlink(tmp);
+	if (!e)
+		e = hash_file(out, &size, hex, st);
+	size_t bn = e ? 0 : jose_b64_enc_buf(key, sizeof(key), b64, sizeof(b64) - 1);
+	if (!e && bn >= sizeof(b64))
+		e = ferry_fail(st, FERRY_E_INTERNAL, "cannot encode the content key");
+	OPENSSL_cleanse(key, sizeof(key));
+	if (e)
+		return e;
+	b64[bn] = '\0';
+	json_object_set_new(c, "encryption", json_pack("{s:s,s:I,s:s}", "format", FERRY_ENC_FORMAT, "size",
+						       (json_int_t)size, "sha256", hex));
+	json_object_set_new(keys, name, json_string(b64));
+	OPENSSL_cleanse(b64, sizeof(b64));
+	if (files)
+		json_object_set_new(files, name, json_string(out));
+	return FERRY_OK;
+}
+
+static ferry_err fill_component(json_t *c, size_t i, const char *dir, bool encrypt_all, json_t *files,
+				json_t *keys, ferry_status *st)
 {
 	const json_t *file = json_object_get(c, "file");
 	char path[4096], hex[65];
@@ -197,6 +255,12 @@ static ferry_err fill_component(json_t *c, size_t i, const char *dir, json_t *fi
 		return e;
 	if (files && json_is_string(json_object_get(c, "name")))
 		json_object_set_new(files, json_string_value(json_object_get(c, "name")), json_string(path));
+	const json_t *enc = json_object_get(c, "encrypt");
+	if (enc && !json_is_boolean(enc))
+		return ferry_fail(st, FERRY_E_MALFORMED, "components[%zu]: encrypt must be true or false", i);
+	if ((encrypt_all || json_is_true(enc)) && (e = encrypt_image(c, i, path, files, keys, st)))
+		return e;
+	json_object_del(c, "encrypt");
 	if (json_object_get(c, "delta_from") && (e = make_deltas(c, i, dir, path, hex, files, st)))
 		return e;
 	json_object_del(c, "file");
@@ -205,7 +269,8 @@ static ferry_err fill_component(json_t *c, size_t i, const char *dir, json_t *fi
 	return FERRY_OK;
 }
 
-ferry_err ferry_spec_load(const char *spec_path, time_t now, json_t **payload, json_t *files, ferry_status *st)
+ferry_err ferry_spec_load(const char *spec_path, time_t now, bool encrypt_all, json_t **payload, json_t *files,
+			  json_t *keys, ferry_status *st)
 {
 	char dirbuf[4096];
 	json_t *spec, *comps, *c, *lines = NULL;
@@ -230,7 +295,7 @@ ferry_err ferry_spec_load(const char *spec_path, time_t now, json_t **payload, j
 		return e;
 	}
 	json_array_foreach(comps, i, c) {
-		if ((e = fill_component(c, i, dir, files, st))) {
+		if ((e = fill_component(c, i, dir, encrypt_all, files, keys, st))) {
 			ferry_status_prefix(st, "%s: ", spec_path);
 			json_decref(spec);
 			return e;

@@ -26,6 +26,7 @@
 #include "adapter_host.h"
 #include "engine_int.h"
 #include "ferry/delta.h"
+#include "ferry/enc.h"
 #include "log.h"
 #include "mcuboot.h"
 
@@ -170,6 +171,8 @@ typedef struct rebuild {
 	int fd;
 	EVP_MD_CTX *md;
 	int64_t written, limit;
+	eng_room_fn room; /* NULL: a full disk fails the rebuild */
+	void *room_ctx;
 } rebuild;
 
 static ferry_err to_partial(void *ctx, const unsigned char *p, size_t n, ferry_status *st)
@@ -182,6 +185,12 @@ static ferry_err to_partial(void *ctx, const unsigned char *p, size_t n, ferry_s
 		ssize_t w = write(b->fd, p, n);
 		if (w < 0 && errno == EINTR)
 			continue;
+		if (w < 0 && (errno == ENOSPC || errno == EDQUOT) && b->room) {
+			ferry_fail(st, FERRY_E_INSUFFICIENT_SPACE, "store: writing the image: %s", strerror(errno));
+			if (b->room(b->room_ctx, st))
+				continue; /* the same bytes again */
+			return st->code;
+		}
 		if (w <= 0)
 			return ferry_fail(st, errno == ENOSPC || errno == EDQUOT ? FERRY_E_INSUFFICIENT_SPACE : FERRY_E_INTERNAL,
 					  "store: writing the rebuilt image: %s", strerror(w < 0 ? errno : EIO));
@@ -193,23 +202,18 @@ static ferry_err to_partial(void *ctx, const unsigned char *p, size_t n, ferry_s
 	return FERRY_OK;
 }
 
-ferry_err eng_rebuild(ferry_engine *e, const ferry_component *c, const char *base_path, int patch_fd,
-		      ferry_status *st)
+/* Write what `make` produces into the store as c's image, checked against
+ * c's size and SHA-256 as it streams, and commit it.  A partial file left
+ * by a crash is started over: producing always begins at the first byte. */
+typedef ferry_err (*producer)(void *pctx, rebuild *b, ferry_status *st);
+
+static ferry_err store_produced(ferry_engine *e, const ferry_component *c, producer make, void *pctx,
+				const char *what, eng_room_fn room, void *room_ctx, ferry_status *st)
 {
-	bool follow = false;
-	char own[FERRY_PATH_MAX];
-	/* the gateway's own file may be a symlink only where its config says */
-	if (!strcmp(c->adapter, "self") && self_file(e, c->name, own, &follow) && strcmp(own, base_path))
-		follow = false;
-	int bfd = open(base_path, O_RDONLY | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW));
-	rebuild b = {.fd = -1, .md = EVP_MD_CTX_new(), .limit = c->size};
+	rebuild b = {.fd = -1, .md = EVP_MD_CTX_new(), .limit = c->size, .room = room, .room_ctx = room_ctx};
 	uint8_t sha[32];
 	ferry_err err;
 
-	if (bfd < 0) {
-		err = ferry_fail(st, FERRY_E_INTERNAL, "%s: %s", base_path, strerror(errno));
-		goto out;
-	}
 	if (!b.md || !EVP_DigestInit_ex(b.md, EVP_sha256(), NULL)) {
 		err = ferry_fail(st, FERRY_E_INTERNAL, "out of memory");
 		goto out;
@@ -218,19 +222,18 @@ ferry_err eng_rebuild(ferry_engine *e, const ferry_component *c, const char *bas
 		err = st->code;
 		goto out;
 	}
-	/* a rebuild always starts from the first byte */
 	if (ftruncate(b.fd, 0) || lseek(b.fd, 0, SEEK_SET) != 0) {
 		err = ferry_fail(st, FERRY_E_INTERNAL, "store: %s", strerror(errno));
 		goto out;
 	}
-	if ((err = ferry_delta_apply(bfd, patch_fd, (uint64_t)c->size, to_partial, &b, st)))
+	if ((err = make(pctx, &b, st)))
 		goto out;
 	if (!EVP_DigestFinal_ex(b.md, sha, NULL)) {
 		err = ferry_fail(st, FERRY_E_INTERNAL, "SHA-256 failed");
 		goto out;
 	}
 	if (b.written != c->size) {
-		err = ferry_fail(st, FERRY_E_SIZE_MISMATCH, "the delta rebuilt %lld bytes; the manifest says %lld",
+		err = ferry_fail(st, FERRY_E_SIZE_MISMATCH, "the %s image has %lld bytes; the manifest says %lld", what,
 				 (long long)b.written, (long long)c->size);
 		goto out;
 	}
@@ -238,8 +241,7 @@ ferry_err eng_rebuild(ferry_engine *e, const ferry_component *c, const char *bas
 		char got[65], want[65];
 		ferry_hex32_fmt(sha, got);
 		ferry_hex32_fmt(c->sha256, want);
-		err = ferry_fail(st, FERRY_E_DIGEST_MISMATCH, "the image rebuilt from the delta has SHA-256 %s, not %s",
-				 got, want);
+		err = ferry_fail(st, FERRY_E_DIGEST_MISMATCH, "the %s image has SHA-256 %s, not %s", what, got, want);
 		goto out;
 	}
 	close(b.fd);
@@ -249,8 +251,57 @@ ferry_err eng_rebuild(ferry_engine *e, const ferry_component *c, const char *bas
 out:
 	if (b.fd >= 0)
 		close(b.fd);
-	if (bfd >= 0)
-		close(bfd);
+	if (err)
+		ferry_store_remove_partial(e->store, c->sha256); /* no half-made image stays */
 	EVP_MD_CTX_free(b.md);
 	return err;
+}
+
+typedef struct patching {
+	int base_fd, patch_fd;
+	uint64_t size;
+} patching;
+
+static ferry_err apply_patch(void *pctx, rebuild *b, ferry_status *st)
+{
+	const patching *p = pctx;
+	return ferry_delta_apply(p->base_fd, p->patch_fd, p->size, to_partial, b, st);
+}
+
+ferry_err eng_rebuild(ferry_engine *e, const ferry_component *c, const char *base_path, int patch_fd,
+		      ferry_status *st)
+{
+	bool follow = false;
+	char own[FERRY_PATH_MAX];
+	/* the gateway's own file may be a symlink only where its config says */
+	if (!strcmp(c->adapter, "self") && self_file(e, c->name, own, &follow) && strcmp(own, base_path))
+		follow = false;
+	int bfd = open(base_path, O_RDONLY | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW));
+	if (bfd < 0)
+		return ferry_fail(st, FERRY_E_INTERNAL, "%s: %s", base_path, strerror(errno));
+	patching p = {.base_fd = bfd, .patch_fd = patch_fd, .size = (uint64_t)c->size};
+	ferry_err err = store_produced(e, c, apply_patch, &p, "rebuilt", NULL, NULL, st);
+	close(bfd);
+	return err;
+}
+
+typedef struct decrypting {
+	int fd;
+	const uint8_t *key;
+	uint64_t size;
+} decrypting;
+
+static ferry_err decrypt(void *pctx, rebuild *b, ferry_status *st)
+{
+	const decrypting *d = pctx;
+	return ferry_enc_decrypt(d->fd, d->key, d->size, to_partial, b, st);
+}
+
+ferry_err eng_decrypt(ferry_engine *e, const ferry_component *c, int cipher_fd, const uint8_t key[32],
+		      eng_room_fn room, void *room_ctx, ferry_status *st)
+{
+	if (lseek(cipher_fd, 0, SEEK_SET) != 0)
+		return ferry_fail(st, FERRY_E_INTERNAL, "store: %s", strerror(errno));
+	decrypting d = {.fd = cipher_fd, .key = key, .size = (uint64_t)c->size};
+	return store_produced(e, c, decrypt, &d, "decrypted", room, room_ctx, st);
 }

@@ -19,5 +19,13 @@ const ferry_delta *eng_delta_of(const ferry_component *c, const char *base_hex);
  * into the store: committed only with the manifest's size and SHA-256. */
 ferry_err eng_rebuild(ferry_engine *e, const ferry_component *c, const char *base_path, int patch_fd,
 		      ferry_status *st) FERRY_WUR;
+/* Called when the store's disk is full (st says so): true once it is worth
+ * writing again, false to give up with st. */
+typedef bool (*eng_room_fn)(void *ctx, ferry_status *st);
+/* Decrypt c's image (ferry-enc-1) from cipher_fd with the content key into
+ * the store: committed only with the manifest's size and SHA-256.  A full
+ * disk is waited out through room. */
+ferry_err eng_decrypt(ferry_engine *e, const ferry_component *c, int cipher_fd, const uint8_t key[32],
+		      eng_room_fn room, void *room_ctx, ferry_status *st) FERRY_WUR;
 
 #endif

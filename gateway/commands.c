@@ -1,12 +1,14 @@
 /* Commands: what each operation checks before anything changes, and what it
  * starts.  Every command gets exactly one reply.  Refusals change nothing but
  * the replay store (a refused command's jti is still spent). */
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "bases.h"
 #include "engine_int.h"
+#include "ferry/jwe.h"
 #include "ferry/jws.h"
 #include "log.h"
 
@@ -173,8 +175,9 @@ static ferry_err bind_component(ferry_engine *e, const ferry_manifest *m, size_t
 	if (!ferry_adapter_takes_format(ad, ferry_format_name(c->format)))
 		return ferry_fail(st, FERRY_E_UNSUPPORTED, "%s: adapter %s does not take format %s", c->name,
 				  c->adapter, ferry_format_name(c->format));
-	if (c->encryption)
-		return ferry_fail(st, FERRY_E_UNSUPPORTED, "%s: encrypted images are not supported yet", c->name);
+	if (c->encrypted && !e->kek)
+		return ferry_fail(st, FERRY_E_UNSUPPORTED, "%s: an encrypted image, and this gateway has no "
+				  "decryption.key", c->name);
 	for (size_t i = 0; i < k->n; i++) {
 		const ferry_devinfo *d = &k->d[i];
 		char buf[65];
@@ -257,7 +260,8 @@ static int64_t bytes_needed(ferry_engine *e, const ferry_manifest *m, const plan
 
 	for (size_t i = 0; i < m->n; i++)
 		if (!p->settled[i] && !ferry_store_has(e->store, m->c[i].sha256, path))
-			sum += m->c[i].size;
+			/* an encrypted image: its ciphertext and plaintext at once */
+			sum += m->c[i].size + (m->c[i].encrypted ? m->c[i].enc.size : 0);
 	return sum;
 }
 
@@ -325,12 +329,53 @@ static ferry_err check_links(ferry_engine *e, const ferry_command *cmd, const fe
 	return ferry_fail(st, FERRY_E_MALFORMED, "links: no link for component %s", c->name);
 }
 
+/* Every wrapped key of cmd names an encrypted component of m and unwraps
+ * with this gateway's key; every encrypted component still to fetch has
+ * one.  Nothing is kept of the unwrapped keys here. */
+static ferry_err check_keys(ferry_engine *e, const ferry_command *cmd, const ferry_manifest *m, const bool *needed,
+			    ferry_status *st)
+{
+	for (size_t k = 0; k < cmd->n_keys; k++) {
+		const ferry_component *c = ferry_manifest_find(m, cmd->keys[k].component);
+		uint8_t key[32];
+		ferry_err err;
+		if (!c || !c->encrypted)
+			return ferry_fail(st, FERRY_E_MALFORMED, "keys: %s is not an encrypted component of the manifest",
+					  cmd->keys[k].component);
+		err = ferry_jwe_unwrap(cmd->keys[k].jwe, e->kek, key, st);
+		OPENSSL_cleanse(key, sizeof(key));
+		if (err) {
+			ferry_status_prefix(st, "%s: ", c->name);
+			return err;
+		}
+	}
+	for (size_t i = 0; i < m->n; i++) {
+		bool have = false;
+		if (!m->c[i].encrypted || !needed[i])
+			continue;
+		for (size_t k = 0; k < cmd->n_keys && !have; k++)
+			have = !strcmp(cmd->keys[k].component, m->c[i].name);
+		if (!have)
+			return ferry_fail(st, FERRY_E_MALFORMED, "keys: no wrapped key for %s, whose image is encrypted",
+					  m->c[i].name);
+	}
+	return FERRY_OK;
+}
+
+static const char *key_of(const ferry_command *cmd, const char *component)
+{
+	for (size_t k = 0; k < cmd->n_keys; k++)
+		if (!strcmp(cmd->keys[k].component, component))
+			return cmd->keys[k].jwe;
+	return NULL;
+}
+
 /* update.request and the first half of update.deploy. */
 static ferry_err admit(ferry_engine *e, const ferry_command *cmd, bool deploy, ferry_status *st)
 {
 	ferry_manifest m;
 	ferry_jupdate u = {0}, old;
-	const char *names[FERRY_COMPONENTS_MAX], *links[FERRY_COMPONENTS_MAX];
+	const char *names[FERRY_COMPONENTS_MAX], *links[FERRY_COMPONENTS_MAX], *keys[FERRY_COMPONENTS_MAX];
 	ferry_jdelta_link dlinks[FERRY_LINKS_MAX];
 	size_t n_dlinks = 0;
 	bool settled[FERRY_COMPONENTS_MAX];
@@ -368,6 +413,12 @@ static ferry_err admit(ferry_engine *e, const ferry_command *cmd, bool deploy, f
 	for (size_t i = 0; i < m.n && !err && deploy; i++)
 		if (!p->settled[i])
 			err = check_links(e, cmd, &m.c[i], st);
+	if (!err && deploy) {
+		bool needed[FERRY_COMPONENTS_MAX];
+		for (size_t i = 0; i < m.n; i++)
+			needed[i] = !p->settled[i];
+		err = check_keys(e, cmd, &m, needed, st);
+	}
 	if (err)
 		goto out;
 	need = bytes_needed(e, &m, p);
@@ -395,6 +446,7 @@ static ferry_err admit(ferry_engine *e, const ferry_command *cmd, bool deploy, f
 		names[i] = m.c[m.order[i]].name;
 		settled[i] = p->settled[m.order[i]];
 		links[i] = NULL;
+		keys[i] = deploy && !settled[i] ? key_of(cmd, names[i]) : NULL;
 		for (size_t l = 0; l < cmd->n_links && deploy && !settled[i]; l++) {
 			const ferry_link *lk = &cmd->links[l];
 			if (strcmp(lk->component, names[i]))
@@ -406,7 +458,7 @@ static ferry_err admit(ferry_engine *e, const ferry_command *cmd, bool deploy, f
 									 .url = lk->url};
 		}
 	}
-	if ((err = ferry_journal_update_add(e->journal, &u, names, settled, links, m.n, dlinks, n_dlinks, p->steps,
+	if ((err = ferry_journal_update_add(e->journal, &u, names, settled, links, keys, m.n, dlinks, n_dlinks, p->steps,
 					    p->n, st)))
 		goto out;
 	err = report_admitted(e, u.id, &m, p, st);
@@ -458,6 +510,19 @@ static ferry_err store_links(ferry_engine *e, const ferry_command *cmd, const fe
 				c = &m.c[k];
 		err = c ? check_links(e, cmd, c, st)
 			: ferry_fail(st, FERRY_E_INTERNAL, "journal: component %s is not in the manifest", cs[i].name);
+	}
+	if (!err) {
+		bool needed[FERRY_COMPONENTS_MAX] = {false};
+		for (size_t k = 0; k < m.n; k++)
+			for (size_t i = 0; i < n; i++)
+				if (!strcmp(m.c[k].name, cs[i].name))
+					needed[k] = cs[i].stage == FERRY_S_ALLOWED || cs[i].stage == FERRY_S_DOWNLOADING;
+		err = check_keys(e, cmd, &m, needed, st);
+	}
+	for (size_t i = 0; !err && i < n; i++) {
+		const char *jwe = key_of(cmd, cs[i].name);
+		if (jwe && (cs[i].stage == FERRY_S_ALLOWED || cs[i].stage == FERRY_S_DOWNLOADING))
+			err = ferry_journal_set_key(e->journal, cmd->update_id, cs[i].name, jwe, st);
 	}
 	for (size_t i = 0; !err && i < n; i++) {
 		if (cs[i].stage != FERRY_S_ALLOWED && cs[i].stage != FERRY_S_DOWNLOADING)
@@ -589,6 +654,8 @@ static ferry_err cancel(ferry_engine *e, const ferry_command *cmd, ferry_status 
 				if (!err)
 					err = ferry_journal_set_delta_link(e->journal, cmd->update_id, cs[i].name, NULL,
 									   NULL, st);
+				if (!err && cs[i].key)
+					err = ferry_journal_set_key(e->journal, cmd->update_id, cs[i].name, NULL, st);
 			}
 			ferry_jcomponents_free(cs, nc);
 		}

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,6 +61,8 @@ static const field fields[] = {
 	F("install.parallel", K_INT, install.parallel, false, 1, 64, "8"),
 	F("updates.parallel", K_INT, updates.parallel, false, 1, 16, "4"),
 	F("plugin_dir", K_PATH, plugin_dir, false, 1, FERRY_CFG_PATH_MAX - 1, FERRY_PLUGIN_DIR),
+	F("decryption.key", K_PATH, decryption.key, false, 1, FERRY_CFG_PATH_MAX - 1, NULL),
+	F("decryption.cert", K_PATH, decryption.cert, false, 1, FERRY_CFG_PATH_MAX - 1, NULL),
 	F("reports.sign", K_BOOL, reports.sign, false, 0, 1, "true"),
 };
 
@@ -349,6 +352,44 @@ static ferry_err check_dir(const ferry_config *c, const char *key, const char *p
 	}
 }
 
+/* The key-agreement key: both files or neither, a P-256 key and its
+ * certificate, which says it is for key agreement. */
+static ferry_err check_decryption(const ferry_config *c, ferry_status *st)
+{
+	X509 *cert = NULL;
+	EVP_PKEY *key = NULL;
+	FILE *f;
+	ferry_err e = FERRY_OK;
+	int n;
+
+	if (!c->decryption.key[0] && !c->decryption.cert[0])
+		return FERRY_OK;
+	if (!c->decryption.key[0] || !c->decryption.cert[0])
+		return bad(st, c->file, c->lines, c->decryption.key[0] ? "decryption.key" : "decryption.cert",
+			   "decryption needs both key and cert");
+	if ((n = pem_certs(c->decryption.cert, &cert)) <= 0)
+		return bad_file(c, "decryption.cert", c->decryption.cert,
+				n < 0 ? strerror(errno) : "holds no PEM certificate", st);
+	if (!(f = fopen(c->decryption.key, "r"))) {
+		X509_free(cert);
+		return bad_file(c, "decryption.key", c->decryption.key, strerror(errno), st);
+	}
+	key = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+	fclose(f);
+	if (!key)
+		e = bad_file(c, "decryption.key", c->decryption.key, "holds no PEM private key (or it is encrypted)", st);
+	else if (!EVP_PKEY_is_a(key, "EC") || EVP_PKEY_get_bits(key) != 256)
+		e = bad_file(c, "decryption.key", c->decryption.key, "is not a P-256 key", st);
+	else if (X509_check_private_key(cert, key) != 1)
+		e = bad_file(c, "decryption.key", c->decryption.key,
+			     "does not belong to the certificate in decryption.cert", st);
+	else if (!(X509_get_key_usage(cert) & KU_KEY_AGREEMENT))
+		e = bad_file(c, "decryption.cert", c->decryption.cert, "is not a key-agreement certificate", st);
+	X509_free(cert);
+	EVP_PKEY_free(key);
+	return e;
+}
+
 ferry_err ferry_config_check_files(const ferry_config *c, ferry_status *st)
 {
 	ferry_err e;
@@ -377,7 +418,7 @@ ferry_err ferry_config_check_files(const ferry_config *c, ferry_status *st)
 		e = bad_file(c, "broker.key", c->broker.key, "does not belong to the certificate in broker.cert", st);
 	X509_free(cert);
 	EVP_PKEY_free(key);
-	if (e || (e = check_dir(c, "state_dir", c->state_dir, st)))
+	if (e || (e = check_decryption(c, st)) || (e = check_dir(c, "state_dir", c->state_dir, st)))
 		return e;
 	return check_dir(c, "store.dir", c->store.dir, st);
 }

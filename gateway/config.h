@@ -52,6 +52,12 @@ typedef struct ferry_config {
 		int parallel; /* updates run at once */
 	} updates;
 	struct {
+		/* the key-agreement key content keys are wrapped for, and its
+		 * certificate (published in the inventory); "" when absent */
+		char key[FERRY_CFG_PATH_MAX];
+		char cert[FERRY_CFG_PATH_MAX];
+	} decryption;
+	struct {
 		bool sign; /* replies, stage reports and the inventory as JWS with the broker key */
 	} reports;
 	char plugin_dir[FERRY_CFG_PATH_MAX];

@@ -374,6 +374,9 @@ static ferry_err attempt(dl *d, bool *retry, ferry_status *st)
 		return ferry_fail(st, FERRY_E_UNSUPPORTED, "only https:// links are allowed");
 	if (rc == CURLE_OK && d->status == 416 && d->have == d->req->size)
 		return FERRY_OK; /* we had it all already */
+	if (rc == CURLE_OK && d->status == 416)
+		return ferry_fail(st, FERRY_E_SIZE_MISMATCH, "HTTP 416: the file host has no bytes after %lld; the "
+				  "manifest says %lld", (long long)d->have, (long long)d->req->size);
 	if (rc == CURLE_OK && d->status != 200 && d->status != 206) {
 		*retry = d->status >= 500 || d->status == 408 || d->status == 429;
 		if (d->status == 410)

@@ -15,10 +15,13 @@
  */
 #include "engine_int.h"
 
+#include <openssl/buffer.h>
+#include <openssl/pem.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "ferry/jwe.h"
 #include "log.h"
 #include "state.h"
 
@@ -238,7 +241,22 @@ static ferry_err open_parts(ferry_engine *e, const ferry_config *cfg, ferry_stat
 	    (err = ferry_trust_load(cfg->trust.manifest_ca, &e->manifest_trust, st)) ||
 	    (err = ferry_adapters_load(cfg, &e->adapters, st)))
 		return err;
-	return FERRY_OK;
+	if (!cfg->decryption.key[0])
+		return FERRY_OK;
+	if ((err = ferry_jwe_load_key(cfg->decryption.key, &e->kek, st)))
+		return err;
+	FILE *f = fopen(cfg->decryption.cert, "re");
+	X509 *x = f ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
+	BIO *b = BIO_new(BIO_s_mem());
+	BUF_MEM *m = NULL;
+	if (f)
+		fclose(f);
+	if (x && b && PEM_write_bio_X509(b, x) && BIO_get_mem_ptr(b, &m) > 0 && m)
+		e->kek_cert = strndup(m->data, m->length);
+	X509_free(x);
+	BIO_free(b);
+	return e->kek_cert ? FERRY_OK : ferry_fail(st, FERRY_E_MALFORMED, "%s: cannot read the certificate",
+						   cfg->decryption.cert);
 }
 
 ferry_err ferry_engine_new(const ferry_config *cfg, ferry_engine **out, ferry_status *st)
@@ -355,6 +373,8 @@ void ferry_engine_free(ferry_engine *e)
 	ferry_adapters_free(e->adapters);
 	ferry_trust_free(e->cmd_trust);
 	ferry_trust_free(e->manifest_trust);
+	json_decref(e->kek);
+	free(e->kek_cert);
 	ferry_store_close(e->store);
 	ferry_journal_close(e->journal);
 	pthread_mutex_destroy(&e->pub_lock);

@@ -43,6 +43,10 @@ struct ferry_engine {
 	ferry_trust *cmd_trust, *manifest_trust;
 	ferry_adapters *adapters;
 	ferry_cloud *cloud;
+	/* decryption.key as a JWK and decryption.cert as PEM text; NULL
+	 * when the config has none (encrypted components are refused) */
+	json_t *kek;
+	char *kek_cert;
 
 	/* events from the cloud thread to the main loop */
 	pthread_mutex_t ev_lock;

@@ -51,6 +51,9 @@ char *eng_inventory_json(ferry_engine *e)
 	json_t *inv = json_pack("{s:{s:s,s:s,s:o},s:o,s:I}", "gateway", "id", e->cfg->gateway_id, "ferryd",
 				FERRY_VERSION, "attributes", gateway_attributes(e->cfg), "devices", devices(e), "ts",
 				(json_int_t)eng_now());
+	/* what an operator wraps content keys for (docs/encryption.md) */
+	if (inv && e->kek_cert)
+		json_object_set_new(json_object_get(inv, "gateway"), "decryption_cert", json_string(e->kek_cert));
 	char *s = inv ? json_dumps(inv, JSON_COMPACT) : NULL;
 
 	json_decref(inv);

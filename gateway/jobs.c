@@ -22,6 +22,7 @@
  * cancelled, naming what stopped it.
  */
 #include <fcntl.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,7 @@
 
 #include "bases.h"
 #include "download.h"
+#include "ferry/jwe.h"
 #include "log.h"
 #include "run.h"
 
@@ -206,6 +208,8 @@ static void forget_links(eng_run *r)
 			ferry_log(LOG_ERR, "journal: cannot forget the link of %s/%s", r->u.id, r->cs[i].name);
 		if (ferry_journal_set_delta_link(r->e->journal, r->u.id, r->cs[i].name, NULL, NULL, NULL))
 			ferry_log(LOG_ERR, "journal: cannot forget the delta links of %s/%s", r->u.id, r->cs[i].name);
+		if (r->cs[i].key && ferry_journal_set_key(r->e->journal, r->u.id, r->cs[i].name, NULL, NULL))
+			ferry_log(LOG_ERR, "journal: cannot forget the key of %s/%s", r->u.id, r->cs[i].name);
 	}
 }
 
@@ -398,6 +402,78 @@ static ferry_err image_from_delta(dl_task *d, ferry_jcomponent *c, const ferry_c
 	return err;
 }
 
+/* The wrapped key the journal holds for the component now (the latest
+ * update.download may have brought it). */
+static char *journal_key(eng_run *r, const char *component)
+{
+	ferry_jcomponent *cs;
+	size_t n;
+	char *out = NULL;
+
+	if (ferry_journal_components(r->e->journal, r->u.id, &cs, &n, NULL))
+		return NULL;
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(cs[i].name, component) && cs[i].key)
+			out = strdup(cs[i].key);
+	ferry_jcomponents_free(cs, n);
+	return out;
+}
+
+/* The disk is full while an image is decrypted: like a download, it waits
+ * for room (pauses from 0.25 s, doubling, at most 5 s) until the update's
+ * deadline or an interruption. */
+typedef struct room_wait {
+	dl_task *d;
+	ferry_jcomponent *c;
+	long pause;
+} room_wait;
+
+static bool decrypt_room(void *ctx, ferry_status *st)
+{
+	room_wait *w = ctx;
+	ferry_dl_req req;
+
+	dl_setup(w->d, &req);
+	if (run_interrupted(w->d->r)) {
+		ferry_fail(st, FERRY_E_CANCELLED, "interrupted while waiting for room to decrypt");
+		return false;
+	}
+	if (req.deadline && eng_now() >= req.deadline) {
+		ferry_fail(st, req.deadline_code, "%s (waiting for room to decrypt)", req.deadline_what);
+		return false;
+	}
+	if (!w->pause)
+		ferry_log(LOG_WARNING, "%s/%s: decrypting: %s; waiting for room", w->d->r->u.id, w->c->name, st->detail);
+	w->pause = w->pause ? (w->pause * 2 > 5000 ? 5000 : w->pause * 2) : 250;
+	nap_ms(w->pause);
+	return true;
+}
+
+/* The fetched ciphertext in part, decrypted into the store with the key
+ * unwrapped now: the plain content key lives only for this call. */
+static ferry_err decrypt_image(dl_task *dt, ferry_jcomponent *c, const ferry_component *mc, int part,
+			       ferry_status *st)
+{
+	eng_run *r = dt->r;
+	room_wait w = {.d = dt, .c = c};
+	char *jwe = journal_key(r, c->name);
+	uint8_t key[32];
+	ferry_err err;
+
+	if (!jwe)
+		return ferry_fail(st, FERRY_E_DECRYPT_FAILED, "%s: no wrapped key for its encrypted image; send "
+				  "update.download with keys", c->name);
+	if (!r->e->kek)
+		err = ferry_fail(st, FERRY_E_UNSUPPORTED, "%s: this gateway has no decryption.key", c->name);
+	else if (!(err = ferry_jwe_unwrap(jwe, r->e->kek, key, st)))
+		err = eng_decrypt(r->e, mc, part, key, decrypt_room, &w, st);
+	OPENSSL_cleanse(key, sizeof(key));
+	free(jwe);
+	if (!err)
+		ferry_log(LOG_INFO, "%s/%s: decrypted %lld bytes into the store", r->u.id, c->name, (long long)mc->size);
+	return err;
+}
+
 static ferry_err download_image(dl_task *d, ferry_status *st)
 {
 	eng_run *r = d->r;
@@ -424,18 +500,22 @@ static ferry_err download_image(dl_task *d, ferry_status *st)
 	}
 	if (!c->link)
 		return ferry_fail(st, FERRY_E_DOWNLOAD_FAILED, "%s: no download link; send update.download", c->name);
-	if ((part = ferry_store_partial_open(r->e->store, mc->sha256, c->dl_offset, st)) < 0)
+	/* an encrypted image: the ciphertext is fetched (resumably) into the
+	 * store's partial file, then decrypted beside it */
+	const uint8_t *sha = mc->encrypted ? mc->enc.sha256 : mc->sha256;
+	int64_t size = mc->encrypted ? mc->enc.size : mc->size;
+	if ((part = ferry_store_partial_open(r->e->store, sha, c->dl_offset, st)) < 0)
 		return st->code;
 	ferry_dl_req req;
 	dl_setup(d, &req);
 	req.url = c->link;
 	req.part_fd = part;
-	req.size = mc->size;
+	req.size = size;
 	req.durable = dl_durable;
 	bool unsure = false;
 	req.unsure = &unsure;
-	memcpy(req.sha256, mc->sha256, 32);
-	dl_progress(d, c->dl_offset, mc->size);
+	memcpy(req.sha256, sha, 32);
+	dl_progress(d, c->dl_offset, size);
 	for (int fresh = 0;; fresh++) {
 		char *newer = NULL;
 		if (!(err = ferry_download(&req, st)))
@@ -450,6 +530,14 @@ static ferry_err download_image(dl_task *d, ferry_status *st)
 		free(c->link);
 		c->link = newer;
 		req.url = c->link;
+	}
+	if (mc->encrypted) {
+		err = decrypt_image(d, c, mc, part, st);
+		close(part);
+		/* the ciphertext goes once its plaintext is in (or will never be) */
+		if (err != FERRY_E_INTERNAL && err != FERRY_E_INSUFFICIENT_SPACE && err != FERRY_E_CANCELLED)
+			ferry_store_remove_partial(r->e->store, sha);
+		return err;
 	}
 	close(part);
 	/* every byte went through the digest on its way to the file (those a
@@ -597,7 +685,8 @@ static bool phase_download(eng_run *r)
 			ferry_jcomponent *c = &r->cs[tasks[i].members[k]];
 			const ferry_component *mc = run_component(r, c->name);
 			if (ferry_journal_set_link(r->e->journal, r->u.id, c->name, NULL, NULL) ||
-			    ferry_journal_set_delta_link(r->e->journal, r->u.id, c->name, NULL, NULL, NULL))
+			    ferry_journal_set_delta_link(r->e->journal, r->u.id, c->name, NULL, NULL, NULL) ||
+			    (c->key && ferry_journal_set_key(r->e->journal, r->u.id, c->name, NULL, NULL)))
 				ferry_log(LOG_ERR, "journal: cannot forget the links of %s/%s", r->u.id, c->name);
 			free(c->link);
 			c->link = NULL;

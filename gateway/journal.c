@@ -17,7 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 3
+#define SCHEMA_VERSION 4
 
 struct ferry_journal {
 	sqlite3 *db;
@@ -115,6 +115,12 @@ static const char migrate_2_3[] =
 	" base TEXT NOT NULL, url TEXT NOT NULL, PRIMARY KEY(update_id, component, base));"
 	"CREATE TABLE unpinned(image TEXT PRIMARY KEY);"
 	"PRAGMA user_version = 3;";
+
+/* Schema 4: an encrypted component's wrapped content key, kept like its
+ * link until the image is in the store. */
+static const char migrate_3_4[] =
+	"ALTER TABLE components ADD COLUMN key TEXT;"
+	"PRAGMA user_version = 4;";
 
 /* A database or disk that is full is insufficient_space: the runner keeps
  * the fact and tries again once there is room (jobs.c); anything else is
@@ -347,6 +353,11 @@ static ferry_err check_and_migrate(ferry_journal *j, ferry_status *st)
 			return e;
 		version = 3;
 	}
+	if (version == 3) {
+		if ((e = in_transaction(j, migrate_3_4, false, st, "moving to schema 4")))
+			return e;
+		version = 4;
+	}
 	if (version != SCHEMA_VERSION)
 		return ferry_fail(st, FERRY_E_INTERNAL, "journal %s has schema %d; this ferryd knows %d", j->path,
 				  version, SCHEMA_VERSION);
@@ -489,7 +500,7 @@ ferry_err ferry_journal_last_sequence(ferry_journal *j, int64_t *out, ferry_stat
 }
 
 ferry_err ferry_journal_update_add(ferry_journal *j, const ferry_jupdate *u, const char *const *names,
-				   const bool *settled, const char *const *links, size_t n,
+				   const bool *settled, const char *const *links, const char *const *keys, size_t n,
 				   const ferry_jdelta_link *dlinks, size_t n_dlinks, const ferry_jstep_new *steps,
 				   size_t n_steps, ferry_status *st)
 {
@@ -508,10 +519,10 @@ ferry_err ferry_journal_update_add(ferry_journal *j, const ferry_jupdate *u, con
 		 run(prep(j, "UPDATE meta SET value = max(value, ?) WHERE key = 'last_sequence'", "i", u->sequence)))
 		e = dberr(j, st, "adding an update");
 	for (size_t i = 0; !e && i < n; i++)
-		if (run(prep(j, "INSERT INTO components(update_id, name, idx, stage, link) VALUES(?, ?, ?, ?, ?)", "ssisn",
-			     u->id, names[i], (int64_t)i,
+		if (run(prep(j, "INSERT INTO components(update_id, name, idx, stage, link, key) VALUES(?, ?, ?, ?, ?, ?)",
+			     "ssisnn", u->id, names[i], (int64_t)i,
 			     settled && settled[i] ? ferry_stage_name(FERRY_S_ALREADY_INSTALLED) : "",
-			     links ? links[i] : NULL)))
+			     links ? links[i] : NULL, keys ? keys[i] : NULL)))
 			e = dberr(j, st, "adding a component");
 	for (size_t i = 0; !e && i < n_dlinks; i++)
 		if (run(prep(j, "INSERT INTO delta_links VALUES(?, ?, ?, ?)", "ssss", u->id, dlinks[i].component,
@@ -675,6 +686,18 @@ ferry_err ferry_journal_set_link(ferry_journal *j, const char *update_id, const 
 		pthread_mutex_unlock(&j->lock);
 	}
 	return e;
+}
+
+ferry_err ferry_journal_set_key(ferry_journal *j, const char *update_id, const char *component, const char *jwe,
+				ferry_status *st)
+{
+	ferry_err e;
+
+	if (begin(j))
+		return dberr(j, st, "begin");
+	e = change(j, st, "key", prep(j, "UPDATE components SET key = ? WHERE update_id = ? AND name = ?", "nss", jwe,
+				      update_id, component));
+	return end(j, e, st, "key");
 }
 
 ferry_err ferry_journal_set_delta_link(ferry_journal *j, const char *update_id, const char *component,
@@ -879,7 +902,7 @@ ferry_err ferry_journal_components(ferry_journal *j, const char *update_id, ferr
 	*out = NULL;
 	*n = 0;
 	pthread_mutex_lock(&j->lock);
-	s = prep(j, "SELECT name, idx, stage, reason, dl_offset, link FROM components WHERE update_id = ? ORDER BY idx",
+	s = prep(j, "SELECT name, idx, stage, reason, dl_offset, link, key FROM components WHERE update_id = ? ORDER BY idx",
 		 "s", update_id);
 	while (s && (rc = sqlite3_step(s)) == SQLITE_ROW) {
 		if (*n == cap) {
@@ -899,6 +922,8 @@ ferry_err ferry_journal_components(ferry_journal *j, const char *update_id, ferr
 		c->dl_offset = sqlite3_column_int64(s, 4);
 		if (sqlite3_column_type(s, 5) != SQLITE_NULL)
 			c->link = strdup((const char *)sqlite3_column_text(s, 5));
+		if (sqlite3_column_type(s, 6) != SQLITE_NULL)
+			c->key = strdup((const char *)sqlite3_column_text(s, 6));
 	}
 	if (!e && rc != SQLITE_DONE)
 		e = dberr(j, st, "reading components");
@@ -914,8 +939,10 @@ ferry_err ferry_journal_components(ferry_journal *j, const char *update_id, ferr
 
 void ferry_jcomponents_free(ferry_jcomponent *c, size_t n)
 {
-	for (size_t i = 0; c && i < n; i++)
+	for (size_t i = 0; c && i < n; i++) {
 		free(c[i].link);
+		free(c[i].key);
+	}
 	free(c);
 }
 

@@ -75,6 +75,7 @@ typedef struct ferry_jcomponent {
 	char reason[32];   /* when failed */
 	int64_t dl_offset; /* bytes of the image durably in the store's partial file */
 	char *link;        /* download URL (malloc'd) until used, else NULL */
+	char *key;         /* an encrypted image's wrapped content key (JWE), likewise */
 } ferry_jcomponent;
 
 /* A step: one component on one device. */
@@ -118,7 +119,8 @@ ferry_err ferry_journal_last_sequence(ferry_journal *j, int64_t *out, ferry_stat
 /* A new update with its components in install order (names[0..n)) and its
  * steps; a component listed in `settled` (n of them, may be NULL) starts as
  * already_installed, without a report: every device has it.  `links` (n of
- * them, may be NULL, an entry may be NULL) are kept with their components in
+ * them, may be NULL, an entry may be NULL) and `keys` (wrapped content keys,
+ * likewise) are kept with their components in
  * the same transaction, so a deploy stopped right after it was admitted has
  * its links and goes on after a restart.  Raises the last accepted sequence
  * to u->sequence in the same transaction.  wrong_stage if the id exists. */
@@ -129,7 +131,7 @@ typedef struct ferry_jdelta_link {
 } ferry_jdelta_link;
 
 ferry_err ferry_journal_update_add(ferry_journal *j, const ferry_jupdate *u, const char *const *names,
-				   const bool *settled, const char *const *links, size_t n,
+				   const bool *settled, const char *const *links, const char *const *keys, size_t n,
 				   const ferry_jdelta_link *dlinks, size_t n_dlinks, const ferry_jstep_new *steps,
 				   size_t n_steps, ferry_status *st) FERRY_WUR;
 /* FERRY_E_UNKNOWN_UPDATE when absent.  Free with ferry_jupdate_free. */
@@ -163,6 +165,9 @@ void ferry_jcomponents_free(ferry_jcomponent *c, size_t n);
 /* Steps of an update, by install order then device (malloc'd array). */
 ferry_err ferry_journal_steps(ferry_journal *j, const char *update_id, ferry_jstep **out, size_t *n,
 			      ferry_status *st) FERRY_WUR;
+/* An encrypted component's wrapped key (jwe NULL forgets it). */
+ferry_err ferry_journal_set_key(ferry_journal *j, const char *update_id, const char *component, const char *jwe,
+				ferry_status *st) FERRY_WUR;
 ferry_err ferry_journal_set_link(ferry_journal *j, const char *update_id, const char *component, const char *url,
 				 ferry_status *st) FERRY_WUR; /* url NULL forgets it */
 /* Delta links: set one (url NULL forgets it; base_hex NULL too: every one

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "ferry/jsonfield.h"
+#include "ferry/jwe.h"
 #include "ferry/jws.h"
 
 /* Times in JSON must survive a double; 2^53 s is far beyond any real date. */
@@ -88,10 +89,38 @@ static ferry_err parse_links(const json_t *obj, ferry_command *c, ferry_status *
 	return FERRY_OK;
 }
 
+/* keys: component name -> compact JWE.  Only their shape here; the
+ * gateway unwraps them. */
+static ferry_err parse_keys(const json_t *obj, ferry_command *c, ferry_status *st)
+{
+	const char *name;
+	json_t *v;
+	size_t n = json_object_size(obj), i = 0;
+
+	if (n == 0 || n > FERRY_LINKS_MAX)
+		return ferry_fail(st, FERRY_E_MALFORMED, "keys must name 1-%d components", FERRY_LINKS_MAX);
+	if (!(c->keys = calloc(n, sizeof(*c->keys))))
+		return ferry_fail(st, FERRY_E_INTERNAL, "out of memory");
+	json_object_foreach((json_t *)obj, name, v) {
+		size_t nl = strlen(name), vl;
+		if (nl == 0 || nl > FERRY_ID_MAX || !ferry_charset_ok(name, nl, FERRY_CS_ID))
+			return ferry_fail(st, FERRY_E_MALFORMED, "keys: component name \"%.64s\" is not an id", name);
+		if (!json_is_string(v) || (vl = json_string_length(v)) == 0 || vl > FERRY_JWE_MAX ||
+		    !ferry_charset_ok(json_string_value(v), vl, FERRY_CS_B64URL))
+			return ferry_fail(st, FERRY_E_MALFORMED, "keys.%s is not a compact JWE of at most %d characters",
+					  name, FERRY_JWE_MAX);
+		snprintf(c->keys[i].component, sizeof(c->keys[i].component), "%s", name);
+		if (!(c->keys[i].jwe = strdup(json_string_value(v))))
+			return ferry_fail(st, FERRY_E_INTERNAL, "out of memory");
+		c->n_keys = ++i;
+	}
+	return FERRY_OK;
+}
+
 static ferry_err parse_fields(const json_t *p, ferry_command *c, ferry_status *st)
 {
 	const char *op, *manifest;
-	const json_t *links;
+	const json_t *links, *keys;
 	ferry_err e;
 
 	if ((e = ferry_json_str(p, "iss", true, 1, FERRY_ISS_MAX, FERRY_CS_ANY, c->iss, sizeof(c->iss), NULL, st)) ||
@@ -119,7 +148,10 @@ static ferry_err parse_fields(const json_t *p, ferry_command *c, ferry_status *s
 	}
 	if (op_needs_links(c->op)) {
 		if ((e = ferry_json_member(p, "links", true, JSON_OBJECT, &links, st)) ||
-		    (e = parse_links(links, c, st)))
+		    (e = parse_links(links, c, st)) ||
+		    (e = ferry_json_member(p, "keys", false, JSON_OBJECT, &keys, st)))
+			return e;
+		if (keys && (e = parse_keys(keys, c, st)))
 			return e;
 	}
 	return FERRY_OK;
@@ -177,6 +209,11 @@ void ferry_command_free(ferry_command *c)
 	for (size_t i = 0; i < c->n_links; i++)
 		free(c->links[i].url);
 	free(c->links);
+	for (size_t i = 0; i < c->n_keys; i++)
+		free(c->keys[i].jwe);
+	free(c->keys);
+	c->keys = NULL;
+	c->n_keys = 0;
 	free(c->manifest);
 	c->links = NULL;
 	c->manifest = NULL;

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ferry/enc.h"
 #include "ferry/jsonfield.h"
 #include "ferry/jws.h"
 
@@ -132,6 +133,30 @@ static ferry_err parse_deltas(const json_t *arr, ferry_component *c, ferry_statu
 	return FERRY_OK;
 }
 
+/* encryption: the ciphertext's format, size and digest.  Its size follows
+ * from the plaintext's, so a lying one is refused before any byte moves. */
+static ferry_err parse_encryption(const json_t *o, ferry_component *c, ferry_status *st)
+{
+	ferry_err e;
+
+	if ((e = ferry_json_str(o, "format", true, 1, FERRY_FORMAT_MAX, FERRY_CS_ID, c->enc.format,
+				sizeof(c->enc.format), NULL, st)) ||
+	    (e = ferry_json_int(o, "size", true, 1, FERRY_IMAGE_SIZE_MAX * 2, &c->enc.size, NULL, st)) ||
+	    (e = sha_field(o, "sha256", c->enc.sha256, st)))
+		return e;
+	if (strcmp(c->enc.format, FERRY_ENC_FORMAT))
+		return ferry_fail(st, FERRY_E_UNSUPPORTED, "encryption format \"%s\" is not supported (%s is)",
+				  c->enc.format, FERRY_ENC_FORMAT);
+	if (c->enc.size != ferry_enc_size(c->size))
+		return ferry_fail(st, FERRY_E_MALFORMED, "a %s image of %lld bytes is %lld bytes encrypted, not %lld",
+				  FERRY_ENC_FORMAT, (long long)c->size, (long long)ferry_enc_size(c->size),
+				  (long long)c->enc.size);
+	if (c->n_deltas)
+		return ferry_fail(st, FERRY_E_MALFORMED, "an encrypted component has no deltas");
+	c->encrypted = true;
+	return FERRY_OK;
+}
+
 static ferry_err parse_component(const json_t *o, ferry_component *c, ferry_status *st)
 {
 	char buf[FERRY_FORMAT_MAX + 1];
@@ -171,8 +196,10 @@ static ferry_err parse_component(const json_t *o, ferry_component *c, ferry_stat
 		return e;
 	if (deltas && (e = parse_deltas(deltas, c, st)))
 		return e;
-	if (enc)
-		c->encryption = json_deep_copy(enc);
+	if (enc && (e = parse_encryption(enc, c, st))) {
+		ferry_status_prefix(st, "encryption: ");
+		return e;
+	}
 	return FERRY_OK;
 }
 
@@ -309,8 +336,6 @@ const ferry_component *ferry_manifest_find(const ferry_manifest *m, const char *
 
 void ferry_manifest_free(ferry_manifest *m)
 {
-	for (size_t i = 0; m->c && i < m->n; i++)
-		json_decref(m->c[i].encryption);
 	free(m->c);
 	m->c = NULL;
 	m->n = 0;

@@ -190,3 +190,26 @@ out:
 	sk_X509_pop_free(inter, X509_free);
 	return e;
 }
+
+ferry_err ferry_trust_verify_kek(const ferry_trust *t, X509 *cert, const char *gateway_id, time_t at,
+				 ferry_status *st)
+{
+	char cn[128] = "";
+	uint32_t ku = X509_get_key_usage(cert);
+	EVP_PKEY *k = X509_get0_pubkey(cert);
+	ferry_err e;
+
+	if ((e = check_chain(t, cert, NULL, at, st)))
+		return e;
+	if (X509_check_ca(cert))
+		return ferry_fail(st, FERRY_E_UNTRUSTED_SIGNER, "key-agreement certificate is a CA certificate");
+	if (ku == UINT32_MAX || !(ku & KU_KEY_AGREEMENT))
+		return ferry_fail(st, FERRY_E_UNTRUSTED_SIGNER, "the certificate is not for key agreement");
+	X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof(cn));
+	if (strcmp(cn, gateway_id))
+		return ferry_fail(st, FERRY_E_UNTRUSTED_SIGNER, "the key-agreement certificate names \"%.64s\", not %s",
+				  cn, gateway_id);
+	if (!k || !EVP_PKEY_is_a(k, "EC") || EVP_PKEY_get_bits(k) != 256)
+		return ferry_fail(st, FERRY_E_UNSUPPORTED, "the key-agreement key is not a P-256 key");
+	return FERRY_OK;
+}

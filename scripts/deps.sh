@@ -4,7 +4,7 @@
 
 # The libraries ferry links, as -dev packages.
 FERRY_LIB_PKGS="libjose-dev libjansson-dev libssl-dev libyaml-dev libsqlite3-dev libcurl4-openssl-dev
-	libmosquitto-dev libsystemd-dev libcbor-dev libusb-1.0-0-dev libmicrohttpd-dev liblzma-dev libdivsufsort-dev"
+	libmosquitto-dev libsystemd-dev libcbor-dev libusb-1.0-0-dev libmicrohttpd-dev liblzma-dev libdivsufsort-dev libsodium-dev"
 # Needed to build ferry and ferryd.
 FERRY_BUILD_PKGS="cmake make pkg-config gcc libc6-dev $FERRY_LIB_PKGS"
 # Needed by the tests: cmocka, the jose and openssl CLIs as oracles, clang with

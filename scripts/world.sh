@@ -192,6 +192,9 @@ download:
   retries: ${W_DL_RETRIES:-8}
   retry_delay_ms: 300
 plugin_dir: $d/plugins
+decryption:
+  key: $W/pki/kek-$gw.key
+  cert: $W/pki/kek-$gw.pem
 adapters:
   self:
     vendor_id: acme

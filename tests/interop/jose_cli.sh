@@ -3,7 +3,11 @@
 #  1. a manifest signed by `ferry` verifies with the `jose` CLI, given the
 #     signer's public key as a JWK that openssl extracted from the certificate;
 #  2. a command signed by the `jose` CLI, with an x5c header holding a
-#     certificate that `openssl` issued, is accepted by `ferry cmd verify`.
+#     certificate that `openssl` issued, is accepted by `ferry cmd verify`;
+#  3. a content key that `ferry cmd sign --wrap-key-for` wrapped for a
+#     gateway's key-agreement certificate unwraps with `jose jwe dec`, given
+#     that gateway's key as a JWK that openssl extracted, and not with
+#     another key.
 # ferry's own code never produces the keys or certificates it is checked with
 # here, so a bug shared by signer and verifier cannot hide.
 set -euo pipefail
@@ -87,3 +91,40 @@ rc=0; "$FERRY" cmd verify "$T/cmd.jws" --ca "$T/pki/ca.pem" --gateway gw-2 2> "$
 rc=0; "$FERRY" cmd verify "$T/cmd.jws" --ca "$T/other/ca.pem" --gateway gw-1 2> "$T/err" || rc=$?
 [ $rc -eq 1 ] && grep -q untrusted_signer "$T/err" || fail "command accepted under another CA (rc=$rc)"
 echo "ok: jose-signed command with an openssl certificate verifies with ferry"
+
+# --- 3. ferry wraps a content key, jose unwraps it
+"$FERRY" manifest sign "$T/spec.yaml" --encrypt --key "$T/pki/manifest-signer.key" \
+	--cert "$T/pki/manifest-signer.pem" -o "$T/e.jws" >/dev/null
+"$FERRY" cmd sign --op update.deploy --gateway gw-1 --update u-e --manifest "$T/e.jws" \
+	--link app=https://127.0.0.1/app.bin.fenc --keys "$T/e.jws.keys" --wrap-key-for "$T/pki/kek-gw-1.pem" \
+	--key "$T/pki/cmd-signer.key" --cert "$T/pki/cmd-signer.pem" > "$T/e-cmd.jws"
+"$FERRY" cmd verify "$T/e-cmd.jws" --ca "$T/pki/ca.pem" --gateway gw-1 > "$T/e-cmd.out"
+jwe=$(grep -o '"app": "eyJ[^"]*"' "$T/e-cmd.out" | cut -d'"' -f4)
+[ -n "$jwe" ] || fail "the command carries no wrapped key for app"
+echo -n "$jwe" > "$T/app.jwe"
+# jwk_of KEY OUT: the P-256 private key in KEY as a JWK, by openssl
+jwk_of() {
+	openssl ec -in "$1" -text -noout 2>/dev/null > "$T/k.txt"
+	local pr pu
+	pr=$(hexblock "$T/k.txt" priv:)
+	pr=$(printf '%064s' "${pr: -64}" | tr ' ' 0)
+	pu=$(hexblock "$T/k.txt" pub:)
+	printf '{"kty":"EC","crv":"P-256","x":"%s","y":"%s","d":"%s"}' \
+		"$(echo -n "${pu:2:64}" | tr a-f A-F | basenc --base16 -d | b64url)" \
+		"$(echo -n "${pu:66:64}" | tr a-f A-F | basenc --base16 -d | b64url)" \
+		"$(echo -n "$pr" | tr a-f A-F | basenc --base16 -d | b64url)" > "$2"
+}
+jwk_of "$T/pki/kek-gw-1.key" "$T/kek.jwk"
+jose jwe dec -i "$T/app.jwe" -k "$T/kek.jwk" -O "$T/key.bin" || fail "jose cannot unwrap ferry's wrapped key"
+got=$(b64url < "$T/key.bin")
+grep -q "\"app\":\"$got\"" "$T/e.jws.keys" || fail "jose unwrapped another key than manifest sign made"
+h=$(cut -d. -f1 "$T/app.jwe")
+while [ $((${#h} % 4)) -ne 0 ]; do h="$h="; done
+echo -n "$h" | basenc --base64url -d | grep -q '"alg":"ECDH-ES+A256KW"' ||
+	fail "the JWE header does not name ECDH-ES+A256KW"
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$T/other.key" 2>/dev/null
+jwk_of "$T/other.key" "$T/other.jwk"
+if jose jwe dec -i "$T/app.jwe" -k "$T/other.jwk" -O "$T/key2.bin" 2>/dev/null; then
+	fail "jose unwrapped the key with another gateway's key"
+fi
+echo "ok: a content key ferry wrapped for a gateway unwraps with jose jwe dec, and only with its key"

@@ -265,6 +265,18 @@ static const tcase cases[] = {
 	 FERRY_E_UNSUPPORTED},
 	{"empty links", CMD, CMD_T("\"nbf\":1800000000,\"exp\":1800000600,\"op\":\"update.download\","
 		"\"update_id\":\"u-1\",\"links\":{}"), NULL, S_GOOD, S_GOOD, M_NONE, FERRY_E_MALFORMED},
+	{"keys not JWEs", CMD, CMD_T("\"nbf\":1800000000,\"exp\":1800000600,\"op\":\"update.download\","
+		"\"update_id\":\"u-1\",\"links\":{\"mcu\":\"https://h/a\"},\"keys\":{\"mcu\":\"not a JWE\"}"), NULL,
+	 S_GOOD, S_GOOD, M_NONE, FERRY_E_MALFORMED},
+	{"empty keys", CMD, CMD_T("\"nbf\":1800000000,\"exp\":1800000600,\"op\":\"update.download\","
+		"\"update_id\":\"u-1\",\"links\":{\"mcu\":\"https://h/a\"},\"keys\":{}"), NULL, S_GOOD, S_GOOD,
+	 M_NONE, FERRY_E_MALFORMED},
+	{"keys for a name that is no id", CMD, CMD_T("\"nbf\":1800000000,\"exp\":1800000600,\"op\":"
+		"\"update.download\",\"update_id\":\"u-1\",\"links\":{\"mcu\":\"https://h/a\"},\"keys\":{\"a/b\":"
+		"\"e30.a.b.c.d\"}"), NULL, S_GOOD, S_GOOD, M_NONE, FERRY_E_MALFORMED},
+	{"keys as a list", CMD, CMD_T("\"nbf\":1800000000,\"exp\":1800000600,\"op\":\"update.download\","
+		"\"update_id\":\"u-1\",\"links\":{\"mcu\":\"https://h/a\"},\"keys\":[\"e30.a.b.c.d\"]"), NULL,
+	 S_GOOD, S_GOOD, M_NONE, FERRY_E_MALFORMED},
 	/* --- manifest payload */
 	{"manifest signed as a command", MAN, NULL, "{\"alg\":\"ES256\",\"x5c\":X5C,\"typ\":\"ferry-cmd\"}", S_GOOD,
 	 S_GOOD, M_NONE, FERRY_E_MALFORMED},
@@ -312,6 +324,21 @@ static const tcase cases[] = {
 		"\",\"size\":8,\"format\":\"ferry-delta-1\"}]")), NULL, S_GOOD, S_GOOD, M_NONE, FERRY_E_MALFORMED},
 	{"a delta without its size", MAN, MAN_T(COMP(",\"deltas\":[{\"base_sha256\":\"" SHA2 "\",\"sha256\":\""
 		SHA "\",\"format\":\"ferry-delta-1\"}]")), NULL, S_GOOD, S_GOOD, M_NONE, FERRY_E_MALFORMED},
+	/* 1024 bytes are 1073 encrypted: 32 of header and one chunk's 17 */
+	{"encrypted", MAN, MAN_T(COMP(",\"encryption\":{\"format\":\"ferry-enc-1\",\"size\":1073,\"sha256\":\"" SHA2
+		"\"}")), NULL, S_GOOD, S_GOOD, M_NONE, FERRY_OK},
+	{"unknown encryption format", MAN, MAN_T(COMP(",\"encryption\":{\"format\":\"aes-ctr\",\"size\":1073,"
+		"\"sha256\":\"" SHA2 "\"}")), NULL, S_GOOD, S_GOOD, M_NONE, FERRY_E_UNSUPPORTED},
+	{"ciphertext size that does not fit the image", MAN, MAN_T(COMP(",\"encryption\":{\"format\":"
+		"\"ferry-enc-1\",\"size\":1072,\"sha256\":\"" SHA2 "\"}")), NULL, S_GOOD, S_GOOD, M_NONE,
+	 FERRY_E_MALFORMED},
+	{"ciphertext without its digest", MAN, MAN_T(COMP(",\"encryption\":{\"format\":\"ferry-enc-1\","
+		"\"size\":1073}")), NULL, S_GOOD, S_GOOD, M_NONE, FERRY_E_MALFORMED},
+	{"encryption as a string", MAN, MAN_T(COMP(",\"encryption\":\"yes\"")), NULL, S_GOOD, S_GOOD, M_NONE,
+	 FERRY_E_MALFORMED},
+	{"encrypted with deltas", MAN, MAN_T(COMP(",\"deltas\":[{\"base_sha256\":\"" SHA2 "\",\"sha256\":\"" SHA
+		"\",\"size\":9,\"format\":\"ferry-delta-1\"}],\"encryption\":{\"format\":\"ferry-enc-1\","
+		"\"size\":1073,\"sha256\":\"" SHA2 "\"}")), NULL, S_GOOD, S_GOOD, M_NONE, FERRY_E_MALFORMED},
 	{"after names a missing component", MAN, MAN_T(COMP(",\"after\":[\"nothing\"]")), NULL, S_GOOD, S_GOOD,
 	 M_NONE, FERRY_E_MALFORMED},
 	{"after names itself", MAN, MAN_T(COMP(",\"after\":[\"mcu\"]")), NULL, S_GOOD, S_GOOD, M_NONE,

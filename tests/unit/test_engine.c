@@ -1419,7 +1419,7 @@ static void crafted(const char *id, const char *m, const char *const *devs, cons
 		steps[i] = (ferry_jstep_new){.component = "fw", .device = devs[i], .adapter = "fake"};
 	snprintf(path, sizeof(path), "%s/state/journal.db", dir);
 	assert_int_equal(ferry_journal_open(path, &j, &st), FERRY_OK);
-	assert_int_equal(ferry_journal_update_add(j, &u, names, NULL, NULL, 1, NULL, 0, steps, n, &st), FERRY_OK);
+	assert_int_equal(ferry_journal_update_add(j, &u, names, NULL, NULL, NULL, 1, NULL, 0, steps, n, &st), FERRY_OK);
 	static const ferry_stage comp[] = {FERRY_S_ALLOWED, FERRY_S_DOWNLOADED, FERRY_S_VERIFYING, FERRY_S_VERIFIED};
 	for (size_t k = 0; k < 4; k++) {
 		ferry_transition t = {.update_id = id, .component = "fw", .stage = comp[k], .total = -1, .ts_ms = 1000};
@@ -1517,7 +1517,7 @@ static void test_deploy_resumes_from_allowed(void **state)
 		ferry_jupdate u = {.state = FERRY_U_ALLOWED, .sequence = seq_no - 1 + k, .created = time(NULL),
 				   .deploy = true, .manifest = ms[k]};
 		snprintf(u.id, sizeof(u.id), "%s", ids[k]);
-		assert_int_equal(ferry_journal_update_add(j, &u, names, NULL, NULL, 1, NULL, 0, &step, 1, &st), FERRY_OK);
+		assert_int_equal(ferry_journal_update_add(j, &u, names, NULL, NULL, NULL, 1, NULL, 0, &step, 1, &st), FERRY_OK);
 		ferry_transition t = {.update_id = ids[k], .component = "fw", .stage = FERRY_S_ALLOWED, .total = -1,
 				      .ts_ms = 1000};
 		assert_int_equal(ferry_journal_transition(j, &t, &body, &seq, &st), FERRY_OK);

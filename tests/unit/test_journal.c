@@ -54,7 +54,7 @@ static void add_update(ferry_journal *j, const char *id)
 	ferry_jupdate u = {.state = FERRY_U_ALLOWED, .manifest = "x.y.z", .sequence = 1, .created = 1};
 	ferry_status st = {0};
 	snprintf(u.id, sizeof(u.id), "%s", id);
-	assert_int_equal(ferry_journal_update_add(j, &u, comps, NULL, NULL, 2, NULL, 0, steps, 3, &st), FERRY_OK);
+	assert_int_equal(ferry_journal_update_add(j, &u, comps, NULL, NULL, NULL, 2, NULL, 0, steps, 3, &st), FERRY_OK);
 }
 
 static ferry_err try_transition(ferry_journal *j, const char *id, const char *comp, const char *dev, ferry_stage stage,
@@ -217,7 +217,7 @@ static void test_delta_links_and_bases(void **state)
 	json_t *imgs, *devs;
 
 	snprintf(u.id, sizeof(u.id), "dl");
-	assert_int_equal(ferry_journal_update_add(j, &u, comps, NULL, NULL, 2, dl, 2, steps, 3, &st), FERRY_OK);
+	assert_int_equal(ferry_journal_update_add(j, &u, comps, NULL, NULL, NULL, 2, dl, 2, steps, 3, &st), FERRY_OK);
 	assert_int_equal(ferry_journal_delta_links(j, "dl", "a", &bases, &urls, &n, &st), FERRY_OK);
 	assert_int_equal(n, 2);
 	assert_string_equal(bases[1], dl[1].base_hex);
@@ -357,6 +357,16 @@ static void test_outbox_and_links(void **state)
 	assert_int_equal(ferry_journal_components(j, "u2", &cs, &n, &st), FERRY_OK);
 	assert_null(cs[0].link);
 	ferry_jcomponents_free(cs, n);
+	/* a wrapped content key is kept the same way, and forgotten */
+	assert_int_equal(ferry_journal_set_key(j, "u2", "b", "e30.a.b.c.d", &st), FERRY_OK);
+	assert_int_equal(ferry_journal_components(j, "u2", &cs, &n, &st), FERRY_OK);
+	assert_null(cs[0].key);
+	assert_string_equal(cs[1].key, "e30.a.b.c.d");
+	ferry_jcomponents_free(cs, n);
+	assert_int_equal(ferry_journal_set_key(j, "u2", "b", NULL, &st), FERRY_OK);
+	assert_int_equal(ferry_journal_components(j, "u2", &cs, &n, &st), FERRY_OK);
+	assert_null(cs[1].key);
+	ferry_jcomponents_free(cs, n);
 	ferry_journal_close(j);
 }
 
@@ -469,6 +479,13 @@ static void test_schema_1_moves_on(void **state)
 	assert_non_null(strstr(body, "\"component\":\"fw\",\"stage\":\"failed\",\"seq\":4"));
 	assert_non_null(strstr(body, "send it again"));
 	json_decref(out);
+	/* through every schema since: the key column of schema 4 is there */
+	assert_int_equal(ferry_journal_set_key(j, "old", "fw", "e30.a.b.c.d", &st), FERRY_OK);
+	ferry_jcomponent *cs;
+	size_t n;
+	assert_int_equal(ferry_journal_components(j, "old", &cs, &n, &st), FERRY_OK);
+	assert_string_equal(cs[0].key, "e30.a.b.c.d");
+	ferry_jcomponents_free(cs, n);
 	ferry_journal_close(j);
 }
 

@@ -39,6 +39,13 @@ typedef struct ferry_link {
 	char *url;         /* https:// only */
 } ferry_link;
 
+/* An encrypted component's content key, wrapped for this gateway (a
+ * compact JWE, docs/encryption.md). */
+typedef struct ferry_ckey {
+	char component[FERRY_ID_MAX + 1];
+	char *jwe;
+} ferry_ckey;
+
 typedef struct ferry_command {
 	char iss[FERRY_ISS_MAX + 1];
 	char sub[FERRY_ID_MAX + 1];
@@ -49,6 +56,8 @@ typedef struct ferry_command {
 	char *manifest; /* compact JWS, NULL unless the op carries one */
 	ferry_link *links;
 	size_t n_links;
+	ferry_ckey *keys; /* with the links: optional */
+	size_t n_keys;
 } ferry_command;
 
 /* Parse a command payload (already verified or not) field by field. */

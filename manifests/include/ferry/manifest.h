@@ -57,7 +57,14 @@ typedef struct ferry_component {
 	size_t n_after;
 	ferry_delta deltas[FERRY_DELTAS_MAX]; /* one per base the operator prepared */
 	size_t n_deltas;
-	json_t *encryption; /* kept as signed; the gateway decides if it can honour it */
+	/* encrypted (docs/encryption.md): the file host has the ciphertext,
+	 * size and sha256 above are the plaintext's */
+	bool encrypted;
+	struct {
+		char format[FERRY_FORMAT_MAX + 1]; /* "ferry-enc-1" */
+		int64_t size;                      /* of the ciphertext */
+		uint8_t sha256[32];                /* of the ciphertext */
+	} enc;
 } ferry_component;
 
 typedef struct ferry_manifest {

@@ -26,4 +26,10 @@ void ferry_trust_free(ferry_trust *t);
 ferry_err ferry_trust_verify_x5c(const ferry_trust *t, const json_t *x5c, time_t at, X509 **leaf,
 				 ferry_status *st) FERRY_WUR;
 
+/* A gateway's key-agreement certificate (docs/encryption.md): it chains to
+ * t at `at`, is no CA, allows keyAgreement, names gateway_id as its CN and
+ * holds a P-256 key.  untrusted_signer (or unsupported) otherwise. */
+ferry_err ferry_trust_verify_kek(const ferry_trust *t, X509 *cert, const char *gateway_id, time_t at,
+				 ferry_status *st) FERRY_WUR;
+
 #endif
