@@ -137,6 +137,7 @@ cat >> "$W/demo.yaml" <<YAML
     version: 3.1.0
     format: mcuboot
     file: www/demo-node.bin
+    min_link: bonded-encrypted   # never over a radio link without a bond (docs/adapters.md)
   - name: radio-fw
     type: firmware
     adapter: usb-dfu
@@ -156,6 +157,9 @@ for _ in $(seq 1 300); do
 done
 echo "== the fleet before, as the operator sees it (ferry fleet, from the retained inventories):"
 "$W_FERRY" fleet | sed 's/^/  /'
+echo "== each device's link, as its adapter declares it (the inventory's link attribute):"
+grep -oE '"id":"[^"]*","adapter":"[^"]*"|"link":"[a-z-]*"' <<< "$inv" | paste -d' ' - - |
+	sed -E 's/"id":"([^"]*)","adapter":"([^"]*)" "link":"([a-z-]*)"/  \1 (\2): \3/'
 
 # A second, small update for the display, sent while u-demo is under way: it
 # goes to a device u-demo does not hold, so it runs beside it.

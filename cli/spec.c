@@ -59,8 +59,9 @@ static ferry_err hash_file(const char *path, int64_t *size, char hex[65], ferry_
  * refused with the file, the line and the key instead. */
 static const char *const top_keys[] = {"sequence", "created", "expires", "allow_downgrade", "atomic", "components",
 				       NULL};
-static const char *const component_keys[] = {"name", "type",  "adapter",    "target",     "version", "format",
-					      "file", "after", "delta_from", "encrypt", NULL};
+static const char *const component_keys[] = {"name",    "type",    "adapter",    "target",  "version",
+					      "format",  "file",    "after",      "delta_from", "encrypt",
+					      "min_link", "encrypted_for_device", NULL};
 static const char *const target_keys[] = {"vendor_id", "class_id", "match", NULL};
 
 static bool listed(const char *const *keys, const char *k)

@@ -618,6 +618,17 @@ static size_t discover_into(ferry_adapters *a, size_t i, ferry_device_v1 *buf, s
 	for (size_t k = 0; k < n; k++) {
 		bool dup = false;
 		sanitize(&buf[k]);
+		/* the one attribute that is ferry's: a word it knows, or the
+		 * weakest one */
+		for (size_t m = 0; m < buf[k].n_attributes; m++) {
+			ferry_kv_v1 *kv = &buf[k].attributes[m];
+			if (strcmp(kv->key, FERRY_ADAPTER_ATTR_LINK) || ferry_link_rank(kv->value) >= 0)
+				continue;
+			ferry_log(LOG_WARNING, "adapter %s: device \"%s\" declares link \"%s\", which is not physical, "
+				  "bonded-encrypted or unauthenticated: taken as unauthenticated", ad->name, buf[k].id,
+				  kv->value);
+			snprintf(kv->value, sizeof(kv->value), "%s", FERRY_LINK_UNAUTHENTICATED);
+		}
 		for (size_t m = 0; m < kept && !dup; m++)
 			dup = !strcmp(buf[m].id, buf[k].id);
 		if (!dev_id_ok(buf[k].id) || dup) {
@@ -713,6 +724,14 @@ bool ferry_adapters_present(ferry_adapters *a, const ferry_adapter *ad, const ch
 		}
 	pthread_mutex_unlock(&a->lock);
 	return found;
+}
+
+const char *ferry_device_link(const ferry_device_v1 *d)
+{
+	for (size_t i = 0; i < d->n_attributes && i < FERRY_ADAPTER_ATTRS_MAX; i++)
+		if (!strcmp(d->attributes[i].key, FERRY_ADAPTER_ATTR_LINK) && ferry_link_rank(d->attributes[i].value) >= 0)
+			return d->attributes[i].value;
+	return NULL;
 }
 
 const char *ferry_device_version(const ferry_device_v1 *d, const char *component)

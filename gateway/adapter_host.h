@@ -69,6 +69,9 @@ bool ferry_adapters_present(ferry_adapters *a, const ferry_adapter *ad, const ch
  * component at all is taken to serve any (ABI 1 plugins listed a component
  * only once it had a version). */
 bool ferry_device_matches(const ferry_adapter *ad, const ferry_device_v1 *d, const ferry_component *c);
+/* The link security the device's adapter declares (FERRY_LINK_*), or NULL
+ * when it declares none (which counts as unauthenticated). */
+const char *ferry_device_link(const ferry_device_v1 *d);
 /* The version the device reports for a component: NULL when it does not
  * serve it, "" when it serves it but cannot tell. */
 const char *ferry_device_version(const ferry_device_v1 *d, const char *component);

@@ -183,8 +183,11 @@ static ferry_err bind_component(ferry_engine *e, const ferry_manifest *m, size_t
 		char buf[65];
 		const char *running;
 		ferry_semver cur;
+		ferry_err lerr;
 		if (d->ad != ad || !ferry_device_matches(ad, &d->dev, c))
 			continue;
+		if ((lerr = eng_link_check(e, c, &d->dev, st)))
+			return lerr;
 		if (p->n == FERRY_STEPS_MAX)
 			return ferry_fail(st, FERRY_E_UNSUPPORTED, "the update would have more than %d steps (components "
 					  "times devices)", FERRY_STEPS_MAX);

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "ferry/jsonfield.h"
+#include "ferry/manifest.h"
 #include "ferry/yaml.h"
 
 typedef enum kind { K_STR, K_ID, K_PATH, K_INT, K_I64, K_BOOL } kind;
@@ -67,7 +68,7 @@ static const field fields[] = {
 };
 
 /* Sections whose keys belong to someone else (adapters) or to the user. */
-static const char *const open_sections[] = {"adapters", "attributes"};
+static const char *const open_sections[] = {"adapters", "attributes", "min_link"};
 
 static unsigned long line_of(const json_t *lines, const char *key)
 {
@@ -226,6 +227,16 @@ static ferry_err check_open_sections(ferry_config *c, const char *file, const js
 			return bad(st, file, lines, dotted, "must be text of at most 256 characters");
 		}
 	}
+	if (c->min_link && !json_is_object(c->min_link))
+		return bad(st, file, lines, "min_link", "must be a mapping of component name to a link level");
+	json_object_foreach(c->min_link, k, v) {
+		char dotted[128];
+		snprintf(dotted, sizeof(dotted), "min_link.%.64s", k);
+		if (!ferry_charset_ok(k, strlen(k), FERRY_CS_ID) || strlen(k) > 64)
+			return bad(st, file, lines, dotted, "component names are 1-64 characters of [A-Za-z0-9._-]");
+		if (ferry_link_rank(json_string_value(v)) < 0)
+			return bad(st, file, lines, dotted, "must be physical, bonded-encrypted or unauthenticated");
+	}
 	return FERRY_OK;
 }
 
@@ -251,6 +262,7 @@ static ferry_err load(const char *path, const json_t *root, const json_t *lines,
 	}
 	c->adapters = json_incref(json_object_get(root, "adapters"));
 	c->attributes = json_incref(json_object_get(root, "attributes"));
+	c->min_link = json_incref(json_object_get(root, "min_link"));
 	if ((e = check_open_sections(c, path, lines, st)))
 		return e;
 	if (!c->topic_prefix[0])
@@ -284,8 +296,9 @@ void ferry_config_free(ferry_config *c)
 {
 	json_decref(c->adapters);
 	json_decref(c->attributes);
+	json_decref(c->min_link);
 	json_decref(c->lines);
-	c->adapters = c->attributes = c->lines = NULL;
+	c->adapters = c->attributes = c->min_link = c->lines = NULL;
 }
 
 /* The certificates in a PEM file; how many, -1 when it cannot be read. */

@@ -63,6 +63,7 @@ typedef struct ferry_config {
 	char plugin_dir[FERRY_CFG_PATH_MAX];
 	json_t *adapters;   /* adapter name -> its section (object), as written */
 	json_t *attributes; /* custom inventory attributes: name -> string */
+	json_t *min_link;   /* component name -> the weakest link it may be pushed over */
 	char file[FERRY_CFG_PATH_MAX]; /* where it was read from */
 	json_t *lines;                 /* key -> line in that file, for messages */
 } ferry_config;

@@ -259,6 +259,22 @@ static ferry_err open_parts(ferry_engine *e, const ferry_config *cfg, ferry_stat
 						   cfg->decryption.cert);
 }
 
+ferry_err eng_link_check(ferry_engine *e, const ferry_component *c, const ferry_device_v1 *d, ferry_status *st)
+{
+	const char *cfg_min = json_string_value(json_object_get(e->cfg->min_link, c->name));
+	const char *need = c->min_link[0] ? c->min_link : NULL, *have = ferry_device_link(d);
+
+	if (cfg_min && ferry_link_rank(cfg_min) > ferry_link_rank(need))
+		need = cfg_min;
+	if (!need || c->encrypted_for_device)
+		return FERRY_OK;
+	if (ferry_link_rank(have ? have : FERRY_LINK_UNAUTHENTICATED) >= ferry_link_rank(need))
+		return FERRY_OK;
+	return ferry_fail(st, FERRY_E_LINK_INSECURE, "%s: the link to %s is %s; the component needs at least %s (%s)",
+			  c->name, d->id, have ? have : "undeclared (taken as unauthenticated)", need,
+			  need == cfg_min ? "the gateway's min_link" : "the manifest's min_link");
+}
+
 ferry_err ferry_engine_new(const ferry_config *cfg, ferry_engine **out, ferry_status *st)
 {
 	ferry_engine *e = calloc(1, sizeof(*e));

@@ -80,6 +80,13 @@ struct ferry_engine {
 	size_t n_mids;
 };
 
+/* Can component c be pushed to device d over its local link?  The weakest
+ * link allowed is the stronger of the manifest's min_link and the config's
+ * min_link for c; an image encrypted for the device goes over any.
+ * link_insecure otherwise, naming both. */
+ferry_err eng_link_check(ferry_engine *e, const ferry_component *c, const ferry_device_v1 *d,
+			 ferry_status *st) FERRY_WUR;
+
 int64_t eng_now(void);
 /* The wall clock in ms since the epoch: report times (ts_ms). */
 int64_t eng_now_ms(void);

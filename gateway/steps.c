@@ -110,6 +110,19 @@ static step_result open_on(eng_run *r, ferry_jstep *s, sctx *x, ferry_session **
 	return STEP_FAILED;
 }
 
+/* The device's link, as discovery saw it last, still good enough for the
+ * step's component?  (An absent device is open_on's business.) */
+static ferry_err link_weaker(eng_run *r, ferry_jstep *s, ferry_status *st)
+{
+	ferry_adapter *ad = ferry_adapters_find(r->e->adapters, s->adapter);
+	const ferry_component *c = run_component(r, s->component);
+	ferry_device_v1 dev;
+
+	if (!ad || !c || !ferry_adapters_present(r->e->adapters, ad, s->device, &dev))
+		return FERRY_OK;
+	return eng_link_check(r->e, c, &dev, st);
+}
+
 static const char *interruption(eng_run *r, char *buf, size_t cap)
 {
 	if (ferry_job_cancelled(r->job))
@@ -196,7 +209,7 @@ step_result step_check(eng_run *r, ferry_jstep *s)
 	ferry_status st = {0};
 	step_result res;
 
-	if (image_for(r, s, path, &img, &st))
+	if (image_for(r, s, path, &img, &st) || link_weaker(r, s, &st))
 		return fail_step(r, s, NULL, NULL, false, &st);
 	if ((res = open_on(r, s, &x, &sess, &st)) != STEP_OK)
 		return res == STEP_ABSENT ? STEP_OK /* checked again before its push */ : failed_early(r, s, res, &st);
@@ -266,6 +279,9 @@ static step_result push_step(eng_run *r, ferry_jstep *s, bool trial)
 	step_result res;
 
 	if (image_for(r, s, path, &img, &st))
+		return fail_step(r, s, NULL, NULL, false, &st);
+	/* since admission (a bond lost, say), and before anything was activated */
+	if (s->stage != FERRY_S_TRIAL && s->stage != FERRY_S_ACTIVATING && link_weaker(r, s, &st))
 		return fail_step(r, s, NULL, NULL, false, &st);
 	if ((res = open_on(r, s, &x, &sess, &st)) != STEP_OK)
 		return failed_early(r, s, res, &st);

@@ -35,6 +35,7 @@ const char *ferry_err_code(ferry_err e)
 	case FERRY_E_INTERNAL: return "internal";
 	case FERRY_E_BASE_MISSING: return "base_missing";
 	case FERRY_E_DECRYPT_FAILED: return "decrypt_failed";
+	case FERRY_E_LINK_INSECURE: return "link_insecure";
 	}
 	return NULL;
 }
@@ -69,6 +70,7 @@ const char *ferry_strerror(ferry_err e)
 	case FERRY_E_INTERNAL: return "internal error";
 	case FERRY_E_BASE_MISSING: return "the gateway holds no base for the component's deltas, and no full image was linked";
 	case FERRY_E_DECRYPT_FAILED: return "the content key does not unwrap with this gateway's key, or the image does not decrypt";
+	case FERRY_E_LINK_INSECURE: return "the local link to the device is weaker than the component requires";
 	}
 	return "unknown error code";
 }

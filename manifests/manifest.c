@@ -20,6 +20,15 @@ const char *ferry_ctype_name(ferry_ctype t)
 	return (unsigned)t < 3 ? ctype_names[t] : "?";
 }
 
+int ferry_link_rank(const char *level)
+{
+	static const char *const levels[] = {"unauthenticated", "bonded-encrypted", "physical"};
+	for (int i = 0; level && i < 3; i++)
+		if (!strcmp(level, levels[i]))
+			return i;
+	return -1;
+}
+
 const char *ferry_format_name(ferry_format f)
 {
 	return (unsigned)f < FERRY_FORMAT_COUNT ? format_names[f] : "?";
@@ -196,6 +205,13 @@ static ferry_err parse_component(const json_t *o, ferry_component *c, ferry_stat
 		return e;
 	if (deltas && (e = parse_deltas(deltas, c, st)))
 		return e;
+	if ((e = ferry_json_str(o, "min_link", false, 1, FERRY_LINK_MAX, FERRY_CS_ID, c->min_link, sizeof(c->min_link),
+				NULL, st)) ||
+	    (e = ferry_json_bool(o, "encrypted_for_device", &c->encrypted_for_device, st)))
+		return e;
+	if (c->min_link[0] && ferry_link_rank(c->min_link) < 0)
+		return ferry_fail(st, FERRY_E_UNSUPPORTED, "min_link \"%s\" is not physical, bonded-encrypted or "
+				  "unauthenticated", c->min_link);
 	if (enc && (e = parse_encryption(enc, c, st))) {
 		ferry_status_prefix(st, "encryption: ");
 		return e;

@@ -288,16 +288,21 @@ static void describe(const state *s, const ble_dev *c, const bluez_device *bd, f
 	kv(&d->match[1], "image", "0");
 	d->n_match = 2;
 	kv(&d->attributes[0], "bonded", bonded);
-	d->n_attributes = 1;
+	/* BlueZ encrypts a bonded device's link with the stored keys; it does
+	 * not say whether the pairing was authenticated (the device does:
+	 * see step 2 above) */
+	kv(&d->attributes[1], FERRY_ADAPTER_ATTR_LINK,
+	   strcmp(bonded, "false") ? FERRY_LINK_BONDED_ENCRYPTED : FERRY_LINK_UNAUTHENTICATED);
+	d->n_attributes = 2;
 	/* the component it serves; its version only when the device told it */
 	kv(&d->components[0], c->component, version ? version : "");
 	d->n_components = 1;
 	if (version) {
 		/* the running image's MCUboot hash tells two builds of one version apart */
-		snprintf(d->attributes[1].key, sizeof(d->attributes[1].key), "image0_hash");
+		snprintf(d->attributes[2].key, sizeof(d->attributes[2].key), "image0_hash");
 		for (int k = 0; k < 32; k++)
-			snprintf(d->attributes[1].value + 2 * k, 3, "%02x", hash[k]);
-		d->n_attributes = 2;
+			snprintf(d->attributes[2].value + 2 * k, 3, "%02x", hash[k]);
+		d->n_attributes = 3;
 	}
 }
 

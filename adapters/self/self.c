@@ -268,6 +268,10 @@ static int self_discover(void *state, ferry_device_v1 *devs, size_t max, size_t 
 	snprintf(d->id, sizeof(d->id), "self");
 	snprintf(d->vendor_id, sizeof(d->vendor_id), "%s", s->vendor_id);
 	snprintf(d->class_id, sizeof(d->class_id), "%s", s->class_id);
+	/* the gateway's own files never leave it */
+	snprintf(d->attributes[0].key, sizeof(d->attributes[0].key), FERRY_ADAPTER_ATTR_LINK);
+	snprintf(d->attributes[0].value, sizeof(d->attributes[0].value), FERRY_LINK_PHYSICAL);
+	d->n_attributes = 1;
 	/* every configured file is served; its version is "" until ferry
 	 * installed it (or while its place cannot be used) */
 	for (size_t i = 0; i < s->n && d->n_components < FERRY_ADAPTER_COMPONENTS_MAX; i++) {

@@ -375,7 +375,9 @@ static int probe(state *s, port *p, ferry_device_v1 *d)
 	snprintf(d->attributes[0].key, sizeof(d->attributes[0].key), "image0_hash");
 	for (int k = 0; k < 32; k++)
 		snprintf(d->attributes[0].value + 2 * k, 3, "%02x", hash[k]);
-	d->n_attributes = 1;
+	snprintf(d->attributes[1].key, sizeof(d->attributes[1].key), FERRY_ADAPTER_ATTR_LINK);
+	snprintf(d->attributes[1].value, sizeof(d->attributes[1].value), FERRY_LINK_PHYSICAL); /* a wire */
+	d->n_attributes = 2;
 	return 0;
 }
 

@@ -485,6 +485,7 @@ static void describe(const entry *e, const dfu_usb *u, ferry_device_v1 *d)
 	   : u->func.bcd_dfu == 0x0110 ? "1.1"
 	                               : "1.0");
 	kv(d->attributes, &d->n_attributes, "bcd_device", "0x%04x", u->bcd_device);
+	kv(d->attributes, &d->n_attributes, FERRY_ADAPTER_ATTR_LINK, "%s", FERRY_LINK_PHYSICAL); /* a cable */
 }
 
 static int s_discover(void *st, ferry_device_v1 *devs, size_t max, size_t *n, char *detail)

@@ -97,6 +97,11 @@ static int t_discover(void *st, ferry_device_v1 *devs, size_t max, size_t *n, ch
 	snprintf(devs[0].components[0].key, sizeof(devs[0].components[0].key), "%s", s->component);
 	read_version(s, devs[0].components[0].value);
 	devs[0].n_components = 1;
+	/* what the link to the device gives (docs/adapters.md, "Link
+	 * security"): here a file on the gateway itself */
+	snprintf(devs[0].attributes[0].key, sizeof(devs[0].attributes[0].key), FERRY_ADAPTER_ATTR_LINK);
+	snprintf(devs[0].attributes[0].value, sizeof(devs[0].attributes[0].value), FERRY_LINK_PHYSICAL);
+	devs[0].n_attributes = 1;
 	*n = 1;
 	return 0;
 }

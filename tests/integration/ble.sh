@@ -157,7 +157,8 @@ done
 inv=$(inventory)
 echo "$inv" | grep -qF '{"name":"sensor-mcu","version":"1.1.0"}' || fail "inventory: sensor-mcu not at 1.1.0"
 echo "$inv" | grep -qF '{"name":"node-mcu","version":"1.1.0"}' || fail "inventory: node-mcu not at 1.1.0"
-echo "$inv" | grep -qE '"bonded":"true","image0_hash":"[0-9a-f]{64}"' || fail "inventory: BLE attributes missing"
+echo "$inv" | grep -qE '"bonded":"true","link":"bonded-encrypted","image0_hash":"[0-9a-f]{64}"' ||
+	fail "inventory: BLE attributes missing: $inv"
 [ "$(stat_of violations)" = 0 ] || fail "u-both: a write exceeded MTU - 3"
 disconnected || fail "u-both: the node was left connected"
 echo "ok: serial-smp and ble-smp installed in order, versions read back, both in the inventory"
@@ -209,6 +210,81 @@ echo "$line" | grep -qF 'not encrypted and authenticated' || fail "u-justworks: 
 [ "$(stat_of requests_seen)" = 0 ] || fail "u-justworks: the adapter sent SMP requests"
 [ "$(stat_of running)" = 1.2.0 ] || fail "u-justworks: the device no longer runs 1.2.0"
 echo "ok: a bond the device does not accept as authenticated is refused"
+
+# (c'') Declared link security: the adapter says what each link gives
+# (physical, bonded-encrypted, unauthenticated), the inventory shows it, and
+# a component that needs more than a device's link gives is refused with
+# link_insecure before anything moves -- unless its image is encrypted for
+# the device.  From the manifest (min_link) or the gateway's config.
+deploy_min() { # deploy_min UPDATE VERSION EXTRA_YAML [OP]: node-mcu with more keys
+	seq_no=$((seq_no + 1))
+	"$SMP_SIM" --make-image "$2" 40000 "$W/www/$1-node-mcu.bin"
+	{ echo "sequence: $seq_no"; echo "components:"; component node-mcu ble-smp ble-node "$2" "$1"
+		[ -n "$3" ] && echo "    $3"; } > "$W/$1.yaml"
+	sign "$1"
+	if [ "${4:-update.deploy}" = update.deploy ]; then
+		cmd update.deploy "$1" --manifest "$W/$1.jws" --link "node-mcu=https://127.0.0.1:$W_HTTPS_PORT/$1-node-mcu.bin"
+	else
+		cmd "$4" "$1" --manifest "$W/$1.jws"
+	fi
+}
+refused_insecure() { # refused_insecure UPDATE TEXT: refused with link_insecure, naming TEXT; no
+	# upload began (admission may read the node's version, as discovery does)
+	wait_mqtt "\"update_id\":\"$1\",\"result\":\"refused\",\"reason\":\"link_insecure\"" 20
+	grep -F "\"update_id\":\"$1\",\"result\":\"refused\"" "$W/mqtt.log" | grep -qF "$2" ||
+		fail "$1: the refusal does not say: $2"
+	[ "$(stat_of upload_requests)" = "$uploads" ] || fail "$1: an upload request reached the node"
+}
+ble_sim 1.2.0 --unpaired # a node that lost its bond
+inv=$(inventory)
+echo "$inv" | grep -qF '"bonded":"false","link":"unauthenticated"' || fail "inventory: the node's link is not unauthenticated: $inv"
+echo "$inv" | grep -qE '"image0_hash":"[0-9a-f]{64}","link":"physical"' ||
+	fail "inventory: the serial MCU's link is not physical: $inv"
+echo "$inv" | grep -qF '"attributes":{"link":"physical"}' || fail "inventory: the gateway's own files are not on a physical link: $inv"
+uploads=$(stat_of upload_requests)
+deploy_min u-lostbond 1.3.0 "min_link: bonded-encrypted"
+refused_insecure u-lostbond "node-mcu: the link to ble-$(echo "$ADDR" | tr -d :) is unauthenticated"
+grep -F '"update_id":"u-lostbond","result":"refused"' "$W/mqtt.log" |
+	grep -qF "is unauthenticated; the component needs at least bonded-encrypted (the manifest's min_link)" ||
+	fail "u-lostbond: the refusal does not name both links"
+[ "$(stat_of running)" = 1.2.0 ] || fail "u-lostbond: the node no longer runs 1.2.0"
+ble_sim 1.2.0 # bonded again
+inventory > /dev/null
+uploads=$(stat_of upload_requests)
+deploy_min u-wantwire 1.3.0 "min_link: physical"
+refused_insecure u-wantwire "is bonded-encrypted; the component needs at least physical"
+# an image encrypted for the device itself goes over any link
+deploy_min u-devenc 1.3.0 "min_link: physical
+    encrypted_for_device: true"
+[ "$(outcome u-devenc node-mcu)" = installed ] || fail "u-devenc did not install"
+[ "$(stat_of running)" = 1.3.0 ] || fail "u-devenc: the node does not run 1.3.0"
+disconnected || fail "u-devenc: the node was left connected"
+# the gateway's own rule, with no min_link in the manifest
+stop_ferryd
+printf 'min_link:\n  node-mcu: physical\n' >> "$W/ferryd.yaml"
+start_ferryd
+uploads=$(stat_of upload_requests)
+deploy_min u-cfgmin 1.4.0 ""
+refused_insecure u-cfgmin "the component needs at least physical (the gateway's min_link)"
+# admitted while bonded, the bond lost before the check: failed there, nothing written
+stop_ferryd
+sed -i '/^min_link:$/,$d' "$W/ferryd.yaml"
+start_ferryd
+deploy_min u-latelost 1.4.0 "min_link: bonded-encrypted" update.request
+wait_mqtt '"update_id":"u-latelost","result":"accepted"' 20
+ble_sim 1.3.0 --unpaired
+inventory | grep -qF '"link":"unauthenticated"' || fail "u-latelost: the node's link did not change"
+uploads=$(stat_of upload_requests)
+cmd update.download u-latelost --link "node-mcu=https://127.0.0.1:$W_HTTPS_PORT/u-latelost-node-mcu.bin"
+wait_mqtt '"update_id":"u-latelost","component":"node-mcu","stage":"downloaded"' 20
+cmd update.check u-latelost
+[ "$(outcome u-latelost node-mcu)" = failed ] || fail "u-latelost did not fail"
+grep -F '"update_id":"u-latelost","component":"node-mcu","stage":"failed"' "$W/mqtt.log" |
+	grep -qF '"reason":"link_insecure"' || fail "u-latelost: not failed with link_insecure"
+[ "$(stat_of upload_requests)" = "$uploads" ] && [ "$(stat_of running)" = 1.3.0 ] || fail "u-latelost: the node was touched"
+ble_sim 1.3.0
+echo "ok: declared link security: in the inventory; a weaker link refused (manifest, config, a bond lost"
+echo "    after admission), an image encrypted for the device let through"
 
 # (d) The MTU differs from one connection to the next (247, 23, 247, ...),
 # also in the middle of the upload: the upload itself goes on over a

@@ -47,6 +47,16 @@ mkdir -p "$T/ro" && chmod 0500 "$T/ro"
 if [ "$(id -u)" -ne 0 ]; then # root writes anywhere
 	badfile state-ro "s|^state_dir: .*|state_dir: $T/ro/state|" "cannot be written"
 fi
+# the key-agreement key: both files or neither, a pair, for key agreement
+sed -e "s|^# decryption:|decryption:|; s|^#   key: /etc/ferry/kek.key|  key: $T/pki/kek-gw-7.key|" \
+	-e "s|^#   cert: /etc/ferry/kek.pem|  cert: $T/pki/kek-gw-7.pem|" "$T/example.yaml" > "$T/kek.yaml"
+"$FERRYD" --config "$T/kek.yaml" --check | grep -q "configuration is valid" || fail "a decryption section is refused"
+badfile kek-half "s|^# decryption:|decryption:|; s|^#   key: /etc/ferry/kek.key|  key: $T/pki/kek-gw-7.key|" \
+	"decryption.key: decryption needs both key and cert"
+badfile kek-pair "s|^# decryption:|decryption:|; s|^#   key: /etc/ferry/kek.key|  key: $T/pki/gw-gw-7.key|; s|^#   cert: /etc/ferry/kek.pem|  cert: $T/pki/kek-gw-7.pem|" \
+	"decryption.key: $T/pki/gw-gw-7.key: does not belong to the certificate in decryption.cert"
+badfile kek-tls "s|^# decryption:|decryption:|; s|^#   key: /etc/ferry/kek.key|  key: $T/pki/gw-gw-7.key|; s|^#   cert: /etc/ferry/kek.pem|  cert: $T/pki/gw-gw-7.pem|" \
+	"decryption.cert: $T/pki/gw-gw-7.pem: is not a key-agreement certificate"
 echo "ok: --check opens every file the config names"
 
 # each adapter's section holds only the keys it declares, with the types and
@@ -82,6 +92,9 @@ bad relative 's|^state_dir: /var/lib/ferry|state_dir: var/lib/ferry|' "state_dir
 bad yaml 's/^broker:/broker: [/' "$T/yaml.yaml:"
 bad dup 's/^gateway_id: gw-7/gateway_id: gw-7\ngateway_id: gw-8/' "key \"gateway_id\" appears twice"
 bad wildcard 's|^# topic_prefix: ferry/v1/gw-7|topic_prefix: ferry/v1/+|' "topic_prefix: must not contain MQTT wildcards"
+ml=$(($(lineof '^# min_link:') + 1))
+bad minlink 's|^# min_link:|min_link:|; s|^#   node-fw: bonded-encrypted|  node-fw: wired|' \
+	"$T/minlink.yaml:$ml: min_link.node-fw: must be physical, bonded-encrypted or unauthenticated"
 rc=0; "$FERRYD" --config "$T/nowhere.yaml" > "$T/out" 2>&1 || rc=$?
 [ "$rc" -eq 2 ] && grep -q "nowhere.yaml" "$T/out" || fail "a missing file is not named (rc=$rc)"
 rc=0; "$FERRYD" > /dev/null 2>&1 || rc=$?

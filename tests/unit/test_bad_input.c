@@ -339,6 +339,13 @@ static const tcase cases[] = {
 	{"encrypted with deltas", MAN, MAN_T(COMP(",\"deltas\":[{\"base_sha256\":\"" SHA2 "\",\"sha256\":\"" SHA
 		"\",\"size\":9,\"format\":\"ferry-delta-1\"}],\"encryption\":{\"format\":\"ferry-enc-1\","
 		"\"size\":1073,\"sha256\":\"" SHA2 "\"}")), NULL, S_GOOD, S_GOOD, M_NONE, FERRY_E_MALFORMED},
+	{"min_link physical", MAN, MAN_T(COMP(",\"min_link\":\"physical\",\"encrypted_for_device\":false")), NULL,
+	 S_GOOD, S_GOOD, M_NONE, FERRY_OK},
+	{"min_link that is no level", MAN, MAN_T(COMP(",\"min_link\":\"wired\"")), NULL, S_GOOD, S_GOOD, M_NONE,
+	 FERRY_E_UNSUPPORTED},
+	{"min_link as a number", MAN, MAN_T(COMP(",\"min_link\":2")), NULL, S_GOOD, S_GOOD, M_NONE, FERRY_E_MALFORMED},
+	{"encrypted_for_device as text", MAN, MAN_T(COMP(",\"encrypted_for_device\":\"yes\"")), NULL, S_GOOD, S_GOOD,
+	 M_NONE, FERRY_E_MALFORMED},
 	{"after names a missing component", MAN, MAN_T(COMP(",\"after\":[\"nothing\"]")), NULL, S_GOOD, S_GOOD,
 	 M_NONE, FERRY_E_MALFORMED},
 	{"after names itself", MAN, MAN_T(COMP(",\"after\":[\"mcu\"]")), NULL, S_GOOD, S_GOOD, M_NONE,

@@ -156,6 +156,7 @@ typedef struct fdev {
 	bool gate_write; /* write waits while F.gate_shut */
 	int bad_code;    /* write returns this number, not a reason code */
 	bool junk_detail; /* write fills detail to the brim, no NUL, with control bytes */
+	char link[24];    /* the link it declares ("" none) */
 } fdev;
 
 static struct {
@@ -211,6 +212,11 @@ static int discover(bool revertible, ferry_device_v1 *devs, size_t max, size_t *
 		snprintf(o->components[0].key, sizeof(o->components[0].key), "%s", d->component);
 		snprintf(o->components[0].value, sizeof(o->components[0].value), "%s", d->running);
 		o->n_components = 1;
+		if (d->link[0]) {
+			snprintf(o->attributes[0].key, sizeof(o->attributes[0].key), "link");
+			snprintf(o->attributes[0].value, sizeof(o->attributes[0].value), "%s", d->link);
+			o->n_attributes = 1;
+		}
 	}
 	pthread_mutex_unlock(&F.lock);
 	return 0;
@@ -1344,6 +1350,47 @@ static void test_plugin_output_checked(void **state)
 	json_decref(comps);
 }
 
+/* Declared link security: a word the host does not know counts as
+ * unauthenticated; a component that needs more is refused for that device
+ * before anything moves, and an image encrypted for the device goes. */
+static void test_link_declared(void **state)
+{
+	add_dev("l1", "lfw", "lamp", "1.0.0", true);
+	add_dev("l2", "lfw", "lamp", "1.0.0", true);
+	snprintf(dev("l1")->link, sizeof(dev("l1")->link), "quantum");
+	snprintf(dev("l2")->link, sizeof(dev("l2")->link), "physical");
+	start_engine(NULL);
+	json_t *c = component("lfw", "fake", "lamp", "2.0.0", NULL, NULL);
+	json_object_set_new(c, "min_link", json_string("bonded-encrypted"));
+	json_t *comps = json_pack("[o]", c);
+	char *m = manifest(comps, false);
+	command("update.deploy", "u-l1", m, comps);
+	assert_string_equal(wait_reply("u-l1", "update.deploy"), "link_insecure");
+	assert_non_null(strstr(reply_detail("u-l1", "update.deploy"), "the link to l1 is unauthenticated"));
+	assert_null(strstr(F.log, "open"));
+	free(m);
+	json_decref(comps);
+	/* the one that is a wire alone: taken */
+	c = component("lfw", "fake", "lamp", "2.0.0", "l2", NULL);
+	json_object_set_new(c, "min_link", json_string("physical"));
+	comps = json_pack("[o]", c);
+	m = manifest(comps, false);
+	command("update.deploy", "u-l2", m, comps);
+	assert_string_equal(outcome("u-l2", "lfw", "l2"), "installed");
+	free(m);
+	json_decref(comps);
+	/* encrypted for the device: over any link */
+	c = component("lfw", "fake", "lamp", "3.0.0", NULL, NULL);
+	json_object_set_new(c, "min_link", json_string("physical"));
+	json_object_set_new(c, "encrypted_for_device", json_true());
+	comps = json_pack("[o]", c);
+	m = manifest(comps, false);
+	command("update.deploy", "u-l3", m, comps);
+	assert_string_equal(outcome("u-l3", "lfw", "l1"), "installed");
+	free(m);
+	json_decref(comps);
+}
+
 /* self in an all-or-nothing update: the new file runs on trial and is put
  * back, with its version, when another device fails; kept when all came up. */
 static void test_self_trial(void **state)
@@ -1760,6 +1807,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_atomic_refused, per_test_setup, per_test_teardown),
 		cmocka_unit_test_setup_teardown(test_order, per_test_setup, per_test_teardown),
 		cmocka_unit_test_setup_teardown(test_abi1_plugin, per_test_setup, per_test_teardown),
+		cmocka_unit_test_setup_teardown(test_link_declared, per_test_setup, per_test_teardown),
 		cmocka_unit_test_setup_teardown(test_plugin_output_checked, per_test_setup, per_test_teardown),
 		cmocka_unit_test_setup_teardown(test_self_trial, per_test_setup, per_test_teardown),
 		cmocka_unit_test_setup_teardown(test_atomic_resume_after_failure, per_test_setup, per_test_teardown),

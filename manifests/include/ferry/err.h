@@ -41,10 +41,11 @@ typedef enum ferry_err {
 	FERRY_E_INTERNAL = 24,
 	FERRY_E_BASE_MISSING = 25,
 	FERRY_E_DECRYPT_FAILED = 26,
+	FERRY_E_LINK_INSECURE = 27,
 } ferry_err;
 
 /* One past the last code; loops over every code use it. */
-#define FERRY_ERR_COUNT 27
+#define FERRY_ERR_COUNT 28
 
 /* Detail that travels with an error: which field, file or component. */
 #define FERRY_DETAIL_MAX 256

@@ -17,6 +17,11 @@
 /* The largest image we accept: 4 GiB covers a gateway's own A/B bundle. */
 #define FERRY_IMAGE_SIZE_MAX ((int64_t)1 << 32)
 #define FERRY_MATCH_MAX 8
+#define FERRY_LINK_MAX 16
+
+/* Local link security, weakest first: 0 unauthenticated, 1
+ * bonded-encrypted, 2 physical; -1 for any other word. */
+int ferry_link_rank(const char *level);
 
 typedef enum ferry_ctype { FERRY_CT_FIRMWARE, FERRY_CT_CONFIGURATION, FERRY_CT_APPLICATION } ferry_ctype;
 const char *ferry_ctype_name(ferry_ctype t);
@@ -57,6 +62,10 @@ typedef struct ferry_component {
 	size_t n_after;
 	ferry_delta deltas[FERRY_DELTAS_MAX]; /* one per base the operator prepared */
 	size_t n_deltas;
+	/* the weakest local link it may be pushed over ("" when none): one of
+	 * physical, bonded-encrypted, unauthenticated (docs/adapters.md) */
+	char min_link[FERRY_LINK_MAX + 1];
+	bool encrypted_for_device; /* the image itself is encrypted for the device (an MCUboot encrypted image) */
 	/* encrypted (docs/encryption.md): the file host has the ciphertext,
 	 * size and sha256 above are the plaintext's */
 	bool encrypted;

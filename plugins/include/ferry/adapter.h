@@ -193,9 +193,21 @@ typedef struct ferry_device_v1 {
 	 * now.  A manifest component goes only to devices that list its name. */
 	ferry_kv_v1 components[FERRY_ADAPTER_COMPONENTS_MAX];
 	size_t n_components;
+	/* anything the adapter wants the inventory to show; one key is ferry's:
+	 * FERRY_ADAPTER_ATTR_LINK, what the local link to the device gives */
 	ferry_kv_v1 attributes[FERRY_ADAPTER_ATTRS_MAX];
 	size_t n_attributes;
 } ferry_device_v1;
+
+/* Declared link security (docs/adapters.md): every adapter should set the
+ * attribute "link" of each device to one of these.  ferryd compares it with
+ * the minimum a manifest or its config asks of a component and refuses a
+ * push over a weaker link (link_insecure).  A device that declares nothing,
+ * or a value not listed here, counts as unauthenticated. */
+#define FERRY_ADAPTER_ATTR_LINK "link"
+#define FERRY_LINK_PHYSICAL "physical"                 /* a wire: USB, UART, the gateway's own files */
+#define FERRY_LINK_BONDED_ENCRYPTED "bonded-encrypted" /* e.g. a BLE link encrypted with a stored bond */
+#define FERRY_LINK_UNAUTHENTICATED "unauthenticated"   /* anyone in range could be on it */
 
 /* The image to push: verified by ferryd before any call that receives it. */
 typedef struct ferry_image_v1 {
