@@ -269,7 +269,7 @@ static ferry_err apply_patch(void *pctx, rebuild *b, ferry_status *st)
 }
 
 ferry_err eng_rebuild(ferry_engine *e, const ferry_component *c, const char *base_path, int patch_fd,
-		      ferry_status *st)
+		      eng_room_fn room, void *room_ctx, ferry_status *st)
 {
 	bool follow = false;
 	char own[FERRY_PATH_MAX];
@@ -280,7 +280,7 @@ ferry_err eng_rebuild(ferry_engine *e, const ferry_component *c, const char *bas
 	if (bfd < 0)
 		return ferry_fail(st, FERRY_E_INTERNAL, "%s: %s", base_path, strerror(errno));
 	patching p = {.base_fd = bfd, .patch_fd = patch_fd, .size = (uint64_t)c->size};
-	ferry_err err = store_produced(e, c, apply_patch, &p, "rebuilt", NULL, NULL, st);
+	ferry_err err = store_produced(e, c, apply_patch, &p, "rebuilt", room, room_ctx, st);
 	close(bfd);
 	return err;
 }

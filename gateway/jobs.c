@@ -350,6 +350,37 @@ static void dl_setup(dl_task *d, ferry_dl_req *req)
 	}
 }
 
+/* The disk is full while an image is rebuilt from a delta or decrypted:
+ * like a download, it waits for room (pauses from 0.25 s, doubling, at
+ * most 5 s) until the update's deadline or an interruption. */
+typedef struct room_wait {
+	dl_task *d;
+	ferry_jcomponent *c;
+	const char *doing; /* "decrypting", "rebuilding" */
+	long pause;
+} room_wait;
+
+static bool store_room(void *ctx, ferry_status *st)
+{
+	room_wait *w = ctx;
+	ferry_dl_req req;
+
+	dl_setup(w->d, &req);
+	if (run_interrupted(w->d->r)) {
+		ferry_fail(st, FERRY_E_CANCELLED, "interrupted while %s, waiting for room", w->doing);
+		return false;
+	}
+	if (req.deadline && eng_now() >= req.deadline) {
+		ferry_fail(st, req.deadline_code, "%s (%s, waiting for room)", req.deadline_what, w->doing);
+		return false;
+	}
+	if (!w->pause)
+		ferry_log(LOG_WARNING, "%s/%s: %s: %s; waiting for room", w->d->r->u.id, w->c->name, w->doing, st->detail);
+	w->pause = w->pause ? (w->pause * 2 > 5000 ? 5000 : w->pause * 2) : 250;
+	nap_ms(w->pause);
+	return true;
+}
+
 /* The image from one of the component's deltas whose base the gateway
  * holds: the patch is fetched into the store (from its first byte: patches
  * are small), the image rebuilt beside it and checked, the patch dropped.
@@ -387,8 +418,9 @@ static ferry_err image_from_delta(dl_task *d, ferry_jcomponent *c, const ferry_c
 			err = ferry_download(&req, st);
 		/* applied from where it was fetched: a partial file is never
 		 * pruned, and the patch never becomes an image of the store */
+		room_wait w = {.d = d, .c = c, .doing = "rebuilding"};
 		if (!err)
-			err = eng_rebuild(r->e, mc, base, part, st);
+			err = eng_rebuild(r->e, mc, base, part, store_room, &w, st);
 		close(part);
 		ferry_store_remove_partial(r->e->store, dl->sha256);
 		if (!err) {
@@ -419,43 +451,13 @@ static char *journal_key(eng_run *r, const char *component)
 	return out;
 }
 
-/* The disk is full while an image is decrypted: like a download, it waits
- * for room (pauses from 0.25 s, doubling, at most 5 s) until the update's
- * deadline or an interruption. */
-typedef struct room_wait {
-	dl_task *d;
-	ferry_jcomponent *c;
-	long pause;
-} room_wait;
-
-static bool decrypt_room(void *ctx, ferry_status *st)
-{
-	room_wait *w = ctx;
-	ferry_dl_req req;
-
-	dl_setup(w->d, &req);
-	if (run_interrupted(w->d->r)) {
-		ferry_fail(st, FERRY_E_CANCELLED, "interrupted while waiting for room to decrypt");
-		return false;
-	}
-	if (req.deadline && eng_now() >= req.deadline) {
-		ferry_fail(st, req.deadline_code, "%s (waiting for room to decrypt)", req.deadline_what);
-		return false;
-	}
-	if (!w->pause)
-		ferry_log(LOG_WARNING, "%s/%s: decrypting: %s; waiting for room", w->d->r->u.id, w->c->name, st->detail);
-	w->pause = w->pause ? (w->pause * 2 > 5000 ? 5000 : w->pause * 2) : 250;
-	nap_ms(w->pause);
-	return true;
-}
-
 /* The fetched ciphertext in part, decrypted into the store with the key
  * unwrapped now: the plain content key lives only for this call. */
 static ferry_err decrypt_image(dl_task *dt, ferry_jcomponent *c, const ferry_component *mc, int part,
 			       ferry_status *st)
 {
 	eng_run *r = dt->r;
-	room_wait w = {.d = dt, .c = c};
+	room_wait w = {.d = dt, .c = c, .doing = "decrypting"};
 	char *jwe = journal_key(r, c->name);
 	uint8_t key[32];
 	ferry_err err;
@@ -466,7 +468,7 @@ static ferry_err decrypt_image(dl_task *dt, ferry_jcomponent *c, const ferry_com
 	if (!r->e->kek)
 		err = ferry_fail(st, FERRY_E_UNSUPPORTED, "%s: this gateway has no decryption.key", c->name);
 	else if (!(err = ferry_jwe_unwrap(jwe, r->e->kek, key, st)))
-		err = eng_decrypt(r->e, mc, part, key, decrypt_room, &w, st);
+		err = eng_decrypt(r->e, mc, part, key, store_room, &w, st);
 	OPENSSL_cleanse(key, sizeof(key));
 	free(jwe);
 	if (!err)

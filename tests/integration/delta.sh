@@ -8,7 +8,9 @@
 # For an MCU, the base is the image ferryd last pushed to it, kept in the
 # store while the MCU runs it: not once it runs a newer one, nor another
 # build of the same version (its image hash tells).  A SIGKILL while the
-# patch downloads ends with the image installed and nothing left over.
+# patch downloads ends with the image installed and nothing left over.  One
+# update to two MCUs on different bases and a gateway file fetches one
+# patch for each and nothing else.
 cd "$(dirname "$0")"
 . ../../scripts/world.sh
 BUILD=$(cd "${1:?usage: delta.sh BUILD_DIR}" && pwd)
@@ -21,14 +23,20 @@ W_EXTRA_ADAPTERS="  serial-smp:
       - path: /tmp/PLACEHOLDER/ttyMCU
         vendor_id: acme
         class_id: sensor-v2
-        component: sensor-mcu"
+        component: sensor-mcu
+      - path: /tmp/PLACEHOLDER/ttyAUX
+        vendor_id: acme
+        class_id: aux-v1
+        component: aux-mcu"
 world_up "$BUILD"
 sed -i "s|/tmp/PLACEHOLDER|$W|" "$W/ferryd.yaml"
 cp "$BUILD/adapters/serial-smp.so" "$W/plugins/"
 "$SIM" --link "$W/ttyMCU" --version 1.0.0 >> "$W/sim.log" 2>&1 &
 SIM_PID=$!
-trap 'kill "$SIM_PID" 2>/dev/null; world_down' EXIT
-for _ in $(seq 1 50); do [ -e "$W/ttyMCU" ] && break; sleep 0.1; done
+"$SIM" --link "$W/ttyAUX" --version 2.0.0 >> "$W/sim-aux.log" 2>&1 &
+AUX_PID=$!
+trap 'kill "$SIM_PID" "$AUX_PID" 2>/dev/null; world_down' EXIT
+for _ in $(seq 1 50); do [ -e "$W/ttyMCU" ] && [ -e "$W/ttyAUX" ] && break; sleep 0.1; done
 start_ferryd
 wait_mqtt "ferry/v1/gw-1/inventory" 10
 u="https://127.0.0.1:$W_HTTPS_PORT"
@@ -204,3 +212,53 @@ cmp -s "$W/www/d7-app.bin" "$W/target/app.bin" || fail "app.bin is not 1.0.5 aft
 [ "$(grep -c "u-d7/app-bin: rebuilt from a" "$W/ferryd.log")" -eq 1 ] || fail "u-d7 was not rebuilt once"
 [ -z "$(find "$W/state/store/partial" -type f)" ] || fail "a partial file stayed: $(ls "$W/state/store/partial")"
 echo "ok: SIGKILL while the patch downloads: fetched and applied again after the restart"
+
+# One update, three deltas from three different bases: two MCUs (each runs
+# an image ferryd gave it) and the gateway's file.  Only the patches cross.
+# (with a seed, successive versions share their payload, as real builds nearly do)
+"$SIM" --make-image 1.4.0 20000 "$W/www/t1-mcu.bin" 14
+"$SIM" --make-image 2.1.0 24000 "$W/www/t1-aux.bin" 21
+mcu_component() { # mcu_component NAME CLASS VERSION FILE [FROM]
+	printf '  - name: %s\n    type: firmware\n    adapter: serial-smp\n    target: {vendor_id: acme, class_id: %s}\n' "$1" "$2"
+	printf '    version: "%s"\n    format: mcuboot\n    file: %s\n' "$3" "$4"
+	[ -z "${5:-}" ] || printf '    delta_from: [%s]\n' "$5"
+}
+{ echo "sequence: 12"; echo "components:"; mcu_component sensor-mcu sensor-v2 1.4.0 www/t1-mcu.bin
+	mcu_component aux-mcu aux-v1 2.1.0 www/t1-aux.bin; } > "$W/t1.yaml"
+"$W_FERRY" manifest sign "$W/t1.yaml" --key "$W/pki/manifest-signer.key" --cert "$W/pki/manifest-signer.pem" \
+	-o "$W/t1.jws" > /dev/null
+cmd update.deploy u-t1 --manifest "$W/t1.jws" --link "sensor-mcu=$u/t1-mcu.bin" --link "aux-mcu=$u/t1-aux.bin"
+[ "$(outcome u-t1 sensor-mcu)" = installed ] && [ "$(outcome u-t1 aux-mcu)" = installed ] || fail "u-t1 did not install"
+"$SIM" --make-image 1.5.0 20000 "$W/www/t2-mcu.bin" 14
+"$SIM" --make-image 2.2.0 24000 "$W/www/t2-aux.bin" 21
+cp "$W/www/d7-app.bin" "$W/www/t2-app.bin"
+printf 'version 1.0.6' | dd of="$W/www/t2-app.bin" bs=1 seek=777 conv=notrunc 2> /dev/null
+{ echo "sequence: 13"; echo "components:"
+	mcu_component sensor-mcu sensor-v2 1.5.0 www/t2-mcu.bin www/t1-mcu.bin
+	mcu_component aux-mcu aux-v1 2.2.0 www/t2-aux.bin www/t1-aux.bin
+	printf '  - name: app-bin\n    type: application\n    adapter: self\n    target: {vendor_id: acme, class_id: gateway}\n'
+	printf '    version: "1.0.6"\n    format: file\n    file: www/t2-app.bin\n    delta_from: [www/d7-app.bin]\n'
+} > "$W/t2.yaml"
+"$W_FERRY" manifest sign "$W/t2.yaml" --key "$W/pki/manifest-signer.key" --cert "$W/pki/manifest-signer.pem" \
+	-o "$W/t2.jws" > /dev/null
+links=() total=0
+for c in "sensor-mcu t1-mcu.bin t2-mcu.bin" "aux-mcu t1-aux.bin t2-aux.bin" "app-bin d7-app.bin t2-app.bin"; do
+	read -r name from to <<< "$c"
+	b=$(sha256sum "$W/www/$from" | cut -c1-64)
+	links+=(--link "$name@$b=$u/$to.from-${b:0:12}.fdl")
+	psize=$(stat -c %s "$W/www/$to.from-${b:0:12}.fdl")
+	[ "$psize" -lt "$(stat -c %s "$W/www/$to")" ] || fail "$name: the patch is not smaller than the image"
+	eval "size_$(echo "$name" | tr - _)=$psize"
+done
+cmd update.deploy u-t2 --manifest "$W/t2.jws" "${links[@]}"
+for c in sensor-mcu aux-mcu app-bin; do
+	[ "$(outcome u-t2 $c)" = installed ] || fail "u-t2: $c did not install: $(grep -F u-t2 "$W/mqtt.log" | tail -n 2)"
+	var="size_$(echo "$c" | tr - _)"
+	grep -q "u-t2/$c: rebuilt from a ${!var}-byte delta" "$W/ferryd.log" || fail "u-t2: $c was not rebuilt from its delta"
+	grep -F "\"update_id\":\"u-t2\",\"component\":\"$c\",\"stage\":\"downloading\"" "$W/mqtt.log" |
+		grep -q "\"total\":${!var}}" || fail "u-t2: $c fetched more than its ${!var}-byte patch"
+done
+cmp -s "$W/www/t2-app.bin" "$W/target/app.bin" || fail "u-t2: app.bin is not 1.0.6"
+wait_mqtt '{"name":"sensor-mcu","version":"1.5.0"}' 15
+wait_mqtt '{"name":"aux-mcu","version":"2.2.0"}' 15
+echo "ok: one update, two MCUs on different bases and a gateway file: one patch each, nothing else fetched"

@@ -7,8 +7,11 @@
 #  2. the disk fills at the very end (the reload command of the file being
 #     installed fills it): the journal cannot take `installed`; ferryd keeps
 #     it in memory and records it once there is room, without a restart;
-#     the file, already running, is never reported failed.
-# After each, every transition was reported once (counted by seq).
+#     the file, already running, is never reported failed;
+#  3. the disk fills while a delta is rebuilt: the rebuild waits for room;
+#     a SIGKILL then, and after the restart it is rebuilt once, from the
+#     start, and installed.
+# After 1 and 2, every transition was reported once (counted by seq).
 cd "$(dirname "$0")"
 . ../../scripts/world.sh
 W_SLOW_RATE=150k
@@ -68,3 +71,49 @@ wait_log "app-bin on self installed recorded after"
 cmp -s "$W/www/f2-app.bin" "$W/target/app.bin" || fail "f2: app.bin differs from the image"
 for c in app-config app-bin; do for s in allowed downloaded verified activating installed; do once u-f2 $c $s; done; done
 echo "ok: a disk that fills at the final report: installed is kept in memory and recorded once there is room"
+
+# --- 3. full while a delta is rebuilt, then a SIGKILL: admitted first
+# (update.request), the disk filled but for room for the patch, then the
+# download: the rebuild waits for room; killed there, and restarted with
+# room, it fetches and rebuilds again from the start, once
+stop_ferryd
+sed -i '/reload: dd if=\/dev\/zero/d' "$W/ferryd.yaml"
+start_ferryd
+base=$(sha256sum "$W/target/app.bin" | cut -c1-64)
+{ cat "$W/www/f2-app.bin"; head -c 1300000 /dev/zero; } > "$W/www/f3-app.bin"
+cat > "$W/f3.yaml" <<YAML
+sequence: 3
+components:
+  - name: app-bin
+    type: application
+    adapter: self
+    target: {vendor_id: acme, class_id: gateway}
+    version: "3.0.0"
+    format: file
+    file: www/f3-app.bin
+    delta_from: [www/f2-app.bin]
+YAML
+"$W_FERRY" manifest sign "$W/f3.yaml" --key "$W/pki/manifest-signer.key" --cert "$W/pki/manifest-signer.pem" \
+	-o "$W/f3.jws" > /dev/null
+cmd update.request u-f3 --manifest "$W/f3.jws"
+wait_mqtt '"update_id":"u-f3","result":"accepted"' 20
+fill
+truncate -s -300000 "$W/state/filler"
+mark=$(wc -l < "$W/ferryd.log")
+link="app-bin@$base=https://127.0.0.1:$W_HTTPS_PORT/f3-app.bin.from-${base:0:12}.fdl"
+cmd update.download u-f3 --link "$link"
+wait_log "u-f3/app-bin: rebuilding: "
+kill9_ferryd
+new=$(sha256sum "$W/www/f3-app.bin" | cut -c1-64)
+[ -f "$W/state/store/partial/$new" ] || fail "f3: no half-rebuilt image at the kill"
+rm -f "$W/state/filler"
+start_ferryd
+wait_mqtt '"update_id":"u-f3","component":"app-bin","stage":"downloaded"' 30
+cmd update.check u-f3
+wait_mqtt '"update_id":"u-f3","component":"app-bin","stage":"verified"' 30
+cmd update.install u-f3
+[ "$(outcome u-f3 app-bin)" = installed ] || fail "f3: app-bin did not install after the kill"
+cmp -s "$W/www/f3-app.bin" "$W/target/app.bin" || fail "f3: app.bin differs from the image"
+[ "$(grep -c "u-f3/app-bin: rebuilt from a" "$W/ferryd.log")" -eq 1 ] || fail "f3: not rebuilt once"
+[ ! -e "$W/state/store/partial/$new" ] || fail "f3: the partial image stayed"
+echo "ok: SIGKILL while a delta is rebuilt on a full disk: rebuilt again from the start after the restart"

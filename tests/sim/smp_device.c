@@ -29,8 +29,9 @@
  *   smp_device --link PATH --version 1.0.0 [faults]
  *       creates a pty, links PATH to its slave side, and serves forever;
  *       the running image is a generated one of the given version.
- *   smp_device --make-image VERSION SIZE OUT
- *       writes an MCUboot image (header, payload, SHA256 TLV) for tests.
+ *   smp_device --make-image VERSION SIZE OUT [SEED]
+ *       writes an MCUboot image (header, payload, SHA256 TLV) for tests;
+ *       with a SEED, the payload is the same for every version.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -305,8 +306,11 @@ int main(int argc, char **argv)
 
 	signal(SIGPIPE, SIG_IGN);
 	srand((unsigned)time(NULL) ^ (unsigned)getpid());
-	if (argc == 5 && !strcmp(argv[1], "--make-image"))
+	if ((argc == 5 || argc == 6) && !strcmp(argv[1], "--make-image")) {
+		if (argc == 6) /* a seed: the same payload for every version, as successive builds nearly are */
+			srand((unsigned)strtoul(argv[5], NULL, 10));
 		return mcu_make_image_file(argv[2], argv[3], argv[4]);
+	}
 	for (int i = 1; i < argc; i++)
 		if (!strcmp(argv[i], "--version") && i + 1 < argc)
 			version = argv[i + 1];
@@ -327,7 +331,7 @@ int main(int argc, char **argv)
 		}
 	}
 	if (!link) {
-		fprintf(stderr, "usage: smp_device --link PATH [--version V] [faults] | --make-image V SIZE OUT\n");
+		fprintf(stderr, "usage: smp_device --link PATH [--version V] [faults] | --make-image V SIZE OUT [SEED]\n");
 		return 2;
 	}
 	return serve(&u, link);
