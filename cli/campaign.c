@@ -26,7 +26,7 @@ static const char schema[] =
 	" start_at INTEGER NOT NULL, win_from INTEGER NOT NULL, win_to INTEGER NOT NULL, ttl INTEGER NOT NULL,"
 	" state TEXT NOT NULL CHECK(state IN ('active','paused','stopped','cancelled','done')),"
 	" why TEXT NOT NULL DEFAULT '', targeted INTEGER NOT NULL DEFAULT 0, cur_batch INTEGER NOT NULL DEFAULT 0,"
-	" attempt INTEGER NOT NULL DEFAULT 1, seq INTEGER);"
+	" attempt INTEGER NOT NULL DEFAULT 1, seq INTEGER, keys TEXT);"
 	"CREATE TABLE IF NOT EXISTS targets("
 	" campaign TEXT NOT NULL REFERENCES campaigns(name), gateway TEXT NOT NULL, batch INTEGER NOT NULL,"
 	" attempt INTEGER NOT NULL,"
@@ -73,6 +73,17 @@ ferry_err camp_db_open(const char *state_dir, camp_db **out, ferry_status *st)
 		free(d);
 		return e;
 	}
+	/* a file from before encrypted campaigns: the content keys' column */
+	sqlite3_stmt *probe = NULL;
+	if (sqlite3_prepare_v2(d->db, "SELECT keys FROM campaigns LIMIT 0", -1, &probe, NULL) != SQLITE_OK &&
+	    sqlite3_exec(d->db, "ALTER TABLE campaigns ADD COLUMN keys TEXT", NULL, NULL, &err) != SQLITE_OK) {
+		ferry_err e = ferry_fail(st, FERRY_E_INTERNAL, "%s: %s", d->path, err ? err : sqlite3_errmsg(d->db));
+		sqlite3_free(err);
+		sqlite3_close(d->db);
+		free(d);
+		return e;
+	}
+	sqlite3_finalize(probe);
 	*out = d;
 	return FERRY_OK;
 }
@@ -121,17 +132,17 @@ ferry_err camp_insert(camp_db *db, const campaign *c, ferry_status *st)
 {
 	sqlite3_stmt *s = NULL;
 	char *payload = dump(c->payload), *comps = dump(c->components), *images = dump(c->images),
-	     *where = dump(c->where);
+	     *where = dump(c->where), *keys = dump(c->keys);
 	ferry_err e = FERRY_OK;
 
-	if (!comps || !images || !where || (c->payload && !payload)) {
+	if (!comps || !images || !where || (c->payload && !payload) || (c->keys && !keys)) {
 		e = ferry_fail(st, FERRY_E_INTERNAL, "out of memory");
 		goto out;
 	}
 	if (sqlite3_prepare_v2(db->db,
 			       "INSERT INTO campaigns(name, tag, created, manifest, payload, components, images, conditions,"
 			       " sequence, continuous, atomic, batch, advance_pct, stop_n, stop_pct, start_at, win_from,"
-			       " win_to, ttl, state) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'active')",
+			       " win_to, ttl, keys, state) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'active')",
 			       -1, &s, NULL) != SQLITE_OK) {
 		e = ferry_fail(st, FERRY_E_INTERNAL, "%s: %s", db->path, sqlite3_errmsg(db->db));
 		goto out;
@@ -156,6 +167,8 @@ ferry_err camp_insert(camp_db *db, const campaign *c, ferry_status *st)
 	sqlite3_bind_int64(s, 17, c->win_from);
 	sqlite3_bind_int64(s, 18, c->win_to);
 	sqlite3_bind_int64(s, 19, c->ttl);
+	if (keys)
+		sqlite3_bind_text(s, 20, keys, -1, SQLITE_STATIC);
 	int rc = sqlite3_step(s);
 	if (rc == SQLITE_CONSTRAINT)
 		e = ferry_fail(st, FERRY_E_MALFORMED, "a campaign named %s exists already", c->name);
@@ -167,6 +180,7 @@ out:
 	free(comps);
 	free(images);
 	free(where);
+	free(keys);
 	return e;
 }
 
@@ -185,7 +199,7 @@ ferry_err camp_get(camp_db *db, const char *name, campaign *c, ferry_status *st)
 	if (sqlite3_prepare_v2(db->db,
 			       "SELECT name, tag, created, manifest, payload, components, images, conditions, sequence,"
 			       " continuous, atomic, batch, advance_pct, stop_n, stop_pct, start_at, win_from, win_to, ttl,"
-			       " state, why, targeted, cur_batch, attempt FROM campaigns WHERE name = ?",
+			       " state, why, targeted, cur_batch, attempt, keys FROM campaigns WHERE name = ?",
 			       -1, &s, NULL) != SQLITE_OK)
 		return ferry_fail(st, FERRY_E_INTERNAL, "%s: %s", db->path, sqlite3_errmsg(db->db));
 	sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
@@ -219,8 +233,9 @@ ferry_err camp_get(camp_db *db, const char *name, campaign *c, ferry_status *st)
 		c->targeted = sqlite3_column_int(s, 21);
 		c->cur_batch = sqlite3_column_int64(s, 22);
 		c->attempt = sqlite3_column_int64(s, 23);
+		c->keys = col_json(s, 24);
 		if (!c->manifest || !json_is_array(c->components) || !json_is_object(c->images) ||
-		    !json_is_array(c->where)) {
+		    !json_is_array(c->where) || (c->keys && !json_is_object(c->keys))) {
 			camp_free(c);
 			e = ferry_fail(st, FERRY_E_INTERNAL, "%s: campaign %s is damaged", db->path, name);
 		}
@@ -236,6 +251,8 @@ void camp_free(campaign *c)
 	json_decref(c->components);
 	json_decref(c->images);
 	json_decref(c->where);
+	json_decref(c->keys);
+	c->keys = NULL;
 	c->manifest = NULL;
 	c->payload = c->components = c->images = c->where = NULL;
 }
@@ -268,13 +285,23 @@ ferry_err camp_names(camp_db *db, char (**names)[CAMPAIGN_NAME_MAX + 1], size_t 
 ferry_err camp_save(camp_db *db, const campaign *c, ferry_status *st)
 {
 	sqlite3_stmt *s = NULL;
+	char *payload = dump(c->payload), *comps = dump(c->components), *images = dump(c->images), *keys = dump(c->keys);
 	ferry_err e = FERRY_OK;
 
+	/* with the manifest, what came from it: a retry with a newer one
+	 * links its images, and wraps its keys */
+	if (!comps || !images || (c->payload && !payload) || (c->keys && !keys)) {
+		e = ferry_fail(st, FERRY_E_INTERNAL, "out of memory");
+		goto out;
+	}
 	if (sqlite3_prepare_v2(db->db,
 			       "UPDATE campaigns SET state = ?, why = ?, targeted = ?, cur_batch = ?, attempt = ?,"
-			       " manifest = ?, sequence = ? WHERE name = ?",
-			       -1, &s, NULL) != SQLITE_OK)
-		return ferry_fail(st, FERRY_E_INTERNAL, "%s: %s", db->path, sqlite3_errmsg(db->db));
+			       " manifest = ?, sequence = ?, payload = ?, components = ?, images = ?, keys = ?"
+			       " WHERE name = ?",
+			       -1, &s, NULL) != SQLITE_OK) {
+		e = ferry_fail(st, FERRY_E_INTERNAL, "%s: %s", db->path, sqlite3_errmsg(db->db));
+		goto out;
+	}
 	sqlite3_bind_text(s, 1, c->state, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 2, c->why, -1, SQLITE_STATIC);
 	sqlite3_bind_int(s, 3, c->targeted);
@@ -282,10 +309,21 @@ ferry_err camp_save(camp_db *db, const campaign *c, ferry_status *st)
 	sqlite3_bind_int64(s, 5, c->attempt);
 	sqlite3_bind_text(s, 6, c->manifest, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 7, c->sequence);
-	sqlite3_bind_text(s, 8, c->name, -1, SQLITE_STATIC);
+	if (payload)
+		sqlite3_bind_text(s, 8, payload, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 9, comps, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 10, images, -1, SQLITE_STATIC);
+	if (keys)
+		sqlite3_bind_text(s, 11, keys, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 12, c->name, -1, SQLITE_STATIC);
 	if (sqlite3_step(s) != SQLITE_DONE)
 		e = ferry_fail(st, FERRY_E_INTERNAL, "%s: %s", db->path, sqlite3_errmsg(db->db));
+out:
 	sqlite3_finalize(s);
+	free(payload);
+	free(comps);
+	free(images);
+	free(keys);
 	return e;
 }
 

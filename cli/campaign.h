@@ -34,6 +34,7 @@ typedef struct campaign {
 	json_t *payload;    /* the spec's payload, to sign again for a retry (NULL: from a signed manifest) */
 	json_t *components; /* names */
 	json_t *images;     /* name -> sha256 */
+	json_t *keys;       /* encrypted components: name -> content key (base64url); NULL: none */
 	json_t *where;      /* the conditions, as given */
 	int64_t sequence;
 	bool continuous, atomic;

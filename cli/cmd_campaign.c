@@ -19,6 +19,7 @@
 #include "campaign.h"
 #include "cli.h"
 #include "fleet.h"
+#include "keys.h"
 #include "follow.h"
 #include "ferry/jsonfield.h"
 #include "ferry/manifest.h"
@@ -31,12 +32,12 @@ static const char help[] =
 	"usage: ferry campaign create NAME --manifest SPEC|MANIFEST [--where COND]...\n"
 	"                             [--continuous] [--batch N] [--advance-at P%]\n"
 	"                             [--stop-at-failures N|P%] [--start TIME]\n"
-	"                             [--window HH:MM-HH:MM] [--ttl S] [--atomic]\n"
+	"                             [--window HH:MM-HH:MM] [--ttl S] [--atomic] [--keys F]\n"
 	"       ferry campaign run [--until-idle]\n"
 	"       ferry campaign list [--json]\n"
 	"       ferry campaign status NAME [--json]\n"
 	"       ferry campaign pause|resume|cancel NAME\n"
-	"       ferry campaign retry-failed NAME [--manifest SPEC|MANIFEST]\n"
+	"       ferry campaign retry-failed NAME [--manifest SPEC|MANIFEST [--keys F]]\n"
 	"  (each takes --config F)\n"
 	"\n"
 	"A campaign sends one update to every gateway whose inventory matches the\n"
@@ -51,7 +52,9 @@ static const char help[] =
 	"lifetime (default 86400 s).  Nothing is sent until `ferry campaign run`\n"
 	"runs: it drives every campaign, shows their progress and can be stopped\n"
 	"and started again at any time (also by SIGKILL) without sending a\n"
-	"gateway a second command for one step.\n";
+	"gateway a second command for one step.  Encrypted components: their\n"
+	"content keys (a spec's, or --keys F with a signed manifest) are kept in the\n"
+	"campaign's state and wrapped for each gateway's decryption_cert.\n";
 
 static volatile sig_atomic_t interrupted;
 
@@ -97,15 +100,28 @@ static int check_name(const char *sub, const char *n)
 	return CLI_USAGE;
 }
 
-/* A campaign keeps no content keys: encrypted components go by ferry deploy. */
-static int no_encryption(const ferry_manifest *m)
+/* The content keys a campaign keeps for its encrypted components (in its
+ * 0700 state dir; each command wraps them for its gateway): those a spec
+ * made, or the keys file of a signed manifest.  None: *keys becomes NULL. */
+static int keys_for(const ferry_manifest *m, const char *keys_file, json_t **keys)
 {
-	for (size_t i = 0; i < m->n; i++)
-		if (m->c[i].encrypted) {
-			fprintf(stderr, "ferry campaign: %s is encrypted; campaigns carry no content keys yet: send it with "
-				"ferry deploy\n", m->c[i].name);
+	ferry_status st = {0};
+
+	if (keys_file) {
+		json_decref(*keys);
+		if (cli_read_keys(keys_file, keys, &st)) {
+			cli_error(&st);
 			return CLI_USAGE;
 		}
+	}
+	if (cli_keys_cover(m, *keys, &st)) {
+		cli_error(&st);
+		return CLI_USAGE;
+	}
+	if (!json_object_size(*keys)) {
+		json_decref(*keys);
+		*keys = NULL;
+	}
 	return CLI_OK;
 }
 
@@ -134,9 +150,10 @@ static int do_create(int argc, char **argv)
 					     {"ttl", required_argument, NULL, 't'},
 					     {"atomic", no_argument, NULL, 'a'},
 					     {"config", required_argument, NULL, 'c'},
+					     {"keys", required_argument, NULL, 'K'},
 					     {NULL, 0, NULL, 0}};
 	campaign c = {.advance_pct = 100, .win_from = -1, .win_to = -1, .ttl = 86400, .attempt = 1};
-	const char *input = NULL, *cfgp = NULL;
+	const char *input = NULL, *cfgp = NULL, *keys_file = NULL;
 	bool atomic = false;
 	fleet_filter *filter = fleet_filter_new();
 	ferry_status st = {0};
@@ -189,6 +206,7 @@ static int do_create(int argc, char **argv)
 		case 't': if (!cli_int("--ttl", optarg, 60, 30 * 86400, &c.ttl)) goto out; break;
 		case 'a': atomic = true; break;
 		case 'c': cfgp = optarg; break;
+		case 'K': keys_file = optarg; break;
 		default: fputs(help, stderr); goto out;
 		}
 	}
@@ -199,9 +217,10 @@ static int do_create(int argc, char **argv)
 	if ((rc = check_name("create", argv[optind])))
 		goto out;
 	snprintf(c.name, sizeof(c.name), "%s", argv[optind]);
+	c.keys = json_object();
 	if ((rc = open_common(cfgp, &k)) ||
-	    (rc = cli_load_manifest(input, atomic, &k.cfg, &c.manifest, &m, &c.payload, NULL)) ||
-	    (rc = no_encryption(&m)))
+	    (rc = cli_load_manifest(input, atomic, &k.cfg, &c.manifest, &m, &c.payload, c.keys)) ||
+	    (rc = keys_for(&m, keys_file, &c.keys)))
 		goto out;
 	fill_from_manifest(&c, &m);
 	unsigned char r[3];
@@ -230,12 +249,13 @@ out:
 }
 
 static int parse_simple(int argc, char **argv, const char *sub, bool need_name, const char **cfgp, bool *json,
-			const char **manifest)
+			const char **manifest, const char **keys)
 {
 	static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
 					     {"json", no_argument, NULL, 'j'},
 					     {"manifest", required_argument, NULL, 'm'},
 					     {"until-idle", no_argument, NULL, 'u'},
+					     {"keys", required_argument, NULL, 'K'},
 					     {NULL, 0, NULL, 0}};
 	int opt;
 
@@ -247,6 +267,8 @@ static int parse_simple(int argc, char **argv, const char *sub, bool need_name, 
 			*json = true;
 		else if (opt == 'm' && manifest)
 			*manifest = optarg;
+		else if (opt == 'K' && keys)
+			*keys = optarg;
 		else {
 			fprintf(stderr, "ferry campaign %s: unexpected option\n%s", sub, help);
 			return CLI_USAGE;
@@ -330,7 +352,7 @@ static int do_status(int argc, char **argv)
 	ferry_status st = {0};
 	int rc;
 
-	if ((rc = parse_simple(argc, argv, "status", true, &cfgp, &json, NULL)) || (rc = open_common(cfgp, &k)))
+	if ((rc = parse_simple(argc, argv, "status", true, &cfgp, &json, NULL, NULL)) || (rc = open_common(cfgp, &k)))
 		goto out;
 	if (camp_get(k.db, argv[optind], &c, &st)) {
 		cli_error(&st);
@@ -394,7 +416,7 @@ static int do_list(int argc, char **argv)
 	json_t *all = json_array();
 	int rc;
 
-	if ((rc = parse_simple(argc, argv, "list", false, &cfgp, &json, NULL)) || (rc = open_common(cfgp, &k)))
+	if ((rc = parse_simple(argc, argv, "list", false, &cfgp, &json, NULL, NULL)) || (rc = open_common(cfgp, &k)))
 		goto out;
 	if (camp_names(k.db, &names, &n, &st)) {
 		cli_error(&st);
@@ -449,7 +471,7 @@ static int do_steer(int argc, char **argv, const char *sub)
 	ferry_status st = {0};
 	int rc;
 
-	if ((rc = parse_simple(argc, argv, sub, true, &cfgp, NULL, NULL)) || (rc = open_common(cfgp, &k)))
+	if ((rc = parse_simple(argc, argv, sub, true, &cfgp, NULL, NULL, NULL)) || (rc = open_common(cfgp, &k)))
 		goto out;
 	if (camp_begin(k.db, &st) || camp_get(k.db, argv[optind], &c, &st)) {
 		cli_error(&st);
@@ -488,7 +510,7 @@ out:
  * first one would refuse it again as stale). */
 static int do_retry(int argc, char **argv)
 {
-	const char *cfgp = NULL, *input = NULL;
+	const char *cfgp = NULL, *input = NULL, *keys_file = NULL;
 	common k = {0};
 	campaign c = {0};
 	ferry_manifest m = {0};
@@ -497,7 +519,8 @@ static int do_retry(int argc, char **argv)
 	json_t *payload = NULL;
 	int rc;
 
-	if ((rc = parse_simple(argc, argv, "retry-failed", true, &cfgp, NULL, &input)) || (rc = open_common(cfgp, &k)))
+	if ((rc = parse_simple(argc, argv, "retry-failed", true, &cfgp, NULL, &input, &keys_file)) ||
+	    (rc = open_common(cfgp, &k)))
 		goto out;
 	if (camp_get(k.db, argv[optind], &c, &st)) {
 		cli_error(&st);
@@ -510,7 +533,10 @@ static int do_retry(int argc, char **argv)
 		goto out;
 	}
 	if (input) {
-		if ((rc = cli_load_manifest(input, c.atomic, &k.cfg, &jws, &m, &payload, NULL)) || (rc = no_encryption(&m)))
+		json_decref(c.keys);
+		c.keys = json_object();
+		if ((rc = cli_load_manifest(input, c.atomic, &k.cfg, &jws, &m, &payload, c.keys)) ||
+		    (rc = keys_for(&m, keys_file, &c.keys)))
 			goto out;
 		if (m.sequence <= c.sequence) {
 			fprintf(stderr, "ferry campaign retry-failed: %s has sequence %lld; it must be above %lld\n", input,
@@ -954,6 +980,29 @@ static bool publish_stored(runner *r, const char *camp, const char *gw, const ch
 	return true;
 }
 
+/* The campaign's content keys wrapped for gw's key-agreement certificate,
+ * from its checked inventory.  A gateway without a usable one is refused
+ * here, as a failure of that target, with the reason. */
+static bool wrap_keys_for(runner *r, const campaign *c, const char *gw, json_t **out)
+{
+	const json_t *inv = fleet_inventory(r->fl, gw);
+	const char *pem = json_string_value(json_object_get(json_object_get(inv, "gateway"), "decryption_cert"));
+	ferry_status st = {0};
+	X509 *x = NULL;
+
+	if (!cli_kek_of(r->trust, gw, pem, &x, &st) && !cli_wrap_keys(c->keys, x, out, &st)) {
+		X509_free(x);
+		return false;
+	}
+	X509_free(x);
+	if (sql_run(r, "UPDATE targets SET state = 'refused', reason = ?, detail = ? WHERE campaign = ? AND gateway = ?"
+		       " AND state = 'pending'", &st, "ssss", ferry_err_code(st.code), st.detail, c->name, gw))
+		cli_error(&st);
+	printf("%s %s refused: %s: %s\n", c->name, gw, ferry_err_code(st.code), st.detail);
+	fflush(stdout);
+	return true;
+}
+
 /* Sign a command for a target, record it, publish it.  Once recorded, the
  * same bytes are what any later publication sends. */
 static bool send_update(runner *r, const campaign *c, const char *gw)
@@ -975,8 +1024,15 @@ static bool send_update(runner *r, const campaign *c, const char *gw)
 		}
 		json_object_set_new(links, name, json_string(url));
 	}
-	int rc = cli_command_sign("update.deploy", gw, uid, c->manifest, links, NULL, c->ttl, r->key, r->certs, jti, &jws);
+	json_t *wrapped = NULL;
+	if (c->keys && wrap_keys_for(r, c, gw, &wrapped)) {
+		json_decref(links);
+		return false;
+	}
+	int rc = cli_command_sign("update.deploy", gw, uid, c->manifest, links, wrapped, c->ttl, r->key, r->certs, jti,
+				  &jws);
 	json_decref(links);
+	json_decref(wrapped);
 	if (rc)
 		return false;
 	/* only as the campaign still is (a retry-failed or a cancel may have

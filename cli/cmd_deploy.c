@@ -604,20 +604,11 @@ static int wrap_for_each(op_mqtt *mq, watch_ctx *w, const deploy_args *a, const 
 	}
 	for (size_t i = 0; i < a->n_gws; i++) {
 		const char *pem = json_string_value(json_object_get(w->certs, a->gws[i]));
-		BIO *b = pem ? BIO_new_mem_buf(pem, -1) : NULL;
-		X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+		X509 *x = NULL;
 		json_t *k = NULL;
-		BIO_free(b);
-		if (!x) {
-			fprintf(stderr, "ferry deploy: %s publishes no decryption_cert in its inventory (its config has no "
-				"decryption section, or it never connected): nothing sent\n", a->gws[i]);
-			return CLI_USAGE;
-		}
-		if (ferry_trust_verify_kek(trust, x, a->gws[i], time(NULL), &st)) {
-			fprintf(stderr, "ferry deploy: %s: its decryption_cert: ", a->gws[i]);
-			cli_error(&st);
-			X509_free(x);
-			return CLI_REFUSED;
+		if (cli_kek_of(trust, a->gws[i], pem, &x, &st)) {
+			fprintf(stderr, "ferry deploy: %s: %s; nothing sent\n", ferry_err_code(st.code), st.detail);
+			return st.code == FERRY_E_UNSUPPORTED ? CLI_USAGE : CLI_REFUSED;
 		}
 		ferry_err e = cli_wrap_keys(keys, x, &k, &st);
 		X509_free(x);
@@ -672,15 +663,12 @@ int cli_deploy(int argc, char **argv)
 	}
 	for (size_t i = 0; i < m.n; i++) {
 		names[i] = m.c[i].name;
-		if (!m.c[i].encrypted)
-			continue;
-		n_enc++;
-		if (!json_object_get(keys, m.c[i].name)) {
-			fprintf(stderr, "ferry deploy: %s is encrypted and no content key for it is at hand (--keys F)\n",
-				m.c[i].name);
-			rc = CLI_USAGE;
-			goto out;
-		}
+		n_enc += m.c[i].encrypted;
+	}
+	if (cli_keys_cover(&m, keys, &st)) {
+		cli_error(&st);
+		rc = CLI_USAGE;
+		goto out;
 	}
 	json_decref(images);
 	images = cli_images_of(&m);

@@ -675,6 +675,14 @@ static bool matches(const fleet *fl, const gw *g)
 	return filter_holds(&fl->where, g);
 }
 
+const json_t *fleet_inventory(fleet *fl, const char *id)
+{
+	json_t *pos;
+	settle(fl);
+	pos = json_object_get(fl->index, id);
+	return pos ? fl->g[json_integer_value(pos) - 1].inv : NULL;
+}
+
 size_t fleet_select(fleet *fl, const fleet_filter *f, fleet_id **ids)
 {
 	settle(fl);

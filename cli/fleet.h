@@ -48,6 +48,8 @@ void fleet_print_json(fleet *fl, FILE *out);
 /* What fleet_print_json prints: {"rows": [...], "counts": {...}, "newest": {...}} */
 typedef struct json_t json_t;
 json_t *fleet_json(fleet *fl);
+/* Gateway id's checked inventory (the fleet's), or NULL. */
+const json_t *fleet_inventory(fleet *fl, const char *id);
 unsigned fleet_refused(fleet *fl);
 
 #endif

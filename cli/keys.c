@@ -11,6 +11,10 @@
 #include "files.h"
 #include "ferry/jwe.h"
 #include "ferry/jws.h"
+#include "ferry/manifest.h"
+#include "ferry/trust.h"
+#include <openssl/pem.h>
+#include <time.h>
 
 ferry_err cli_read_keys(const char *path, json_t **out, ferry_status *st)
 {
@@ -82,5 +86,34 @@ ferry_err cli_wrap_keys(const json_t *keys, X509 *cert, json_t **out, ferry_stat
 		free(jwe);
 	}
 	*out = w;
+	return FERRY_OK;
+}
+
+ferry_err cli_kek_of(const ferry_trust *trust, const char *gw, const char *pem, X509 **out, ferry_status *st)
+{
+	BIO *b = pem ? BIO_new_mem_buf(pem, -1) : NULL;
+	X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+	ferry_err e;
+
+	BIO_free(b);
+	*out = NULL;
+	if (!x)
+		return ferry_fail(st, FERRY_E_UNSUPPORTED, "%s publishes no decryption_cert in its inventory (its config has "
+				  "no decryption section, or it never connected)", gw);
+	if ((e = ferry_trust_verify_kek(trust, x, gw, time(NULL), st))) {
+		ferry_status_prefix(st, "%s: its decryption_cert: ", gw);
+		X509_free(x);
+		return e;
+	}
+	*out = x;
+	return FERRY_OK;
+}
+
+ferry_err cli_keys_cover(const ferry_manifest *m, const json_t *keys, ferry_status *st)
+{
+	for (size_t i = 0; i < m->n; i++)
+		if (m->c[i].encrypted && !json_is_string(json_object_get(keys, m->c[i].name)))
+			return ferry_fail(st, FERRY_E_MALFORMED, "%s is encrypted and no content key for it is at hand "
+					  "(--keys F)", m->c[i].name);
 	return FERRY_OK;
 }

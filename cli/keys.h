@@ -15,4 +15,15 @@ ferry_err cli_read_keys(const char *path, json_t **out, ferry_status *st) FERRY_
  * certificate that is not for key agreement is refused. */
 ferry_err cli_wrap_keys(const json_t *keys, X509 *cert, json_t **out, ferry_status *st) FERRY_WUR;
 
+/* Gateway gw's key-agreement certificate from the PEM its inventory
+ * publishes (decryption_cert), checked: it chains to trust (the org CA),
+ * names gw and is for key agreement.  *out is the caller's. */
+typedef struct ferry_trust ferry_trust;
+ferry_err cli_kek_of(const ferry_trust *trust, const char *gw, const char *pem, X509 **out,
+		     ferry_status *st) FERRY_WUR;
+/* Every encrypted component of m has its key in keys; names the first one
+ * that does not. */
+typedef struct ferry_manifest ferry_manifest;
+ferry_err cli_keys_cover(const ferry_manifest *m, const json_t *keys, ferry_status *st) FERRY_WUR;
+
 #endif

@@ -232,3 +232,47 @@ done
 grep -q "^north  *done  *10 " "$W/list.out" && grep -q "^south  *cancelled  *11 " "$W/list.out" &&
 	grep -q "^later  *cancelled  *11 " "$W/list.out" || fail "campaign list: $(cat "$W/list.out")"
 echo "ok: a window held every command; pause, resume and cancel"
+
+# --- an encrypted campaign: the file host gets only ciphertext, and each
+# command carries the content key wrapped for its gateway's decryption_cert;
+# a gateway that publishes none (gw-10, restarted without its decryption
+# section) is refused as a target, with the reason, and gets nothing
+pkill -f "$W/gws/gw-10/ferryd.yaml"
+for _ in $(seq 1 100); do pgrep -f "$W/gws/gw-10/ferryd.yaml" > /dev/null || break; sleep 0.1; done
+sed -i '/^decryption:/,+2d' "$W/gws/gw-10/ferryd.yaml"
+n10=$(grep -c "^ferry/v1/gw-10/inventory " "$W/mqtt.log" || true)
+"$W_BUILD/gateway/ferryd" --config "$W/gws/gw-10/ferryd.yaml" >> "$W/gws/gw-10/ferryd.log" 2>&1 &
+W_GW_PIDS="${W_GW_PIDS:-} $!"
+wait_mqtt "ferry/v1/gw-10/inventory " 30 $((n10 + 1))
+grep "^ferry/v1/gw-10/inventory " "$W/mqtt.log" | tail -n 1 | grep -q decryption_cert &&
+	fail "gw-10 still publishes a decryption_cert"
+printf 'rev: 3\nsecret: north only\n' > "$W/rel/secret.conf"
+cat > "$W/rel/secret.yaml" <<YAML
+sequence: 30
+components:
+  - name: app-config
+    type: configuration
+    adapter: self
+    target: {vendor_id: acme, class_id: gateway}
+    version: "3.0.0"
+    format: file
+    file: secret.conf
+    encrypt: true
+YAML
+"$F" campaign create secret --manifest "$W/rel/secret.yaml" --where site=north > /dev/null ||
+	fail "an encrypted campaign was not created"
+[ "$(sqlite3 "$W/pki/operator-state/campaigns.db" "select keys is not null from campaigns where name = 'secret'")" = 1 ] ||
+	fail "the campaign keeps no content key"
+"$F" campaign run --until-idle > "$W/run6.out" 2> "$W/run6.err" || fail "run: $(cat "$W/run6.err")"
+[ "$(count secret installed)" = 9 ] && [ "$(count secret refused)" = 1 ] ||
+	fail "secret: $("$F" campaign status secret)"
+grep -q "^secret gw-10 refused: unsupported: gw-10 publishes no decryption_cert" "$W/run6.out" ||
+	fail "gw-10's refusal does not say why: $(cat "$W/run6.out")"
+for i in $(seq 1 9); do
+	id=$(printf 'gw-%02d' "$i")
+	cmp -s "$W/rel/secret.conf" "$W/gws/$id/target/app.conf" || fail "$id's app.conf is not the decrypted file"
+done
+[ "$(updates_of gw-10 secret)" = 0 ] || fail "gw-10 got a command"
+[ ! -e "$W/www/files/$(sha256sum "$W/rel/secret.conf" | cut -c1-64)" ] || fail "the plaintext was published"
+[ -e "$W/www/files/$(sha256sum "$W/rel/secret.conf.fenc" | cut -c1-64)" ] || fail "the ciphertext was not published"
+echo "ok: an encrypted campaign: each key wrapped for its gateway; one without a decryption_cert refused"
