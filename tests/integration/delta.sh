@@ -10,7 +10,9 @@
 # build of the same version (its image hash tells).  A SIGKILL while the
 # patch downloads ends with the image installed and nothing left over.  One
 # update to two MCUs on different bases and a gateway file fetches one
-# patch for each and nothing else.
+# patch for each and nothing else.  A device whose base was lost gets the
+# whole image when it is linked; a well-formed patch whose output is not
+# the manifest's image fails the update before anything is pushed.
 cd "$(dirname "$0")"
 . ../../scripts/world.sh
 BUILD=$(cd "${1:?usage: delta.sh BUILD_DIR}" && pwd)
@@ -192,7 +194,14 @@ m2base=$(sha256sum "$W/www/m2-mcu.bin" | cut -c1-64)
 mcu_spec m4 10 1.3.0 www/m2-mcu.bin
 cmd update.deploy u-m4 --manifest "$W/m4.jws" --link "sensor-mcu@$m2base=$u/m4-mcu.bin.from-${m2base:0:12}.fdl"
 wait_mqtt '"update_id":"u-m4","result":"refused","reason":"base_missing"' 20
-echo "ok: a kept image whose hash is not the one the MCU runs is no base"
+# the same with the whole image linked too: the MCU gets the whole image
+cmd update.deploy u-m5 --manifest "$W/m4.jws" --link "sensor-mcu@$m2base=$u/m4-mcu.bin.from-${m2base:0:12}.fdl" \
+	--link "sensor-mcu=$u/m4-mcu.bin"
+[ "$(outcome u-m5 sensor-mcu)" = installed ] || fail "u-m5 did not install from the whole image"
+grep -F '"update_id":"u-m5"' "$W/mqtt.log" | grep -F '"stage":"downloading"' |
+	grep -q "\"total\":$(stat -c %s "$W/www/m4-mcu.bin")}" || fail "u-m5 did not fetch the whole image"
+wait_mqtt '{"name":"sensor-mcu","version":"1.3.0"}' 15
+echo "ok: a kept image whose hash is not the one the MCU runs is no base; with the whole image linked, that goes"
 
 # SIGKILL while the patch is on its way: after the restart the delta is
 # fetched and applied again, and nothing of the first try stays
@@ -262,3 +271,44 @@ cmp -s "$W/www/t2-app.bin" "$W/target/app.bin" || fail "u-t2: app.bin is not 1.0
 wait_mqtt '{"name":"sensor-mcu","version":"1.5.0"}' 15
 wait_mqtt '{"name":"aux-mcu","version":"2.2.0"}' 15
 echo "ok: one update, two MCUs on different bases and a gateway file: one patch each, nothing else fetched"
+
+# A delta that is well formed and is the patch its manifest names, but
+# whose output is not the manifest's image (a signer's tool went wrong; the
+# manifest is signed by hand with jose and the real signer's key): the
+# rebuilt image is checked before anything is pushed, and the update fails
+# with digest_mismatch; app.bin is left as it was
+cp "$W/www/t2-app.bin" "$W/www/x-app.bin"
+cp "$W/www/t2-app.bin" "$W/www/y-app.bin"
+printf 'build x' | dd of="$W/www/x-app.bin" bs=1 seek=300 conv=notrunc 2> /dev/null
+printf 'build y' | dd of="$W/www/y-app.bin" bs=1 seek=900 conv=notrunc 2> /dev/null
+spec_for fx 14 1.0.7 www/x-app.bin www/t2-app.bin
+spec_for fy 14 1.0.7 www/y-app.bin www/t2-app.bin
+tb=$(sha256sum "$W/www/t2-app.bin" | cut -c1-64)
+px="$W/www/x-app.bin.from-${tb:0:12}.fdl" py="$W/www/y-app.bin.from-${tb:0:12}.fdl"
+"$W_FERRY" manifest verify "$W/fy.jws" --ca "$W/pki/ca.pem" > "$W/fy.json"
+sed -i -e "s/$(sha256sum "$py" | cut -c1-64)/$(sha256sum "$px" | cut -c1-64)/" \
+	-e "s/\"size\": $(stat -c %s "$py")\$/\"size\": $(stat -c %s "$px")/" "$W/fy.json"
+grep -q "$(sha256sum "$px" | cut -c1-64)" "$W/fy.json" || fail "the forged payload does not name x's patch"
+hexblock() { sed -n "/^$2/,/^[^ ]/p" "$1" | grep '^ ' | tr -d ' :\n'; }
+b64u() { basenc --base64url -w0 | tr -d '='; }
+openssl ec -in "$W/pki/manifest-signer.key" -text -noout 2> /dev/null > "$W/ms.txt"
+d=$(hexblock "$W/ms.txt" priv:)
+d=$(printf '%064s' "${d: -64}" | tr ' ' 0)
+q=$(hexblock "$W/ms.txt" pub:)
+printf '{"kty":"EC","crv":"P-256","x":"%s","y":"%s","d":"%s","alg":"ES256"}' \
+	"$(echo -n "${q:2:64}" | tr a-f A-F | basenc --base16 -d | b64u)" \
+	"$(echo -n "${q:66:64}" | tr a-f A-F | basenc --base16 -d | b64u)" \
+	"$(echo -n "$d" | tr a-f A-F | basenc --base16 -d | b64u)" > "$W/ms.jwk"
+x5c=$(openssl x509 -in "$W/pki/manifest-signer.pem" -outform DER | base64 -w0)
+jose jws sig -I "$W/fy.json" -k "$W/ms.jwk" -c -o "$W/forged.jws" \
+	-s "{\"protected\":{\"alg\":\"ES256\",\"typ\":\"ferry-manifest\",\"x5c\":[\"$x5c\"]}}" || fail "jose jws sig failed"
+cmd update.deploy u-fx --manifest "$W/forged.jws" --link "app-bin@$tb=$u/x-app.bin.from-${tb:0:12}.fdl"
+[ "$(outcome u-fx app-bin)" = failed ] || fail "u-fx did not fail: $(grep -F u-fx "$W/mqtt.log" | tail -n 2)"
+grep -F '"update_id":"u-fx","component":"app-bin","stage":"failed"' "$W/mqtt.log" |
+	grep -qF '"reason":"digest_mismatch","detail":"the rebuilt image has SHA-256' ||
+	fail "u-fx: not digest_mismatch naming the rebuilt image"
+cmp -s "$W/www/t2-app.bin" "$W/target/app.bin" || fail "u-fx changed app.bin"
+! grep -qF '"update_id":"u-fx","component":"app-bin","device":"self","stage":"installing"' "$W/mqtt.log" ||
+	fail "u-fx: something was pushed"
+[ ! -e "$W/state/store/partial/$(sha256sum "$W/www/y-app.bin" | cut -c1-64)" ] || fail "u-fx: the wrong image stayed"
+echo "ok: a delta whose output is not the manifest's image: digest_mismatch, nothing pushed"
