@@ -19,13 +19,16 @@
 # application as a delta from the one gw-1 runs (the spec's delta_from):
 # only the patch crosses the network.  Then an encrypted configuration file:
 # the file host gets only ciphertext, and its key, wrapped for gw-1's
-# key-agreement certificate, travels in gw-1's command.  `ferry fleet` shows
-# the new versions, and everything it started is stopped.
+# key-agreement certificate, travels in gw-1's command.  As root, last, the
+# gateway's own system: a RAUC bundle into the other slot of two, a
+# simulated reboot, and `installed` once the new system came up.  `ferry
+# fleet` shows the new versions, and everything it started is stopped.
 set -euo pipefail
 cd "$(dirname "$0")"
 . scripts/deps.sh
 # shellcheck disable=SC2086
-ferry_ensure_pkgs $FERRY_BUILD_PKGS mosquitto mosquitto-clients nginx-light openssl libumockdev-dev umockdev dfu-util dbus curl
+ferry_ensure_pkgs $FERRY_BUILD_PKGS mosquitto mosquitto-clients nginx-light openssl libumockdev-dev umockdev dfu-util dbus curl \
+	rauc rauc-service squashfs-tools
 
 echo "== building"
 cmake -S . -B build-demo -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_TESTING=OFF >/dev/null
@@ -66,10 +69,24 @@ W_EXTRA_ADAPTERS="  serial-smp:
         vendor_id: acme
         class_id: ble-node
         component: node-mcu"
+# the gateway's own system, A/B through the real RAUC service: RAUC mounts
+# bundles through a loop device, which takes root
+DEMO_RAUC=
+if [ "$(id -u)" -eq 0 ]; then
+	DEMO_RAUC=1
+	W_EXTRA_ADAPTERS="$W_EXTRA_ADAPTERS
+  rauc:
+    bus: unix:path=/tmp/PLACEHOLDER/bus
+    vendor_id: acme
+    class_id: gateway-os
+    component: rootfs
+    reboot: touch /tmp/PLACEHOLDER/rauc/reboot-requested"
+fi
 W_MORE_GATEWAYS=gw-3
 world_up build-demo
 sed -i "s|/tmp/PLACEHOLDER|$W|" "$W/ferryd.yaml"
-cp build-demo/adapters/serial-smp.so build-demo/adapters/usb-dfu.so build-demo/adapters/ble-smp.so "$W/plugins/"
+cp build-demo/adapters/serial-smp.so build-demo/adapters/usb-dfu.so build-demo/adapters/ble-smp.so \
+	build-demo/adapters/rauc.so "$W/plugins/"
 # A private D-Bus on a unix socket stands in for the system bus, and a
 # simulated BlueZ on it serves a bonded BLE node (MCUboot + mcumgr over GATT).
 start_bus
@@ -87,7 +104,14 @@ build-demo/tests/sim/dfu_device --root-file "$W/usb.root" --serial ACME-RADIO-7 
 	> "$W/usb-sim.log" 2>&1 &
 USB_PID=$!
 CONSOLE_PID=
-trap 'kill $SIM_PIDS $USB_PID $BLE_PID $CONSOLE_PID 2>/dev/null; world_down' EXIT
+trap 'kill $SIM_PIDS $USB_PID $BLE_PID $CONSOLE_PID 2>/dev/null; [ -z "$DEMO_RAUC" ] || rauc_stop; world_down' EXIT
+if [ -n "$DEMO_RAUC" ]; then
+	. scripts/rauc.sh
+	rauc_up
+	echo "== the gateway's own system: two A/B slots under the real RAUC service (on the private D-Bus), booted from A"
+else
+	echo "== (not root: the gateway's own A/B system through RAUC is left out; RAUC mounts bundles through a loop device)"
+fi
 for _ in $(seq 1 50); do
 	[ -e "$W/ttyMCU0" ] && [ -e "$W/ttyMCU1" ] && [ -e "$W/ttyMCU2" ] && [ -e "$W/ttyMCU3" ] && [ -s "$W/usb.root" ] &&
 		[ -s "$W/ble.stats" ] &&
@@ -291,6 +315,34 @@ for _ in $(seq 1 100); do
 done
 echo "== app-config 2.0.0 is installed: the file host served $(stat -c %s "$W/www/files/$ct") bytes of ciphertext"\
 " (files/${ct:0:12}...), and gw-1 decrypted them into its store"
+# the gateway's own system, A/B through RAUC: installed into the other slot,
+# a reboot, and `installed` only once the new system came up and was
+# marked good (adapters/rauc/README.md)
+if [ -n "$DEMO_RAUC" ]; then
+	rauc_bundle 2.0.0 "$W/www/gateway-os-2.0.0.raucb"
+	cat > "$W/os.yaml" <<YAML
+sequence: 6
+components:
+  - name: rootfs
+    type: firmware
+    adapter: rauc
+    target: {vendor_id: acme, class_id: gateway-os}
+    version: 2.0.0
+    format: rauc-bundle
+    file: www/gateway-os-2.0.0.raucb
+YAML
+	echo "== ferry deploy rootfs 2.0.0, the gateway's own system (a RAUC bundle): RAUC writes slot B, the gateway reboots:"
+	("$W_FERRY" deploy "$W/os.yaml" --gateway "$W_GW" --update u-os 2>&1 | sed -u 's/^/  /') &
+	DEPLOY_PID=$!
+	rauc_reboot
+	echo "  == [reboot: ferryd and RAUC stopped, the bootloader booted slot $W_RAUC_SLOT, both started again; ferryd asks"
+	echo "     RAUC which slot booted, marks it good, and only then reports installed]"
+	wait "$DEPLOY_PID" || { echo "demo: the system update did not install" >&2; exit 1; }
+	for _ in $(seq 1 100); do
+		"$W_FERRY" fleet --where component.rootfs=2.0.0 | tail -n 1 | grep -q '1 of 3 gateways match' && break
+		sleep 0.1
+	done
+fi
 state=$(curl -s "http://127.0.0.1:$CONSOLE_PORT/api/state" || true)
 echo "== the console's picture (GET /api/state): $(grep -o '"name":"hall-2-config","state":"[a-z]*"' <<< "$state" | head -n 1),"\
 " $(grep -o '"stage":"installed"' <<< "$state" | wc -l) update rows installed"
@@ -299,5 +351,5 @@ echo "== the fleet after (ferry fleet):"
 left=$("$W_FERRY" fleet --where 'component.sensor-mcu<1.5.0' | tail -n 1)
 echo "== gateways with a sensor board below 1.5.0 (ferry fleet --where 'component.sensor-mcu<1.5.0'): $left"
 echo "== done: five components on seven devices, all or nothing, a second update beside it, a campaign over"
-echo "   the gateways of one site, a delta update and an encrypted one; stopping ferryd, the MCUs, D-Bus,"
-echo "   nginx and mosquitto"
+echo "   the gateways of one site, a delta update, an encrypted one${DEMO_RAUC:+ and an A/B system update}; stopping"
+echo "   ferryd, the MCUs, ${DEMO_RAUC:+RAUC, }D-Bus, nginx and mosquitto"

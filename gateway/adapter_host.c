@@ -535,7 +535,13 @@ bool ferry_adapter_takes_format(const ferry_adapter *ad, const char *format)
 
 bool ferry_adapter_revertible(const ferry_adapter *ad)
 {
-	return ad->abi == 2 && (ad->caps & FERRY_ADAPTER_CAP_ROLLBACK);
+	/* a revert would restart the gateway in the middle of the update */
+	return ad->abi == 2 && (ad->caps & FERRY_ADAPTER_CAP_ROLLBACK) && !(ad->caps & FERRY_ADAPTER_CAP_RESTARTS_GATEWAY);
+}
+
+bool ferry_adapter_restarts_gateway(const ferry_adapter *ad)
+{
+	return ad->abi == 2 && (ad->caps & FERRY_ADAPTER_CAP_RESTARTS_GATEWAY);
 }
 
 bool ferry_adapter_rolls_back(const ferry_adapter *ad)

@@ -37,6 +37,8 @@ int ferry_adapter_abi_version(const ferry_adapter *ad);
 bool ferry_adapter_takes_format(const ferry_adapter *ad, const char *format);
 /* Runs a new image on trial and can revert it or make it permanent: ABI 2
  * with FERRY_ADAPTER_CAP_ROLLBACK. */
+/* Does its activate restart the gateway (FERRY_ADAPTER_CAP_RESTARTS_GATEWAY)? */
+bool ferry_adapter_restarts_gateway(const ferry_adapter *ad);
 bool ferry_adapter_revertible(const ferry_adapter *ad);
 /* The device goes back to its old image by itself after a failed
  * activation (CAP_ROLLBACK, either ABI). */

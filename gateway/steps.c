@@ -238,7 +238,7 @@ static ferry_err push_and_activate(eng_run *r, ferry_jstep *s, ferry_session *se
 		*activated = true;
 		if (!(err = ferry_session_confirm(sess, img, version, st)))
 			return FERRY_OK;
-		if (r->no_new_pushes || s->stage == FERRY_S_TRIAL ||
+		if (r->no_new_pushes || s->stage == FERRY_S_TRIAL || ferry_adapter_restarts_gateway(ad) ||
 		    (err != FERRY_E_VERSION_MISMATCH && err != FERRY_E_INSTALL_FAILED))
 			return err;
 		ferry_log(LOG_INFO, "%s/%s on %s: it does not run the new image (%s); pushing again", r->u.id,

@@ -13,7 +13,7 @@
 #define TIME_MAX_JSON ((int64_t)1 << 53)
 
 static const char *const ctype_names[] = {"firmware", "configuration", "application"};
-static const char *const format_names[FERRY_FORMAT_COUNT] = {"raw", "dfu", "dfuse", "mcuboot", "rauc", "file"};
+static const char *const format_names[FERRY_FORMAT_COUNT] = {"raw", "dfu", "dfuse", "mcuboot", "rauc-bundle", "file"};
 
 const char *ferry_ctype_name(ferry_ctype t)
 {

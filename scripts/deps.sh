@@ -14,10 +14,11 @@ FERRY_BUILD_PKGS="cmake make pkg-config gcc libc6-dev $FERRY_LIB_PKGS"
 # dbus-daemon, which carries the private bus of the BLE scenario, curl,
 # which fetches device-bound links with each gateway's certificate,
 # systemd for systemd-analyze, which checks the shipped unit, debhelper
-# and lintian, which build and check the Debian package, and chromium, the
-# browser the console test renders its page in.
+# and lintian, which build and check the Debian package, chromium, the
+# browser the console test renders its page in, and RAUC's service with
+# squashfs-tools, which make and install the gateway's system bundles.
 FERRY_TEST_PKGS="libcmocka-dev jose openssl clang libclang-rt-14-dev mosquitto mosquitto-clients nginx-light sqlite3 dfu-util
-	libumockdev-dev umockdev dbus systemd debhelper lintian git curl chromium"
+	libumockdev-dev umockdev dbus systemd debhelper lintian git curl chromium rauc rauc-service squashfs-tools"
 
 ferry_missing_pkgs() {
 	local p missing=""

@@ -398,6 +398,7 @@ start_bus() {
     <allow send_destination="*" eavesdrop="true"/>
     <allow eavesdrop="true"/>
     <allow own="org.bluez"/>
+    <allow own="de.pengutronix.rauc"/>
   </policy>
 </busconfig>
 CONF

@@ -117,6 +117,12 @@ enum {
 	FERRY_ADAPTER_CAP_ROLLBACK = 1u << 0,
 	FERRY_ADAPTER_CAP_NEEDS_RESET = 1u << 1, /* activate resets the device */
 	FERRY_ADAPTER_CAP_RESUME = 1u << 2,      /* write can continue an interrupted push */
+	/* activate restarts the gateway itself (ferryd with it): confirm is
+	 * asked again after the restart, and must tell whether the new image
+	 * booted.  Such a device never takes part in an all-or-nothing update
+	 * as a revertible one (it goes last), and is never pushed to again
+	 * after its activation: a confirm that fails is the new image failing. */
+	FERRY_ADAPTER_CAP_RESTARTS_GATEWAY = 1u << 3,
 };
 
 enum ferry_log_level { FERRY_LOG_ERROR = 3, FERRY_LOG_WARNING = 4, FERRY_LOG_INFO = 6, FERRY_LOG_DEBUG = 7 };
