@@ -61,14 +61,25 @@ ferry_err camp_db_open(const char *state_dir, camp_db **out, ferry_status *st)
 		return ferry_fail(st, FERRY_E_MALFORMED, "state_dir %s: %s", state_dir, strerror(errno));
 	}
 	snprintf(d->path, sizeof(d->path), "%s/campaigns.db", state_dir);
+	/* it holds the content keys of encrypted campaigns: the file, its
+	 * journal and its WAL are the operator's alone, whatever the umask */
+	mode_t mask = umask(077);
 	if (sqlite3_open_v2(d->path, &d->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOFOLLOW, NULL) !=
 		    SQLITE_OK ||
 	    sqlite3_busy_timeout(d->db, 10000) != SQLITE_OK ||
 	    sqlite3_exec(d->db, "PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON; PRAGMA synchronous=FULL;", NULL, NULL,
 			 &err) != SQLITE_OK ||
 	    sqlite3_exec(d->db, schema, NULL, NULL, &err) != SQLITE_OK) {
+		umask(mask);
 		ferry_err e = ferry_fail(st, FERRY_E_INTERNAL, "%s: %s", d->path, err ? err : sqlite3_errmsg(d->db));
 		sqlite3_free(err);
+		sqlite3_close(d->db);
+		free(d);
+		return e;
+	}
+	umask(mask);
+	if (chmod(d->path, 0600)) {
+		ferry_err e = ferry_fail(st, FERRY_E_INTERNAL, "%s: %s", d->path, strerror(errno));
 		sqlite3_close(d->db);
 		free(d);
 		return e;

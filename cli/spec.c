@@ -186,9 +186,10 @@ static ferry_err make_deltas(json_t *c, size_t i, const char *dir, const char *i
 /* The image encrypted with a fresh content key into IMAGE.fenc (written
  * through a temporary file, 0644: it is ciphertext); `encryption` gets its
  * size and digest, files its path, keys the content key. */
-static ferry_err encrypt_image(json_t *c, size_t i, const char *img_path, json_t *files, json_t *keys,
+static ferry_err encrypt_image(json_t *c, size_t i, const char *img_path, json_t *files, json_t *keys, json_t *made,
 			       ferry_status *st)
 {
+	const json_t *done = json_object_get(made, img_path);
 	const char *name = json_string_value(json_object_get(c, "name"));
 	char out[4200], tmp[4300], hex[65], b64[64];
 	uint8_t key[FERRY_ENC_KEY];
@@ -202,6 +203,15 @@ static ferry_err encrypt_image(json_t *c, size_t i, const char *img_path, json_t
 		return ferry_fail(st, FERRY_E_MALFORMED, "components[%zu]: an encrypted component needs a name", i);
 	if (json_object_get(c, "delta_from"))
 		return ferry_fail(st, FERRY_E_MALFORMED, "components[%zu]: an encrypted component takes no delta_from", i);
+	if (done) {
+		/* another component of this spec encrypted the same file: one
+		 * ciphertext, one key (a second one would overwrite IMAGE.fenc) */
+		json_object_set_new(c, "encryption", json_deep_copy(json_object_get(done, "encryption")));
+		json_object_set(keys, name, json_object_get(done, "key"));
+		if (files)
+			json_object_set(files, name, json_object_get(done, "out"));
+		return FERRY_OK;
+	}
 	if (!ferry_enc_keygen(key))
 		return ferry_fail(st, FERRY_E_INTERNAL, "no random content key (libsodium)");
 	snprintf(out, sizeof(out), "%s.fenc", img_path);
@@ -232,11 +242,13 @@ static ferry_err encrypt_image(json_t *c, size_t i, const char *img_path, json_t
 	OPENSSL_cleanse(b64, sizeof(b64));
 	if (files)
 		json_object_set_new(files, name, json_string(out));
+	json_object_set_new(made, img_path, json_pack("{s:O,s:O,s:s}", "encryption", json_object_get(c, "encryption"),
+						      "key", json_object_get(keys, name), "out", out));
 	return FERRY_OK;
 }
 
 static ferry_err fill_component(json_t *c, size_t i, const char *dir, bool encrypt_all, json_t *files,
-				json_t *keys, ferry_status *st)
+				json_t *keys, json_t *made, ferry_status *st)
 {
 	const json_t *file = json_object_get(c, "file");
 	char path[4096], hex[65];
@@ -259,7 +271,7 @@ static ferry_err fill_component(json_t *c, size_t i, const char *dir, bool encry
 	const json_t *enc = json_object_get(c, "encrypt");
 	if (enc && !json_is_boolean(enc))
 		return ferry_fail(st, FERRY_E_MALFORMED, "components[%zu]: encrypt must be true or false", i);
-	if ((encrypt_all || json_is_true(enc)) && (e = encrypt_image(c, i, path, files, keys, st)))
+	if ((encrypt_all || json_is_true(enc)) && (e = encrypt_image(c, i, path, files, keys, made, st)))
 		return e;
 	json_object_del(c, "encrypt");
 	if (json_object_get(c, "delta_from") && (e = make_deltas(c, i, dir, path, hex, files, st)))
@@ -295,13 +307,16 @@ ferry_err ferry_spec_load(const char *spec_path, time_t now, bool encrypt_all, j
 		json_decref(spec);
 		return e;
 	}
+	json_t *made = json_object(); /* image path -> its encryption, when encrypted */
 	json_array_foreach(comps, i, c) {
-		if ((e = fill_component(c, i, dir, encrypt_all, files, keys, st))) {
+		if ((e = fill_component(c, i, dir, encrypt_all, files, keys, made, st))) {
 			ferry_status_prefix(st, "%s: ", spec_path);
+			json_decref(made);
 			json_decref(spec);
 			return e;
 		}
 	}
+	json_decref(made);
 	if (!json_object_get(spec, "created"))
 		json_object_set_new(spec, "created", json_integer(now));
 	if ((e = ferry_manifest_parse(spec, &m, st))) {

@@ -657,7 +657,7 @@ static ferry_err cancel(ferry_engine *e, const ferry_command *cmd, ferry_status 
 				if (!err)
 					err = ferry_journal_set_delta_link(e->journal, cmd->update_id, cs[i].name, NULL,
 									   NULL, st);
-				if (!err && cs[i].key)
+				if (!err)
 					err = ferry_journal_set_key(e->journal, cmd->update_id, cs[i].name, NULL, st);
 			}
 			ferry_jcomponents_free(cs, nc);

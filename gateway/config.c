@@ -396,7 +396,7 @@ static ferry_err check_decryption(const ferry_config *c, ferry_status *st)
 	else if (X509_check_private_key(cert, key) != 1)
 		e = bad_file(c, "decryption.key", c->decryption.key,
 			     "does not belong to the certificate in decryption.cert", st);
-	else if (!(X509_get_key_usage(cert) & KU_KEY_AGREEMENT))
+	else if (X509_get_key_usage(cert) == UINT32_MAX || !(X509_get_key_usage(cert) & KU_KEY_AGREEMENT))
 		e = bad_file(c, "decryption.cert", c->decryption.cert, "is not a key-agreement certificate", st);
 	X509_free(cert);
 	EVP_PKEY_free(key);

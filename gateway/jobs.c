@@ -208,7 +208,7 @@ static void forget_links(eng_run *r)
 			ferry_log(LOG_ERR, "journal: cannot forget the link of %s/%s", r->u.id, r->cs[i].name);
 		if (ferry_journal_set_delta_link(r->e->journal, r->u.id, r->cs[i].name, NULL, NULL, NULL))
 			ferry_log(LOG_ERR, "journal: cannot forget the delta links of %s/%s", r->u.id, r->cs[i].name);
-		if (r->cs[i].key && ferry_journal_set_key(r->e->journal, r->u.id, r->cs[i].name, NULL, NULL))
+		if (ferry_journal_set_key(r->e->journal, r->u.id, r->cs[i].name, NULL, NULL))
 			ferry_log(LOG_ERR, "journal: cannot forget the key of %s/%s", r->u.id, r->cs[i].name);
 	}
 }
@@ -688,7 +688,7 @@ static bool phase_download(eng_run *r)
 			const ferry_component *mc = run_component(r, c->name);
 			if (ferry_journal_set_link(r->e->journal, r->u.id, c->name, NULL, NULL) ||
 			    ferry_journal_set_delta_link(r->e->journal, r->u.id, c->name, NULL, NULL, NULL) ||
-			    (c->key && ferry_journal_set_key(r->e->journal, r->u.id, c->name, NULL, NULL)))
+			    ferry_journal_set_key(r->e->journal, r->u.id, c->name, NULL, NULL))
 				ferry_log(LOG_ERR, "journal: cannot forget the links of %s/%s", r->u.id, c->name);
 			free(c->link);
 			c->link = NULL;

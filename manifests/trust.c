@@ -8,6 +8,7 @@
  * since it can return negative values. */
 #include "ferry/trust.h"
 
+#include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -194,9 +195,12 @@ out:
 ferry_err ferry_trust_verify_kek(const ferry_trust *t, X509 *cert, const char *gateway_id, time_t at,
 				 ferry_status *st)
 {
-	char cn[128] = "";
+	X509_NAME *subject = X509_get_subject_name(cert);
+	int at_cn = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
+	const ASN1_STRING *cn = at_cn >= 0 ? X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, at_cn)) : NULL;
 	uint32_t ku = X509_get_key_usage(cert);
 	EVP_PKEY *k = X509_get0_pubkey(cert);
+	char group[32] = "";
 	ferry_err e;
 
 	if ((e = check_chain(t, cert, NULL, at, st)))
@@ -205,11 +209,16 @@ ferry_err ferry_trust_verify_kek(const ferry_trust *t, X509 *cert, const char *g
 		return ferry_fail(st, FERRY_E_UNTRUSTED_SIGNER, "key-agreement certificate is a CA certificate");
 	if (ku == UINT32_MAX || !(ku & KU_KEY_AGREEMENT))
 		return ferry_fail(st, FERRY_E_UNTRUSTED_SIGNER, "the certificate is not for key agreement");
-	X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof(cn));
-	if (strcmp(cn, gateway_id))
-		return ferry_fail(st, FERRY_E_UNTRUSTED_SIGNER, "the key-agreement certificate names \"%.64s\", not %s",
-				  cn, gateway_id);
-	if (!k || !EVP_PKEY_is_a(k, "EC") || EVP_PKEY_get_bits(k) != 256)
+	/* exactly one CN, exactly the gateway's id (no NUL cut short) */
+	if (!cn || X509_NAME_get_index_by_NID(subject, NID_commonName, at_cn) >= 0 ||
+	    (size_t)ASN1_STRING_length(cn) != strlen(gateway_id) ||
+	    memcmp(ASN1_STRING_get0_data(cn), gateway_id, strlen(gateway_id)))
+		return ferry_fail(st, FERRY_E_UNTRUSTED_SIGNER, "the key-agreement certificate names \"%.*s\", not %s",
+				  cn ? (ASN1_STRING_length(cn) > 64 ? 64 : ASN1_STRING_length(cn)) : 0,
+				  cn ? (const char *)ASN1_STRING_get0_data(cn) : "", gateway_id);
+	if (!k || !EVP_PKEY_is_a(k, "EC") ||
+	    !EVP_PKEY_get_utf8_string_param(k, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group), NULL) ||
+	    strcmp(group, "prime256v1"))
 		return ferry_fail(st, FERRY_E_UNSUPPORTED, "the key-agreement key is not a P-256 key");
 	return FERRY_OK;
 }

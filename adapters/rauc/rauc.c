@@ -57,6 +57,7 @@ typedef struct state {
 	char vendor_id[FERRY_ADAPTER_STR_MAX], class_id[FERRY_ADAPTER_STR_MAX], component[FERRY_ADAPTER_STR_MAX];
 	char reboot[CMD_MAX], health[CMD_MAX];
 	int call_timeout_ms, install_timeout_s, reboot_wait_s, health_timeout_s;
+	bool idle; /* no config section: no device */
 } state;
 
 typedef struct session {
@@ -236,6 +237,7 @@ static int slot_status(const session *x, slots *out, char *detail)
 		char st[FERRY_ADAPTER_STR_MAX] = "";
 		slots *f = &found[n < 16 ? n : 15];
 		memset(f, 0, sizeof(*f));
+		classes[n < 16 ? n : 15][0] = '\0';
 		if ((r = sd_bus_message_read(reply, "s", &name)) < 0 ||
 		    (r = slot_dict(reply, f->bootname, st, f->version, f->other_status, classes[n < 16 ? n : 15])) < 0 ||
 		    (r = sd_bus_message_exit_container(reply)) < 0)
@@ -283,14 +285,33 @@ static int mark(const session *x, const char *how, const char *slot, char *detai
 	return r;
 }
 
-/* Run a configured command through /bin/sh, at most timeout_s seconds. */
+/* Run a configured command through /bin/sh, at most timeout_s seconds: in
+ * a process group of its own, with default signals (ferryd blocks some),
+ * so that a timeout ends the whole command, not only its shell. */
 static int run_cmd(const session *x, const char *what, const char *cmd, int timeout_s, char *detail)
 {
 	char *argv[] = {"/bin/sh", "-c", (char *)cmd, NULL};
+	posix_spawnattr_t at;
+	sigset_t none, dfl;
 	pid_t pid;
 	int status = 0, rc;
 
-	if ((rc = posix_spawn(&pid, "/bin/sh", NULL, NULL, argv, environ)))
+	sigemptyset(&none);
+	sigemptyset(&dfl);
+	sigaddset(&dfl, SIGPIPE);
+	sigaddset(&dfl, SIGTERM);
+	sigaddset(&dfl, SIGINT);
+	sigaddset(&dfl, SIGHUP);
+	if ((rc = posix_spawnattr_init(&at)))
+		return ferry_adapter_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "the %s command cannot start: %s", what,
+					  strerror(rc));
+	posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
+	posix_spawnattr_setsigmask(&at, &none);
+	posix_spawnattr_setsigdefault(&at, &dfl);
+	posix_spawnattr_setpgroup(&at, 0);
+	rc = posix_spawn(&pid, "/bin/sh", NULL, &at, argv, environ);
+	posix_spawnattr_destroy(&at);
+	if (rc)
 		return ferry_adapter_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "the %s command cannot start: %s", what,
 					  strerror(rc));
 	for (int64_t until = now_ms() + (int64_t)timeout_s * 1000;;) {
@@ -301,7 +322,7 @@ static int run_cmd(const session *x, const char *what, const char *cmd, int time
 			return ferry_adapter_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "the %s command: %s", what,
 						  strerror(errno));
 		if (now_ms() > until) {
-			kill(pid, SIGKILL);
+			kill(-pid, SIGKILL);
 			waitpid(pid, &status, 0);
 			return ferry_adapter_fail(detail, FERRY_ADAPTER_E_INSTALL_FAILED,
 						  "the %s command did not end within %d s", what, timeout_s);
@@ -333,10 +354,20 @@ static int r_init(const ferry_host_v1 *host, void **st, char *detail)
 		return ferry_adapter_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "config bus: use system or a unix: D-Bus "
 					  "address");
 	}
-	snprintf(s->vendor_id, sizeof(s->vendor_id), "%s", host->config(host->ctx, "vendor_id"));
-	snprintf(s->class_id, sizeof(s->class_id), "%s", host->config(host->ctx, "class_id"));
+	/* no section at all: loaded, but the system is not offered; a section
+	 * needs all three */
+	const char *vid = host->config(host->ctx, "vendor_id"), *cid = host->config(host->ctx, "class_id"),
+		   *reboot = host->config(host->ctx, "reboot");
+	if ((vid || cid || reboot) && !(vid && cid && reboot)) {
+		free(s);
+		return ferry_adapter_fail(detail, FERRY_ADAPTER_E_ADAPTER_ERROR, "config %s: required key is missing",
+					  !vid ? "vendor_id" : !cid ? "class_id" : "reboot");
+	}
+	s->idle = !vid;
+	snprintf(s->vendor_id, sizeof(s->vendor_id), "%s", vid ? vid : "");
+	snprintf(s->class_id, sizeof(s->class_id), "%s", cid ? cid : "");
 	snprintf(s->component, sizeof(s->component), "%s", (v = host->config(host->ctx, "component")) ? v : "rootfs");
-	snprintf(s->reboot, sizeof(s->reboot), "%s", host->config(host->ctx, "reboot"));
+	snprintf(s->reboot, sizeof(s->reboot), "%s", reboot ? reboot : "");
 	snprintf(s->health, sizeof(s->health), "%s", (v = host->config(host->ctx, "health")) ? v : "");
 	if ((rc = ferry_adapter_config_int(host, "call_timeout_ms", 120000, 1000, 3600000, &s->call_timeout_ms, detail)) ||
 	    (rc = ferry_adapter_config_int(host, "install_timeout_s", 3600, 10, 86400, &s->install_timeout_s, detail)) ||
@@ -364,7 +395,7 @@ static int r_discover(void *st, ferry_device_v1 *devs, size_t max, size_t *n, ch
 
 	*n = 0;
 	(void)detail;
-	if (max < 1)
+	if (max < 1 || s->idle)
 		return 0;
 	/* RAUC not there (yet): no device, as an unplugged board is none */
 	if (bus_open(s, &x.bus, why) || prop_s(&x, "Compatible", compat, sizeof(compat), why) ||
@@ -496,8 +527,10 @@ static int on_props(sd_bus_message *m, void *ctx, sd_bus_error *e)
 	return 0;
 }
 
-/* Until RAUC is idle (an install a killed ferryd left goes on in RAUC). */
-static int wait_idle(session *x, char *detail)
+/* Until RAUC is idle (an install a killed ferryd left goes on in RAUC).
+ * An abort waits even when cancelled: the install it follows must end
+ * before the slot it wrote can be taken back. */
+static int wait_idle(session *x, bool cancellable, char *detail)
 {
 	char op[FERRY_ADAPTER_STR_MAX];
 	int rc;
@@ -506,7 +539,7 @@ static int wait_idle(session *x, char *detail)
 			return rc;
 		if (!strcmp(op, "idle"))
 			return 0;
-		if (x->sh->cancelled(x->sh->ctx))
+		if (cancellable && x->sh->cancelled(x->sh->ctx))
 			return ferry_adapter_fail(detail, FERRY_ADAPTER_E_CANCELLED, "cancelled while RAUC was %s", op);
 		if (now_ms() > until)
 			return ferry_adapter_fail(detail, FERRY_ADAPTER_E_DEVICE_BUSY, "RAUC stayed %s for %d s", op,
@@ -524,7 +557,7 @@ static int r_write(void *sess, const ferry_image_v1 *img, uint64_t *resume_from,
 	int rc, r;
 
 	*resume_from = 0; /* RAUC installs a bundle whole */
-	if ((rc = wait_idle(x, detail)))
+	if ((rc = wait_idle(x, true, detail)))
 		return rc;
 	x->done = false;
 	x->total = img->length;
@@ -645,7 +678,7 @@ static int r_abort(void *sess, const ferry_image_v1 *img, char *detail)
 	slots sl;
 	int rc;
 
-	if ((rc = wait_idle(x, detail)) || (rc = slot_status(x, &sl, detail)))
+	if ((rc = wait_idle(x, false, detail)) || (rc = slot_status(x, &sl, detail)))
 		return rc;
 	if (img && !strcmp(sl.version, img->version) && sl.other[0]) {
 		/* on the new system: back to the old one */
@@ -663,10 +696,11 @@ static int r_abort(void *sess, const ferry_image_v1 *img, char *detail)
 
 static const ferry_config_key keys[] = {
 	{"bus", FERRY_CFG_TEXT, 1, 255, false},
-	{"vendor_id", FERRY_CFG_TEXT, 1, 64, true},
-	{"class_id", FERRY_CFG_TEXT, 1, 64, true},
+	/* vendor_id, class_id and reboot: all three, or no section */
+	{"vendor_id", FERRY_CFG_TEXT, 1, 64, false},
+	{"class_id", FERRY_CFG_TEXT, 1, 64, false},
 	{"component", FERRY_CFG_TEXT, 1, 64, false},
-	{"reboot", FERRY_CFG_TEXT, 1, CMD_MAX - 1, true},
+	{"reboot", FERRY_CFG_TEXT, 1, CMD_MAX - 1, false},
 	{"health", FERRY_CFG_TEXT, 1, CMD_MAX - 1, false},
 	{"call_timeout_ms", FERRY_CFG_INT, 1000, 3600000, false},
 	{"install_timeout_s", FERRY_CFG_INT, 10, 86400, false},
