@@ -139,4 +139,36 @@ expect 1 "malformed: the (diff|extra) stream runs past the end of the patch" \
 	"$FERRY" delta apply "$T/old.bin" "$T/cut.fdl" -o "$T/x.bin"
 [ ! -e "$T/x.bin" ] || fail "a refused delta wrote its output"
 expect 2 "give two files and -o OUT" "$FERRY" delta make "$T/old.bin" -o "$T/x.fdl"
+# Encryption: two components of one file share one ciphertext and one key;
+# encrypt with delta_from, or a misspelt encrypt, is refused by name;
+# --keys goes with --wrap-key-for, which wants a key-agreement certificate.
+head -c 100000 /dev/urandom > "$T/fw.bin"
+enc_spec() { # enc_spec EXTRA: two components of fw.bin, the second with EXTRA
+	printf 'sequence: 1\ncomponents:\n'
+	for n in a b; do
+		printf '  - name: %s\n    type: firmware\n    adapter: x\n    target: {vendor_id: v, class_id: %s}\n' "$n" "$n"
+		printf '    version: 1.0.0\n    format: raw\n    file: fw.bin\n    encrypt: true\n'
+	done
+	[ -z "${1:-}" ] || printf '    %s\n' "$1"
+}
+enc_spec > "$T/enc.yaml"
+expect 0 "content keys of its 2 encrypted components written to $T/enc.jws.keys" \
+	"$FERRY" manifest sign "$T/enc.yaml" --key "$T/pki/manifest-signer.key" --cert "$T/pki/manifest-signer.pem" -o "$T/enc.jws"
+"$FERRY" manifest verify "$T/enc.jws" --ca "$T/pki/ca.pem" > "$T/enc.json"
+[ "$(grep -c "\"sha256\": \"$(sha256sum "$T/fw.bin.fenc" | cut -c1-64)\"" "$T/enc.json")" = 2 ] ||
+	fail "the two components do not name the one ciphertext"
+ka=$(grep -o '"a":"[^"]*"' "$T/enc.jws.keys" | cut -d'"' -f4)
+kb=$(grep -o '"b":"[^"]*"' "$T/enc.jws.keys" | cut -d'"' -f4)
+[ -n "$ka" ] && [ "$ka" = "$kb" ] || fail "the two components have different keys for one ciphertext"
+enc_spec "delta_from: [fw.bin]" > "$T/enc2.yaml"
+expect 1 "components\[1\]: an encrypted component takes no delta_from" \
+	"$FERRY" manifest sign "$T/enc2.yaml" --key "$T/pki/manifest-signer.key" --cert "$T/pki/manifest-signer.pem" -o "$T/x.jws"
+enc_spec "encrpyt: true" > "$T/enc3.yaml"
+expect 1 "enc3.yaml:[0-9]+: components\[1\].encrpyt: not a key of a manifest spec" \
+	"$FERRY" manifest sign "$T/enc3.yaml" --key "$T/pki/manifest-signer.key" --cert "$T/pki/manifest-signer.pem" -o "$T/x.jws"
+expect 2 "--keys and --wrap-key-for go together" "$FERRY" cmd sign --op update.download --gateway gw-1 --update u \
+	--link a=https://h/a --keys "$T/enc.jws.keys" --key "$T/pki/cmd-signer.key" --cert "$T/pki/cmd-signer.pem"
+expect 2 "not a key-agreement certificate" "$FERRY" cmd sign --op update.download --gateway gw-1 --update u \
+	--link a=https://h/a --keys "$T/enc.jws.keys" --wrap-key-for "$T/pki/gw-gw-1.pem" \
+	--key "$T/pki/cmd-signer.key" --cert "$T/pki/cmd-signer.pem"
 echo "ok: ferry CLI"
