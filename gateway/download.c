@@ -11,11 +11,17 @@
  * arrives into a small ring of buffers, and a writer thread takes them in
  * order to the file and the digest, so the hash and the page cache's copy
  * run beside the transfer instead of after each piece of it.
+ *
+ * libcurl, and the twenty-odd libraries Debian's build of it brings (HTTP/2,
+ * IDN, SSH, LDAP, Kerberos, a second TLS stack), are loaded when the first
+ * download starts, not with ferryd: a gateway at rest maps none of them
+ * (bench/idle.sh).  Once loaded it stays.
  */
 #define _GNU_SOURCE /* sync_file_range */
 #include "download.h"
 
 #include <curl/curl.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -73,11 +79,53 @@ typedef struct dl {
 	int64_t written;      /* `have` as the writer last told it, for progress */
 } dl;
 
-ferry_err ferry_download_global_init(ferry_status *st)
+#define LIBCURL_SONAME "libcurl.so.4"
+
+static struct {
+	CURLcode (*global_init)(long flags);
+	CURL *(*easy_init)(void);
+	CURLcode (*easy_setopt)(CURL *c, CURLoption opt, ...);
+	CURLcode (*easy_perform)(CURL *c);
+	void (*easy_cleanup)(CURL *c);
+	const char *(*easy_strerror)(CURLcode rc);
+	bool ok;
+	char why[160];
+} cu;
+static pthread_once_t cu_once = PTHREAD_ONCE_INIT;
+
+static void cu_load(void)
 {
-	if (curl_global_init(CURL_GLOBAL_DEFAULT))
-		return ferry_fail(st, FERRY_E_INTERNAL, "libcurl failed to initialise");
-	return FERRY_OK;
+	void *h = dlopen(LIBCURL_SONAME, RTLD_NOW | RTLD_LOCAL);
+
+	if (!h) {
+		snprintf(cu.why, sizeof(cu.why), "%s cannot be loaded: %s", LIBCURL_SONAME, dlerror());
+		return;
+	}
+	*(void **)&cu.global_init = dlsym(h, "curl_global_init");
+	*(void **)&cu.easy_init = dlsym(h, "curl_easy_init");
+	*(void **)&cu.easy_setopt = dlsym(h, "curl_easy_setopt");
+	*(void **)&cu.easy_perform = dlsym(h, "curl_easy_perform");
+	*(void **)&cu.easy_cleanup = dlsym(h, "curl_easy_cleanup");
+	*(void **)&cu.easy_strerror = dlsym(h, "curl_easy_strerror");
+	if (!cu.global_init || !cu.easy_init || !cu.easy_setopt || !cu.easy_perform || !cu.easy_cleanup ||
+	    !cu.easy_strerror) {
+		snprintf(cu.why, sizeof(cu.why), "%s lacks a function ferryd uses", LIBCURL_SONAME);
+		return;
+	}
+	/* thread-safe in the libcurl of bookworm (7.88, built with atomics) */
+	if (cu.global_init(CURL_GLOBAL_DEFAULT)) {
+		snprintf(cu.why, sizeof(cu.why), "libcurl failed to initialise");
+		return;
+	}
+	cu.ok = true;
+}
+
+static bool curl_ready(ferry_status *st)
+{
+	pthread_once(&cu_once, cu_load);
+	if (!cu.ok)
+		ferry_fail(st, FERRY_E_INTERNAL, "%s", cu.why);
+	return cu.ok;
 }
 
 static int64_t mono_ms(void)
@@ -284,47 +332,47 @@ static ferry_err open_partial(dl *d, ferry_status *st)
 static CURL *make_handle(dl *d, char *errbuf)
 {
 	const ferry_dl_req *r = d->req;
-	CURL *c = curl_easy_init();
+	CURL *c = cu.easy_init();
 	char range[64];
 
 	if (!c)
 		return NULL;
-	curl_easy_setopt(c, CURLOPT_URL, r->url);
+	cu.easy_setopt(c, CURLOPT_URL, r->url);
 #if LIBCURL_VERSION_NUM >= 0x075500
-	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https");
-	curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "https");
+	cu.easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https");
+	cu.easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "https");
 #else
-	curl_easy_setopt(c, CURLOPT_PROTOCOLS, CURLPROTO_HTTPS);
-	curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS, CURLPROTO_HTTPS);
+	cu.easy_setopt(c, CURLOPT_PROTOCOLS, CURLPROTO_HTTPS);
+	cu.easy_setopt(c, CURLOPT_REDIR_PROTOCOLS, CURLPROTO_HTTPS);
 #endif
-	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
-	curl_easy_setopt(c, CURLOPT_MAXREDIRS, 3L);
-	curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
-	curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
-	curl_easy_setopt(c, CURLOPT_CAINFO, r->ca_file);
+	cu.easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+	cu.easy_setopt(c, CURLOPT_MAXREDIRS, 3L);
+	cu.easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
+	cu.easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
+	cu.easy_setopt(c, CURLOPT_CAINFO, r->ca_file);
 	if (r->cert_file && r->key_file) {
 		/* a file host that binds links to gateways asks who fetches */
-		curl_easy_setopt(c, CURLOPT_SSLCERT, r->cert_file);
-		curl_easy_setopt(c, CURLOPT_SSLKEY, r->key_file);
+		cu.easy_setopt(c, CURLOPT_SSLCERT, r->cert_file);
+		cu.easy_setopt(c, CURLOPT_SSLKEY, r->key_file);
 	}
-	curl_easy_setopt(c, CURLOPT_CAPATH, NULL);
-	curl_easy_setopt(c, CURLOPT_PROXY, "");
-	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, r->limits.connect_timeout_s);
-	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, r->limits.low_speed_bytes);
-	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, r->limits.low_speed_time_s);
-	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-	curl_easy_setopt(c, CURLOPT_HEADERDATA, d);
-	curl_easy_setopt(c, CURLOPT_BUFFERSIZE, (long)CURL_BUFFER);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, d);
-	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+	cu.easy_setopt(c, CURLOPT_CAPATH, NULL);
+	cu.easy_setopt(c, CURLOPT_PROXY, "");
+	cu.easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	cu.easy_setopt(c, CURLOPT_CONNECTTIMEOUT, r->limits.connect_timeout_s);
+	cu.easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, r->limits.low_speed_bytes);
+	cu.easy_setopt(c, CURLOPT_LOW_SPEED_TIME, r->limits.low_speed_time_s);
+	cu.easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+	cu.easy_setopt(c, CURLOPT_HEADERDATA, d);
+	cu.easy_setopt(c, CURLOPT_BUFFERSIZE, (long)CURL_BUFFER);
+	cu.easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+	cu.easy_setopt(c, CURLOPT_WRITEDATA, d);
+	cu.easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
 	if (d->have > 0) {
 		snprintf(range, sizeof(range), "%lld-", (long long)d->have);
-		curl_easy_setopt(c, CURLOPT_RANGE, range);
+		cu.easy_setopt(c, CURLOPT_RANGE, range);
 	}
 	if (r->deadline) /* the attempt ends at the deadline, even on a trickle */
-		curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)((r->deadline - (int64_t)time(NULL)) * 1000));
+		cu.easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)((r->deadline - (int64_t)time(NULL)) * 1000));
 	return c;
 }
 
@@ -355,8 +403,8 @@ static ferry_err attempt(dl *d, bool *retry, ferry_status *st)
 	d->queued = d->written = d->have; /* the writer is idle between attempts */
 	d->fill = 0;
 	d->io_error = d->no_space = d->failed = false;
-	rc = curl_easy_perform(c);
-	curl_easy_cleanup(c);
+	rc = cu.easy_perform(c);
+	cu.easy_cleanup(c);
 	drain(d); /* what arrived is in the file (or dropped after an error) */
 	if (rc == CURLE_OPERATION_TIMEDOUT && past_deadline(d->req))
 		return deadline_passed(d, st);
@@ -390,7 +438,7 @@ static ferry_err attempt(dl *d, bool *retry, ferry_status *st)
 		/* TLS trust problems do not heal by themselves; network ones may. */
 		*retry = rc != CURLE_PEER_FAILED_VERIFICATION && rc != CURLE_SSL_CACERT_BADFILE &&
 			 rc != CURLE_URL_MALFORMAT;
-		return ferry_fail(st, FERRY_E_DOWNLOAD_FAILED, "%s", curl_easy_strerror(rc));
+		return ferry_fail(st, FERRY_E_DOWNLOAD_FAILED, "%s", cu.easy_strerror(rc));
 	}
 	if (d->have < d->req->size) {
 		*retry = true;
@@ -431,6 +479,8 @@ ferry_err ferry_download(const ferry_dl_req *req, ferry_status *st)
 
 	if (strncmp(req->url, "https://", 8))
 		return ferry_fail(st, FERRY_E_UNSUPPORTED, "only https:// links are allowed");
+	if (!curl_ready(st))
+		return st->code;
 	if (!(d.md = EVP_MD_CTX_new()) || !EVP_DigestInit_ex(d.md, EVP_sha256(), NULL)) {
 		EVP_MD_CTX_free(d.md);
 		return ferry_fail(st, FERRY_E_INTERNAL, "SHA-256 unavailable");

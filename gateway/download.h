@@ -54,7 +54,4 @@ typedef struct ferry_dl_req {
  * cancelled, unsupported (not https). */
 ferry_err ferry_download(const ferry_dl_req *req, ferry_status *st) FERRY_WUR;
 
-/* curl_global_init once per process, before threads start. */
-ferry_err ferry_download_global_init(ferry_status *st) FERRY_WUR;
-
 #endif

@@ -105,7 +105,7 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	umask(077); /* the journal, the store and temp files are ferryd's alone */
-	if (ferry_download_global_init(&st) || ferry_engine_new(&cfg, &engine, &st)) {
+	if (ferry_engine_new(&cfg, &engine, &st)) {
 		ferry_log(LOG_ERR, "cannot start: %s: %s", ferry_err_code(st.code), st.detail);
 		ferry_config_free(&cfg);
 		return 1;
