@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <systemd/sd-daemon.h>
 
 #include "adapter_host.h"
 #include "cloud.h"
@@ -15,6 +14,7 @@
 #include "download.h"
 #include "engine.h"
 #include "log.h"
+#include "notify.h"
 #include "state.h"
 
 static volatile sig_atomic_t stop;
@@ -126,12 +126,12 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	ferry_log(LOG_INFO, "gateway %s running, topics under %s/", cfg.gateway_id, cfg.topic_prefix);
-	sd_notify(0, "READY=1");
+	ferry_notify("READY=1");
 	ferry_engine_run(engine, &stop);
 	if (!stop)
 		pthread_kill(sig_thread, SIGTERM); /* the engine ended by itself: release the waiter */
 	pthread_join(sig_thread, NULL);
-	sd_notify(0, "STOPPING=1");
+	ferry_notify("STOPPING=1");
 	ferry_log(LOG_INFO, "stopping");
 	ferry_cloud_stop(cloud);
 	ferry_engine_free(engine);
