@@ -19,8 +19,8 @@ W_SLOW_RATE=100k
 world_up "${1:?usage: console.sh BUILD_DIR}"
 F=$W_FERRY
 start_ferryd
-CON_PID= DEPLOY_PID= CDP_PID=
-trap '{ for p in $CON_PID $DEPLOY_PID $CDP_PID; do kill "$p"; done; } 2>/dev/null || true; world_down' EXIT
+CON_PID= DEPLOY_PID= CHROME_PID=
+trap '{ for p in $CON_PID $DEPLOY_PID $CHROME_PID; do kill "$p"; done; } 2>/dev/null || true; world_down' EXIT
 
 # --- only loopback; the page and its headers
 rc=0; "$F" console --listen 0.0.0.0:8080 > "$W/out" 2>&1 || rc=$?
@@ -41,6 +41,8 @@ echo "ok: the console serves loopback only, refuses a foreign Host, and its page
 
 # --- one page, asked what it shows
 coproc CDP { "$W_BUILD/tests/sim/cdp_eval" "http://127.0.0.1:$PORT/" 1200 900 2> "$W/cdp.err"; }
+# bash unsets CDP_PID the moment it reaps the coprocess: keep our own copy
+CHROME_PID=$CDP_PID
 exec 5>&"${CDP[1]}" 6<&"${CDP[0]}"
 read -r -t 60 line <&6 && [ "$line" = '"ready"' ] || fail "chromium did not start: $(cat "$W/cdp.err")"
 ask() { # ask JS: its value as JSON
@@ -123,9 +125,9 @@ echo "ok: the page shows the campaign's counts, and refuses a forged report"
 
 head -c 8 "$W/console.png" | od -An -tx1 | grep -q "89 50 4e 47 0d 0a 1a 0a" || fail "the screenshot is not a PNG"
 [ -z "${FERRY_CONSOLE_SHOT:-}" ] || cp "$W/console.png" "$FERRY_CONSOLE_SHOT"
-kill "$CDP_PID"
-wait "$CDP_PID" 2>/dev/null || true
-CDP_PID=
+kill "$CHROME_PID" 2>/dev/null || true
+wait "$CHROME_PID" 2>/dev/null || true
+CHROME_PID=
 kill "$CON_PID"
 wait "$CON_PID" || fail "the console did not stop cleanly on SIGTERM"
 CON_PID=
