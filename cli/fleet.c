@@ -13,9 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -49,7 +46,7 @@ typedef struct gw {
 	json_t *inv; /* checked */
 } gw;
 
-/* an inventory as it came, opened later on a worker thread */
+/* an inventory as it came, opened on a worker thread */
 typedef struct pending {
 	char id[65], topic[96];
 	char *payload;
@@ -61,18 +58,32 @@ typedef struct pending {
 	int64_t not_after; /* its certificate's end, for the cache */
 } pending;
 
+enum { WORKERS_MAX = 7 };
+
 struct fleet {
 	gw *g;
 	size_t n, cap;
 	json_t *index; /* id -> position + 1 */
 	const ferry_trust *trust;
-	pending *pend;
-	size_t n_pend, cap_pend;
 	fleet_filter where;
 	unsigned refused;
 	sqlite3 *cache;    /* messages opened before (fleet_set_cache) */
-	json_t *cached;    /* hash -> [payload text, not after] */
+	json_t *cached;    /* hash -> not after */
 	unsigned char anchor[32];
+	/* Inventories waiting to be opened, opened by the worker threads as
+	 * they come (the broker's backlog of retained messages arrives while
+	 * the first ones are checked) and by settle().  Entries are pointers,
+	 * so they stay put while the array grows.  All under mu. */
+	pthread_mutex_t mu;
+	pthread_cond_t work, done;
+	pending **pend;
+	size_t n_pend, cap_pend;
+	size_t next;   /* the next entry to open */
+	size_t n_done; /* entries opened */
+	size_t idle;   /* workers waiting for work */
+	pthread_t th[WORKERS_MAX];
+	size_t n_th;
+	bool started, stop;
 };
 
 fleet *fleet_new(void)
@@ -81,6 +92,11 @@ fleet *fleet_new(void)
 	if (fl && !(fl->index = json_object())) {
 		free(fl);
 		return NULL;
+	}
+	if (fl) {
+		pthread_mutex_init(&fl->mu, NULL);
+		pthread_cond_init(&fl->work, NULL);
+		pthread_cond_init(&fl->done, NULL);
 	}
 	return fl;
 }
@@ -161,7 +177,7 @@ static json_t *payload_of(const char *jws, size_t len)
 }
 
 /* Records what this run opened, and forgets what it no longer saw. */
-static void cache_save(fleet *fl)
+static void cache_save(fleet *fl, pending *const *batch, size_t n)
 {
 	sqlite3_stmt *ins = NULL, *touch = NULL, *q = NULL;
 	int64_t now = (int64_t)time(NULL), run = 0;
@@ -175,8 +191,8 @@ static void cache_save(fleet *fl)
 	sqlite3_finalize(q);
 	if (run && !sqlite3_prepare_v2(fl->cache, "INSERT OR REPLACE INTO opened VALUES(?,?,?)", -1, &ins, NULL) &&
 	    !sqlite3_prepare_v2(fl->cache, "UPDATE opened SET seen = ? WHERE hash = ?", -1, &touch, NULL)) {
-		for (size_t i = 0; i < fl->n_pend; i++) {
-			pending *p = &fl->pend[i];
+		for (size_t i = 0; i < n; i++) {
+			const pending *p = batch[i];
 			if (!p->inv || !p->hash[0])
 				continue;
 			if (p->cached) {
@@ -202,25 +218,42 @@ static void cache_save(fleet *fl)
 	sqlite3_exec(fl->cache, "COMMIT", NULL, NULL, NULL);
 }
 
+static void pending_free(pending *p)
+{
+	if (p) {
+		free(p->payload);
+		json_decref(p->inv);
+		free(p);
+	}
+}
+
 void fleet_free(fleet *fl)
 {
 	if (!fl)
 		return;
+	pthread_mutex_lock(&fl->mu);
+	fl->stop = true;
+	pthread_cond_broadcast(&fl->work);
+	pthread_mutex_unlock(&fl->mu);
+	for (size_t t = 0; t < fl->n_th; t++)
+		pthread_join(fl->th[t], NULL);
 	sqlite3_close(fl->cache);
 	json_decref(fl->cached);
-	for (size_t i = 0; i < fl->n_pend; i++) {
-		free(fl->pend[i].payload);
-		json_decref(fl->pend[i].inv);
-	}
+	for (size_t i = 0; i < fl->n_pend; i++)
+		pending_free(fl->pend[i]);
 	free(fl->pend);
 	for (size_t i = 0; i < fl->n; i++)
 		json_decref(fl->g[i].inv);
 	free(fl->g);
 	json_decref(fl->index);
+	pthread_cond_destroy(&fl->work);
+	pthread_cond_destroy(&fl->done);
+	pthread_mutex_destroy(&fl->mu);
 	free(fl);
 }
 
 static void settle(fleet *fl);
+static void queue(fleet *fl, pending *p);
 
 unsigned fleet_refused(fleet *fl)
 {
@@ -367,24 +400,17 @@ void fleet_add(fleet *fl, const char *topic, const char *payload, size_t len)
 	if (!len)
 		return; /* a cleared retained message */
 	if (!strcmp(kind, "inventory")) {
-		/* the gateway's own word: opened by settle(), on every core */
-		if (fl->n_pend == fl->cap_pend) {
-			size_t cap = fl->cap_pend ? fl->cap_pend * 2 : 256;
-			pending *p = realloc(fl->pend, cap * sizeof(*p));
-			if (!p)
-				return;
-			fl->pend = p;
-			fl->cap_pend = cap;
-		}
-		pending *p = &fl->pend[fl->n_pend];
-		memset(p, 0, sizeof(*p));
-		if (!(p->payload = malloc(len)))
+		/* the gateway's own word: opened on the worker threads */
+		pending *p = calloc(1, sizeof(*p));
+		if (!p || !(p->payload = malloc(len))) {
+			free(p);
 			return;
+		}
 		memcpy(p->payload, payload, len);
 		p->len = len;
 		snprintf(p->id, sizeof(p->id), "%s", id);
 		snprintf(p->topic, sizeof(p->topic), "%s", topic);
-		fl->n_pend++;
+		queue(fl, p);
 		return;
 	}
 	/* the state is the broker's will or the gateway's "online", unsigned */
@@ -408,189 +434,121 @@ void fleet_add(fleet *fl, const char *topic, const char *payload, size_t len)
 	json_decref(msg);
 }
 
-typedef struct worker {
-	fleet *fl;
-	size_t first, step;
-	time_t now;
-} worker;
-
-static void *open_some(void *arg)
+/* Opens one inventory, or takes it from the cache when its very bytes
+ * were opened before (same anchor, its certificate still valid).  On any
+ * thread: it reads the fleet's trust and cache, which do not change once
+ * messages come, and writes only *p. */
+static void open_one(const fleet *fl, pending *p)
 {
-	worker *w = arg;
-	for (size_t i = w->first; i < w->fl->n_pend; i += w->step) {
-		pending *p = &w->fl->pend[i];
-		json_t *inv = NULL;
-		if (p->cached)
-			continue;
-		if (ferry_report_open_until(p->payload, p->len, w->fl->trust, p->id, w->now, &inv, &p->not_after, &p->st))
-			continue;
-		if (!inventory_ok(inv, p->id)) {
-			ferry_fail(&p->st, FERRY_E_MALFORMED, "an inventory that names another gateway or lacks members");
+	json_t *inv = NULL;
+	time_t now = time(NULL);
+
+	if (fl->cache) {
+		sha256_hex(fl->anchor, p->id, p->payload, p->len, p->hash);
+		json_t *hit = p->hash[0] ? json_object_get(fl->cached, p->hash) : NULL;
+		if (hit && json_integer_value(hit) > now) {
+			inv = payload_of(p->payload, p->len);
+			if (inv && inventory_ok(inv, p->id)) {
+				p->inv = inv;
+				p->cached = true;
+				return;
+			}
 			json_decref(inv);
-			continue;
+			inv = NULL;
 		}
-		p->inv = inv;
 	}
+	if (ferry_report_open_until(p->payload, p->len, fl->trust, p->id, now, &inv, &p->not_after, &p->st))
+		return;
+	if (!inventory_ok(inv, p->id)) {
+		ferry_fail(&p->st, FERRY_E_MALFORMED, "an inventory that names another gateway or lacks members");
+		json_decref(inv);
+		return;
+	}
+	p->inv = inv;
+}
+
+/* Opens the next waiting entry; with mu held, which it drops meanwhile.
+ * False when none waits. */
+static bool open_next(fleet *fl)
+{
+	if (fl->next >= fl->n_pend)
+		return false;
+	pending *p = fl->pend[fl->next++];
+	pthread_mutex_unlock(&fl->mu);
+	open_one(fl, p);
+	pthread_mutex_lock(&fl->mu);
+	if (++fl->n_done == fl->n_pend)
+		pthread_cond_broadcast(&fl->done);
+	return true;
+}
+
+static void *worker(void *arg)
+{
+	fleet *fl = arg;
+	pthread_mutex_lock(&fl->mu);
+	while (!fl->stop) {
+		if (open_next(fl))
+			continue;
+		fl->idle++;
+		pthread_cond_wait(&fl->work, &fl->mu);
+		fl->idle--;
+	}
+	pthread_mutex_unlock(&fl->mu);
 	return NULL;
 }
 
-/* How many threads this process runs, from /proc/self/stat; 0 if unknown. */
-static long threads_now(void)
+/* Hands p to the workers, started with the first one: one per core but
+ * the one that receives (at most WORKERS_MAX).  OpenSSL 3.0 lets threads
+ * check certificates side by side now that certificates are read without
+ * its decoder search (manifests/certparse.c).  Without a worker, settle()
+ * opens everything. */
+static void queue(fleet *fl, pending *p)
 {
-	char buf[1024], *p;
-	long n = 0;
-	FILE *f = fopen("/proc/self/stat", "r");
-	size_t got = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
-
-	if (f)
-		fclose(f);
-	buf[got] = '\0';
-	/* the command name can hold anything but ends at the last ')' */
-	if (!(p = strrchr(buf, ')')))
-		return 0;
-	/* after ") ": state, ppid, pgrp, ... num_threads is the 18th field after the name */
-	for (int field = 0; field < 18 && p; field++)
-		p = strchr(p + 1, ' ');
-	if (p)
-		n = strtol(p + 1, NULL, 10);
-	return n;
+	pthread_mutex_lock(&fl->mu);
+	if (fl->n_pend == fl->cap_pend) {
+		size_t cap = fl->cap_pend ? fl->cap_pend * 2 : 256;
+		pending **grown = realloc(fl->pend, cap * sizeof(*grown));
+		if (!grown) {
+			pthread_mutex_unlock(&fl->mu);
+			pending_free(p);
+			return;
+		}
+		fl->pend = grown;
+		fl->cap_pend = cap;
+	}
+	fl->pend[fl->n_pend++] = p;
+	if (!fl->started) {
+		long cores = sysconf(_SC_NPROCESSORS_ONLN);
+		size_t want = cores <= 1 ? 0 : cores - 1 > WORKERS_MAX ? WORKERS_MAX : (size_t)cores - 1;
+		fl->started = true;
+		for (size_t t = 0; t < want; t++)
+			if (!pthread_create(&fl->th[fl->n_th], NULL, worker, fl))
+				fl->n_th++;
+	}
+	if (fl->idle)
+		pthread_cond_signal(&fl->work);
+	pthread_mutex_unlock(&fl->mu);
 }
 
-/* A child's results, as JSON in a memfd: [[index, code, detail, not_after,
- * inventory or null], ...] for each message of its share. */
-static void share_in_child(worker *w, int fd)
-{
-	json_t *out = json_array();
-	open_some(w);
-	for (size_t i = w->first; out && i < w->fl->n_pend; i += w->step) {
-		pending *p = &w->fl->pend[i];
-		if (p->cached)
-			continue;
-		json_array_append_new(out, json_pack("[I,i,s,I,O?]", (json_int_t)i, (int)p->st.code, p->st.detail,
-						     (json_int_t)p->not_after, p->inv));
-	}
-	char *text = out ? json_dumps(out, JSON_COMPACT) : NULL;
-	size_t len = text ? strlen(text) : 0, done = 0;
-	while (text && done < len) {
-		ssize_t k = write(fd, text + done, len - done);
-		if (k <= 0)
-			_exit(1);
-		done += (size_t)k;
-	}
-	_exit(text ? 0 : 1);
-}
-
-/* Takes a child's results; false if they are not all there. */
-static bool share_from_child(fleet *fl, const worker *w, int fd)
-{
-	json_error_t jerr;
-	json_t *res, *r;
-	size_t k, taken = 0, due = 0;
-
-	for (size_t i = w->first; i < fl->n_pend; i += w->step)
-		due += !fl->pend[i].cached;
-	struct stat sb;
-	void *m;
-	if (fstat(fd, &sb) || sb.st_size <= 0 ||
-	    (m = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0)) == MAP_FAILED)
-		return false;
-	res = json_loadb(m, (size_t)sb.st_size, 0, &jerr);
-	munmap(m, (size_t)sb.st_size);
-	if (!res)
-		return false;
-	json_array_foreach(res, k, r) {
-		json_int_t i = json_integer_value(json_array_get(r, 0));
-		json_t *inv = json_array_get(r, 4);
-		if (i < 0 || (size_t)i >= fl->n_pend || (size_t)i % w->step != w->first || fl->pend[i].cached)
-			continue;
-		pending *p = &fl->pend[i];
-		p->st.code = (ferry_err)json_integer_value(json_array_get(r, 1));
-		const char *d = json_string_value(json_array_get(r, 2));
-		snprintf(p->st.detail, sizeof(p->st.detail), "%s", d ? d : "");
-		p->not_after = json_integer_value(json_array_get(r, 3));
-		p->inv = json_is_object(inv) ? json_incref(inv) : NULL;
-		taken++;
-	}
-	json_decref(res);
-	return taken == due;
-}
-
-/* Opens the inventories that came, on as many cores as there are (at most
- * 8), then takes them in the order they came.  A process with one thread
- * (ferry fleet) opens each share but the first in a child process: OpenSSL
- * 3.0's shared locks let two threads reach only about 1.3 times one, while
- * processes share nothing.  Where other threads run (the console), forking
- * could copy a lock another thread holds, so shares go to threads. */
+/* Waits for every inventory that came to be opened (helping the workers),
+ * then takes them in the order they came. */
 static void settle(fleet *fl)
 {
-	enum { WORKERS_MAX = 8 };
-	pthread_t th[WORKERS_MAX];
-	worker w[WORKERS_MAX];
-	bool started[WORKERS_MAX] = {false};
-	pid_t kid[WORKERS_MAX] = {0};
-	int out[WORKERS_MAX];
-	long cores = sysconf(_SC_NPROCESSORS_ONLN);
-	size_t n = cores < 1 ? 1 : cores > WORKERS_MAX ? WORKERS_MAX : (size_t)cores;
-
-	if (!fl->n_pend)
+	pthread_mutex_lock(&fl->mu);
+	while (open_next(fl))
+		;
+	while (fl->n_done < fl->n_pend)
+		pthread_cond_wait(&fl->done, &fl->mu);
+	pending **batch = fl->pend;
+	size_t n = fl->n_pend;
+	fl->pend = NULL;
+	fl->n_pend = fl->cap_pend = fl->next = fl->n_done = 0;
+	pthread_mutex_unlock(&fl->mu);
+	if (!n)
 		return;
-	/* a message opened before (same anchor, same bytes, its certificate
-	 * still valid) is taken as it was then */
-	time_t now = time(NULL);
-	for (size_t i = 0; fl->cache && i < fl->n_pend; i++) {
-		pending *p = &fl->pend[i];
-		sha256_hex(fl->anchor, p->id, p->payload, p->len, p->hash);
-		json_t *hit = p->hash[0] ? json_object_get(fl->cached, p->hash) : NULL;
-		if (!hit || json_integer_value(hit) <= now)
-			continue;
-		json_t *inv = payload_of(p->payload, p->len);
-		if (inv && inventory_ok(inv, p->id)) {
-			p->inv = inv;
-			p->cached = true;
-		} else {
-			json_decref(inv);
-		}
-	}
-	if (n > fl->n_pend)
-		n = fl->n_pend;
-	bool fork_ok = threads_now() == 1;
-	for (size_t t = 0; t < n; t++)
-		w[t] = (worker){.fl = fl, .first = t, .step = n, .now = time(NULL)};
-	for (size_t t = 1; t < n; t++) {
-		if (fork_ok && (out[t] = memfd_create("ferry-fleet-share", MFD_CLOEXEC)) >= 0) {
-			fflush(NULL); /* nothing buffered is written twice */
-			if ((kid[t] = fork()) == 0)
-				share_in_child(&w[t], out[t]);
-			if (kid[t] > 0)
-				continue;
-			kid[t] = 0;
-			close(out[t]);
-		}
-		started[t] = !pthread_create(&th[t], NULL, open_some, &w[t]);
-	}
-	open_some(&w[0]);
-	for (size_t t = 1; t < n; t++) {
-		if (kid[t]) {
-			int status = 0;
-			bool whole = waitpid(kid[t], &status, 0) == kid[t] && WIFEXITED(status) &&
-				     WEXITSTATUS(status) == 0 && share_from_child(fl, &w[t], out[t]);
-			close(out[t]);
-			if (whole)
-				continue;
-			for (size_t i = w[t].first; i < fl->n_pend; i += w[t].step) {
-				json_decref(fl->pend[i].inv);
-				fl->pend[i].inv = NULL;
-			}
-			open_some(&w[t]); /* the child failed: its share is done here */
-		} else if (started[t]) {
-			pthread_join(th[t], NULL);
-		} else {
-			open_some(&w[t]); /* no thread for this share: done here */
-		}
-	}
-	cache_save(fl);
-	for (size_t i = 0; i < fl->n_pend; i++) {
-		pending *p = &fl->pend[i];
+	cache_save(fl, batch, n);
+	for (size_t i = 0; i < n; i++) {
+		pending *p = batch[i];
 		gw *g = p->inv ? gw_of(fl, p->id) : NULL;
 		if (g) {
 			json_decref(g->inv);
@@ -602,10 +560,9 @@ static void settle(fleet *fl)
 			clean_text(clean, sizeof(clean), p->st.detail[0] ? p->st.detail : "out of memory");
 			fprintf(stderr, "ferry: refused a message on %s: %s: %s\n", p->topic, ferry_err_code(p->st.code), clean);
 		}
-		free(p->payload);
-		json_decref(p->inv);
+		pending_free(p);
 	}
-	fl->n_pend = 0;
+	free(batch);
 }
 
 static const char *state_name(int s)

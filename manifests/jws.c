@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "certparse.h"
 #include "ferry/jsonfield.h"
 
 static int b64url_value(char c)
@@ -136,14 +137,19 @@ static bool key_is(EVP_PKEY *k, const char *alg)
 /* ES256 (RFC 7518, 3.4): the signature is R || S, 32 bytes each; OpenSSL
  * takes it as a DER ECDSA-Sig-Value, built here from the two numbers, and
  * verifies it over SHA-256 of "header.payload" with the certificate's own
- * key (its named curve keeps OpenSSL on its fast P-256 code). */
-static bool verify_es256(EVP_PKEY *k, const char *c, const size_t plen[3], const unsigned char *sig, size_t siglen)
+ * key (its named curve keeps OpenSSL on its fast P-256 code).  A key that
+ * certparse.c read itself is checked there, without EVP's copy of it. */
+static bool verify_es256(X509 *leaf, EVP_PKEY *k, const char *c, const size_t plen[3], const unsigned char *sig,
+			 size_t siglen)
 {
 	unsigned char *der = NULL;
 	bool ok = false;
 
 	if (siglen != 64)
 		return false;
+	int fast = ferry_certparse_es256(leaf, (const unsigned char *)c, plen[0] + 1 + plen[1], sig);
+	if (fast >= 0)
+		return fast == 1;
 	ECDSA_SIG *es = ECDSA_SIG_new();
 	BIGNUM *r = BN_bin2bn(sig, 32, NULL), *s = BN_bin2bn(sig + 32, 32, NULL);
 	if (es && r && s && ECDSA_SIG_set0(es, r, s)) {
@@ -180,7 +186,7 @@ static ferry_err check_signature(X509 *leaf, const char *alg, const char *c, con
 
 	if (!k || !key_is(k, alg))
 		return ferry_fail(st, FERRY_E_BAD_SIGNATURE, "the signer certificate's key does not fit alg %s", alg);
-	ok = !strcmp(alg, "EdDSA") ? verify_eddsa(k, c, plen, sig, siglen) : verify_es256(k, c, plen, sig, siglen);
+	ok = !strcmp(alg, "EdDSA") ? verify_eddsa(k, c, plen, sig, siglen) : verify_es256(leaf, k, c, plen, sig, siglen);
 	ERR_clear_error();
 	if (!ok)
 		return ferry_fail(st, FERRY_E_BAD_SIGNATURE, "signature does not verify with the signer certificate's key");

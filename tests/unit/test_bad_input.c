@@ -4,6 +4,7 @@
  *
  * Certificates are made in memory for a fixed `now`, so the table does not
  * depend on the wall clock. */
+#define _GNU_SOURCE /* memmem */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -28,7 +29,8 @@
 #define NOW 1800000000LL
 #define DAY 86400
 
-enum signer { S_GOOD, S_ED, S_EXPIRED, S_FUTURE, S_OTHER_CA, S_CA_AS_LEAF, S_GATEWAY, S_BROKER, S_COUNT };
+enum signer { S_GOOD, S_ED, S_EXPIRED, S_FUTURE, S_OTHER_CA, S_CA_AS_LEAF, S_GATEWAY, S_BROKER, S_SWAPPED,
+	      S_OFF_CURVE, S_COMPRESSED, S_COUNT };
 
 static struct world {
 	ferry_trust *trust;
@@ -49,6 +51,14 @@ static char *b64url(const void *p, size_t n)
 	return s;
 }
 
+static void set_x5c(enum signer s, const unsigned char *der, int n)
+{
+	char *b64 = malloc((size_t)(n + 2) / 3 * 4 + 1);
+	EVP_EncodeBlock((unsigned char *)b64, der, n);
+	snprintf(w.x5c[s], sizeof(w.x5c[s]), "[\"%s\"]", b64);
+	free(b64);
+}
+
 static void issue(enum signer s, ferry_pki_kind kind, ferry_pki_keytype kt, time_t nb, time_t na, X509 *ca,
 		  EVP_PKEY *cakey)
 {
@@ -61,11 +71,53 @@ static void issue(enum signer s, ferry_pki_kind kind, ferry_pki_keytype kt, time
 	assert_int_equal(ferry_pki_issue(&r, &w.cert[s], &w.key[s], &st), FERRY_OK);
 	n = i2d_X509(w.cert[s], &der);
 	assert_true(n > 0);
-	char *b64 = malloc((size_t)(n + 2) / 3 * 4 + 1);
-	EVP_EncodeBlock((unsigned char *)b64, der, n);
-	snprintf(w.x5c[s], sizeof(w.x5c[s]), "[\"%s\"]", b64);
-	free(b64);
+	set_x5c(s, der, n);
 	OPENSSL_free(der);
+}
+
+/* Certificates changed after the CA signed them, and one the CA signed
+ * with its key in compressed form: what the certificate reader
+ * (manifests/certparse.c) must get right.  S_SWAPPED is S_GOOD's with the
+ * key point of S_OTHER_CA's leaf put in place of its own; S_OFF_CURVE has
+ * a point that is not on the curve. */
+static void alter(void)
+{
+	const unsigned char *point, *other;
+	int plen, olen;
+	unsigned char *der = NULL, *at;
+	int n = i2d_X509(w.cert[S_GOOD], &der);
+
+	assert_true(n > 0);
+	assert_int_equal(X509_PUBKEY_get0_param(NULL, &point, &plen, NULL, X509_get_X509_PUBKEY(w.cert[S_GOOD])), 1);
+	assert_int_equal(X509_PUBKEY_get0_param(NULL, &other, &olen, NULL, X509_get_X509_PUBKEY(w.cert[S_OTHER_CA])),
+			 1);
+	assert_int_equal(plen, 65);
+	assert_int_equal(olen, 65);
+	assert_non_null(at = memmem(der, (size_t)n, point, (size_t)plen));
+	memcpy(at, other, 65);
+	set_x5c(S_SWAPPED, der, n);
+	memcpy(at, point, 65);
+	at[64] ^= 1; /* y no longer fits x */
+	set_x5c(S_OFF_CURVE, der, n);
+	OPENSSL_free(der);
+
+	X509 *c = X509_dup(w.cert[S_GOOD]);
+	EVP_PKEY *k = EVP_PKEY_dup(w.key[S_GOOD]);
+	assert_non_null(c);
+	assert_non_null(k);
+	assert_int_equal(EVP_PKEY_set_utf8_string_param(k, OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT,
+							OSSL_PKEY_EC_POINT_CONVERSION_FORMAT_COMPRESSED), 1);
+	assert_int_equal(X509_set_pubkey(c, k), 1);
+	assert_true(X509_sign(c, w.ca_key, EVP_sha256()) > 0);
+	assert_int_equal(X509_PUBKEY_get0_param(NULL, &point, &plen, NULL, X509_get_X509_PUBKEY(c)), 1);
+	assert_int_equal(plen, 33);
+	der = NULL;
+	n = i2d_X509(c, &der);
+	assert_true(n > 0);
+	set_x5c(S_COMPRESSED, der, n);
+	OPENSSL_free(der);
+	w.cert[S_COMPRESSED] = c;
+	w.key[S_COMPRESSED] = k;
 }
 
 static int setup(void **state)
@@ -88,6 +140,7 @@ static int setup(void **state)
 	 * signs the gateway's reports) and a server's */
 	issue(S_GATEWAY, FERRY_PKI_CLIENT, FERRY_PKI_P256, NOW - DAY, NOW + 365 * DAY, w.ca, w.ca_key);
 	issue(S_BROKER, FERRY_PKI_SERVER, FERRY_PKI_P256, NOW - DAY, NOW + 365 * DAY, w.ca, w.ca_key);
+	alter();
 	snprintf(w.dir, sizeof(w.dir), "/tmp/ferry-bad-XXXXXX");
 	assert_non_null(mkdtemp(w.dir));
 	assert_int_equal(ferry_pki_write(w.dir, "ca", w.ca, w.ca_key, &st), FERRY_OK);
@@ -222,6 +275,9 @@ static const tcase cases[] = {
 	{"command signed by the broker's certificate", CMD, NULL, NULL, S_BROKER, S_BROKER, M_NONE,
 	 FERRY_E_UNTRUSTED_SIGNER},
 	{"leaf key did not sign", CMD, NULL, NULL, S_GOOD, S_OTHER_CA, M_NONE, FERRY_E_BAD_SIGNATURE},
+	{"leaf key swapped after the CA signed", CMD, NULL, NULL, S_SWAPPED, S_OTHER_CA, M_NONE,
+	 FERRY_E_UNTRUSTED_SIGNER},
+	{"leaf key not on the curve", CMD, NULL, NULL, S_OFF_CURVE, S_GOOD, M_NONE, FERRY_E_UNTRUSTED_SIGNER},
 	{"Ed25519 leaf with alg ES256", CMD, NULL, "{\"alg\":\"ES256\",\"x5c\":X5C}", S_ED, S_ED, M_NONE,
 	 FERRY_E_BAD_SIGNATURE},
 	/* --- command payload */
@@ -368,6 +424,7 @@ static const tcase cases[] = {
 	 S_GOOD, S_GOOD, M_NONE, FERRY_E_MALFORMED},
 	/* --- valid ones: the verifier must not refuse everything */
 	{"valid ES256 command", CMD, NULL, NULL, S_GOOD, S_GOOD, M_NONE, FERRY_OK},
+	{"valid command, leaf key in compressed form", CMD, NULL, NULL, S_COMPRESSED, S_COMPRESSED, M_NONE, FERRY_OK},
 	{"valid EdDSA command", CMD, NULL, "{\"alg\":\"EdDSA\",\"x5c\":X5C}", S_ED, S_ED, M_NONE, FERRY_OK},
 	{"valid command, unknown fields ignored", CMD, CMD_T("\"nbf\":1800000000,\"exp\":1800000600,"
 		"\"op\":\"update.cancel\",\"update_id\":\"u-1\",\"future\":{\"x\":[1]}"), NULL, S_GOOD, S_GOOD, M_NONE,
