@@ -28,8 +28,9 @@ ferry_err fleet_set_cache(fleet *fl, const char *path, const char *ca_path, ferr
  * component.NAME OP VERSION with OP one of < <= > >= = !=. */
 ferry_err fleet_where(fleet *fl, const char *cond, ferry_status *st) FERRY_WUR;
 /* A retained message: ferry/v1/GW/inventory or ferry/v1/GW/state.
- * Inventories are kept as they came and opened (signature, chain, CN) on
- * every core at once by the first call below. */
+ * Inventories are opened (signature, chain, CN) by worker threads, one per
+ * core but the caller's, as they come; the first call below waits for the
+ * rest and takes them in the order they came. */
 void fleet_add(fleet *fl, const char *topic, const char *payload, size_t len);
 /* A set of conditions of its own (a campaign's --where), in the syntax of
  * fleet_where. */
