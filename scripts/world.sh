@@ -410,6 +410,7 @@ CONF
 
 world_down() {
 	stop_ferryd
+	[ -n "${W:-}" ] && mountpoint -q "$W/state" 2>/dev/null && umount "$W/state"
 	local p
 	for p in ${W_GW_PIDS:-}; do kill "$p" 2>/dev/null || true; done
 	[ -n "${W_DBUS_PID:-}" ] && kill "$W_DBUS_PID" 2>/dev/null || true
@@ -418,6 +419,44 @@ world_down() {
 	[ -n "${W_MQTT_PID:-}" ] && kill "$W_MQTT_PID" 2>/dev/null || true
 	wait 2>/dev/null || true
 	if [ -n "${W:-}" ] && [ -z "${FERRY_KEEP:-}" ]; then rm -rf "$W"; fi
+}
+
+# serial_smp_conf [--retries N] PORT=CLASS=COMPONENT...: the serial-smp
+# section for W_EXTRA_ADAPTERS, with the tests' timings, one port per
+# simulated MCU on $W/PORT (the caller replaces /tmp/PLACEHOLDER with $W
+# after world_up).  No newline at the end, so more sections can follow.
+serial_smp_conf() {
+	local retries="" spec port class comp
+	[ "${1:-}" = --retries ] && { retries=$2; shift 2; }
+	printf '  serial-smp:\n    timeout_ms: 700\n    first_timeout_ms: 3000\n    reset_wait_ms: 8000\n'
+	[ -n "$retries" ] && printf '    retries: %s\n' "$retries"
+	printf '    ports:'
+	for spec in "$@"; do
+		IFS== read -r port class comp <<< "$spec"
+		printf '\n      - path: /tmp/PLACEHOLDER/%s\n        vendor_id: acme\n        class_id: %s\n        component: %s' \
+			"$port" "$class" "$comp"
+	done
+}
+
+# state_on_tmpfs SIZE: the gateway's state dir (journal, image store) on a
+# tmpfs of SIZE, so a test can fill its disk; root only, as in CI.
+# world_down unmounts it once ferryd has stopped.
+state_on_tmpfs() {
+	mount -t tmpfs -o "size=$1,mode=0700" ferry-state "$W/state" ||
+		fail "cannot mount a tmpfs for the state dir (this test needs root, as CI has)"
+}
+
+# fill_state: fills the state dir's file system, with $W/state/filler
+fill_state() { dd if=/dev/zero of="$W/state/filler" bs=64k 2>/dev/null || true; sync; }
+
+# wait_log TEXT: ferryd logged TEXT after line $mark of ferryd.log (set
+# mark=$(wc -l < "$W/ferryd.log") before what should log it)
+wait_log() {
+	for _ in $(seq 1 300); do
+		tail -n +"$((mark + 1))" "$W/ferryd.log" | grep -qF -- "$1" && return 0
+		sleep 0.1
+	done
+	fail "ferryd did not log: $1"
 }
 
 world_up() {

@@ -18,17 +18,9 @@ BLE_SIM="$BUILD/tests/sim/bluez_sim"
 ADDR=C0:FF:EE:00:00:01
 ble_adapters() { # ble_adapters [SELECTOR]: the adapters' config; SELECTOR (address: X, name: Y) picks
 	# the BLE node, and without one it is the device that lists the SMP service
+	serial_smp_conf --retries 6 ttyMCU=sensor-v2=sensor-mcu
 	cat <<YAML
-  serial-smp:
-    timeout_ms: 700
-    first_timeout_ms: 3000
-    reset_wait_ms: 8000
-    retries: 6
-    ports:
-      - path: /tmp/PLACEHOLDER/ttyMCU
-        vendor_id: acme
-        class_id: sensor-v2
-        component: sensor-mcu
+
   ble-smp:
     bus: unix:path=/tmp/PLACEHOLDER/bus
     adapter: hci0

@@ -17,19 +17,7 @@ cd "$(dirname "$0")"
 . ../../scripts/world.sh
 BUILD=$(cd "${1:?usage: delta.sh BUILD_DIR}" && pwd)
 SIM="$BUILD/tests/sim/smp_device"
-W_EXTRA_ADAPTERS="  serial-smp:
-    timeout_ms: 700
-    first_timeout_ms: 3000
-    reset_wait_ms: 8000
-    ports:
-      - path: /tmp/PLACEHOLDER/ttyMCU
-        vendor_id: acme
-        class_id: sensor-v2
-        component: sensor-mcu
-      - path: /tmp/PLACEHOLDER/ttyAUX
-        vendor_id: acme
-        class_id: aux-v1
-        component: aux-mcu"
+W_EXTRA_ADAPTERS=$(serial_smp_conf ttyMCU=sensor-v2=sensor-mcu ttyAUX=aux-v1=aux-mcu)
 world_up "$BUILD"
 sed -i "s|/tmp/PLACEHOLDER|$W|" "$W/ferryd.yaml"
 cp "$BUILD/adapters/serial-smp.so" "$W/plugins/"

@@ -16,19 +16,9 @@ cd "$(dirname "$0")"
 . ../../scripts/world.sh
 W_SLOW_RATE=150k
 world_up "${1:?usage: diskfull.sh BUILD_DIR}"
-mount -t tmpfs -o size=6m,mode=0700 ferry-diskfull "$W/state" ||
-	fail "cannot mount a tmpfs for the state dir (this test needs root, as CI has)"
-trap 'stop_ferryd; umount "$W/state" 2>/dev/null; world_down' EXIT
+state_on_tmpfs 6m
 start_ferryd
 
-fill() { dd if=/dev/zero of="$W/state/filler" bs=64k 2>/dev/null || true; sync; }
-wait_log() { # wait_log TEXT: ferryd logged TEXT (after line $mark)
-	for _ in $(seq 1 300); do
-		tail -n +"$((mark + 1))" "$W/ferryd.log" | grep -qF -- "$1" && return 0
-		sleep 0.1
-	done
-	fail "ferryd did not log: $1"
-}
 once() { # once UPDATE COMPONENT STAGE: reported exactly once (outbox resends share the seq)
 	local n
 	n=$(grep -F "\"update_id\":\"$1\",\"component\":\"$2\"" "$W/mqtt.log" | grep -F "\"stage\":\"$3\"" |
@@ -42,7 +32,7 @@ mark=$(wc -l < "$W/ferryd.log")
 # shellcheck disable=SC2046
 cmd update.deploy u-f1 --manifest "$W/f1.jws" $(links_for f1 slow/)
 wait_mqtt '"update_id":"u-f1","component":"app-bin","stage":"downloading"' 20 3
-fill
+fill_state
 wait_log "waiting for room"
 grep -F '"update_id":"u-f1"' "$W/mqtt.log" | grep -qE '"stage":"(failed|cancelled)"' &&
 	fail "f1: the update failed while the disk was full"
@@ -97,7 +87,7 @@ YAML
 	-o "$W/f3.jws" > /dev/null
 cmd update.request u-f3 --manifest "$W/f3.jws"
 wait_mqtt '"update_id":"u-f3","result":"accepted"' 20
-fill
+fill_state
 truncate -s -300000 "$W/state/filler"
 mark=$(wc -l < "$W/ferryd.log")
 link="app-bin@$base=https://127.0.0.1:$W_HTTPS_PORT/f3-app.bin.from-${base:0:12}.fdl"

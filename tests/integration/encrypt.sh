@@ -14,9 +14,7 @@ cd "$(dirname "$0")"
 . ../../scripts/world.sh
 W_SLOW_RATE=300k
 world_up "${1:?usage: encrypt.sh BUILD_DIR}"
-mount -t tmpfs -o size=8m,mode=0700 ferry-encrypt "$W/state" ||
-	fail "cannot mount a tmpfs for the state dir (this test needs root, as CI has)"
-trap 'stop_ferryd; umount "$W/state" 2>/dev/null; world_down' EXIT
+state_on_tmpfs 8m
 start_ferryd
 u="https://127.0.0.1:$W_HTTPS_PORT"
 
@@ -124,21 +122,13 @@ echo "ok: swapped or cut ciphertext is refused before it is decrypted, and nothi
 # SIGKILL while decrypting: the disk fills during the download; room for
 # the rest of the ciphertext and part of the plaintext is made, so the
 # decryption waits for room; then the kill, the room, the restart
-fill() { dd if=/dev/zero of="$W/state/filler" bs=64k 2>/dev/null || true; sync; }
-wait_log() { # wait_log TEXT: ferryd logged TEXT (after line $mark)
-	for _ in $(seq 1 300); do
-		tail -n +"$((mark + 1))" "$W/ferryd.log" | grep -qF -- "$1" && return 0
-		sleep 0.1
-	done
-	fail "ferryd did not log: $1"
-}
 spec_enc e6 6 1.0.4 1500000
 ct="$W/www/e6-app.bin.fenc"
 mark=$(wc -l < "$W/ferryd.log")
 # shellcheck disable=SC2046
 cmd update.deploy u-e6 --manifest "$W/e6.jws" --link "app-bin=$u/slow/e6-app.bin.fenc" $(wrap_for e6 gw-1)
 wait_mqtt '"update_id":"u-e6","component":"app-bin","stage":"downloading"' 20 3
-fill
+fill_state
 wait_log "waiting for room"
 part="$W/state/store/partial/$(sha "$ct")"
 [ -f "$part" ] || fail "no partial ciphertext while the download waits"

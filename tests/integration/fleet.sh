@@ -24,20 +24,9 @@ N=8
 # umockdev's preload goes before ASan's runtime in sanitizer builds
 export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0"
 
-ports=""
-for i in $(seq 0 $((N - 1))); do
-	ports="$ports
-      - path: /tmp/PLACEHOLDER/ttyS$i
-        vendor_id: acme
-        class_id: sensor-v2
-        component: sensor-fw"
-done
-W_EXTRA_ADAPTERS="  serial-smp:
-    timeout_ms: 700
-    first_timeout_ms: 3000
-    reset_wait_ms: 8000
-    retries: 6
-    ports:$ports
+ports=()
+for i in $(seq 0 $((N - 1))); do ports+=("ttyS$i=sensor-v2=sensor-fw"); done
+W_EXTRA_ADAPTERS="$(serial_smp_conf --retries 6 "${ports[@]}")
   ble-smp:
     bus: unix:path=/tmp/PLACEHOLDER/bus
     timeout_ms: 1500

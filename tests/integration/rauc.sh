@@ -24,15 +24,7 @@ cd "$(dirname "$0")"
 BUILD=$(cd "${1:?usage: rauc.sh BUILD_DIR}" && pwd)
 [ "$(id -u)" -eq 0 ] || fail "this test needs root: RAUC mounts bundles through a loop device"
 SIM="$BUILD/tests/sim/smp_device"
-W_EXTRA_ADAPTERS="  serial-smp:
-    timeout_ms: 700
-    first_timeout_ms: 3000
-    reset_wait_ms: 8000
-    ports:
-      - path: /tmp/PLACEHOLDER/ttyMCU
-        vendor_id: acme
-        class_id: sensor-v2
-        component: sensor-mcu
+W_EXTRA_ADAPTERS="$(serial_smp_conf ttyMCU=sensor-v2=sensor-mcu)
   rauc:
     bus: unix:path=/tmp/PLACEHOLDER/bus
     vendor_id: acme

@@ -8,16 +8,7 @@ cd "$(dirname "$0")"
 . ../../scripts/world.sh
 BUILD=$(cd "${1:?usage: serial.sh BUILD_DIR}" && pwd)
 SIM="$BUILD/tests/sim/smp_device"
-W_EXTRA_ADAPTERS="  serial-smp:
-    timeout_ms: 700
-    first_timeout_ms: 3000
-    reset_wait_ms: 8000
-    retries: 6
-    ports:
-      - path: /tmp/PLACEHOLDER/ttyMCU
-        vendor_id: acme
-        class_id: sensor-v2
-        component: sensor-mcu"
+W_EXTRA_ADAPTERS=$(serial_smp_conf --retries 6 ttyMCU=sensor-v2=sensor-mcu)
 world_up "$BUILD"
 sed -i "s|/tmp/PLACEHOLDER|$W|" "$W/ferryd.yaml"
 cp "$BUILD/adapters/serial-smp.so" "$W/plugins/"

@@ -43,20 +43,7 @@ CAP=2000000
 export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0"
 echo "soak: $RUNS updates, $PER_RUN kills each, seed $SEED"
 
-W_EXTRA_ADAPTERS="  serial-smp:
-    timeout_ms: 700
-    first_timeout_ms: 3000
-    reset_wait_ms: 8000
-    retries: 6
-    ports:
-      - path: /tmp/PLACEHOLDER/ttyS0
-        vendor_id: acme
-        class_id: sensor-v2
-        component: sensor-fw
-      - path: /tmp/PLACEHOLDER/ttyS1
-        vendor_id: acme
-        class_id: sensor-v2
-        component: sensor-fw
+W_EXTRA_ADAPTERS="$(serial_smp_conf --retries 6 ttyS0=sensor-v2=sensor-fw ttyS1=sensor-v2=sensor-fw)
   usb-dfu:
     detach_wait_ms: 3000
     return_wait_ms: 6000
