@@ -158,7 +158,7 @@ static const char *holder(const eng_claims *c, const char *key, const char *upda
 	return NULL;
 }
 
-static void deadline_in(struct timespec *ts, long ms)
+void eng_deadline_in(struct timespec *ts, long ms)
 {
 	clock_gettime(CLOCK_REALTIME, ts);
 	ts->tv_sec += ms / 1000;
@@ -193,7 +193,7 @@ bool eng_devices_hold(eng_claims *c, const char *update_id, const eng_device_ref
 		}
 		/* woken when a hold ends; the bound only lets a cancel in */
 		struct timespec until;
-		deadline_in(&until, 1000);
+		eng_deadline_in(&until, 1000);
 		pthread_cond_timedwait(&c->cond, &c->lock, &until);
 	}
 	if (c->n_devices + n > c->cap_devices) {
@@ -245,7 +245,7 @@ bool eng_image_hold(eng_claims *c, const uint8_t sha256[32], bool (*interrupted)
 			return false;
 		}
 		struct timespec until;
-		deadline_in(&until, 1000);
+		eng_deadline_in(&until, 1000);
 		pthread_cond_timedwait(&c->cond, &c->lock, &until);
 	}
 	memcpy(c->images[c->n_images++], sha256, 32);

@@ -44,4 +44,8 @@ void eng_devices_release(eng_claims *c, const char *update_id);
 bool eng_image_hold(eng_claims *c, const uint8_t sha256[32], bool (*interrupted)(void *), void *ctx);
 void eng_image_release(eng_claims *c, const uint8_t sha256[32]);
 
+/* ts = ms from now on CLOCK_REALTIME, as pthread_cond_timedwait wants it. */
+struct timespec;
+void eng_deadline_in(struct timespec *ts, long ms);
+
 #endif

@@ -259,17 +259,6 @@ static void look_again(sched *sc)
 	pthread_mutex_unlock(&sc->lock);
 }
 
-static void deadline_in(struct timespec *ts, long ms)
-{
-	clock_gettime(CLOCK_REALTIME, ts);
-	ts->tv_sec += ms / 1000;
-	ts->tv_nsec += (ms % 1000) * 1000000L;
-	if (ts->tv_nsec >= 1000000000L) {
-		ts->tv_sec++;
-		ts->tv_nsec -= 1000000000L;
-	}
-}
-
 static void build(sched *sc)
 {
 	eng_run *r = sc->r;
@@ -350,7 +339,7 @@ sched_result sched_run(eng_run *r, const sched_opts *o)
 			struct timespec until;
 			int64_t left = last_look + WAIT_POLL_MS - eng_mono_ms();
 			if (left > 0) {
-				deadline_in(&until, (long)left);
+				eng_deadline_in(&until, (long)left);
 				pthread_cond_timedwait(&sc->cond, &sc->lock, &until);
 			}
 			if (eng_mono_ms() - last_look >= WAIT_POLL_MS) {
@@ -364,7 +353,7 @@ sched_result sched_run(eng_run *r, const sched_opts *o)
 			 * sessions see it through their cancel flag; a session
 			 * another update held wakes this when it ends */
 			struct timespec until;
-			deadline_in(&until, 1000);
+			eng_deadline_in(&until, 1000);
 			pthread_cond_timedwait(&sc->cond, &sc->lock, &until);
 		}
 	}
