@@ -29,6 +29,7 @@ BUILD=$(cd "${1:-build}" && pwd)
 N=${FERRY_BENCH_CAMPAIGN_GATEWAYS:-500}
 REPS=${FERRY_BENCH_REPS:-5}
 . scripts/world.sh
+. bench/lib.sh
 world_up "$BUILD"
 P=$W/pki
 mkdir -p "$W/swarm"
@@ -64,14 +65,6 @@ components:
     file: app-$1.conf
 YAML
 }
-secs() { # secs CMD...: wall seconds of CMD, with three decimals
-	local t0 t1
-	t0=$(date +%s%N)
-	"$@" > /dev/null 2>&1
-	t1=$(date +%s%N)
-	awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", (b - a) / 1e9 }'
-}
-median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 deploy_t=()
 camp_t=()
 seq_no=0

@@ -24,6 +24,7 @@
 #   bench/delta.sh [BUILD_DIR]    FERRY_BENCH_DELTA_DIR (../shared/data/delta)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 BUILD=$(cd "${1:-build}" && pwd)
 DIR=${FERRY_BENCH_DELTA_DIR:-../shared/data/delta}
 if ! ls "$DIR"/*.old.bin > /dev/null 2>&1; then
@@ -53,7 +54,6 @@ for old in "$DIR"/*.old.bin; do
 	tn=$((tn + n)) tf=$((tf + f)) tb=$((tb + b)) tz=$((tz + z))
 done
 pct() { awk -v a="$1" -v b="$tn" 'BEGIN { printf "%.2f%%", 100 * a / b }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 echo "  all: ferry $(pct $tf), bsdiff $(pct $tb), zstd --patch-from $(pct $tz) of $tn bytes; every image rebuilt exactly"
 echo "row: | delta patches, $(ls "$DIR"/*.old.bin | wc -l) firmware pairs (size) | $(pct $tf) of the new images | bsdiff, $(pct $tb) | $(ratio $tf $tb) | one run (deterministic) | < 1.0 |"
 echo "row: | delta patches, same pairs (size) | $(pct $tf) | zstd -19 --patch-from, $(pct $tz) | $(ratio $tf $tz) | one run (deterministic) | - |"
@@ -74,15 +74,14 @@ brss=$(rss bspatch "$T/old4" "$T/outb" "$T/b4")
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 echo "  apply, 4 MiB image: peak RSS ferry $(mib "$frss") MiB, bspatch $(mib "$brss") MiB (patch $(stat -c %s "$T/p4") bytes)"
 echo "row: | delta apply, 4 MiB image (peak RSS) | $(mib "$frss") MiB | bspatch, $(mib "$brss") MiB | $(ratio "$frss" "$brss") | one run | <= 12 MiB |"
-secs() { local t0 t1; t0=$(date +%s%N); "$@" > /dev/null 2>&1; t1=$(date +%s%N); echo $(((t1 - t0) / 1000)); }
+usecs() { local t0 t1; t0=$(date +%s%N); "$@" > /dev/null 2>&1; t1=$(date +%s%N); echo $(((t1 - t0) / 1000)); }
 at=() ct=()
 for _ in $(seq 1 "${FERRY_BENCH_REPS:-5}"); do
-	at+=("$(secs "$BUILD/cli/ferry" delta apply "$T/old4" "$T/p4" -o "$T/out4")")
-	ct+=("$(secs dd if="$T/new4" of="$T/outc" bs=1M conv=fsync)")
+	at+=("$(usecs "$BUILD/cli/ferry" delta apply "$T/old4" "$T/p4" -o "$T/out4")")
+	ct+=("$(usecs dd if="$T/new4" of="$T/outc" bs=1M conv=fsync)")
 done
-med() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
-am=$(med "${at[@]}") cm=$(med "${ct[@]}")
+am=$(printf '%s\n' "${at[@]}" | median | awk '{ printf "%d", $1 }') cm=$(printf '%s\n' "${ct[@]}" | median | awk '{ printf "%d", $1 }')
 rr=()
 for i in "${!at[@]}"; do rr+=("$(ratio "${at[$i]}" "${ct[$i]}")"); done
 echo "  apply, 4 MiB image: $((am / 1000)) ms, a plain copy $((cm / 1000)) ms (medians)"
-echo "row: | delta apply, 4 MiB image (time) | $((am / 1000)) ms | dd conv=fsync of the image, $((cm / 1000)) ms | $(ratio "$am" "$cm") | $(printf '%s\n' "${rr[@]}" | sort -g | sed -n '1p;$p' | paste -sd-) | - |"
+echo "row: | delta apply, 4 MiB image (time) | $((am / 1000)) ms | dd conv=fsync of the image, $((cm / 1000)) ms | $(ratio "$am" "$cm") | $(span "${rr[@]}") | - |"

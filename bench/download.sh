@@ -31,6 +31,7 @@ BUILD=$(cd "${1:-build}" && pwd)
 MIB=${FERRY_BENCH_MIB:-256}
 REPS=${FERRY_BENCH_REPS:-5}
 . scripts/world.sh
+. bench/lib.sh
 world_up "$BUILD"
 start_ferryd
 
@@ -49,13 +50,6 @@ ts_of() { # ts_of UPDATE STAGE [FILTER]: ts_ms of the first such report of app-b
 		sleep 0.1
 	done
 	fail "no $2 report of $1"
-}
-secs() { # secs CMD...: wall seconds of CMD, three decimals
-	local t0 t1
-	t0=$(date +%s%N)
-	"$@" > /dev/null
-	t1=$(date +%s%N)
-	awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", (b - a) / 1e9 }'
 }
 url() { echo "https://127.0.0.1:$W_HTTPS_PORT/$1"; }
 curl_only() { curl -sS --cacert "$W/pki/ca.pem" -o "$W/curl.out" "$(url "$1")"; }
@@ -110,7 +104,6 @@ YAML
 		"$r" "${D[$r]}" "${C[$r]}" "${CD[$r]}" "${K[$r]}" "${O[$r]}" "${R[$r]}"
 done
 
-median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 ratios() { # ratios A B: A[r]/B[r] for each repetition, as "min-max"
 	local -n a=$1 b=$2
 	for r in $(seq 1 "$REPS"); do awk -v x="${a[$r]}" -v y="${b[$r]}" 'BEGIN { print x / y }'; done | sort -g |

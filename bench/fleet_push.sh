@@ -29,6 +29,7 @@ REPS=${FERRY_BENCH_REPS:-5}
 SIZES="1 4 16"
 SIM="$BUILD/tests/sim/smp_device"
 . scripts/world.sh
+. bench/lib.sh
 
 ports() { # ports N: the serial-smp section for MCUs 0..N-1
 	echo "  serial-smp:"
@@ -103,7 +104,6 @@ for r in $(seq 1 "$REPS"); do
 		T[$n,$r]=$(run_one "$n" "$r")
 	done
 done
-median() { sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 echo "serial-smp fleet push: one deploy of a $BYTES-byte image to N MCUs at 115200 baud, $REPS repetitions interleaved"
 ref=$(for r in $(seq 1 "$REPS"); do echo "${T[1,$r]}"; done | median)
 for n in $SIZES; do

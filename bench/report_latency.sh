@@ -28,6 +28,7 @@ BUILD=$(cd "${1:-build}" && pwd)
 REPS=${FERRY_BENCH_REPS:-5}
 SIM="$BUILD/tests/sim/smp_device"
 . scripts/world.sh
+. bench/lib.sh
 W_EXTRA_ADAPTERS="  serial-smp:
     ports:"
 for i in 0 1 2 3; do
@@ -144,7 +145,6 @@ YAML
 	printf '  rep %d: ferryd %3d reports  p50 %6.1f ms  p99 %6.1f ms  max %6.1f ms | reference %d messages  p50 %5.1f  p99 %5.1f  max %5.1f ms\n' \
 		"$r" "$cnt" "$p50" "$p99" "$max" "$rcnt" "$rp50" "$rp99" "$rmax"
 done
-median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 fp=$(printf '%s\n' "${P99[@]}" | median)
 rp=$(printf '%s\n' "${REF99[@]}" | median)
 echo "  p99, median of the repetitions: ferryd $fp ms, reference $rp ms (goal: ferryd <= 100 ms)"
