@@ -24,6 +24,15 @@ static bool is_p256(EVP_PKEY *k)
 	       !strcmp(group, "prime256v1");
 }
 
+/* A symmetric JWK's secret ("k"), wiped before the JWK is freed: the
+ * content-encryption key libjose made for one wrapping. */
+static void wipe_secret(json_t *jwk)
+{
+	json_t *k = json_object_get(jwk, "k");
+	if (json_is_string(k))
+		OPENSSL_cleanse((char *)json_string_value(k), json_string_length(k));
+}
+
 ferry_err ferry_jwe_wrap(const uint8_t key[32], EVP_PKEY *pub, char **out, ferry_status *st)
 {
 	static const char *const parts[] = {"protected", "encrypted_key", "iv", "ciphertext", "tag"};
@@ -74,6 +83,7 @@ out:
 	json_decref(jwk);
 	json_decref(jwe);
 	json_decref(rcp);
+	wipe_secret(cek);
 	json_decref(cek);
 	return e;
 }
