@@ -2,7 +2,8 @@
 # Runs every test through ctest: first the normal build (warnings are errors),
 # then the Debian package (built, installed and run; needs root), then an
 # ASan+UBSan build with clang that runs the same tests again plus a short
-# libFuzzer run over the command and manifest parsers.
+# libFuzzer run over the command and manifest parsers, then the fleet's
+# worker threads under ThreadSanitizer.
 #
 #   ./test.sh               everything, as CI runs it
 #   ./test.sh --fuzz-long   only the fuzz targets (ASan+UBSan), ten minutes each,
@@ -89,6 +90,12 @@ cmake --build build-asan -j"$jobs"
 echo "== tests under ASan+UBSan, then ${fuzz_seconds}s of fuzzing per target"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	ctest --test-dir build-asan --output-on-failure -j"$jobs"
+echo "== ThreadSanitizer: the fleet's worker threads (test_operator)"
+CC=clang cmake -S . -B build-tsan -DBUILD_TESTING=ON -DFERRY_WERROR=ON -DCMAKE_BUILD_TYPE=Debug \
+	-DCMAKE_C_FLAGS=-fsanitize=thread -DCMAKE_EXE_LINKER_FLAGS=-fsanitize=thread \
+	-DCMAKE_SHARED_LINKER_FLAGS=-fsanitize=thread >/dev/null
+cmake --build build-tsan -j"$jobs" --target test_operator
+TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/unit/test_operator
 echo "== the Raspberry Pi packages, cross-built and tested under qemu-user"
 cross arm64
 cross armhf

@@ -204,6 +204,47 @@ static void test_fleet_where(void **state)
 	fleet_free(fl);
 }
 
+/* Many inventories at once, opened on the worker threads while more come:
+ * each gateway ends with the last good one it sent, and every forgery (one
+ * gateway's signature on the other's topic) is refused, whatever order the
+ * threads opened them in. */
+static void test_fleet_many(void **state)
+{
+	enum { N = 240 };
+	fleet *fl = fleet_new();
+	ferry_status st = {0};
+	unsigned forged = 0;
+	int last[2] = {-1, -1};
+
+	fleet_set_trust(fl, trust);
+	for (int i = 0; i < N; i++) {
+		int g = i % 2, signer = (i % 7 == 3) ? !g : g; /* every seventh is signed by the other */
+		char inv[160], topic[64], *j = NULL;
+		snprintf(inv, sizeof(inv), "{\"gateway\":{\"id\":\"gw-%d\",\"attributes\":{\"n\":\"%d\"}},\"devices\":[]}",
+			 g + 1, i);
+		assert_int_equal(ferry_jws_sign(inv, strlen(inv), key[signer], chain[signer], "ferry-report", &j, &st), 0);
+		snprintf(topic, sizeof(topic), "ferry/v1/gw-%d/inventory", g + 1);
+		fleet_add(fl, topic, j, strlen(j));
+		free(j);
+		if (signer != g)
+			forged++;
+		else
+			last[g] = i;
+	}
+	assert_int_equal(fleet_refused(fl), forged);
+	assert_int_equal(fleet_matching(fl), 2);
+	for (int g = 0; g < 2; g++) {
+		char id[8], want[8];
+		snprintf(id, sizeof(id), "gw-%d", g + 1);
+		snprintf(want, sizeof(want), "%d", last[g]);
+		const json_t *inv = fleet_inventory(fl, id);
+		assert_non_null(inv);
+		assert_string_equal(json_string_value(json_object_get(json_object_get(json_object_get(inv, "gateway"),
+										      "attributes"), "n")), want);
+	}
+	fleet_free(fl);
+}
+
 /* ferry fleet's cache of opened messages: used only for the same bytes,
  * the same trust anchor and a certificate still valid.  A hit is seen as a
  * message taken although the fleet's trust (another CA here) would refuse
@@ -431,6 +472,7 @@ int main(void)
 		cmocka_unit_test(test_allowed_after_already),
 		cmocka_unit_test(test_forgeries_refused),
 		cmocka_unit_test(test_fleet_where),
+		cmocka_unit_test(test_fleet_many),
 		cmocka_unit_test(test_fleet_cache),
 		cmocka_unit_test(test_outcome),
 		cmocka_unit_test(test_campaign_parsing),
