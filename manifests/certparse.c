@@ -142,8 +142,8 @@ int ferry_certparse_es256(const X509 *leaf, const unsigned char *msg, size_t len
 	unsigned char md[32];
 
 	/* only a key read above: a legacy one, on P-256 */
-	if (!k || EVP_PKEY_get0_provider(k) || EVP_PKEY_get_base_id(k) != EVP_PKEY_EC || !(ec = EVP_PKEY_get0_EC_KEY(k)) ||
-	    EC_GROUP_get_curve_name(EC_KEY_get0_group(ec)) != NID_X9_62_prime256v1)
+	if (!k || EVP_PKEY_get0_provider(k) || EVP_PKEY_get_base_id(k) != EVP_PKEY_EC ||
+	    !(ec = EVP_PKEY_get0_EC_KEY(k)) || EC_GROUP_get_curve_name(EC_KEY_get0_group(ec)) != NID_X9_62_prime256v1)
 		return -1;
 	ECDSA_SIG *es = ECDSA_SIG_new();
 	BIGNUM *r = BN_bin2bn(sig, 32, NULL), *s = BN_bin2bn(sig + 32, 32, NULL);
