@@ -10,7 +10,12 @@
  * Two threads share the work: libcurl's (receive, decrypt) copies what
  * arrives into a small ring of buffers, and a writer thread takes them in
  * order to the file and the digest, so the hash and the page cache's copy
- * run beside the transfer instead of after each piece of it.
+ * run beside the transfer instead of after each piece of it.  A buffer
+ * goes over when it is full, or when its first byte has waited
+ * HANDOFF_MS: a fast link wakes the writer once per 512 KiB, not once per
+ * TLS record (each wake-up is a futex call and, on a busy gateway, a
+ * context switch), and a slow one still sees its bytes reach the file
+ * (and progress) within a fraction of a second.
  *
  * libcurl, and the twenty-odd libraries Debian's build of it brings (HTTP/2,
  * IDN, SSH, LDAP, Kerberos, a second TLS stack), are loaded when the first
@@ -46,6 +51,10 @@
 #define WRITEBACK_EVERY (8 * 1024 * 1024)
 /* libcurl hands over up to this much at a time (its default is 16 KiB) */
 #define CURL_BUFFER (512 * 1024)
+/* a buffer that is not full goes to the writer once its first byte is
+ * this old (checked as bytes arrive, and by libcurl's progress callback
+ * while none do) */
+#define HANDOFF_MS 100
 #define RETRY_DELAY_MAX_MS 30000
 /* the ring between libcurl's thread and the writer: RING buffers of
  * CURL_BUFFER bytes (2 MiB while a download runs) */
@@ -75,6 +84,7 @@ typedef struct dl {
 	unsigned head, count; /* the writer's next, and how many are its */
 	unsigned slot;        /* the buffer being filled: (head + count) % RING */
 	size_t fill;          /* bytes in it */
+	int64_t fill_ms;      /* when its first byte came */
 	bool quit, failed;    /* failed: the writer hit an error and drops the rest */
 	int64_t written;      /* `have` as the writer last told it, for progress */
 } dl;
@@ -249,11 +259,29 @@ static void drain(dl *d)
 	pthread_mutex_unlock(&d->lock);
 }
 
+/* libcurl's thread, between pieces: a partly filled buffer whose first
+ * byte waited HANDOFF_MS goes to the writer; then the progress (of bytes
+ * in the file) and whether to go on.  True to stop the transfer. */
+static bool stale_or_cancelled(dl *d)
+{
+	int64_t written;
+
+	if (d->fill && mono_ms() - d->fill_ms >= HANDOFF_MS && !hand_over(d))
+		return true;
+	pthread_mutex_lock(&d->lock);
+	written = d->written;
+	pthread_mutex_unlock(&d->lock);
+	if (d->req->progress && !d->req->progress(d->req->ctx, written, d->req->size)) {
+		d->cancelled = true;
+		return true;
+	}
+	return false;
+}
+
 static size_t on_data(char *buf, size_t size, size_t n, void *ctx)
 {
 	dl *d = ctx;
 	size_t len = size * n, off = 0;
-	int64_t written;
 
 	if (d->status != 200 && d->status != 206)
 		return len; /* an error body: not image bytes, and curl reports the status */
@@ -275,6 +303,7 @@ static size_t on_data(char *buf, size_t size, size_t n, void *ctx)
 			pthread_mutex_unlock(&d->lock);
 			if (failed)
 				return 0; /* the writer says why once drained */
+			d->fill_ms = mono_ms();
 		}
 		/* the buffer being filled is this thread's until handed over */
 		size_t piece = len - off < CURL_BUFFER - d->fill ? len - off : CURL_BUFFER - d->fill;
@@ -285,22 +314,16 @@ static size_t on_data(char *buf, size_t size, size_t n, void *ctx)
 		if (d->fill == CURL_BUFFER && !hand_over(d))
 			return 0;
 	}
-	/* a writer with nothing to do takes what is there now: on a slow link
-	 * bytes reach the file (and progress) as they come; on a fast one the
-	 * writer is busy and buffers go over full */
-	pthread_mutex_lock(&d->lock);
-	bool idle = !d->count;
-	pthread_mutex_unlock(&d->lock);
-	if (idle && d->fill && !hand_over(d))
-		return 0;
-	pthread_mutex_lock(&d->lock);
-	written = d->written;
-	pthread_mutex_unlock(&d->lock);
-	if (d->req->progress && !d->req->progress(d->req->ctx, written, d->req->size)) {
-		d->cancelled = true;
-		return 0;
-	}
-	return len;
+	return stale_or_cancelled(d) ? 0 : len;
+}
+
+/* libcurl calls this about once a second while no bytes come, and around
+ * each piece that does: a stalled link still hands over what waits and
+ * notices a cancel */
+static int on_xfer(void *ctx, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
+{
+	(void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+	return stale_or_cancelled(ctx);
 }
 
 /* Hash what the partial file already holds. */
@@ -366,6 +389,9 @@ static CURL *make_handle(dl *d, char *errbuf)
 	cu.easy_setopt(c, CURLOPT_BUFFERSIZE, (long)CURL_BUFFER);
 	cu.easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
 	cu.easy_setopt(c, CURLOPT_WRITEDATA, d);
+	cu.easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_xfer);
+	cu.easy_setopt(c, CURLOPT_XFERINFODATA, d);
+	cu.easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
 	cu.easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
 	if (d->have > 0) {
 		snprintf(range, sizeof(range), "%lld-", (long long)d->have);

@@ -129,12 +129,16 @@ http {
 	fastcgi_temp_path $W/nginx/fastcgi;
 	uwsgi_temp_path $W/nginx/uwsgi;
 	scgi_temp_path $W/nginx/scgi;
+	# /held/: one request a minute goes through at once, the next waits
+	# (sending nothing) until its turn: a file host that stalls
+	limit_req_zone \$server_port zone=held:64k rate=1r/m;
 	server {
 		listen 127.0.0.1:$W_HTTPS_PORT ssl;
 		ssl_certificate $W/pki/broker.pem;
 		ssl_certificate_key $W/pki/broker.key;
 		root $W/www;
 		location /slow/ { limit_rate ${W_SLOW_RATE:-20k}; alias $W/www/; }
+		location /held/ { limit_req zone=held burst=5; alias $W/www/; }
 	}
 	include $W/nginx-ferry.conf;
 }

@@ -119,3 +119,24 @@ wait_mqtt '"update_id":"u-6","component":"app-bin","stage":"failed"' 60
 grep -F '"update_id":"u-6","component":"app-bin","stage":"failed"' "$W/mqtt.log" |
 	grep -qF 'longer than download.deadline' || fail "u-6: the download did not stop at download.deadline"
 echo "ok: downloads stop when the update expires, or at download.deadline"
+
+# Cancel while the file host holds the response back and no byte has come:
+# ferryd acts on it then, not once bytes come or the link is given up as
+# too slow (low_speed_time is set far past nginx's one-minute hold).
+stop_ferryd
+sed -i -e '/^  deadline: 3$/d' -e 's/^  low_speed_time: .*/  low_speed_time: 600/' "$W/ferryd.yaml"
+start_ferryd
+make_update u7 7 1.6.0 1.6.0
+u="https://127.0.0.1:$W_HTTPS_PORT"
+# the one request /held/ lets straight through this minute
+curl -sS --cacert "$W/pki/ca.pem" -o /dev/null "$u/held/u7-app.conf"
+cmd update.deploy u-7 --manifest "$W/u7.jws" --link "app-config=$u/u7-app.conf" --link "app-bin=$u/held/u7-app.bin"
+for _ in $(seq 1 300); do grep -q 'delaying request.*zone "held"' "$W/nginx/error.log" && break; sleep 0.1; done
+grep -q 'delaying request.*zone "held"' "$W/nginx/error.log" || fail "nginx did not hold ferryd's request"
+cmd update.cancel u-7
+wait_mqtt '"update_id":"u-7","component":"app-bin","stage":"cancelled"' 60
+held() { awk '$7 == "/held/u7-app.bin" { print $9, $10 }' "$W/nginx/access.log"; }
+for _ in $(seq 1 300); do [ -n "$(held)" ] && break; sleep 0.1; done
+[ "$(held)" = "499 0" ] || fail "the held request ended as '$(held)', not closed by ferryd before any byte (499 0)"
+cmp "$W/www/u3-app.bin" "$W/target/app.bin" || fail "a cancelled update changed app.bin"
+echo "ok: cancel while the file host sends nothing"
