@@ -11,7 +11,8 @@
 #     ferryd's RSS before and at the end of it (VmHWM, the high-water mark,
 #     reset before the check through /proc/PID/clear_refs);
 # References, measured in the same run, interleaved with ferryd's, from the
-# same server and CA:
+# same server and CA (before each download, ferryd's or curl's, the page
+# cache is dropped and the served image read back in, when run as root):
 #   - `curl -o FILE` onto the same file system;
 #   - `curl -o FILE && openssl dgst -sha256 FILE`;
 #   - `openssl dgst -sha256` of the stored image (for the check).
@@ -36,20 +37,31 @@ world_up "$BUILD"
 start_ferryd
 
 ts_of() { # ts_of UPDATE STAGE [FILTER]: ts_ms of the first such report of app-bin
-	local i
-	for i in $(seq 1 3000); do
-		local l
-		l=$(grep -F "\"update_id\":\"$1\"" "$W/mqtt.log" | grep -F "\"stage\":\"$2\"" | grep -F -- "${3:-\"}" |
-			head -n 1 || true)
-		if [ -n "$l" ]; then
-			echo "$l" | sed 's/.*"ts_ms":\([0-9]*\).*/\1/'
-			return 0
-		fi
-		grep -F "\"update_id\":\"$1\"" "$W/mqtt.log" | grep -qF '"stage":"failed"' &&
-			fail "$1 failed: $(grep -F "\"update_id\":\"$1\"" "$W/mqtt.log" | grep -F '"stage":"failed"' | head -n 1)"
-		sleep 0.1
-	done
-	fail "no $2 report of $1"
+	# it blocks on the log (tail -f) instead of polling it, so that waiting
+	# costs the measured run no CPU
+	local l tp
+	exec {fd}< <(exec timeout 300 tail -n +1 -f "$W/mqtt.log")
+	tp=$!
+	l=$(grep -m 1 -E "\"update_id\":\"$1\".*\"stage\":\"(failed\"|$2\".*${3:-})" <&"$fd" || true)
+	exec {fd}<&-
+	kill "$tp" 2>/dev/null || true
+	case "$l" in
+	"") fail "no $2 report of $1" ;;
+	*'"stage":"failed"'*) fail "$1 failed: $l" ;;
+	esac
+	echo "$l" | sed 's/.*"ts_ms":\([0-9]*\).*/\1/'
+}
+# fresh_cache FILE: the same page cache before each measured run: nothing
+# dirty, nothing cached but the served image.  Without it a run whose
+# writes land in memory the machine has not used before pays for that (on
+# a VM, 0.3-0.5 s of extra system time), and which run pays varies.
+# Needs root; without it, only the sync.
+fresh_cache() {
+	sync
+	if [ -w /proc/sys/vm/drop_caches ]; then
+		echo 1 > /proc/sys/vm/drop_caches
+		cat "$1" > /dev/null
+	fi
 }
 url() { echo "https://127.0.0.1:$W_HTTPS_PORT/$1"; }
 curl_only() { curl -sS --cacert "$W/pki/ca.pem" -o "$W/curl.out" "$(url "$1")"; }
@@ -73,19 +85,17 @@ components:
 YAML
 	"$W_FERRY" manifest sign "$W/$u.yaml" --key "$W/pki/manifest-signer.key" \
 		--cert "$W/pki/manifest-signer.pem" -o "$W/$u.jws" > /dev/null
-	# each measured run starts with nothing dirty in the page cache, so
-	# none pays for the writeback of what came before
-	sync
+	fresh_cache "$W/www/$u.bin"
 	C[$r]=$(secs curl_only "$u.bin")
 	rm -f "$W/curl.out"
 	cmd update.request "$u" --manifest "$W/$u.jws"
 	ts_of "$u" allowed > /dev/null
-	sync
+	fresh_cache "$W/www/$u.bin"
 	cmd update.download "$u" --link "app-bin=$(url "$u.bin")"
 	t0=$(ts_of "$u" downloading '"done":0,')
 	t1=$(ts_of "$u" downloaded)
 	D[$r]=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", (b - a) / 1000 }')
-	sync
+	fresh_cache "$W/www/$u.bin"
 	CD[$r]=$(secs curl_dgst "$u.bin")
 	rm -f "$W/curl.out"
 	echo 5 > /proc/"$W_FERRYD_PID"/clear_refs # resets VmHWM to the RSS now
@@ -96,7 +106,9 @@ YAML
 	h1=$(hwm)
 	K[$r]=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", (b - a) / 1000 }')
 	R[$r]=$((h1 > h0 ? h1 - h0 : 0))
-	O[$r]=$(secs openssl dgst -sha256 "$(find "$W/state/store" -name "$(sha256sum "$W/www/$u.bin" | cut -c1-64)*" | head -n 1)")
+	stored=$(find "$W/state/store" -name "$(sha256sum "$W/www/$u.bin" | cut -c1-64)*" | head -n 1)
+	cat "$stored" > /dev/null # what ferryd's check found cached, the reference finds too
+	O[$r]=$(secs openssl dgst -sha256 "$stored")
 	cmd update.cancel "$u"
 	ts_of "$u" cancelled > /dev/null
 	rm -f "$W/www/$u.bin" "$W/curl.out"
