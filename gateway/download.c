@@ -26,7 +26,6 @@
 #include "download.h"
 
 #include <curl/curl.h>
-#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -38,6 +37,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ferry/lazylib.h"
 #include "log.h"
 
 /* Make arrived bytes durable (fsync, then tell the journal) once both this
@@ -92,36 +92,26 @@ typedef struct dl {
 #define LIBCURL_SONAME "libcurl.so.4"
 
 static struct {
-	CURLcode (*global_init)(long flags);
-	CURL *(*easy_init)(void);
-	CURLcode (*easy_setopt)(CURL *c, CURLoption opt, ...);
-	CURLcode (*easy_perform)(CURL *c);
-	void (*easy_cleanup)(CURL *c);
-	const char *(*easy_strerror)(CURLcode rc);
+	__typeof__(curl_global_init) *global_init;
+	__typeof__(curl_easy_init) *easy_init;
+	__typeof__(curl_easy_setopt) *easy_setopt;
+	__typeof__(curl_easy_perform) *easy_perform;
+	__typeof__(curl_easy_cleanup) *easy_cleanup;
+	__typeof__(curl_easy_strerror) *easy_strerror;
 	bool ok;
-	char why[160];
+	char why[200];
 } cu;
 static pthread_once_t cu_once = PTHREAD_ONCE_INIT;
 
 static void cu_load(void)
 {
-	void *h = dlopen(LIBCURL_SONAME, RTLD_NOW | RTLD_LOCAL);
-
-	if (!h) {
-		snprintf(cu.why, sizeof(cu.why), "%s cannot be loaded: %s", LIBCURL_SONAME, dlerror());
+	const ferry_lazy_sym syms[] = {
+		{"curl_global_init", (void **)&cu.global_init},   {"curl_easy_init", (void **)&cu.easy_init},
+		{"curl_easy_setopt", (void **)&cu.easy_setopt},   {"curl_easy_perform", (void **)&cu.easy_perform},
+		{"curl_easy_cleanup", (void **)&cu.easy_cleanup}, {"curl_easy_strerror", (void **)&cu.easy_strerror},
+	};
+	if (!ferry_lazy_open(LIBCURL_SONAME, syms, sizeof(syms) / sizeof(syms[0]), cu.why, sizeof(cu.why)))
 		return;
-	}
-	*(void **)&cu.global_init = dlsym(h, "curl_global_init");
-	*(void **)&cu.easy_init = dlsym(h, "curl_easy_init");
-	*(void **)&cu.easy_setopt = dlsym(h, "curl_easy_setopt");
-	*(void **)&cu.easy_perform = dlsym(h, "curl_easy_perform");
-	*(void **)&cu.easy_cleanup = dlsym(h, "curl_easy_cleanup");
-	*(void **)&cu.easy_strerror = dlsym(h, "curl_easy_strerror");
-	if (!cu.global_init || !cu.easy_init || !cu.easy_setopt || !cu.easy_perform || !cu.easy_cleanup ||
-	    !cu.easy_strerror) {
-		snprintf(cu.why, sizeof(cu.why), "%s lacks a function ferryd uses", LIBCURL_SONAME);
-		return;
-	}
 	/* thread-safe in the libcurl of bookworm (7.88, built with atomics) */
 	if (cu.global_init(CURL_GLOBAL_DEFAULT)) {
 		snprintf(cu.why, sizeof(cu.why), "libcurl failed to initialise");

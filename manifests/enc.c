@@ -1,13 +1,21 @@
 /* ferry-enc-1: chunked, authenticated image encryption on libsodium's
  * secretstream.  The format is described in ferry/enc.h; this file only
- * frames the stream and says precisely what was wrong with a bad one. */
+ * frames the stream and says precisely what was wrong with a bad one.
+ *
+ * libsodium is loaded with the first image encrypted or decrypted (and
+ * then stays): a gateway that never gets an encrypted image never maps it. */
 #include "ferry/enc.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "ferry/lazylib.h"
+
+#define LIBSODIUM_SONAME "libsodium.so.23"
 
 #define SS_HEADER crypto_secretstream_xchacha20poly1305_HEADERBYTES
 #define SS_ABYTES crypto_secretstream_xchacha20poly1305_ABYTES
@@ -20,6 +28,46 @@ _Static_assert(crypto_secretstream_xchacha20poly1305_KEYBYTES == FERRY_ENC_KEY, 
 
 static const unsigned char magic[4] = {'F', 'E', 'N', '1'};
 
+static struct {
+	__typeof__(sodium_init) *init;
+	__typeof__(crypto_secretstream_xchacha20poly1305_keygen) *keygen;
+	__typeof__(crypto_secretstream_xchacha20poly1305_init_push) *init_push;
+	__typeof__(crypto_secretstream_xchacha20poly1305_push) *push;
+	__typeof__(crypto_secretstream_xchacha20poly1305_init_pull) *init_pull;
+	__typeof__(crypto_secretstream_xchacha20poly1305_pull) *pull;
+	bool ok;
+	char why[200];
+} na;
+static pthread_once_t na_once = PTHREAD_ONCE_INIT;
+
+static void na_load(void)
+{
+	const ferry_lazy_sym syms[] = {
+		{"sodium_init", (void **)&na.init},
+		{"crypto_secretstream_xchacha20poly1305_keygen", (void **)&na.keygen},
+		{"crypto_secretstream_xchacha20poly1305_init_push", (void **)&na.init_push},
+		{"crypto_secretstream_xchacha20poly1305_push", (void **)&na.push},
+		{"crypto_secretstream_xchacha20poly1305_init_pull", (void **)&na.init_pull},
+		{"crypto_secretstream_xchacha20poly1305_pull", (void **)&na.pull},
+	};
+	if (!ferry_lazy_open(LIBSODIUM_SONAME, syms, sizeof(syms) / sizeof(syms[0]), na.why, sizeof(na.why)))
+		return;
+	if (na.init() < 0) {
+		snprintf(na.why, sizeof(na.why), "libsodium failed to initialise");
+		return;
+	}
+	na.ok = true;
+}
+
+/* libsodium, loaded and initialised; false with the reason in st if not */
+static bool sodium_ready(ferry_status *st)
+{
+	pthread_once(&na_once, na_load);
+	if (!na.ok && st)
+		ferry_fail(st, FERRY_E_INTERNAL, "%s", na.why);
+	return na.ok;
+}
+
 int64_t ferry_enc_size(int64_t plain)
 {
 	int64_t chunks = plain ? (plain + FERRY_ENC_CHUNK - 1) / FERRY_ENC_CHUNK : 1;
@@ -28,9 +76,9 @@ int64_t ferry_enc_size(int64_t plain)
 
 bool ferry_enc_keygen(uint8_t key[FERRY_ENC_KEY])
 {
-	if (sodium_init() < 0)
+	if (!sodium_ready(NULL))
 		return false;
-	crypto_secretstream_xchacha20poly1305_keygen(key);
+	na.keygen(key);
 	return true;
 }
 
@@ -79,13 +127,17 @@ ferry_err ferry_enc_encrypt(int in_fd, int out_fd, const uint8_t key[FERRY_ENC_K
 	ferry_err e = FERRY_OK;
 	ssize_t n;
 
-	if (!in || !out || sodium_init() < 0) {
+	if (!in || !out) {
 		e = ferry_fail(st, FERRY_E_INTERNAL, "out of memory");
+		goto out;
+	}
+	if (!sodium_ready(st)) {
+		e = st->code;
 		goto out;
 	}
 	memcpy(hdr, magic, 4);
 	put_le32(hdr + 4, FERRY_ENC_CHUNK);
-	crypto_secretstream_xchacha20poly1305_init_push(&s, hdr + 8, key);
+	na.init_push(&s, hdr + 8, key);
 	if (!write_full(out_fd, hdr, sizeof(hdr))) {
 		e = ferry_fail(st, FERRY_E_INTERNAL, "writing the encrypted image: %s", strerror(errno));
 		goto out;
@@ -103,7 +155,7 @@ ferry_err ferry_enc_encrypt(int in_fd, int out_fd, const uint8_t key[FERRY_ENC_K
 			e = ferry_fail(st, FERRY_E_INTERNAL, "reading the image: %s", strerror(errno));
 			goto out;
 		}
-		crypto_secretstream_xchacha20poly1305_push(&s, out, &clen, in, (unsigned long long)n, hdr, 8,
+		na.push(&s, out, &clen, in, (unsigned long long)n, hdr, 8,
 							   more ? SS_TAG_MESSAGE : SS_TAG_FINAL);
 		if (!write_full(out_fd, out, (size_t)clen)) {
 			e = ferry_fail(st, FERRY_E_INTERNAL, "writing the encrypted image: %s", strerror(errno));
@@ -119,9 +171,9 @@ ferry_err ferry_enc_encrypt(int in_fd, int out_fd, const uint8_t key[FERRY_ENC_K
 		n++;
 	}
 out:
-	sodium_memzero(&s, sizeof(s));
+	explicit_bzero(&s, sizeof(s));
 	if (in)
-		sodium_memzero(in, FERRY_ENC_CHUNK);
+		explicit_bzero(in, FERRY_ENC_CHUNK);
 	free(in);
 	free(out);
 	return e;
@@ -137,8 +189,12 @@ ferry_err ferry_enc_decrypt(int in_fd, const uint8_t key[FERRY_ENC_KEY], uint64_
 	ferry_err e = FERRY_OK;
 	ssize_t n;
 
-	if (!in || !out || sodium_init() < 0) {
+	if (!in || !out) {
 		e = ferry_fail(st, FERRY_E_INTERNAL, "out of memory");
+		goto out;
+	}
+	if (!sodium_ready(st)) {
+		e = st->code;
 		goto out;
 	}
 	if ((n = read_full(in_fd, hdr, sizeof(hdr))) != (ssize_t)sizeof(hdr)) {
@@ -156,7 +212,7 @@ ferry_err ferry_enc_decrypt(int in_fd, const uint8_t key[FERRY_ENC_KEY], uint64_
 			       FERRY_ENC_CHUNK);
 		goto out;
 	}
-	if (crypto_secretstream_xchacha20poly1305_init_pull(&s, hdr + 8, key)) {
+	if (na.init_pull(&s, hdr + 8, key)) {
 		e = ferry_fail(st, FERRY_E_DECRYPT_FAILED, "the stream header is invalid");
 		goto out;
 	}
@@ -173,7 +229,7 @@ ferry_err ferry_enc_decrypt(int in_fd, const uint8_t key[FERRY_ENC_KEY], uint64_
 			goto out;
 		}
 		if (n < (ssize_t)SS_ABYTES ||
-		    crypto_secretstream_xchacha20poly1305_pull(&s, out, &mlen, &tag, in, (unsigned long long)n, hdr, 8)) {
+		    na.pull(&s, out, &mlen, &tag, in, (unsigned long long)n, hdr, 8)) {
 			e = ferry_fail(st, FERRY_E_DECRYPT_FAILED, "chunk %llu fails authentication (tampered, reordered, "
 				       "cut, or another key)", (unsigned long long)chunk);
 			goto out;
@@ -202,9 +258,9 @@ ferry_err ferry_enc_decrypt(int in_fd, const uint8_t key[FERRY_ENC_KEY], uint64_
 		e = n < 0 ? ferry_fail(st, FERRY_E_INTERNAL, "reading the encrypted image: %s", strerror(errno))
 			  : ferry_fail(st, FERRY_E_DECRYPT_FAILED, "bytes follow the final chunk");
 out:
-	sodium_memzero(&s, sizeof(s));
+	explicit_bzero(&s, sizeof(s));
 	if (out)
-		sodium_memzero(out, FERRY_ENC_CHUNK);
+		explicit_bzero(out, FERRY_ENC_CHUNK);
 	free(in);
 	free(out);
 	return e;

@@ -1,14 +1,36 @@
 /* YAML to JSON through libyaml's document API.  The document is small (a
  * spec or a config), so loading it whole is fine; depth is bounded so that a
- * hostile file cannot recurse without limit. */
+ * hostile file cannot recurse without limit.
+ *
+ * libyaml is loaded for each file and unloaded after it: ferryd reads YAML
+ * only when it starts, and keeps no page of the parser while it runs. */
 #include "ferry/yaml.h"
 
+#include <dlfcn.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <yaml.h>
+
+#include "ferry/lazylib.h"
+
+#define LIBYAML_SONAME "libyaml-0.so.2"
+
+/* libyaml's functions while it is loaded; `lock` makes one file at a time
+ * load, use and unload it */
+static struct {
+	__typeof__(yaml_parser_initialize) *parser_initialize;
+	__typeof__(yaml_parser_set_input_file) *parser_set_input_file;
+	__typeof__(yaml_parser_load) *parser_load;
+	__typeof__(yaml_parser_delete) *parser_delete;
+	__typeof__(yaml_document_get_node) *document_get_node;
+	__typeof__(yaml_document_get_root_node) *document_get_root_node;
+	__typeof__(yaml_document_delete) *document_delete;
+} y;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
 #define YAML_DEPTH_MAX 16
 /* Aliases let a few lines name millions of nodes ("billion laughs"). */
@@ -69,7 +91,7 @@ static ferry_err seq_to_json(walk *w, yaml_node_t *n, int depth, const char *jpa
 		json_t *v;
 		ferry_err e;
 		snprintf(child, sizeof(child), "%s[%zu]", jpath, i);
-		if ((e = node_to_json(w, yaml_document_get_node(w->doc, *it), depth + 1, child, &v, st))) {
+		if ((e = node_to_json(w, y.document_get_node(w->doc, *it), depth + 1, child, &v, st))) {
 			json_decref(arr);
 			return e;
 		}
@@ -84,7 +106,7 @@ static ferry_err map_to_json(walk *w, yaml_node_t *n, int depth, const char *jpa
 	json_t *obj = json_object();
 
 	for (yaml_node_pair_t *p = n->data.mapping.pairs.start; obj && p < n->data.mapping.pairs.top; p++) {
-		yaml_node_t *k = yaml_document_get_node(w->doc, p->key);
+		yaml_node_t *k = y.document_get_node(w->doc, p->key);
 		unsigned long line = (unsigned long)k->start_mark.line + 1;
 		char child[512];
 		json_t *v;
@@ -102,7 +124,7 @@ static ferry_err map_to_json(walk *w, yaml_node_t *n, int depth, const char *jpa
 		snprintf(child, sizeof(child), "%s%s%s", jpath, *jpath ? "." : "", key);
 		if (w->lines)
 			json_object_set_new(w->lines, child, json_integer((json_int_t)line));
-		if ((e = node_to_json(w, yaml_document_get_node(w->doc, p->value), depth + 1, child, &v, st))) {
+		if ((e = node_to_json(w, y.document_get_node(w->doc, p->value), depth + 1, child, &v, st))) {
 			json_decref(obj);
 			return e;
 		}
@@ -133,7 +155,7 @@ static ferry_err node_to_json(walk *w, yaml_node_t *n, int depth, const char *jp
 	return ferry_fail(st, FERRY_E_MALFORMED, "%s:%lu: empty node", w->file, (unsigned long)n->start_mark.line + 1);
 }
 
-ferry_err ferry_yaml_to_json(const char *path, json_t **out, json_t **lines, ferry_status *st)
+static ferry_err to_json(const char *path, json_t **out, json_t **lines, ferry_status *st)
 {
 	FILE *f = fopen(path, "rb");
 	yaml_parser_t parser;
@@ -144,21 +166,21 @@ ferry_err ferry_yaml_to_json(const char *path, json_t **out, json_t **lines, fer
 
 	if (!f)
 		return ferry_fail(st, FERRY_E_MALFORMED, "%s: %s", path, strerror(errno));
-	if (!yaml_parser_initialize(&parser)) {
+	if (!y.parser_initialize(&parser)) {
 		fclose(f);
 		return ferry_fail(st, FERRY_E_INTERNAL, "cannot start the YAML parser");
 	}
-	yaml_parser_set_input_file(&parser, f);
-	if (!yaml_parser_load(&parser, &doc)) {
+	y.parser_set_input_file(&parser, f);
+	if (!y.parser_load(&parser, &doc)) {
 		e = ferry_fail(st, FERRY_E_MALFORMED, "%s:%lu: %s", path, (unsigned long)parser.problem_mark.line + 1,
 			       parser.problem ? parser.problem : "YAML error");
-		yaml_parser_delete(&parser);
+		y.parser_delete(&parser);
 		fclose(f);
 		return e;
 	}
 	if (lines)
 		w.lines = *lines = json_object();
-	root = yaml_document_get_root_node(&doc);
+	root = y.document_get_root_node(&doc);
 	if (!root)
 		e = ferry_fail(st, FERRY_E_MALFORMED, "%s: the file is empty", path);
 	else
@@ -167,8 +189,36 @@ ferry_err ferry_yaml_to_json(const char *path, json_t **out, json_t **lines, fer
 		json_decref(*lines);
 		*lines = NULL;
 	}
-	yaml_document_delete(&doc);
-	yaml_parser_delete(&parser);
+	y.document_delete(&doc);
+	y.parser_delete(&parser);
 	fclose(f);
+	return e;
+}
+
+ferry_err ferry_yaml_to_json(const char *path, json_t **out, json_t **lines, ferry_status *st)
+{
+	const ferry_lazy_sym syms[] = {
+		{"yaml_parser_initialize", (void **)&y.parser_initialize},
+		{"yaml_parser_set_input_file", (void **)&y.parser_set_input_file},
+		{"yaml_parser_load", (void **)&y.parser_load},
+		{"yaml_parser_delete", (void **)&y.parser_delete},
+		{"yaml_document_get_node", (void **)&y.document_get_node},
+		{"yaml_document_get_root_node", (void **)&y.document_get_root_node},
+		{"yaml_document_delete", (void **)&y.document_delete},
+	};
+	char why[200];
+	ferry_err e;
+
+	pthread_mutex_lock(&lock);
+	void *h = ferry_lazy_open(LIBYAML_SONAME, syms, sizeof(syms) / sizeof(syms[0]), why, sizeof(why));
+	if (!h)
+		e = ferry_fail(st, FERRY_E_INTERNAL, "%s: %s", path, why);
+	else {
+		/* every message is formatted before the library goes: libyaml's
+		 * own texts (parser.problem) live in it */
+		e = to_json(path, out, lines, st);
+		dlclose(h);
+	}
+	pthread_mutex_unlock(&lock);
 	return e;
 }

@@ -17,6 +17,8 @@ world_up "${1:?usage: encrypt.sh BUILD_DIR}"
 state_on_tmpfs 8m
 start_ferryd
 u="https://127.0.0.1:$W_HTTPS_PORT"
+sodium() { grep -c 'libsodium\.so' /proc/"$W_FERRYD_PID"/maps || true; }
+[ "$(sodium)" -eq 0 ] || fail "ferryd maps libsodium before any encrypted image"
 
 # spec_enc NAME SEQ VERSION BYTES: a random image www/NAME-app.bin in an
 # encrypted spec, signed to $W/NAME.jws (keys in $W/NAME.jws.keys)
@@ -57,6 +59,7 @@ cmp -s "$W/www/e1-app.bin" "$W/target/app.bin" || fail "app.bin is not the decry
 grep -F '"update_id":"u-e1"' "$W/mqtt.log" | grep -F '"stage":"downloading"' |
 	grep -q "\"total\":$(stat -c %s "$ct")}" || fail "the download was not the ciphertext"
 grep -q "u-e1/app-bin: decrypted 300000 bytes into the store" "$W/ferryd.log" || fail "no decryption in the log"
+[ "$(sodium)" -gt 0 ] || fail "ferryd decrypted without libsodium mapped"
 [ -e "$W/state/store/$(sha "$W/www/e1-app.bin")" ] || fail "the plaintext is not in the store"
 [ ! -e "$W/state/store/$(sha "$ct")" ] && [ ! -e "$W/state/store/partial/$(sha "$ct")" ] ||
 	fail "the ciphertext stayed in the store"

@@ -9,6 +9,9 @@ world_up "${1:?usage: flow.sh BUILD_DIR}"
 start_ferryd
 wait_mqtt "ferry/v1/gw-1/inventory" 10
 grep -F "ferry/v1/gw-1/inventory" "$W/mqtt.log" | grep -qF '"site":"hall-2"' || fail "inventory lacks the custom attribute"
+# at rest ferryd maps none of the libraries it loads on first use
+mapped() { awk '{ print $6 }' /proc/"$W_FERRYD_PID"/maps | grep -oE 'lib(curl|yaml-0|sodium)\.so' | sort -u | paste -sd' '; }
+[ -z "$(mapped)" ] || fail "ferryd at rest maps $(mapped)"
 
 make_update u1 1 1.0.0 1.0.0
 cmd update.request u-1 --manifest "$W/u1.jws"
@@ -19,6 +22,7 @@ cmd update.download u-1 --link "app-config=${u/https:\/\//https://ops:secretpw-4
 	--link "app-bin=$u/u1-app.bin?token=ferry-secret-9d2e"
 wait_mqtt '"op":"update.download","update_id":"u-1","result":"accepted"' 10
 wait_mqtt '"component":"app-bin","stage":"downloaded"' 30
+[ "$(mapped)" = "libcurl.so" ] || fail "after a download ferryd maps '$(mapped)', not libcurl alone"
 cmd update.check u-1
 wait_mqtt '"component":"app-bin","stage":"verified"' 30
 cmd update.install u-1

@@ -53,7 +53,16 @@ deb_files=$(dpkg -c "$DEB")
 dev_files=$(dpkg -c "$DEV")
 ! grep -qE 'smp_device|bluez_sim|dfu_device|dfu-inspect' <<< "$deb_files" || fail "a simulator is in the runtime package"
 grep -q 'usr/include/ferry/adapter.h' <<< "$dev_files" || fail "ferry-dev lacks the SDK header"
-echo "ok: built; lintian shows no error; the simulators stay out"
+# the libraries ferry loads on first use (the _SONAME defines) are not seen
+# by dpkg-shlibdeps: each must be named in Depends
+depends=$(dpkg-deb -f "$DEB" Depends)
+sonames=$(grep -rhoE '_SONAME "[^"]+"' "$SRC/gateway" "$SRC/manifests" | cut -d'"' -f2)
+[ -n "$sonames" ] || fail "no _SONAME define found in the sources"
+for so in $sonames; do
+	pkg=$(dpkg -S "/usr/lib/$(dpkg-architecture -qDEB_HOST_MULTIARCH)/$so" | cut -d: -f1)
+	grep -qE "(^|, )$pkg( |,|$)" <<< "$depends" || fail "ferry loads $so (from $pkg), not in Depends: $depends"
+done
+echo "ok: built; lintian shows no error; the simulators stay out; Depends names $(echo $sonames)"
 
 # --- 2. install
 dpkg --purge ferry ferry-dev > /dev/null 2>&1 || true
