@@ -15,6 +15,7 @@
  */
 #include "engine_int.h"
 
+#include <malloc.h>
 #include <openssl/buffer.h>
 #include <openssl/pem.h>
 #include <stdio.h>
@@ -301,6 +302,14 @@ ferry_err ferry_engine_new(const ferry_config *cfg, ferry_engine **out, ferry_st
 	return FERRY_OK;
 }
 
+static bool has_event(ferry_engine *e)
+{
+	pthread_mutex_lock(&e->ev_lock);
+	bool any = e->ev_head != NULL;
+	pthread_mutex_unlock(&e->ev_lock);
+	return any;
+}
+
 static event *pop_event(ferry_engine *e, volatile sig_atomic_t *stop)
 {
 	event *ev;
@@ -342,9 +351,20 @@ void ferry_engine_run(ferry_engine *e, volatile sig_atomic_t *stop)
 	}
 	eng_prune_store(e); /* what earlier runs left */
 	eng_resume(e);
+	bool trimmed = false;
 	while (!*stop) {
+		/* Going idle (no event waits, no job queued or running): the
+		 * journal's unused cached pages and the heap's free pages go
+		 * back, once per busy spell; what a deploy or the start freed
+		 * would stay resident otherwise. */
+		if (!trimmed && !has_event(e) && ferry_jobq_idle(e->jobs)) {
+			ferry_journal_release_memory(e->journal);
+			malloc_trim(0);
+			trimmed = true;
+		}
 		if (!(ev = pop_event(e, stop)))
 			continue;
+		trimmed = false;
 		switch (ev->kind) {
 		case EV_COMMAND:
 			pthread_mutex_lock(&e->store_lock); /* admission reads the store */

@@ -50,6 +50,14 @@ void ferry_jobq_free(ferry_jobq *q)
 	free(q);
 }
 
+bool ferry_jobq_idle(ferry_jobq *q)
+{
+	pthread_mutex_lock(&q->lock);
+	bool idle = !q->head && !q->running;
+	pthread_mutex_unlock(&q->lock);
+	return idle;
+}
+
 bool ferry_jobq_push(ferry_jobq *q, ferry_job_kind kind, const char *update_id)
 {
 	ferry_job *j = calloc(1, sizeof(*j));

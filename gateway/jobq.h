@@ -45,6 +45,8 @@ typedef enum ferry_jobq_where {
 } ferry_jobq_where;
 /* Flag every job of the update (queued or running) as cancelled. */
 ferry_jobq_where ferry_jobq_cancel(ferry_jobq *q, const char *update_id);
+/* No job queued and none running. */
+bool ferry_jobq_idle(ferry_jobq *q);
 /* Wake the runners and flag the running jobs as stopping. */
 void ferry_jobq_stop(ferry_jobq *q);
 

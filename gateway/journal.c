@@ -461,6 +461,11 @@ ferry_err ferry_journal_summary(ferry_journal *j, json_t **out, ferry_status *st
 	return e;
 }
 
+void ferry_journal_release_memory(ferry_journal *j)
+{
+	sqlite3_db_release_memory(j->db);
+}
+
 void ferry_journal_close(ferry_journal *j)
 {
 	if (!j)

@@ -97,6 +97,8 @@ typedef struct ferry_jstep_new {
 
 ferry_err ferry_journal_open(const char *path, ferry_journal **out, ferry_status *st) FERRY_WUR;
 void ferry_journal_close(ferry_journal *j);
+/* Free the cached pages no statement is using (ferryd at rest). */
+void ferry_journal_release_memory(ferry_journal *j);
 
 /* The journal's identity: a random id given once, kept beside it in the
  * state dir too, so that an emptied or replaced journal is never taken for
