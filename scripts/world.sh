@@ -463,6 +463,19 @@ wait_log() {
 	fail "ferryd did not log: $1"
 }
 
+# wait_file FILE ERE SECONDS: until a line of FILE (from its first) matches
+# the extended regex ERE, for at most SECONDS; it blocks on the file
+# (tail -F) instead of polling it
+wait_file() {
+	local fd tp found=1
+	exec {fd}< <(exec timeout "$3" tail -n +1 -F "$1" 2> /dev/null)
+	tp=$!
+	grep -m 1 -qE -- "$2" <&"$fd" && found=0
+	exec {fd}<&-
+	kill "$tp" 2> /dev/null || true
+	[ "$found" = 0 ] || fail "no line of $1 matched: $2"
+}
+
 world_up() {
 	W_BUILD=$(cd "$1" && pwd)
 	W_FERRY=$W_BUILD/cli/ferry

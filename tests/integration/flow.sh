@@ -135,12 +135,11 @@ u="https://127.0.0.1:$W_HTTPS_PORT"
 # the one request /held/ lets straight through this minute
 curl -sS --cacert "$W/pki/ca.pem" -o /dev/null "$u/held/u7-app.conf"
 cmd update.deploy u-7 --manifest "$W/u7.jws" --link "app-config=$u/u7-app.conf" --link "app-bin=$u/held/u7-app.bin"
-for _ in $(seq 1 300); do grep -q 'delaying request.*zone "held"' "$W/nginx/error.log" && break; sleep 0.1; done
-grep -q 'delaying request.*zone "held"' "$W/nginx/error.log" || fail "nginx did not hold ferryd's request"
+wait_file "$W/nginx/error.log" 'delaying request.*zone "held"' 30
 cmd update.cancel u-7
 wait_mqtt '"update_id":"u-7","component":"app-bin","stage":"cancelled"' 60
 held() { awk '$7 == "/held/u7-app.bin" { print $9, $10 }' "$W/nginx/access.log"; }
-for _ in $(seq 1 300); do [ -n "$(held)" ] && break; sleep 0.1; done
+wait_file "$W/nginx/access.log" '"GET /held/u7-app\.bin ' 30
 [ "$(held)" = "499 0" ] || fail "the held request ended as '$(held)', not closed by ferryd before any byte (499 0)"
 cmp "$W/www/u3-app.bin" "$W/target/app.bin" || fail "a cancelled update changed app.bin"
 echo "ok: cancel while the file host sends nothing"
